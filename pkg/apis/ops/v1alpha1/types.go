@@ -1,0 +1,146 @@
+package v1alpha1
+
+import (
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+)
+
+// Resource names of the PostgresOpsRequest kind, as KubeDB names them.
+const (
+	ResourceKindPostgresOpsRequest     = "PostgresOpsRequest"
+	ResourceSingularPostgresOpsRequest = "postgresopsrequest"
+	ResourcePluralPostgresOpsRequest   = "postgresopsrequests"
+)
+
+// PostgresOpsRequest asks the ops-manager to perform one day-2 operation on a Postgres.
+//
+// +genclient
+// +k8s:deepcopy-gen:interfaces=k8s.io/apimachinery/pkg/runtime.Object
+// +kubebuilder:object:root=true
+// +kubebuilder:resource:path=postgresopsrequests,singular=postgresopsrequest,shortName=pgops,categories={ops,kubedb,all}
+// +kubebuilder:subresource:status
+// +kubebuilder:printcolumn:name="Type",type="string",JSONPath=".spec.type"
+// +kubebuilder:printcolumn:name="Status",type="string",JSONPath=".status.phase"
+// +kubebuilder:printcolumn:name="Age",type="date",JSONPath=".metadata.creationTimestamp"
+type PostgresOpsRequest struct {
+	metav1.TypeMeta   `json:",inline"`
+	metav1.ObjectMeta `json:"metadata,omitempty"`
+
+	// Spec cannot change once the request exists: create a new request instead.
+	// +kubebuilder:validation:XValidation:rule="self == oldSelf",message="spec is immutable: create a new PostgresOpsRequest instead"
+	Spec   PostgresOpsRequestSpec `json:"spec"`
+	Status OpsRequestStatus       `json:"status,omitempty"`
+}
+
+// PostgresOpsRequestSpec is the operation to perform.
+type PostgresOpsRequestSpec struct {
+	// Type of the operation. Only the types pgops implements are accepted.
+	Type OpsRequestType `json:"type"`
+
+	// DatabaseRef names the Postgres, in the request's namespace.
+	DatabaseRef DatabaseReference `json:"databaseRef"`
+
+	// Authentication gives the new credential for RotateAuth. Without it, the operator
+	// generates a new password for the current user.
+	// +optional
+	Authentication *AuthSpec `json:"authentication,omitempty"`
+
+	// Timeout bounds each step of the operation, for example "5m". Default 10m.
+	// +optional
+	Timeout *metav1.Duration `json:"timeout,omitempty"`
+
+	// Apply says when the operation may start: IfReady waits for the database to be Ready,
+	// Always waits only for it to be provisioned.
+	// +kubebuilder:default=IfReady
+	// +optional
+	Apply ApplyOption `json:"apply,omitempty"`
+
+	// MaxRetries is accepted for compatibility with KubeDB and ignored.
+	// +optional
+	MaxRetries int32 `json:"maxRetries,omitempty"`
+
+	// KubeDB fields of other operation types, accepted so KubeDB manifests apply, and ignored
+	// (their types are rejected by the type enum).
+
+	// +kubebuilder:pruning:PreserveUnknownFields
+	// +kubebuilder:validation:Schemaless
+	// +kubebuilder:validation:Type=object
+	// +optional
+	Restart *runtime.RawExtension `json:"restart,omitempty"`
+}
+
+// OpsRequestType is the operation to perform.
+// +kubebuilder:validation:Enum=RotateAuth
+type OpsRequestType string
+
+const (
+	// OpsRequestTypeRotateAuth replaces the database's superuser credential.
+	OpsRequestTypeRotateAuth OpsRequestType = "RotateAuth"
+)
+
+// ApplyOption says when an operation may start.
+// +kubebuilder:validation:Enum=IfReady;Always
+type ApplyOption string
+
+const (
+	ApplyOptionIfReady ApplyOption = "IfReady"
+	ApplyOptionAlways  ApplyOption = "Always"
+)
+
+// DatabaseReference names a Postgres in the same namespace.
+type DatabaseReference struct {
+	// +kubebuilder:validation:MinLength=1
+	Name string `json:"name"`
+}
+
+// AuthSpec names the Secret holding a user-provided credential.
+type AuthSpec struct {
+	// +optional
+	SecretRef *SecretReference `json:"secretRef,omitempty"`
+}
+
+// SecretReference points at a Secret in the request's namespace.
+type SecretReference struct {
+	// +kubebuilder:validation:MinLength=1
+	Name string `json:"name"`
+	// +kubebuilder:default=Secret
+	// +kubebuilder:validation:Enum=Secret
+	// +optional
+	Kind string `json:"kind,omitempty"`
+	// +optional
+	APIGroup string `json:"apiGroup,omitempty"`
+}
+
+// OpsRequestPhase is the coarse state of an ops request.
+// +kubebuilder:validation:Enum=Pending;Progressing;Successful;Failed;Skipped
+type OpsRequestPhase string
+
+const (
+	OpsRequestPhasePending     OpsRequestPhase = "Pending"
+	OpsRequestPhaseProgressing OpsRequestPhase = "Progressing"
+	OpsRequestPhaseSuccessful  OpsRequestPhase = "Successful"
+	OpsRequestPhaseFailed      OpsRequestPhase = "Failed"
+	OpsRequestPhaseSkipped     OpsRequestPhase = "Skipped"
+)
+
+// OpsRequestStatus is the observed progress of an ops request.
+type OpsRequestStatus struct {
+	// +optional
+	Phase OpsRequestPhase `json:"phase,omitempty"`
+	// +optional
+	ObservedGeneration int64 `json:"observedGeneration,omitempty"`
+	// Conditions record each step; the ops-manager resumes from them after a restart.
+	// +listType=map
+	// +listMapKey=type
+	// +optional
+	Conditions []metav1.Condition `json:"conditions,omitempty"`
+}
+
+// PostgresOpsRequestList is a list of PostgresOpsRequest.
+//
+// +k8s:deepcopy-gen:interfaces=k8s.io/apimachinery/pkg/runtime.Object
+type PostgresOpsRequestList struct {
+	metav1.TypeMeta `json:",inline"`
+	metav1.ListMeta `json:"metadata,omitempty"`
+	Items           []PostgresOpsRequest `json:"items"`
+}

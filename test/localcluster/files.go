@@ -1,0 +1,103 @@
+package localcluster
+
+import (
+	"crypto/rand"
+	"crypto/rsa"
+	"crypto/x509"
+	"encoding/hex"
+	"encoding/pem"
+	"fmt"
+	"net"
+	"os"
+	"sync"
+
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/clientcmd"
+	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
+)
+
+var (
+	// portsMu guards handedOut: ports given to any cluster of this process, so two
+	// clusters started concurrently in one test binary never get the same port even
+	// though each port's probe listener is closed before the component binds it.
+	portsMu   sync.Mutex
+	handedOut = map[int]bool{}
+)
+
+// freePorts returns n distinct TCP ports on 127.0.0.1 that were free a moment ago. All
+// probe listeners stay open until every port is chosen, so the kernel cannot return
+// the same port twice within one call.
+func freePorts(n int) ([]int, error) {
+	portsMu.Lock()
+	defer portsMu.Unlock()
+	var listeners []net.Listener
+	defer func() {
+		for _, l := range listeners {
+			l.Close()
+		}
+	}()
+	var ports []int
+	for len(ports) < n {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			return nil, fmt.Errorf("pick a free port: %w", err)
+		}
+		listeners = append(listeners, l)
+		port := l.Addr().(*net.TCPAddr).Port
+		if handedOut[port] {
+			continue
+		}
+		handedOut[port] = true
+		ports = append(ports, port)
+	}
+	return ports, nil
+}
+
+// writeServiceAccountKey writes a fresh RSA key pair in PEM: the private key signs
+// ServiceAccount tokens (apiserver, controller-manager), the public key verifies them.
+func writeServiceAccountKey(keyPath, pubPath string) error {
+	key, err := rsa.GenerateKey(rand.Reader, 2048)
+	if err != nil {
+		return err
+	}
+	keyPEM := pem.EncodeToMemory(&pem.Block{Type: "RSA PRIVATE KEY", Bytes: x509.MarshalPKCS1PrivateKey(key)})
+	pubDER, err := x509.MarshalPKIXPublicKey(&key.PublicKey)
+	if err != nil {
+		return err
+	}
+	pubPEM := pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: pubDER})
+	if err := os.WriteFile(keyPath, keyPEM, 0o600); err != nil {
+		return err
+	}
+	return os.WriteFile(pubPath, pubPEM, 0o644)
+}
+
+// randomToken returns 32 random bytes, hex-encoded.
+func randomToken() (string, error) {
+	b := make([]byte, 32)
+	if _, err := rand.Read(b); err != nil {
+		return "", err
+	}
+	return hex.EncodeToString(b), nil
+}
+
+// writeTokenFile writes the static token file (--token-auth-file) that makes token an
+// admin: user "admin" in group system:masters, which RBAC lets do anything.
+func writeTokenFile(path, token string) error {
+	return os.WriteFile(path, []byte(token+`,admin,admin,"system:masters"`+"\n"), 0o600)
+}
+
+// writeKubeconfig writes cfg (host, bearer token, CA or insecure) as a kubeconfig file.
+func writeKubeconfig(path string, cfg *rest.Config) error {
+	const name = "pgops-local"
+	kc := clientcmdapi.NewConfig()
+	kc.Clusters[name] = &clientcmdapi.Cluster{
+		Server:                   cfg.Host,
+		CertificateAuthorityData: cfg.CAData,
+		InsecureSkipTLSVerify:    cfg.Insecure,
+	}
+	kc.AuthInfos[name] = &clientcmdapi.AuthInfo{Token: cfg.BearerToken}
+	kc.Contexts[name] = &clientcmdapi.Context{Cluster: name, AuthInfo: name, Namespace: "default"}
+	kc.CurrentContext = name
+	return clientcmd.WriteToFile(*kc, path)
+}

@@ -13,5 +13,10 @@ here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 source "$here/versions.sh"
 export K8S_BIN_DIR
 cd "$here/.."
-# exec, so Ctrl-C and SIGTERM reach the Go program, which tears the cluster down in order.
-exec go run ./hack/localcluster "$@"
+# Build and exec rather than `go run`: a SIGTERM to `go run` kills only go itself and
+# orphans the program, while this way every signal reaches the program, which tears
+# the cluster down in order.
+bin="$PGOPS_CACHE/bin/localcluster"
+mkdir -p "$(dirname "$bin")"
+go build -o "$bin" ./hack/localcluster
+exec "$bin" "$@"

@@ -1,0 +1,214 @@
+package credential
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"strings"
+
+	"github.com/lib/pq"
+)
+
+// SetPassword sets role's password on the server behind target.
+//
+// Before touching the server it validates role ([ValidateRoleName]) and
+// password ([CheckPassword]) and computes the SCRAM-SHA-256 verifier locally
+// ([NewVerifier]), so the plaintext never leaves this process. Then, on one
+// dedicated connection as target.User (a superuser):
+//
+//	SET log_transaction_sample_rate = 0      -- session; sampling is decided at BEGIN
+//	BEGIN
+//	SET LOCAL log_statement = 'none'
+//	SET LOCAL log_min_error_statement = 'panic'
+//	SET LOCAL log_min_duration_statement = -1
+//	SET LOCAL log_min_duration_sample = -1   -- PostgreSQL 13+
+//	SET LOCAL pg_stat_statements.track_utility = off -- if pg_stat_statements is loaded
+//	ALTER ROLE "<role>" PASSWORD '<verifier>'
+//	COMMIT
+//
+// so that neither a statement log, an error's STATEMENT line, a duration log
+// nor pg_stat_statements records the verifier. The role name is quoted with
+// pq.QuoteIdentifier and the verifier with pq.QuoteLiteral.
+//
+// Errors are *Error values (see [Classify]); a missing role wraps
+// ErrRoleNotFound. They never contain the password or the verifier.
+func SetPassword(ctx context.Context, target Target, role, password string) error {
+	const op = "set password"
+	if err := ValidateRoleName(role); err != nil {
+		return err
+	}
+	if err := CheckPassword(password); err != nil {
+		return err
+	}
+	verifier, err := NewVerifier(password)
+	if err != nil {
+		return err
+	}
+	return setVerifier(ctx, target, role, verifier, op, password)
+}
+
+// SetVerifier is SetPassword for a verifier computed elsewhere (for example
+// with [NewVerifier], or read from another server). The verifier must parse
+// with [ParseVerifier]: anything else would be taken by PostgreSQL as a
+// plaintext password.
+func SetVerifier(ctx context.Context, target Target, role, verifier string) error {
+	if err := ValidateRoleName(role); err != nil {
+		return err
+	}
+	if _, err := ParseVerifier(verifier); err != nil {
+		return err
+	}
+	return setVerifier(ctx, target, role, verifier, "set verifier")
+}
+
+func setVerifier(ctx context.Context, target Target, role, verifier, op string, secrets ...string) error {
+	secrets = append(secrets, verifier)
+	// Also scrub the base64 pieces, should a message quote one alone.
+	for _, p := range strings.FieldsFunc(strings.TrimPrefix(verifier, scramPrefix),
+		func(r rune) bool { return r == '$' || r == ':' }) {
+		if len(p) >= 16 {
+			secrets = append(secrets, p)
+		}
+	}
+	db, conn, err := target.open(ctx, op)
+	if err != nil {
+		return err
+	}
+	defer closeQuietly(db, conn)
+
+	fail := func(err error) error { return wrapErr(ctx, op, err, true, secrets...) }
+
+	var version int
+	var hasPGSS bool
+	if err := conn.QueryRowContext(ctx,
+		`SELECT current_setting('server_version_num')::int,
+		        current_setting('pg_stat_statements.track_utility', true) IS NOT NULL`,
+	).Scan(&version, &hasPGSS); err != nil {
+		return fail(err)
+	}
+	if version >= 120000 {
+		if _, err := conn.ExecContext(ctx, `SET log_transaction_sample_rate = 0`); err != nil {
+			return fail(err)
+		}
+	}
+	tx, err := conn.BeginTx(ctx, nil)
+	if err != nil {
+		return fail(err)
+	}
+	defer func() { _ = tx.Rollback() }() // no-op after Commit
+
+	// Each statement is sent on its own: a multi-statement query string is
+	// logged as a whole before any of it runs.
+	stmts := []string{
+		`SET LOCAL log_statement = 'none'`,
+		`SET LOCAL log_min_error_statement = 'panic'`,
+		`SET LOCAL log_min_duration_statement = -1`,
+	}
+	if version >= 130000 {
+		stmts = append(stmts, `SET LOCAL log_min_duration_sample = -1`)
+	}
+	if hasPGSS {
+		stmts = append(stmts, `SET LOCAL pg_stat_statements.track_utility = off`)
+	}
+	for _, s := range stmts {
+		if _, err := tx.ExecContext(ctx, s); err != nil {
+			return fail(err)
+		}
+	}
+	alter := "ALTER ROLE " + pq.QuoteIdentifier(role) + " PASSWORD " + pq.QuoteLiteral(verifier)
+	if _, err := tx.ExecContext(ctx, alter); err != nil {
+		return fail(err)
+	}
+	if err := tx.Commit(); err != nil {
+		return fail(err)
+	}
+	return nil
+}
+
+// VerifyLogin reports whether a fresh connection to target's server and
+// database, authenticating as user with exactly password, succeeds. It
+// returns (false, nil) when the server rejects the credentials
+// (ClassAuth), and an error for anything else (unreachable, TLS, missing
+// database, …). target.User and target.Password are ignored.
+//
+// lib/pq sends the password bytes as given, without SASLprep (unlike
+// libpq); see [CheckPassword] for what that means for non-normalised
+// passwords.
+func VerifyLogin(ctx context.Context, target Target, user, password string) (bool, error) {
+	const op = "verify login"
+	if user == "" {
+		return false, fmt.Errorf("credential: %w: empty user", ErrInvalidTarget)
+	}
+	if err := validatePasswordBasic(password); err != nil {
+		return false, err
+	}
+	target.User, target.Password = user, password
+	db, conn, err := target.open(ctx, op)
+	if err != nil {
+		if Classify(err) == ClassAuth {
+			return false, nil
+		}
+		return false, err
+	}
+	defer closeQuietly(db, conn)
+	if err := conn.PingContext(ctx); err != nil {
+		return false, wrapErr(ctx, op, err, false, password)
+	}
+	return true, nil
+}
+
+// PasswordMatches reports whether password matches role's stored
+// SCRAM-SHA-256 verifier, without changing it: the verifier is read from
+// pg_authid (target.User must be a superuser), parsed, and checked with
+// [Verifier.Matches]. The operator uses it to make its password step
+// idempotent — a password already in place is not set (and re-salted) again.
+//
+// A role with no password, or whose stored secret is not a SCRAM-SHA-256
+// verifier (an md5 hash, say), yields (false, nil), so that the caller sets
+// a proper SCRAM verifier. A missing role yields an error wrapping
+// ErrRoleNotFound.
+func PasswordMatches(ctx context.Context, target Target, role, password string) (bool, error) {
+	const op = "check password"
+	if err := ValidateRoleName(role); err != nil {
+		return false, err
+	}
+	if err := validatePasswordBasic(password); err != nil {
+		return false, err
+	}
+	stored, err := StoredSecret(ctx, target, role)
+	if err != nil {
+		return false, err
+	}
+	if !strings.HasPrefix(stored, scramPrefix) {
+		return false, nil
+	}
+	v, err := ParseVerifier(stored)
+	if err != nil {
+		return false, &Error{Op: op, Class: ClassOther, msg: "stored secret of role is not a valid SCRAM-SHA-256 verifier"}
+	}
+	return v.Matches(password), nil
+}
+
+// StoredSecret returns pg_authid.rolpassword for role ("" when the role has
+// no password). The result is secret material: do not log it.
+func StoredSecret(ctx context.Context, target Target, role string) (string, error) {
+	const op = "read stored secret"
+	if err := ValidateRoleName(role); err != nil {
+		return "", err
+	}
+	db, conn, err := target.open(ctx, op)
+	if err != nil {
+		return "", err
+	}
+	defer closeQuietly(db, conn)
+	var secret sql.NullString
+	err = conn.QueryRowContext(ctx, `SELECT rolpassword FROM pg_catalog.pg_authid WHERE rolname = $1`, role).Scan(&secret)
+	if errors.Is(err, sql.ErrNoRows) {
+		return "", &Error{Op: op, Class: ClassOther, Code: "42704", msg: fmt.Sprintf("role %q does not exist", role)}
+	}
+	if err != nil {
+		return "", wrapErr(ctx, op, err, true)
+	}
+	return secret.String, nil
+}

@@ -1,0 +1,317 @@
+package credential
+
+import (
+	"context"
+	"database/sql"
+	"fmt"
+	"math"
+	"net"
+	"os"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/lib/pq"
+)
+
+const (
+	// DefaultConnectTimeout applies when Target.ConnectTimeout is zero.
+	DefaultConnectTimeout = 10 * time.Second
+	// DefaultStatementTimeout applies when Target.StatementTimeout is zero.
+	DefaultStatementTimeout = 30 * time.Second
+	// DefaultDatabase applies when Target.Database is empty.
+	DefaultDatabase = "postgres"
+	// DefaultSSLMode applies when Target.SSLMode is empty.
+	DefaultSSLMode = "prefer"
+
+	defaultPort            = 5432
+	defaultApplicationName = "pgops-credential"
+)
+
+// Target says how to reach a PostgreSQL server and as whom. Operators fill
+// it from flags and from the database's Secret. The zero values of the
+// optional fields select the defaults above.
+type Target struct {
+	// Host is a DNS name, an IP address, or an absolute path to a Unix
+	// socket directory.
+	Host string
+	// Port defaults to 5432.
+	Port int
+	// User and Password authenticate the connection. The operator connects
+	// as a superuser: SetPassword and PasswordMatches need it.
+	User     string
+	Password string
+	// Database defaults to "postgres".
+	Database string
+	// SSLMode is a libpq sslmode (disable, allow, prefer, require,
+	// verify-ca, verify-full); defaults to "prefer".
+	SSLMode string
+	// ConnectTimeout bounds dialing plus the TLS and authentication
+	// handshake (rounded up to whole seconds, as the driver counts them; a
+	// context deadline applies with full precision). Defaults to 10s.
+	ConnectTimeout time.Duration
+	// StatementTimeout is sent as the statement_timeout setting of the
+	// session. Defaults to 30s; negative disables it.
+	StatementTimeout time.Duration
+	// ApplicationName shows up in pg_stat_activity; defaults to
+	// "pgops-credential".
+	ApplicationName string
+}
+
+// String describes the target without its password.
+func (t Target) String() string {
+	return fmt.Sprintf("%s@%s:%d/%s", t.User, t.Host, t.port(), t.database())
+}
+
+// GoString keeps %#v from printing the password.
+func (t Target) GoString() string { return "credential.Target{" + t.String() + "}" }
+
+func (t Target) port() int {
+	if t.Port == 0 {
+		return defaultPort
+	}
+	return t.Port
+}
+
+func (t Target) database() string {
+	if t.Database == "" {
+		return DefaultDatabase
+	}
+	return t.Database
+}
+
+func (t Target) validate() error {
+	switch {
+	case t.Host == "":
+		return fmt.Errorf("credential: %w: empty host", ErrInvalidTarget)
+	case t.Port < 0 || t.Port > math.MaxUint16:
+		return fmt.Errorf("credential: %w: port %d out of range", ErrInvalidTarget, t.Port)
+	case t.User == "":
+		return fmt.Errorf("credential: %w: empty user", ErrInvalidTarget)
+	case strings.IndexByte(t.User, 0) >= 0 || strings.IndexByte(t.Password, 0) >= 0 ||
+		strings.IndexByte(t.Host, 0) >= 0 || strings.IndexByte(t.Database, 0) >= 0:
+		return fmt.Errorf("credential: %w: NUL byte in a connection parameter", ErrInvalidTarget)
+	}
+	switch t.SSLMode {
+	case "", "disable", "allow", "prefer", "require", "verify-ca", "verify-full":
+	default:
+		return fmt.Errorf("credential: %w: unknown sslmode %q", ErrInvalidTarget, t.SSLMode)
+	}
+	return nil
+}
+
+// quoteDSNValue quotes a value for a libpq key=value connection string:
+// single quotes, with backslash and single quote escaped by a backslash.
+func quoteDSNValue(v string) string {
+	var b strings.Builder
+	b.Grow(len(v) + 2)
+	b.WriteByte('\'')
+	for _, r := range v {
+		if r == '\'' || r == '\\' {
+			b.WriteByte('\\')
+		}
+		b.WriteRune(r)
+	}
+	b.WriteByte('\'')
+	return b.String()
+}
+
+// dsn builds the key=value connection string for everything but the
+// credentials.
+func (t Target) dsn() string {
+	ssl := t.SSLMode
+	if ssl == "" {
+		ssl = DefaultSSLMode
+	}
+	ct := t.ConnectTimeout
+	if ct <= 0 {
+		ct = DefaultConnectTimeout
+	}
+	secs := int64((ct + time.Second - 1) / time.Second)
+	app := t.ApplicationName
+	if app == "" {
+		app = defaultApplicationName
+	}
+	kv := [][2]string{
+		{"host", t.Host},
+		{"port", strconv.Itoa(t.port())},
+		{"dbname", t.database()},
+		{"sslmode", ssl},
+		{"connect_timeout", strconv.FormatInt(secs, 10)},
+		{"application_name", app},
+	}
+	st := t.StatementTimeout
+	if st == 0 {
+		st = DefaultStatementTimeout
+	}
+	if st > 0 {
+		ms := int64((st + time.Millisecond - 1) / time.Millisecond)
+		// Unknown keys are sent by lib/pq as run-time parameters.
+		kv = append(kv, [2]string{"statement_timeout", strconv.FormatInt(ms, 10)})
+	}
+	var b strings.Builder
+	for i, p := range kv {
+		if i > 0 {
+			b.WriteByte(' ')
+		}
+		b.WriteString(p[0])
+		b.WriteByte('=')
+		b.WriteString(quoteDSNValue(p[1]))
+	}
+	return b.String()
+}
+
+// connector builds a lib/pq connector for t. The user name and password are
+// set on the parsed pq.Config directly rather than through the DSN: the DSN
+// parser works on runes and would replace bytes that are not valid UTF-8, so
+// setting the fields keeps every byte exact. Environment variables lib/pq
+// honours (PGSSLROOTCERT, PGOPTIONS, …) still apply to keys not set here; a
+// .pgpass file is consulted only if Password is empty.
+func (t Target) connector(ctx context.Context) (*pq.Connector, error) {
+	if err := t.validate(); err != nil {
+		return nil, err
+	}
+	if os.Getenv("PQGO_DEBUG") == "1" {
+		// lib/pq then prints connection parameters and every statement,
+		// including passwords and verifiers, to stderr.
+		return nil, fmt.Errorf("credential: refusing to connect with PQGO_DEBUG=1: lib/pq would print secrets to stderr")
+	}
+	cfg, err := pq.NewConfig(t.dsn())
+	if err != nil {
+		return nil, fmt.Errorf("credential: %w: %v", ErrInvalidTarget, err)
+	}
+	cfg.User = t.User
+	cfg.Password = t.Password
+	c, err := pq.NewConnectorConfig(cfg)
+	if err != nil {
+		return nil, fmt.Errorf("credential: %w: %v", ErrInvalidTarget, err)
+	}
+	c.Dialer(&ctxDialer{op: ctx})
+	return c, nil
+}
+
+// open returns a single dedicated connection to t. The caller must Close
+// both the connection and the pool.
+func (t Target) open(ctx context.Context, op string) (*sql.DB, *sql.Conn, error) {
+	c, err := t.connector(ctx)
+	if err != nil {
+		return nil, nil, err
+	}
+	db := sql.OpenDB(c)
+	db.SetMaxOpenConns(1)
+	db.SetMaxIdleConns(1)
+	conn, err := db.Conn(ctx)
+	if err != nil {
+		db.Close()
+		return nil, nil, wrapErr(ctx, op, err, false, t.Password)
+	}
+	return db, conn, nil
+}
+
+// ctxDialer dials TCP or Unix sockets and ties the resulting connection to
+// the operation's context: every deadline the driver sets is clamped to the
+// context deadline, and cancelling the context unblocks any pending read or
+// write. lib/pq otherwise ignores the context during the startup and
+// authentication handshake.
+type ctxDialer struct {
+	op context.Context
+	d  net.Dialer
+}
+
+func (d *ctxDialer) Dial(network, address string) (net.Conn, error) {
+	return d.DialContext(context.Background(), network, address)
+}
+
+func (d *ctxDialer) DialTimeout(network, address string, timeout time.Duration) (net.Conn, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	return d.DialContext(ctx, network, address)
+}
+
+func (d *ctxDialer) DialContext(ctx context.Context, network, address string) (net.Conn, error) {
+	if d.op.Err() != nil {
+		// The operation is over: this is lib/pq sending a CancelRequest on
+		// a fresh connection for a statement we gave up on. Let it through
+		// unbound, under the driver's own timeout.
+		return d.d.DialContext(ctx, network, address)
+	}
+	// Dial under both the driver's context (connect_timeout) and ours.
+	dctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	stop := context.AfterFunc(d.op, cancel)
+	defer stop()
+	c, err := d.d.DialContext(dctx, network, address)
+	if err != nil {
+		if d.op.Err() != nil {
+			return nil, &ctxError{ctx: d.op.Err(), err: err}
+		}
+		return nil, err
+	}
+	cc := &ctxConn{Conn: c, ctx: d.op}
+	cc.stop = context.AfterFunc(d.op, cc.expire)
+	if err := cc.SetDeadline(time.Time{}); err != nil {
+		c.Close()
+		return nil, err
+	}
+	return cc, nil
+}
+
+type ctxConn struct {
+	net.Conn
+	ctx  context.Context
+	stop func() bool
+	mu   sync.Mutex
+}
+
+var pastDeadline = time.Unix(1, 0)
+
+func (c *ctxConn) clamp(t time.Time) time.Time {
+	if c.ctx.Err() != nil {
+		return pastDeadline
+	}
+	if d, ok := c.ctx.Deadline(); ok && (t.IsZero() || d.Before(t)) {
+		return d
+	}
+	return t
+}
+
+func (c *ctxConn) expire() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	_ = c.Conn.SetDeadline(pastDeadline)
+}
+
+func (c *ctxConn) SetDeadline(t time.Time) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.Conn.SetDeadline(c.clamp(t))
+}
+
+func (c *ctxConn) SetReadDeadline(t time.Time) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.Conn.SetReadDeadline(c.clamp(t))
+}
+
+func (c *ctxConn) SetWriteDeadline(t time.Time) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.Conn.SetWriteDeadline(c.clamp(t))
+}
+
+func (c *ctxConn) Close() error {
+	c.stop()
+	return c.Conn.Close()
+}
+
+// closeQuietly closes conn and db, ignoring errors (a failed Close on a
+// connection we are discarding carries no information).
+func closeQuietly(db *sql.DB, conn *sql.Conn) {
+	if conn != nil {
+		_ = conn.Close()
+	}
+	if db != nil {
+		_ = db.Close()
+	}
+}

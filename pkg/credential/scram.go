@@ -8,9 +8,14 @@ import (
 	"crypto/subtle"
 	"encoding/base64"
 	"fmt"
+	"io"
 	"strconv"
 	"strings"
 )
+
+// saltReader is the source of salts; tests replace it to get deterministic
+// verifiers.
+var saltReader io.Reader = rand.Reader
 
 const (
 	// ScramIterations is the PBKDF2 iteration count used by NewVerifier,
@@ -57,7 +62,7 @@ func NewVerifier(password string) (string, error) {
 		return "", err
 	}
 	salt := make([]byte, ScramSaltLen)
-	if _, err := rand.Read(salt); err != nil {
+	if _, err := io.ReadFull(saltReader, salt); err != nil {
 		return "", fmt.Errorf("credential: reading random salt: %w", err)
 	}
 	v, err := deriveVerifier(password, salt, ScramIterations)

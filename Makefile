@@ -35,7 +35,9 @@ tools: ## Install PostgreSQL server binaries and build the control-plane binarie
 	hack/install-k8s-bins.sh
 
 test: tools ## Unit, PostgreSQL and control-plane integration tests
-	$(GO) vet ./...
+	@# A missing control-plane binary must fail the run, never skip tests.
+	export PGOPS_REQUIRE_LOCALCLUSTER=1; \
+	$(GO) vet ./... && \
 	$(GO) test -count=1 -timeout $(TEST_TIMEOUT) $(TEST_FLAGS) $(PKGS)
 
 unit-test: ## Only tests that need neither PostgreSQL nor a control plane
@@ -44,8 +46,8 @@ unit-test: ## Only tests that need neither PostgreSQL nor a control plane
 bench: tools ## Benchmarks (speed and memory targets)
 	$(GO) test -run '^$$' -bench . -benchmem $(PKGS)
 
-demo: tools build ## Run the whole system on a local control plane; Ctrl-C tears it down
-	hack/demo.sh
+demo: ## Run the whole system on a local control plane; Ctrl-C tears it down
+	hack/demo.sh $(DEMO_FLAGS)
 
 clean:
 	rm -rf $(BIN_DIR)

@@ -1,0 +1,103 @@
+// Command demo runs the whole of pgops on a local control plane and walks through its
+// story: a Postgres becomes Ready, its credential is rotated to a generated one and then
+// to a user's, and the new credential logs in while the old one is refused. It tears
+// everything down on exit or Ctrl-C.
+//
+//	make demo                     # builds what it needs, then runs this
+//	go run ./hack/demo --wait=false
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"syscall"
+	"time"
+
+	"github.com/pgops/pgops/test/localcluster"
+	"github.com/pgops/pgops/test/testenv"
+)
+
+func main() {
+	if err := run(); err != nil {
+		fmt.Fprintf(os.Stderr, "demo: %v\n", err)
+		os.Exit(1)
+	}
+}
+
+func run() error {
+	waitForInterrupt := flag.Bool("wait", true, "after the story, keep the cluster up until Ctrl-C")
+	workDir := flag.String("workdir", "", "directory for the cluster's files and the operators' logs (default: a temp dir)")
+	stepTimeout := flag.Duration("step-timeout", 5*time.Minute, "how long to wait for each step of the story")
+	flag.Parse()
+
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+
+	if *workDir == "" {
+		dir, err := os.MkdirTemp("", "pgops-demo-")
+		if err != nil {
+			return err
+		}
+		*workDir = dir
+		defer os.RemoveAll(dir)
+	}
+	say("Starting a local control plane (etcd, kube-apiserver, controller-manager, scheduler, node agent)")
+	cluster, err := localcluster.Start(ctx, localcluster.Options{WorkDir: filepath.Join(*workDir, "cluster")})
+	if err != nil {
+		return err
+	}
+	defer func() {
+		say("Tearing down")
+		_ = cluster.Stop()
+	}()
+
+	say("Installing the CRDs and the operators' RBAC from manifests/")
+	if err := testenv.InstallCRDsAndRBAC(ctx, cluster); err != nil {
+		return err
+	}
+
+	say("Running both operators as local processes, with their ServiceAccounts' tokens")
+	binaries, err := testenv.BuildOperators(filepath.Join(*workDir, "bin"))
+	if err != nil {
+		return err
+	}
+	for _, name := range []string{"provisioner", "ops-manager"} {
+		cfg, err := cluster.ServiceAccountConfig(ctx, "pgops-system", "pgops-"+name)
+		if err != nil {
+			return err
+		}
+		logPath := filepath.Join(*workDir, name+".log")
+		logFile, err := os.Create(logPath)
+		if err != nil {
+			return err
+		}
+		defer logFile.Close()
+		op, err := testenv.StartOperator(name, binaries[name], cfg, *workDir, logFile)
+		if err != nil {
+			return err
+		}
+		defer op.Stop(30 * time.Second)
+		if err := op.WaitReady(ctx); err != nil {
+			return err
+		}
+		fmt.Printf("  %s ready (log: %s)\n", name, logPath)
+	}
+
+	story := &story{cluster: cluster, stepTimeout: *stepTimeout}
+	if err := story.run(ctx); err != nil {
+		return err
+	}
+
+	if *waitForInterrupt {
+		say(fmt.Sprintf("The cluster stays up: export KUBECONFIG=%s; kubectl is %s. Ctrl-C to tear down.",
+			cluster.Kubeconfig, cluster.KubectlPath))
+		<-ctx.Done()
+	}
+	return nil
+}
+
+func say(msg string) { fmt.Printf("\n==> %s\n", msg) }

@@ -1,0 +1,272 @@
+// Package integration tests pgops's API against a real kube-apiserver: the CRDs' schemas,
+// defaults, validation and printer columns, and the generated clients.
+package integration
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/watch"
+	"k8s.io/client-go/tools/cache"
+
+	kubedbv1 "github.com/pgops/pgops/pkg/apis/kubedb/v1"
+	opsv1alpha1 "github.com/pgops/pgops/pkg/apis/ops/v1alpha1"
+	pgopsclient "github.com/pgops/pgops/pkg/generated/clientset/versioned"
+	pgopsinformers "github.com/pgops/pgops/pkg/generated/informers/externalversions"
+	"github.com/pgops/pgops/test/localcluster"
+	"github.com/pgops/pgops/test/testenv"
+)
+
+var cluster *localcluster.Cluster
+
+func TestMain(m *testing.M) { testenv.Main(m, &cluster, localcluster.Options{}) }
+
+func testContext(t *testing.T) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+func newNamespace(t *testing.T, ctx context.Context) string {
+	t.Helper()
+	name := strings.ToLower(strings.ReplaceAll(t.Name(), "/", "-"))
+	if len(name) > 50 {
+		name = name[:50]
+	}
+	_, err := cluster.CreateNamespace(ctx, name)
+	require.NoError(t, err)
+	return name
+}
+
+func pgopsClient(t *testing.T) pgopsclient.Interface {
+	client, err := pgopsclient.NewForConfig(cluster.AdminConfig())
+	require.NoError(t, err)
+	return client
+}
+
+// kubectlApply applies a manifest given as text and returns kubectl's output.
+func kubectlApply(ctx context.Context, t *testing.T, manifest string) (string, error) {
+	t.Helper()
+	file := filepath.Join(t.TempDir(), "manifest.yaml")
+	require.NoError(t, os.WriteFile(file, []byte(manifest), 0o600))
+	out, err := cluster.Kubectl(ctx, "apply", "-f", file)
+	return string(out), err
+}
+
+func TestExamplesApply(t *testing.T) {
+	ctx := testContext(t)
+	out, err := cluster.Kubectl(ctx, "apply", "-f", testenv.Path("examples"))
+	require.NoError(t, err, string(out))
+	for _, want := range []string{
+		"namespace/demo", "postgres.kubedb.com/ha-postgres", "secret/ha-postgres-user-auth",
+		"postgresopsrequest.ops.kubedb.com/pgops-rotate-auth-generated",
+		"postgresopsrequest.ops.kubedb.com/pgops-rotate-auth-user",
+	} {
+		assert.Contains(t, string(out), want)
+	}
+}
+
+func TestDefaultsLand(t *testing.T) {
+	ctx := testContext(t)
+	ns := newNamespace(t, ctx)
+	_, err := kubectlApply(ctx, t, `
+apiVersion: kubedb.com/v1
+kind: Postgres
+metadata: {name: minimal, namespace: `+ns+`}
+spec: {version: "16.4"}
+---
+apiVersion: ops.kubedb.com/v1alpha1
+kind: PostgresOpsRequest
+metadata: {name: minimal-rotate, namespace: `+ns+`}
+spec: {type: RotateAuth, databaseRef: {name: minimal}}
+`)
+	require.NoError(t, err)
+
+	client := pgopsClient(t)
+	pg, err := client.KubedbV1().Postgreses(ns).Get(ctx, "minimal", metav1.GetOptions{})
+	require.NoError(t, err)
+	require.NotNil(t, pg.Spec.Replicas)
+	assert.Equal(t, int32(1), *pg.Spec.Replicas)
+	assert.Equal(t, kubedbv1.StorageTypeDurable, pg.Spec.StorageType)
+	assert.Equal(t, kubedbv1.DeletionPolicyDelete, pg.Spec.DeletionPolicy)
+	require.NotNil(t, pg.Spec.StandbyMode)
+	assert.Equal(t, kubedbv1.StandbyModeHot, *pg.Spec.StandbyMode)
+
+	req, err := client.OpsV1alpha1().PostgresOpsRequests(ns).Get(ctx, "minimal-rotate", metav1.GetOptions{})
+	require.NoError(t, err)
+	assert.Equal(t, opsv1alpha1.ApplyOptionIfReady, req.Spec.Apply)
+}
+
+func TestInvalidEnumsAreRejected(t *testing.T) {
+	ctx := testContext(t)
+	ns := newNamespace(t, ctx)
+	cases := map[string]struct{ manifest, want string }{
+		"ops type": {`
+apiVersion: ops.kubedb.com/v1alpha1
+kind: PostgresOpsRequest
+metadata: {name: bad-type, namespace: ` + ns + `}
+spec: {type: Foo, databaseRef: {name: pg}}
+`, `spec.type: Unsupported value: "Foo": supported values: "RotateAuth"`},
+		"apply": {`
+apiVersion: ops.kubedb.com/v1alpha1
+kind: PostgresOpsRequest
+metadata: {name: bad-apply, namespace: ` + ns + `}
+spec: {type: RotateAuth, databaseRef: {name: pg}, apply: Sometimes}
+`, `spec.apply: Unsupported value: "Sometimes": supported values: "IfReady", "Always"`},
+		"storageType": {`
+apiVersion: kubedb.com/v1
+kind: Postgres
+metadata: {name: bad-storage, namespace: ` + ns + `}
+spec: {version: "16.4", storageType: Cloud}
+`, `spec.storageType: Unsupported value: "Cloud": supported values: "Durable", "Ephemeral"`},
+		"missing databaseRef": {`
+apiVersion: ops.kubedb.com/v1alpha1
+kind: PostgresOpsRequest
+metadata: {name: no-db, namespace: ` + ns + `}
+spec: {type: RotateAuth}
+`, `spec.databaseRef: Required value`},
+		"replicas below one": {`
+apiVersion: kubedb.com/v1
+kind: Postgres
+metadata: {name: zero, namespace: ` + ns + `}
+spec: {version: "16.4", replicas: 0}
+`, `spec.replicas: Invalid value: 0: spec.replicas in body should be greater than or equal to 1`},
+	}
+	for name, tc := range cases {
+		t.Run(name, func(t *testing.T) {
+			out, err := kubectlApply(ctx, t, tc.manifest)
+			require.Error(t, err, out)
+			assert.Contains(t, out, tc.want)
+		})
+	}
+}
+
+func TestOpsRequestSpecIsImmutable(t *testing.T) {
+	ctx := testContext(t)
+	ns := newNamespace(t, ctx)
+	client := pgopsClient(t)
+	req, err := client.OpsV1alpha1().PostgresOpsRequests(ns).Create(ctx, &opsv1alpha1.PostgresOpsRequest{
+		ObjectMeta: metav1.ObjectMeta{Name: "rotate"},
+		Spec: opsv1alpha1.PostgresOpsRequestSpec{
+			Type: opsv1alpha1.OpsRequestTypeRotateAuth, DatabaseRef: opsv1alpha1.DatabaseReference{Name: "pg"},
+		},
+	}, metav1.CreateOptions{})
+	require.NoError(t, err)
+
+	req.Spec.DatabaseRef.Name = "another"
+	_, err = client.OpsV1alpha1().PostgresOpsRequests(ns).Update(ctx, req, metav1.UpdateOptions{})
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), "spec is immutable")
+
+	// Status stays writable through its subresource.
+	fresh, err := client.OpsV1alpha1().PostgresOpsRequests(ns).Get(ctx, "rotate", metav1.GetOptions{})
+	require.NoError(t, err)
+	fresh.Status.Phase = opsv1alpha1.OpsRequestPhasePending
+	_, err = client.OpsV1alpha1().PostgresOpsRequests(ns).UpdateStatus(ctx, fresh, metav1.UpdateOptions{})
+	require.NoError(t, err)
+}
+
+func TestStorageTypeIsImmutable(t *testing.T) {
+	ctx := testContext(t)
+	ns := newNamespace(t, ctx)
+	client := pgopsClient(t)
+	pg, err := client.KubedbV1().Postgreses(ns).Create(ctx, &kubedbv1.Postgres{
+		ObjectMeta: metav1.ObjectMeta{Name: "pg"},
+		Spec:       kubedbv1.PostgresSpec{Version: "16.4", StorageType: kubedbv1.StorageTypeDurable},
+	}, metav1.CreateOptions{})
+	require.NoError(t, err)
+	pg.Spec.StorageType = kubedbv1.StorageTypeEphemeral
+	_, err = client.KubedbV1().Postgreses(ns).Update(ctx, pg, metav1.UpdateOptions{})
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), "storageType is immutable")
+}
+
+func TestPrinterColumns(t *testing.T) {
+	ctx := testContext(t)
+	ns := newNamespace(t, ctx)
+	_, err := kubectlApply(ctx, t, `
+apiVersion: kubedb.com/v1
+kind: Postgres
+metadata: {name: columns, namespace: `+ns+`}
+spec: {version: "16.4"}
+---
+apiVersion: ops.kubedb.com/v1alpha1
+kind: PostgresOpsRequest
+metadata: {name: columns-rotate, namespace: `+ns+`}
+spec: {type: RotateAuth, databaseRef: {name: columns}}
+`)
+	require.NoError(t, err)
+
+	out, err := cluster.Kubectl(ctx, "get", "pg", "-n", ns)
+	require.NoError(t, err, string(out))
+	assert.Regexp(t, `(?m)^NAME\s+VERSION\s+STATUS\s+AGE$`, string(out))
+	assert.Regexp(t, `(?m)^columns\s+16\.4\s+`, string(out))
+
+	out, err = cluster.Kubectl(ctx, "get", "pgops", "-n", ns)
+	require.NoError(t, err, string(out))
+	assert.Regexp(t, `(?m)^NAME\s+TYPE\s+STATUS\s+AGE$`, string(out))
+	assert.Regexp(t, `(?m)^columns-rotate\s+RotateAuth\s+`, string(out))
+
+	// The categories make both kinds show up in `kubectl get kubedb`.
+	out, err = cluster.Kubectl(ctx, "get", "kubedb", "-n", ns, "-o", "name")
+	require.NoError(t, err, string(out))
+	assert.Contains(t, string(out), "postgres.kubedb.com/columns")
+	assert.Contains(t, string(out), "postgresopsrequest.ops.kubedb.com/columns-rotate")
+}
+
+func TestTypedClientsetListsAndWatches(t *testing.T) {
+	ctx := testContext(t)
+	ns := newNamespace(t, ctx)
+	client := pgopsClient(t)
+
+	pgWatch, err := client.KubedbV1().Postgreses(ns).Watch(ctx, metav1.ListOptions{})
+	require.NoError(t, err)
+	defer pgWatch.Stop()
+
+	factory := pgopsinformers.NewSharedInformerFactoryWithOptions(client, 0, pgopsinformers.WithNamespace(ns))
+	pgLister := factory.Kubedb().V1().Postgreses().Lister()
+	reqLister := factory.Ops().V1alpha1().PostgresOpsRequests().Lister()
+	factory.Start(ctx.Done())
+	defer factory.Shutdown()
+	require.True(t, cache.WaitForCacheSync(ctx.Done(),
+		factory.Kubedb().V1().Postgreses().Informer().HasSynced,
+		factory.Ops().V1alpha1().PostgresOpsRequests().Informer().HasSynced))
+
+	_, err = client.KubedbV1().Postgreses(ns).Create(ctx, &kubedbv1.Postgres{
+		ObjectMeta: metav1.ObjectMeta{Name: "watched"}, Spec: kubedbv1.PostgresSpec{Version: "16.4"},
+	}, metav1.CreateOptions{})
+	require.NoError(t, err)
+	_, err = client.OpsV1alpha1().PostgresOpsRequests(ns).Create(ctx, &opsv1alpha1.PostgresOpsRequest{
+		ObjectMeta: metav1.ObjectMeta{Name: "watched-rotate"},
+		Spec: opsv1alpha1.PostgresOpsRequestSpec{
+			Type: opsv1alpha1.OpsRequestTypeRotateAuth, DatabaseRef: opsv1alpha1.DatabaseReference{Name: "watched"},
+		},
+	}, metav1.CreateOptions{})
+	require.NoError(t, err)
+
+	select {
+	case ev := <-pgWatch.ResultChan():
+		assert.Equal(t, watch.Added, ev.Type)
+		assert.Equal(t, "watched", ev.Object.(*kubedbv1.Postgres).Name)
+	case <-ctx.Done():
+		t.Fatal("no watch event for the new Postgres")
+	}
+
+	require.Eventually(t, func() bool {
+		pgs, _ := pgLister.Postgreses(ns).List(everything)
+		reqs, _ := reqLister.PostgresOpsRequests(ns).List(everything)
+		return len(pgs) == 1 && len(reqs) == 1
+	}, 30*time.Second, 50*time.Millisecond, "informers did not see both objects")
+
+	list, err := client.OpsV1alpha1().PostgresOpsRequests(ns).List(ctx, metav1.ListOptions{})
+	require.NoError(t, err)
+	require.Len(t, list.Items, 1)
+	assert.Equal(t, "watched-rotate", list.Items[0].Name)
+}

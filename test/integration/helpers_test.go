@@ -1,0 +1,5 @@
+package integration
+
+import "k8s.io/apimachinery/pkg/labels"
+
+var everything = labels.Everything()

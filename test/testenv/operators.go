@@ -1,0 +1,114 @@
+package testenv
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"syscall"
+	"time"
+
+	"k8s.io/apimachinery/pkg/util/wait"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/clientcmd"
+	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
+)
+
+// Operator is an operator binary running as a local process, as it would in its pod.
+type Operator struct {
+	Name       string
+	HealthAddr string
+	cmd        *exec.Cmd
+	exited     chan struct{}
+	exitErr    error
+}
+
+// StartOperator runs binary with a kubeconfig for cfg and extra flags. Its output goes to
+// logFile. The caller stops it with Stop or Kill.
+func StartOperator(name, binary string, cfg *rest.Config, workDir string, logFile io.Writer, extraArgs ...string) (*Operator, error) {
+	kubeconfig := filepath.Join(workDir, name+".kubeconfig")
+	if err := WriteKubeconfig(kubeconfig, cfg); err != nil {
+		return nil, err
+	}
+	healthAddr, err := freeLoopbackAddr()
+	if err != nil {
+		return nil, err
+	}
+	args := append([]string{
+		"--kubeconfig=" + kubeconfig,
+		"--health-addr=" + healthAddr,
+		"--leader-election-namespace=pgops-system",
+		"--v=2",
+	}, extraArgs...)
+	cmd := exec.Command(binary, args...)
+	cmd.Stdout, cmd.Stderr = logFile, logFile
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	if err := cmd.Start(); err != nil {
+		return nil, fmt.Errorf("start %s: %w", name, err)
+	}
+	op := &Operator{Name: name, HealthAddr: healthAddr, cmd: cmd, exited: make(chan struct{})}
+	go func() { op.exitErr = cmd.Wait(); close(op.exited) }()
+	return op, nil
+}
+
+// WaitReady waits until the operator's /readyz answers 200.
+func (o *Operator) WaitReady(ctx context.Context) error {
+	return wait.PollUntilContextTimeout(ctx, 100*time.Millisecond, 2*time.Minute, true, func(ctx context.Context) (bool, error) {
+		select {
+		case <-o.exited:
+			return false, fmt.Errorf("%s exited before becoming ready: %v", o.Name, o.exitErr)
+		default:
+		}
+		resp, err := http.Get("http://" + o.HealthAddr + "/readyz")
+		if err != nil {
+			return false, nil
+		}
+		resp.Body.Close()
+		return resp.StatusCode == http.StatusOK, nil
+	})
+}
+
+// Stop sends SIGTERM and waits for a clean exit; it returns the exit error.
+func (o *Operator) Stop(timeout time.Duration) error {
+	_ = o.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-o.exited:
+		return o.exitErr
+	case <-time.After(timeout):
+		o.Kill()
+		return fmt.Errorf("%s did not exit within %s of SIGTERM", o.Name, timeout)
+	}
+}
+
+// Kill ends the operator with SIGKILL, as a node failure or OOM kill would.
+func (o *Operator) Kill() {
+	_ = syscall.Kill(-o.cmd.Process.Pid, syscall.SIGKILL)
+	<-o.exited
+}
+
+// WriteKubeconfig writes cfg's server, CA and bearer token as a kubeconfig file.
+func WriteKubeconfig(path string, cfg *rest.Config) error {
+	const name = "pgops"
+	kc := clientcmdapi.NewConfig()
+	kc.Clusters[name] = &clientcmdapi.Cluster{Server: cfg.Host, CertificateAuthorityData: cfg.CAData, InsecureSkipTLSVerify: cfg.Insecure}
+	kc.AuthInfos[name] = &clientcmdapi.AuthInfo{Token: cfg.BearerToken}
+	kc.Contexts[name] = &clientcmdapi.Context{Cluster: name, AuthInfo: name}
+	kc.CurrentContext = name
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return err
+	}
+	return clientcmd.WriteToFile(*kc, path)
+}
+
+func freeLoopbackAddr() (string, error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", err
+	}
+	defer ln.Close()
+	return ln.Addr().String(), nil
+}

@@ -1,0 +1,111 @@
+// Package testenv sets up what pgops's integration and end-to-end tests share: a local
+// control plane with pgops's CRDs and RBAC installed, and the operators' binaries.
+package testenv
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"testing"
+	"time"
+
+	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
+	apiextensionsclient "k8s.io/apiextensions-apiserver/pkg/client/clientset/clientset"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/wait"
+
+	"github.com/pgops/pgops/test/localcluster"
+)
+
+// CRDNames are the CustomResourceDefinitions in manifests/crds.
+var CRDNames = []string{"postgreses.kubedb.com", "postgresopsrequests.ops.kubedb.com"}
+
+// RepoRoot is the checkout's top directory.
+func RepoRoot() string {
+	_, file, _, _ := runtime.Caller(0)
+	return filepath.Clean(filepath.Join(filepath.Dir(file), "..", ".."))
+}
+
+// Path joins elem to the checkout's top directory.
+func Path(elem ...string) string { return filepath.Join(append([]string{RepoRoot()}, elem...)...) }
+
+// Main starts a local control plane, installs pgops's CRDs and RBAC, runs the package's
+// tests with it and tears it down. A missing binary fails the run: these tests never skip
+// silently.
+func Main(m *testing.M, cluster **localcluster.Cluster, opts localcluster.Options) {
+	code := func() int {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+		defer cancel()
+		if opts.Progress == nil && testing.Verbose() {
+			opts.Progress = os.Stderr
+		}
+		c, err := localcluster.Start(ctx, opts)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "starting the local control plane:", err)
+			return 1
+		}
+		defer c.Stop()
+		if err := InstallCRDsAndRBAC(ctx, c); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			return 1
+		}
+		*cluster = c
+		return m.Run()
+	}()
+	os.Exit(code)
+}
+
+// InstallCRDsAndRBAC applies manifests/ except the Deployments (tests run the operators
+// as local processes) and waits until the CRDs are served.
+func InstallCRDsAndRBAC(ctx context.Context, c *localcluster.Cluster) error {
+	out, err := c.Kubectl(ctx, "apply",
+		"-f", Path("manifests", "namespace.yaml"),
+		"-f", Path("manifests", "crds"),
+		"-f", Path("manifests", "rbac"))
+	if err != nil {
+		return fmt.Errorf("kubectl apply manifests: %v: %s", err, out)
+	}
+	return WaitForCRDs(ctx, c)
+}
+
+// WaitForCRDs waits until every pgops CRD is Established.
+func WaitForCRDs(ctx context.Context, c *localcluster.Cluster) error {
+	client, err := apiextensionsclient.NewForConfig(c.AdminConfig())
+	if err != nil {
+		return err
+	}
+	return wait.PollUntilContextTimeout(ctx, 100*time.Millisecond, time.Minute, true, func(ctx context.Context) (bool, error) {
+		for _, name := range CRDNames {
+			crd, err := client.ApiextensionsV1().CustomResourceDefinitions().Get(ctx, name, metav1.GetOptions{})
+			if err != nil {
+				return false, nil
+			}
+			established := false
+			for _, cond := range crd.Status.Conditions {
+				if cond.Type == apiextensionsv1.Established && cond.Status == apiextensionsv1.ConditionTrue {
+					established = true
+				}
+			}
+			if !established {
+				return false, nil
+			}
+		}
+		return true, nil
+	})
+}
+
+// BuildOperators builds cmd/... into dir and returns the path of each binary by name.
+func BuildOperators(dir string) (map[string]string, error) {
+	cmd := exec.Command("go", "build", "-o", dir+"/", "./cmd/...")
+	cmd.Dir = RepoRoot()
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return nil, fmt.Errorf("go build ./cmd/...: %v: %s", err, out)
+	}
+	return map[string]string{
+		"provisioner": filepath.Join(dir, "provisioner"),
+		"ops-manager": filepath.Join(dir, "ops-manager"),
+	}, nil
+}

@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"strings"
 	"syscall"
+	"time"
 )
 
 // Class is the coarse category of an error returned while talking to a
@@ -222,7 +223,13 @@ func wrapErr(ctx context.Context, op string, err error, redact bool, secrets ...
 		return err
 	}
 	e := &Error{Op: op}
-	if cerr := ctx.Err(); cerr != nil && !errors.Is(err, cerr) {
+	cerr := ctx.Err()
+	if d, ok := ctx.Deadline(); ok && cerr == nil && !time.Now().Before(d) {
+		// The connection's deadline (clamped to the context's) can fire a
+		// moment before the context's own timer marks it done.
+		cerr = context.DeadlineExceeded
+	}
+	if cerr != nil && !errors.Is(err, cerr) {
 		// Keep both: the context verdict and the driver text.
 		err = &ctxError{ctx: cerr, err: err}
 	}

@@ -304,7 +304,6 @@ func (s *Server) writeConf() {
 		{"max_connections", "40"},
 		{"shared_buffers", "16MB"},
 		{"fsync", "off"},
-		{"synchronous_commit", "off"},
 		{"full_page_writes", "off"},
 		{"wal_level", "replica"},
 		{"max_wal_senders", "5"},
@@ -563,10 +562,11 @@ func (s *Server) QueryString(t testing.TB, query string, args ...any) string {
 	return v.String
 }
 
-// CurrentLSN returns the primary's current WAL insert position.
+// CurrentLSN returns the primary's current WAL insert position: every
+// change committed so far lies before it.
 func (s *Server) CurrentLSN(t testing.TB) string {
 	t.Helper()
-	return s.QueryString(t, "SELECT pg_current_wal_lsn()::text")
+	return s.QueryString(t, "SELECT pg_current_wal_insert_lsn()::text")
 }
 
 // WaitForReplay blocks until this standby has replayed WAL up to lsn (as

@@ -562,11 +562,35 @@ func (s *Server) QueryString(t testing.TB, query string, args ...any) string {
 	return v.String
 }
 
-// CurrentLSN returns the primary's current WAL insert position: every
-// change committed so far lies before it.
+// CurrentLSN returns a WAL position on the primary that covers every change
+// committed so far and is already flushed (so that it will be streamed even
+// if those commits were asynchronous): it commits a transaction with
+// synchronous_commit = on, which flushes all WAL before it, and returns
+// pg_current_wal_flush_lsn().
 func (s *Server) CurrentLSN(t testing.TB) string {
 	t.Helper()
-	return s.QueryString(t, "SELECT pg_current_wal_insert_lsn()::text")
+	db, err := sql.Open("postgres", s.DSN(s.SuperUser, s.SuperPassword))
+	if err != nil {
+		t.Fatalf("pgtest: %v", err)
+	}
+	defer db.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	conn, err := db.Conn(ctx)
+	if err != nil {
+		t.Fatalf("pgtest: %v", err)
+	}
+	defer conn.Close()
+	var lsn string
+	for _, q := range []string{"SET synchronous_commit = on", "SELECT txid_current()"} {
+		if _, err := conn.ExecContext(ctx, q); err != nil {
+			t.Fatalf("pgtest: %s: %v", q, err)
+		}
+	}
+	if err := conn.QueryRowContext(ctx, "SELECT pg_current_wal_flush_lsn()::text").Scan(&lsn); err != nil {
+		t.Fatalf("pgtest: reading flush LSN: %v", err)
+	}
+	return lsn
 }
 
 // WaitForReplay blocks until this standby has replayed WAL up to lsn (as

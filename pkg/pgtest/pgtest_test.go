@@ -3,8 +3,10 @@ package pgtest_test
 import (
 	"database/sql"
 	"errors"
+	"os"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/lib/pq"
 
@@ -62,4 +64,38 @@ func TestBinDir(t *testing.T) {
 		t.Fatalf("BinDir: %v", err)
 	}
 	t.Logf("bindir %s", d)
+}
+
+func TestStandbyStreams(t *testing.T) {
+	p := pgtest.Start(t)
+	s := pgtest.StartStandby(t, p)
+	if got := s.QueryString(t, "SELECT pg_is_in_recovery()"); got != "true" {
+		t.Fatalf("standby pg_is_in_recovery = %q", got)
+	}
+	if s.Port == p.Port || s.DataDir == p.DataDir {
+		t.Fatalf("standby shares port or data dir with the primary")
+	}
+	p.Exec(t, "CREATE TABLE replicated (x int)")
+	p.Exec(t, "INSERT INTO replicated VALUES (42)")
+	s.WaitForReplay(t, p.CurrentLSN(t), time.Minute)
+	if got := s.QueryString(t, "SELECT x FROM replicated"); got != "42" {
+		t.Fatalf("standby sees %q", got)
+	}
+	if got := p.QueryString(t, "SELECT count(*) FROM pg_stat_replication WHERE state = 'streaming'"); got != "1" {
+		t.Fatalf("primary has %s streaming standbys", got)
+	}
+	if err := s.ExecErr("CREATE TABLE nope (x int)"); err == nil {
+		t.Fatalf("standby accepted a write")
+	}
+}
+
+func TestCleanupRemovesDirectory(t *testing.T) {
+	var dir string
+	t.Run("inner", func(t *testing.T) {
+		s := pgtest.Start(t)
+		dir = s.Dir
+	})
+	if _, err := os.Stat(dir); !os.IsNotExist(err) {
+		t.Fatalf("server directory %s still exists after cleanup (err=%v)", dir, err)
+	}
 }

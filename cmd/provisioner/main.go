@@ -1,25 +1,80 @@
 // Command provisioner runs the pgops provisioner: it turns each Postgres into an auth
 // Secret, a StatefulSet of PostgreSQL pods and Services, and reports the database's status.
+//
+// Provisioner flags, besides the shared operator flags:
+//
+//	--image-registry        repository of PostgreSQL images (default docker.io/library/postgres)
+//	--image-tag-template    Go template for the tag, over .Version ("16.4"), .Major ("16") and
+//	                        .Minor ("4" or ""); default "{{.Version}}". spec.version must match
+//	                        ^[0-9]+(\.[0-9]+)?$ with a major version >= 12.
+//	--database-host-mode    how the status check reaches a primary Service: ClusterIP (default;
+//	                        works out of cluster where ClusterIPs are routable) or DNS
+//	                        (<name>.<namespace>.svc, in cluster)
+//	--health-check-timeout  bound of one SQL login check of a primary (default 5s)
+//	--status-period         how often each Postgres is re-examined to keep its phase honest (default 15s)
 package main
 
 import (
 	"context"
+	"flag"
 	"fmt"
+	"time"
 
-	"k8s.io/client-go/informers"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/cache"
 	"k8s.io/klog/v2"
 
+	"github.com/pgops/pgops/pkg/controller/provisioner"
 	pgopsclient "github.com/pgops/pgops/pkg/generated/clientset/versioned"
-	pgopsinformers "github.com/pgops/pgops/pkg/generated/informers/externalversions"
 	"github.com/pgops/pgops/pkg/operator"
 )
 
-func main() { operator.Main("pgops-provisioner", run) }
+// provisionerFlags are the flags only the provisioner takes.
+type provisionerFlags struct {
+	imageRegistry      string
+	imageTagTemplate   string
+	databaseHostMode   string
+	healthCheckTimeout time.Duration
+	statusPeriod       time.Duration
+}
+
+var flags = provisionerFlags{
+	imageRegistry:      provisioner.DefaultImageRegistry,
+	imageTagTemplate:   provisioner.DefaultImageTagTemplate,
+	databaseHostMode:   string(provisioner.HostModeClusterIP),
+	healthCheckTimeout: provisioner.DefaultHealthCheckTimeout,
+	statusPeriod:       provisioner.DefaultStatusPeriod,
+}
+
+func main() {
+	fs := flag.CommandLine
+	fs.StringVar(&flags.imageRegistry, "image-registry", flags.imageRegistry,
+		"Repository of the PostgreSQL images; the image is <registry>:<tag>.")
+	fs.StringVar(&flags.imageTagTemplate, "image-tag-template", flags.imageTagTemplate,
+		"Go template of the image tag, over .Version (spec.version, e.g. 16.4), .Major and .Minor. spec.version must be MAJOR or MAJOR.MINOR with MAJOR >= 12.")
+	fs.StringVar(&flags.databaseHostMode, "database-host-mode", flags.databaseHostMode,
+		"How the status check reaches a database's primary Service: ClusterIP (its cluster IP) or DNS (<name>.<namespace>.svc).")
+	fs.DurationVar(&flags.healthCheckTimeout, "health-check-timeout", flags.healthCheckTimeout,
+		"Timeout of one SQL login check of a primary.")
+	fs.DurationVar(&flags.statusPeriod, "status-period", flags.statusPeriod,
+		"How often each Postgres is re-examined so its phase stays honest.")
+	operator.Main("pgops-provisioner", run)
+}
 
 func run(ctx context.Context, cfg *rest.Config, opts *operator.Options, health *operator.Health) error {
+	images, err := provisioner.NewImageMapper(flags.imageRegistry, flags.imageTagTemplate)
+	if err != nil {
+		return fmt.Errorf("--image-registry/--image-tag-template: %w", err)
+	}
+	hostMode, err := provisioner.ParseHostMode(flags.databaseHostMode)
+	if err != nil {
+		return fmt.Errorf("--database-host-mode: %w", err)
+	}
+	if flags.statusPeriod < time.Second {
+		return fmt.Errorf("--status-period must be at least 1s, got %s", flags.statusPeriod)
+	}
+
 	kubeClient, err := kubernetes.NewForConfig(cfg)
 	if err != nil {
 		return fmt.Errorf("creating Kubernetes client: %w", err)
@@ -28,24 +83,26 @@ func run(ctx context.Context, cfg *rest.Config, opts *operator.Options, health *
 	if err != nil {
 		return fmt.Errorf("creating pgops client: %w", err)
 	}
-	kubeInformers := informers.NewSharedInformerFactoryWithOptions(kubeClient, opts.ResyncPeriod,
-		informers.WithNamespace(opts.InformerNamespace()))
-	pgopsInformers := pgopsinformers.NewSharedInformerFactoryWithOptions(pgopsClient, opts.ResyncPeriod,
-		pgopsinformers.WithNamespace(opts.InformerNamespace()))
+	kubeInformers := provisioner.NewKubeInformerFactory(kubeClient, opts.ResyncPeriod, opts.InformerNamespace())
+	pgopsInformers := provisioner.NewPostgresInformerFactory(pgopsClient, opts.ResyncPeriod, opts.InformerNamespace())
 
-	synced := []cache.InformerSynced{
-		pgopsInformers.Kubedb().V1().Postgreses().Informer().HasSynced,
-		kubeInformers.Apps().V1().StatefulSets().Informer().HasSynced,
+	controller, err := provisioner.New(ctx, kubeClient, pgopsClient, kubeInformers, pgopsInformers, provisioner.Config{
+		Images:        images,
+		HealthChecker: &provisioner.SQLHealthChecker{HostMode: hostMode, Timeout: flags.healthCheckTimeout},
+		StatusPeriod:  flags.statusPeriod,
+	})
+	if err != nil {
+		return err
 	}
+
 	kubeInformers.Start(ctx.Done())
 	pgopsInformers.Start(ctx.Done())
 	defer kubeInformers.Shutdown()
 	defer pgopsInformers.Shutdown()
-	if !cache.WaitForCacheSync(ctx.Done(), synced...) {
+	if !cache.WaitForCacheSync(ctx.Done(), controller.HasSynced) {
 		return fmt.Errorf("informer caches did not sync")
 	}
 	health.SetReady()
-	klog.InfoS("Caches synced; waiting for work")
-	<-ctx.Done()
-	return nil
+	klog.InfoS("Caches synced; starting workers", "workers", opts.Workers)
+	return controller.Run(ctx, opts.Workers)
 }

@@ -1,0 +1,296 @@
+// Package provisioner is the pgops provisioner's controller: it turns each Postgres into an
+// auth Secret, a ConfigMap with the pod entrypoint, a StatefulSet of PostgreSQL pods and
+// Services, and reports the database's status. docs/architecture.md fixes the contracts
+// (names, labels, pod environment, entrypoint behaviour, pause handshake).
+package provisioner
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
+	"k8s.io/apimachinery/pkg/util/wait"
+	"k8s.io/client-go/informers"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/kubernetes/scheme"
+	typedcorev1 "k8s.io/client-go/kubernetes/typed/core/v1"
+	appslisters "k8s.io/client-go/listers/apps/v1"
+	corelisters "k8s.io/client-go/listers/core/v1"
+	"k8s.io/client-go/tools/cache"
+	"k8s.io/client-go/tools/record"
+	"k8s.io/client-go/util/workqueue"
+	"k8s.io/klog/v2"
+
+	kubedbv1 "github.com/pgops/pgops/pkg/apis/kubedb/v1"
+	versioned "github.com/pgops/pgops/pkg/generated/clientset/versioned"
+	pgopsscheme "github.com/pgops/pgops/pkg/generated/clientset/versioned/scheme"
+	pgopsinformers "github.com/pgops/pgops/pkg/generated/informers/externalversions"
+	kubedblisters "github.com/pgops/pgops/pkg/generated/listers/kubedb/v1"
+)
+
+// ControllerName names the workqueue (for its metrics) and the event source.
+const ControllerName = "pgops-provisioner"
+
+// FieldManager is sent with every write the provisioner makes.
+const FieldManager = "pgops-provisioner"
+
+// Config holds the provisioner's settings. The zero value of each field selects the default
+// noted on it.
+type Config struct {
+	// Images maps spec.version to an image. Defaults to DefaultImageMapper().
+	Images *ImageMapper
+	// HealthChecker checks that the primary accepts SQL logins. Defaults to an SQLHealthChecker
+	// in ClusterIP mode with DefaultHealthCheckTimeout.
+	HealthChecker HealthChecker
+	// StatusPeriod is how often a Postgres is re-examined after a successful sync, to keep its
+	// phase honest. Defaults to DefaultStatusPeriod.
+	StatusPeriod time.Duration
+	// Recorder records events. When nil, New starts a broadcaster to the API server.
+	Recorder record.EventRecorder
+}
+
+// DefaultStatusPeriod is the default of Config.StatusPeriod.
+const DefaultStatusPeriod = 15 * time.Second
+
+// Controller reconciles Postgres objects.
+type Controller struct {
+	kubeClient  kubernetes.Interface
+	pgopsClient versioned.Interface
+
+	postgresLister    kubedblisters.PostgresLister
+	statefulSetLister appslisters.StatefulSetLister
+	serviceLister     corelisters.ServiceLister
+	podLister         corelisters.PodLister
+	secretLister      corelisters.SecretLister
+	configMapLister   corelisters.ConfigMapLister
+	cachesSynced      []cache.InformerSynced
+
+	queue    workqueue.TypedRateLimitingInterface[cache.ObjectName]
+	recorder record.EventRecorder
+
+	images       *ImageMapper
+	health       HealthChecker
+	statusPeriod time.Duration
+	now          func() time.Time
+}
+
+// OwnedObjectSelector selects the objects the provisioner creates; informers for owned kinds
+// are limited to it so the operator does not cache unrelated objects.
+const OwnedObjectSelector = LabelManagedBy + "=" + ManagedByValue
+
+// NewKubeInformerFactory returns the Kubernetes informer factory the controller expects:
+// limited to namespace ("" for all), to objects labelled as managed by KubeDB, and without
+// managedFields.
+func NewKubeInformerFactory(client kubernetes.Interface, resync time.Duration, namespace string) informers.SharedInformerFactory {
+	return informers.NewSharedInformerFactoryWithOptions(client, resync,
+		informers.WithNamespace(namespace),
+		informers.WithTweakListOptions(func(o *metav1.ListOptions) { o.LabelSelector = OwnedObjectSelector }),
+		informers.WithTransform(stripManagedFields))
+}
+
+// NewPostgresInformerFactory returns the pgops informer factory the controller expects.
+func NewPostgresInformerFactory(client versioned.Interface, resync time.Duration, namespace string) pgopsinformers.SharedInformerFactory {
+	return pgopsinformers.NewSharedInformerFactoryWithOptions(client, resync,
+		pgopsinformers.WithNamespace(namespace),
+		pgopsinformers.WithTransform(stripManagedFields))
+}
+
+// stripManagedFields drops managedFields from cached objects; the controller never reads them.
+func stripManagedFields(obj interface{}) (interface{}, error) {
+	if a, err := meta.Accessor(obj); err == nil {
+		a.SetManagedFields(nil)
+	}
+	return obj, nil
+}
+
+// New builds the controller and registers its event handlers on the informers. Start the
+// factories after New so the informers it asks for are started.
+func New(ctx context.Context, kubeClient kubernetes.Interface, pgopsClient versioned.Interface,
+	kubeInformers informers.SharedInformerFactory, pgopsInformers pgopsinformers.SharedInformerFactory,
+	cfg Config) (*Controller, error) {
+	logger := klog.FromContext(ctx)
+	utilruntime.Must(pgopsscheme.AddToScheme(scheme.Scheme))
+
+	pgInformer := pgopsInformers.Kubedb().V1().Postgreses()
+	stsInformer := kubeInformers.Apps().V1().StatefulSets()
+	svcInformer := kubeInformers.Core().V1().Services()
+	podInformer := kubeInformers.Core().V1().Pods()
+	secretInformer := kubeInformers.Core().V1().Secrets()
+	cmInformer := kubeInformers.Core().V1().ConfigMaps()
+
+	recorder := cfg.Recorder
+	if recorder == nil {
+		broadcaster := record.NewBroadcaster(record.WithContext(ctx))
+		broadcaster.StartStructuredLogging(0)
+		broadcaster.StartRecordingToSink(&typedcorev1.EventSinkImpl{Interface: kubeClient.CoreV1().Events("")})
+		recorder = broadcaster.NewRecorder(scheme.Scheme, corev1.EventSource{Component: ControllerName})
+	}
+	images := cfg.Images
+	if images == nil {
+		images = DefaultImageMapper()
+	}
+	health := cfg.HealthChecker
+	if health == nil {
+		health = &SQLHealthChecker{HostMode: HostModeClusterIP, Timeout: DefaultHealthCheckTimeout}
+	}
+	period := cfg.StatusPeriod
+	if period <= 0 {
+		period = DefaultStatusPeriod
+	}
+
+	c := &Controller{
+		kubeClient:        kubeClient,
+		pgopsClient:       pgopsClient,
+		postgresLister:    pgInformer.Lister(),
+		statefulSetLister: stsInformer.Lister(),
+		serviceLister:     svcInformer.Lister(),
+		podLister:         podInformer.Lister(),
+		secretLister:      secretInformer.Lister(),
+		configMapLister:   cmInformer.Lister(),
+		queue: workqueue.NewTypedRateLimitingQueueWithConfig(
+			workqueue.DefaultTypedControllerRateLimiter[cache.ObjectName](),
+			workqueue.TypedRateLimitingQueueConfig[cache.ObjectName]{Name: ControllerName}),
+		recorder:     recorder,
+		images:       images,
+		health:       health,
+		statusPeriod: period,
+		now:          time.Now,
+	}
+
+	logger.Info("Setting up event handlers")
+	if _, err := pgInformer.Informer().AddEventHandler(cache.ResourceEventHandlerFuncs{
+		AddFunc:    c.enqueuePostgres,
+		UpdateFunc: func(_, newObj interface{}) { c.enqueuePostgres(newObj) },
+		DeleteFunc: c.enqueuePostgres,
+	}); err != nil {
+		return nil, fmt.Errorf("adding Postgres event handler: %w", err)
+	}
+	owned := cache.ResourceEventHandlerFuncs{
+		AddFunc: c.handleObject,
+		UpdateFunc: func(oldObj, newObj interface{}) {
+			o, n := oldObj.(metav1.Object), newObj.(metav1.Object)
+			if o.GetResourceVersion() == n.GetResourceVersion() {
+				return // periodic resync; the Postgres has its own
+			}
+			c.handleObject(newObj)
+		},
+		DeleteFunc: c.handleObject,
+	}
+	c.cachesSynced = append(c.cachesSynced, pgInformer.Informer().HasSynced)
+	for _, inf := range []cache.SharedIndexInformer{stsInformer.Informer(), svcInformer.Informer(),
+		podInformer.Informer(), secretInformer.Informer(), cmInformer.Informer()} {
+		if _, err := inf.AddEventHandler(owned); err != nil {
+			return nil, fmt.Errorf("adding event handler: %w", err)
+		}
+		c.cachesSynced = append(c.cachesSynced, inf.HasSynced)
+	}
+	return c, nil
+}
+
+// HasSynced reports whether all the controller's informers have synced.
+func (c *Controller) HasSynced() bool {
+	for _, s := range c.cachesSynced {
+		if !s() {
+			return false
+		}
+	}
+	return true
+}
+
+func (c *Controller) enqueuePostgres(obj interface{}) {
+	if d, ok := obj.(cache.DeletedFinalStateUnknown); ok {
+		obj = d.Obj
+	}
+	name, err := cache.ObjectToName(obj)
+	if err != nil {
+		utilruntime.HandleError(err)
+		return
+	}
+	c.queue.Add(name)
+}
+
+// handleObject enqueues the Postgres that owns obj: directly through its controller owner
+// reference, or for pods through their StatefulSet.
+func (c *Controller) handleObject(obj interface{}) {
+	object, ok := obj.(metav1.Object)
+	if !ok {
+		tombstone, ok := obj.(cache.DeletedFinalStateUnknown)
+		if !ok {
+			utilruntime.HandleError(fmt.Errorf("decoding object: unexpected type %T", obj))
+			return
+		}
+		if object, ok = tombstone.Obj.(metav1.Object); !ok {
+			utilruntime.HandleError(fmt.Errorf("decoding tombstone: unexpected type %T", tombstone.Obj))
+			return
+		}
+	}
+	owner := metav1.GetControllerOf(object)
+	if owner == nil {
+		return
+	}
+	ns := object.GetNamespace()
+	if owner.Kind == "StatefulSet" {
+		sts, err := c.statefulSetLister.StatefulSets(ns).Get(owner.Name)
+		if err != nil {
+			return
+		}
+		if owner = metav1.GetControllerOf(sts); owner == nil {
+			return
+		}
+	}
+	if owner.Kind != kubedbv1.ResourceKindPostgres {
+		return
+	}
+	pg, err := c.postgresLister.Postgreses(ns).Get(owner.Name)
+	if err != nil || pg.UID != owner.UID {
+		return
+	}
+	c.queue.Add(cache.ObjectName{Namespace: ns, Name: pg.Name})
+}
+
+// Run waits for the caches, then runs workers until ctx is done.
+func (c *Controller) Run(ctx context.Context, workers int) error {
+	defer utilruntime.HandleCrash()
+	defer c.queue.ShutDown()
+	logger := klog.FromContext(ctx)
+
+	logger.Info("Starting controller", "controller", ControllerName)
+	if ok := cache.WaitForCacheSync(ctx.Done(), c.cachesSynced...); !ok {
+		return errors.New("failed to wait for caches to sync")
+	}
+	logger.Info("Starting workers", "count", workers)
+	for i := 0; i < workers; i++ {
+		go wait.UntilWithContext(ctx, c.runWorker, time.Second)
+	}
+	<-ctx.Done()
+	logger.Info("Shutting down workers")
+	return nil
+}
+
+func (c *Controller) runWorker(ctx context.Context) {
+	for c.processNextWorkItem(ctx) {
+	}
+}
+
+func (c *Controller) processNextWorkItem(ctx context.Context) bool {
+	name, shutdown := c.queue.Get()
+	if shutdown {
+		return false
+	}
+	defer c.queue.Done(name)
+
+	logger := klog.LoggerWithValues(klog.FromContext(ctx), "postgres", name.String())
+	ctx = klog.NewContext(ctx, logger)
+	if err := c.syncHandler(ctx, name); err != nil {
+		utilruntime.HandleErrorWithContext(ctx, err, "Error syncing; requeuing for later retry", "postgres", name.String())
+		c.queue.AddRateLimited(name)
+		return true
+	}
+	c.queue.Forget(name)
+	return true
+}

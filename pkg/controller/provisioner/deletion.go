@@ -1,0 +1,171 @@
+package provisioner
+
+import (
+	"context"
+	"fmt"
+	"regexp"
+
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/util/retry"
+	"k8s.io/klog/v2"
+
+	kubedbv1 "github.com/pgops/pgops/pkg/apis/kubedb/v1"
+)
+
+// handleDeletion applies the deletion policy of a Postgres being deleted, then releases the
+// finalizer:
+//
+//   - DoNotTerminate: nothing is removed and the finalizer stays; a Warning event says how to
+//     proceed.
+//   - Halt and Delete: the StatefulSet, Services and ConfigMap are removed; PVCs and the auth
+//     Secret stay (a generated Secret loses its owner reference so the garbage collector keeps
+//     it, and a new Postgres of the same name adopts it and its data).
+//   - WipeOut: everything the provisioner created goes, PVCs and the generated Secret
+//     included. A user's Secret is never deleted.
+//
+// While the Paused condition is True, deletion waits: the ops-manager is working on the pods.
+func (c *Controller) handleDeletion(ctx context.Context, pg *kubedbv1.Postgres) error {
+	if !hasFinalizer(pg) {
+		return nil
+	}
+	logger := klog.FromContext(ctx)
+	policy := deletionPolicy(pg)
+	if policy == kubedbv1.DeletionPolicyDoNotTerminate {
+		logger.Info("Refusing deletion: deletionPolicy is DoNotTerminate")
+		c.recorder.Eventf(pg, corev1.EventTypeWarning, ReasonDeletionRefused,
+			"deletionPolicy is DoNotTerminate, so the database is kept and the Postgres stays until the policy changes; "+
+				"to delete it, set another policy: kubectl patch postgres -n %s %s --type=merge -p '{\"spec\":{\"deletionPolicy\":\"Delete\"}}' "+
+				"(Delete and Halt keep PVCs and the auth secret, WipeOut removes them)", pg.Namespace, pg.Name)
+		return nil
+	}
+	if meta.IsStatusConditionTrue(pg.Status.Conditions, kubedbv1.ConditionPaused) {
+		logger.Info("Deletion waits for the pause to end")
+		c.recorder.Event(pg, corev1.EventTypeNormal, ReasonDeletionWaitsOnPause,
+			"Deletion waits until the ops-manager removes the Paused condition")
+		return nil
+	}
+
+	if err := c.deleteOwned(ctx, pg, "StatefulSet", statefulSetName(pg)); err != nil {
+		return err
+	}
+	for _, svc := range []string{primaryServiceName(pg), standbyServiceName(pg), governingServiceName(pg)} {
+		if err := c.deleteOwned(ctx, pg, "Service", svc); err != nil {
+			return err
+		}
+	}
+	if err := c.deleteOwned(ctx, pg, "ConfigMap", scriptsConfigMapName(pg)); err != nil {
+		return err
+	}
+
+	if policy == kubedbv1.DeletionPolicyWipeOut {
+		if err := c.deleteGeneratedSecret(ctx, pg); err != nil {
+			return err
+		}
+		if err := c.deletePVCs(ctx, pg); err != nil {
+			return err
+		}
+		c.recorder.Event(pg, corev1.EventTypeNormal, ReasonWipedOut, "Removed the database with its data and generated auth secret")
+	} else {
+		if err := c.orphanGeneratedSecret(ctx, pg); err != nil {
+			return err
+		}
+		c.recorder.Eventf(pg, corev1.EventTypeNormal, ReasonSecretKept,
+			"deletionPolicy is %s: PVCs and the auth secret are kept", policy)
+	}
+
+	_, err := c.updatePostgres(ctx, pg, func(p *kubedbv1.Postgres) bool {
+		kept := p.Finalizers[:0]
+		for _, f := range p.Finalizers {
+			if f != Finalizer {
+				kept = append(kept, f)
+			}
+		}
+		changed := len(kept) != len(p.Finalizers)
+		p.Finalizers = kept
+		return changed
+	})
+	if apierrors.IsNotFound(err) {
+		return nil
+	}
+	if err == nil {
+		logger.Info("Released finalizer", "deletionPolicy", policy)
+	}
+	return err
+}
+
+// generatedSecret returns pg's generated Secret, or nil when there is none.
+func (c *Controller) generatedSecret(ctx context.Context, pg *kubedbv1.Postgres) (*corev1.Secret, error) {
+	sec, err := c.kubeClient.CoreV1().Secrets(pg.Namespace).Get(ctx, authSecretName(pg), metav1.GetOptions{})
+	if apierrors.IsNotFound(err) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	if !isGeneratedSecret(sec, pg) {
+		return nil, nil
+	}
+	return sec, nil
+}
+
+func (c *Controller) deleteGeneratedSecret(ctx context.Context, pg *kubedbv1.Postgres) error {
+	sec, err := c.generatedSecret(ctx, pg)
+	if err != nil || sec == nil {
+		return err
+	}
+	uid := sec.UID
+	err = c.kubeClient.CoreV1().Secrets(pg.Namespace).Delete(ctx, sec.Name, metav1.DeleteOptions{Preconditions: &metav1.Preconditions{UID: &uid}})
+	if err != nil && !apierrors.IsNotFound(err) {
+		return fmt.Errorf("deleting secret %s/%s: %w", pg.Namespace, sec.Name, err)
+	}
+	return nil
+}
+
+// orphanGeneratedSecret removes pg's owner reference from its generated Secret, so the garbage
+// collector keeps the Secret when the Postgres goes.
+func (c *Controller) orphanGeneratedSecret(ctx context.Context, pg *kubedbv1.Postgres) error {
+	return retry.RetryOnConflict(retry.DefaultRetry, func() error {
+		sec, err := c.generatedSecret(ctx, pg)
+		if err != nil || sec == nil {
+			return err
+		}
+		var refs []metav1.OwnerReference
+		for _, r := range sec.OwnerReferences {
+			if r.UID != pg.UID {
+				refs = append(refs, r)
+			}
+		}
+		if len(refs) == len(sec.OwnerReferences) {
+			return nil
+		}
+		sec = sec.DeepCopy()
+		sec.OwnerReferences = refs
+		_, err = c.kubeClient.CoreV1().Secrets(pg.Namespace).Update(ctx, sec, metav1.UpdateOptions{FieldManager: FieldManager})
+		return err
+	})
+}
+
+// deletePVCs removes the data PVCs of pg: those named data-<name>-<ordinal> and those with
+// pg's labels.
+func (c *Controller) deletePVCs(ctx context.Context, pg *kubedbv1.Postgres) error {
+	list, err := c.kubeClient.CoreV1().PersistentVolumeClaims(pg.Namespace).List(ctx, metav1.ListOptions{})
+	if err != nil {
+		return fmt.Errorf("listing PVCs in %s: %w", pg.Namespace, err)
+	}
+	nameRE := regexp.MustCompile("^" + regexp.QuoteMeta(DataVolume+"-"+statefulSetName(pg)) + "-[0-9]+$")
+	for _, pvc := range list.Items {
+		byLabel := pvc.Labels[LabelInstance] == pg.Name && pvc.Labels[LabelManagedBy] == ManagedByValue
+		if !byLabel && !nameRE.MatchString(pvc.Name) {
+			continue
+		}
+		err := c.kubeClient.CoreV1().PersistentVolumeClaims(pg.Namespace).Delete(ctx, pvc.Name, metav1.DeleteOptions{})
+		if err != nil && !apierrors.IsNotFound(err) {
+			return fmt.Errorf("deleting PVC %s/%s: %w", pg.Namespace, pvc.Name, err)
+		}
+		klog.FromContext(ctx).Info("Deleted PVC", "pvc", klog.KRef(pg.Namespace, pvc.Name))
+	}
+	return nil
+}

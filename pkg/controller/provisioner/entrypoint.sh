@@ -1,0 +1,177 @@
+#!/bin/bash
+# pgops database pod entrypoint (docs/architecture.md, "The database pod").
+#
+# Ordinal 0 of the StatefulSet is the primary, higher ordinals are streaming standbys.
+#
+# Environment:
+#   POSTGRES_USER, POSTGRES_PASSWORD  superuser credential (from the auth Secret)
+#   PGDATA                            data directory, e.g. /var/pv/data
+#   POD_NAME                          <statefulset>-<ordinal>
+#   POD_IP                            the only address PostgreSQL listens on
+#   PRIMARY_HOST                      standbys: where the primary is (primary Service ClusterIP)
+#   STANDBY_MODE                      Hot (read-only queries on standbys) or Warm
+#   PGPORT                            port to listen on, default 5432 (tests run several pods
+#                                     on one loopback network)
+#   PRIMARY_PORT                      port of PRIMARY_HOST, default 5432
+#
+# The password never appears in argv, in the log or in postgresql.conf: initdb reads it from
+# a 0600 file that is removed afterwards, and standbys authenticate through a 0600 passfile
+# rewritten on every start (so a rotated credential takes effect with a restart).
+set -euo pipefail
+set +x
+
+log() { printf '%s pgops-entrypoint: %s\n' "$(date -u +%Y-%m-%dT%H:%M:%SZ)" "$*" >&2; }
+die() { log "FATAL: $*"; exit 1; }
+
+[ -n "${POSTGRES_USER:-}" ] || die "POSTGRES_USER is not set"
+[ -n "${POSTGRES_PASSWORD:-}" ] || die "POSTGRES_PASSWORD is not set"
+[ -n "${PGDATA:-}" ] || die "PGDATA is not set"
+[ -n "${POD_NAME:-}" ] || die "POD_NAME is not set"
+[ -n "${POD_IP:-}" ] || die "POD_IP is not set"
+PGPORT="${PGPORT:-5432}"
+PRIMARY_PORT="${PRIMARY_PORT:-5432}"
+STANDBY_MODE="${STANDBY_MODE:-Hot}"
+case "$STANDBY_MODE" in
+Hot) hot_standby=on ;;
+Warm) hot_standby=off ;;
+*) die "STANDBY_MODE must be Hot or Warm, got '$STANDBY_MODE'" ;;
+esac
+
+ordinal="${POD_NAME##*-}"
+case "$ordinal" in
+'' | *[!0-9]*) die "cannot find the ordinal in POD_NAME '$POD_NAME'" ;;
+esac
+
+umask 0077
+base="$(dirname "$PGDATA")"
+mkdir -p "$base"
+passfile="$base/.pgpass"
+
+# conf_quote VALUE: a postgresql.conf string literal ('' for ', \\ for \).
+conf_quote() {
+	local v="${1//\\/\\\\}"
+	v="${v//\'/\'\'}"
+	printf "'%s'" "$v"
+}
+
+# conninfo_quote VALUE: a libpq conninfo value (\' for ', \\ for \).
+conninfo_quote() {
+	local v="${1//\\/\\\\}"
+	v="${v//\'/\\\'}"
+	printf "'%s'" "$v"
+}
+
+# pgpass_escape VALUE: a .pgpass field (\: for :, \\ for \).
+pgpass_escape() {
+	local v="${1//\\/\\\\}"
+	v="${v//:/\\:}"
+	printf '%s' "$v"
+}
+
+# write_passfile: the credential for connecting to the primary, readable only by us.
+write_passfile() {
+	local tmp
+	tmp="$(mktemp "$base/.pgpass.XXXXXX")"
+	printf '*:*:*:%s:%s\n' "$(pgpass_escape "$POSTGRES_USER")" "$(pgpass_escape "$POSTGRES_PASSWORD")" >"$tmp"
+	chmod 0600 "$tmp"
+	mv -f "$tmp" "$passfile"
+}
+
+init_primary() {
+	log "initialising a new primary in $PGDATA"
+	local work="$PGDATA.init" pwfile
+	rm -rf "$work"
+	pwfile="$(mktemp "$base/.pwfile.XXXXXX")"
+	# Remove the password file however initdb ends.
+	trap 'rm -f "$pwfile"' EXIT
+	printf '%s\n' "$POSTGRES_PASSWORD" >"$pwfile"
+	initdb -D "$work" -U "$POSTGRES_USER" --pwfile="$pwfile" \
+		--auth-host=scram-sha-256 --auth-local=scram-sha-256 -E UTF8 --locale=C >&2
+	rm -f "$pwfile"
+	trap - EXIT
+	cat >"$work/pg_hba.conf" <<'HBA'
+# Written by pgops: password (scram-sha-256) over TCP for clients and replication.
+# TYPE  DATABASE     USER  ADDRESS    METHOD
+host    all          all   0.0.0.0/0  scram-sha-256
+host    all          all   ::/0       scram-sha-256
+host    replication  all   0.0.0.0/0  scram-sha-256
+host    replication  all   ::/0       scram-sha-256
+HBA
+	cat >>"$work/postgresql.conf" <<'CONF'
+
+# Written by pgops. listen_addresses, port and unix_socket_directories are set on the
+# command line at every start, because the pod IP changes.
+password_encryption = 'scram-sha-256'
+wal_level = replica
+max_wal_senders = 10
+max_replication_slots = 10
+wal_keep_size = '256MB'
+hot_standby = on
+CONF
+	mv "$work" "$PGDATA"
+	log "primary initialised"
+}
+
+init_standby() {
+	log "waiting for the primary at ${PRIMARY_HOST}:${PRIMARY_PORT}"
+	local n=0
+	until pg_isready -q -h "$PRIMARY_HOST" -p "$PRIMARY_PORT" -t 5; do
+		n=$((n + 1))
+		if [ $((n % 15)) -eq 0 ]; then log "still waiting for the primary at ${PRIMARY_HOST}:${PRIMARY_PORT}"; fi
+		sleep 2
+	done
+	log "cloning the primary at ${PRIMARY_HOST}:${PRIMARY_PORT} into $PGDATA"
+	local work="$PGDATA.clone"
+	rm -rf "$work"
+	PGPASSFILE="$passfile" pg_basebackup -h "$PRIMARY_HOST" -p "$PRIMARY_PORT" -U "$POSTGRES_USER" \
+		-D "$work" -X stream --checkpoint=fast --no-password >&2
+	chmod 0700 "$work"
+	mv "$work" "$PGDATA"
+	log "standby cloned"
+}
+
+# configure_standby: on every start, point the standby at the primary with the current
+# credential and mark it as a standby.
+configure_standby() {
+	local auto="$PGDATA/postgresql.auto.conf" tmp conninfo
+	conninfo="host=$(conninfo_quote "$PRIMARY_HOST") port=$(conninfo_quote "$PRIMARY_PORT")"
+	conninfo+=" user=$(conninfo_quote "$POSTGRES_USER") passfile=$(conninfo_quote "$passfile")"
+	conninfo+=" application_name=$(conninfo_quote "$POD_NAME")"
+	tmp="$(mktemp "$PGDATA/.auto.conf.XXXXXX")"
+	if [ -f "$auto" ]; then
+		grep -v -E '^[[:space:]]*(primary_conninfo|hot_standby)[[:space:]]*=' "$auto" >"$tmp" || true
+	fi
+	printf 'primary_conninfo = %s\n' "$(conf_quote "$conninfo")" >>"$tmp"
+	printf 'hot_standby = %s\n' "$hot_standby" >>"$tmp"
+	chmod 0600 "$tmp"
+	mv -f "$tmp" "$auto"
+	: >"$PGDATA/standby.signal"
+}
+
+# A data directory without PG_VERSION is empty (the kubelet or a user made it) or foreign:
+# refuse the latter rather than destroy it. Initialisation works in a side directory that is
+# renamed into place at the end, so a crash half way never leaves a half-made PGDATA.
+if [ -d "$PGDATA" ] && [ ! -s "$PGDATA/PG_VERSION" ]; then
+	rmdir "$PGDATA" 2>/dev/null || die "$PGDATA is not empty but holds no PostgreSQL data directory; move it away"
+fi
+if [ "$ordinal" = 0 ]; then
+	if [ ! -s "$PGDATA/PG_VERSION" ]; then
+		init_primary
+	fi
+	rm -f "$PGDATA/standby.signal"
+else
+	[ -n "${PRIMARY_HOST:-}" ] || die "PRIMARY_HOST is not set"
+	write_passfile
+	if [ ! -s "$PGDATA/PG_VERSION" ]; then
+		init_standby
+	fi
+	configure_standby
+fi
+chmod 0700 "$PGDATA"
+
+log "starting postgres as $([ "$ordinal" = 0 ] && echo primary || echo standby) on ${POD_IP}:${PGPORT}"
+exec postgres -D "$PGDATA" \
+	-c listen_addresses="$POD_IP" \
+	-c port="$PGPORT" \
+	-c unix_socket_directories= \
+	-c hot_standby="$hot_standby"

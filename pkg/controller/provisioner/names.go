@@ -1,0 +1,120 @@
+package provisioner
+
+import (
+	"strings"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	kubedbv1 "github.com/pgops/pgops/pkg/apis/kubedb/v1"
+)
+
+// Labels, annotations and names from docs/architecture.md.
+const (
+	LabelName      = "app.kubernetes.io/name"
+	LabelInstance  = "app.kubernetes.io/instance"
+	LabelManagedBy = "app.kubernetes.io/managed-by"
+	LabelRole      = "kubedb.com/role"
+
+	NameValue      = "postgreses.kubedb.com"
+	ManagedByValue = "kubedb.com"
+
+	RolePrimary = "primary"
+	RoleStandby = "standby"
+
+	// AnnotationAuthActiveFrom is when the Secret's current credential became active (RFC 3339).
+	AnnotationAuthActiveFrom = "kubedb.com/auth-active-from"
+	// AnnotationAuthRotatedAt is a pod template annotation owned by the ops-manager; the
+	// provisioner preserves it.
+	AnnotationAuthRotatedAt = "kubedb.com/auth-rotated-at"
+	// AnnotationTemplateHash records the hash of the StatefulSet spec the provisioner last
+	// wrote, so it updates only when its desired spec changes.
+	AnnotationTemplateHash = "pgops.dev/spec-hash"
+
+	// Finalizer keeps a Postgres until the provisioner has applied its deletion policy.
+	Finalizer = "kubedb.com/finalizer"
+
+	// PostgresPort is the port PostgreSQL listens on in pods and Services.
+	PostgresPort = 5432
+	// ContainerName is the database container.
+	ContainerName = "postgres"
+	// DataVolume is the data volume and volumeClaimTemplate name.
+	DataVolume = "data"
+	// ScriptsVolume holds the entrypoint ConfigMap.
+	ScriptsVolume = "scripts"
+	ScriptsKey    = "entrypoint.sh"
+	ScriptsMount  = "/scripts"
+	DataMount     = "/var/pv"
+	PGDataPath    = "/var/pv/data"
+	DefaultUser   = "postgres"
+)
+
+func authSecretName(pg *kubedbv1.Postgres) string       { return pg.Name + "-auth" }
+func scriptsConfigMapName(pg *kubedbv1.Postgres) string { return pg.Name + "-scripts" }
+func governingServiceName(pg *kubedbv1.Postgres) string { return pg.Name + "-pods" }
+func primaryServiceName(pg *kubedbv1.Postgres) string   { return pg.Name }
+func standbyServiceName(pg *kubedbv1.Postgres) string   { return pg.Name + "-standby" }
+func statefulSetName(pg *kubedbv1.Postgres) string      { return pg.Name }
+
+// serviceHostEnv is the variable the kubelet injects with a Service's ClusterIP.
+func serviceHostEnv(service string) string {
+	return strings.ToUpper(strings.ReplaceAll(service, "-", "_")) + "_SERVICE_HOST"
+}
+
+// selectorLabels select all pods of pg; they are also the StatefulSet's immutable selector.
+func selectorLabels(pg *kubedbv1.Postgres) map[string]string {
+	return map[string]string{
+		LabelName:      NameValue,
+		LabelInstance:  pg.Name,
+		LabelManagedBy: ManagedByValue,
+	}
+}
+
+// ownedLabels are the labels on every object the provisioner creates for pg.
+func ownedLabels(pg *kubedbv1.Postgres) map[string]string { return selectorLabels(pg) }
+
+func ownerRef(pg *kubedbv1.Postgres) metav1.OwnerReference {
+	return *metav1.NewControllerRef(pg, kubedbv1.SchemeGroupVersion.WithKind(kubedbv1.ResourceKindPostgres))
+}
+
+// isOwnedBy reports whether obj's controller owner reference points at pg.
+func isOwnedBy(obj metav1.Object, pg *kubedbv1.Postgres) bool {
+	ref := metav1.GetControllerOf(obj)
+	return ref != nil && ref.Kind == kubedbv1.ResourceKindPostgres && ref.UID == pg.UID
+}
+
+func replicas(pg *kubedbv1.Postgres) int32 {
+	if pg.Spec.Replicas == nil || *pg.Spec.Replicas < 1 {
+		return 1
+	}
+	return *pg.Spec.Replicas
+}
+
+func standbyMode(pg *kubedbv1.Postgres) kubedbv1.StandbyMode {
+	if pg.Spec.StandbyMode == nil || *pg.Spec.StandbyMode == "" {
+		return kubedbv1.StandbyModeHot
+	}
+	return *pg.Spec.StandbyMode
+}
+
+func deletionPolicy(pg *kubedbv1.Postgres) kubedbv1.DeletionPolicy {
+	if pg.Spec.DeletionPolicy == "" {
+		return kubedbv1.DeletionPolicyDelete
+	}
+	return pg.Spec.DeletionPolicy
+}
+
+func isEphemeral(pg *kubedbv1.Postgres) bool {
+	return pg.Spec.StorageType == kubedbv1.StorageTypeEphemeral
+}
+
+func mergeMaps(dst map[string]string, srcs ...map[string]string) map[string]string {
+	if dst == nil {
+		dst = map[string]string{}
+	}
+	for _, src := range srcs {
+		for k, v := range src {
+			dst[k] = v
+		}
+	}
+	return dst
+}

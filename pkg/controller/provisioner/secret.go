@@ -1,0 +1,198 @@
+package provisioner
+
+import (
+	"context"
+	"fmt"
+
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/util/retry"
+	"k8s.io/klog/v2"
+
+	kubedbv1 "github.com/pgops/pgops/pkg/apis/kubedb/v1"
+	"github.com/pgops/pgops/pkg/credential"
+)
+
+// authCredential is the superuser credential of a database, read from its auth Secret.
+type authCredential struct {
+	secretName string
+	user       string
+	password   string
+}
+
+// ensureAuthSecret makes sure pg has a usable auth Secret. With spec.authSecret.name empty it
+// generates (or adopts) "<name>-auth" and writes the name back into the spec; the returned
+// Postgres is then the updated one. A user's Secret is only read, never written.
+func (c *Controller) ensureAuthSecret(ctx context.Context, pg *kubedbv1.Postgres) (*kubedbv1.Postgres, *authCredential, error) {
+	if pg.Spec.AuthSecret == nil || pg.Spec.AuthSecret.Name == "" {
+		sec, err := c.ensureGeneratedSecret(ctx, pg)
+		if err != nil {
+			return pg, nil, err
+		}
+		cred, err := credentialFrom(sec)
+		if err != nil {
+			return pg, nil, err
+		}
+		pg, err = c.updatePostgres(ctx, pg, func(p *kubedbv1.Postgres) bool {
+			if p.Spec.AuthSecret != nil && p.Spec.AuthSecret.Name != "" {
+				return false
+			}
+			if p.Spec.AuthSecret == nil {
+				p.Spec.AuthSecret = &kubedbv1.SecretReference{}
+			}
+			p.Spec.AuthSecret.Name = sec.Name
+			return true
+		})
+		if err != nil {
+			return pg, nil, fmt.Errorf("writing spec.authSecret.name: %w", err)
+		}
+		if pg.Spec.AuthSecret.Name != sec.Name {
+			// Someone named another Secret meanwhile: use theirs.
+			return c.readAuthCredential(ctx, pg)
+		}
+		return pg, cred, nil
+	}
+	sec, err := c.loadAuthSecret(ctx, pg)
+	if err != nil {
+		return pg, nil, err
+	}
+	if err := c.adoptGeneratedSecret(ctx, pg, sec); err != nil {
+		return pg, nil, err
+	}
+	cred, err := credentialFrom(sec)
+	return pg, cred, err
+}
+
+// readAuthCredential reads the credential without writing anything.
+func (c *Controller) readAuthCredential(ctx context.Context, pg *kubedbv1.Postgres) (*kubedbv1.Postgres, *authCredential, error) {
+	if pg.Spec.AuthSecret == nil || pg.Spec.AuthSecret.Name == "" {
+		return pg, nil, &userError{reason: ReasonAuthSecretNotFound,
+			msg: fmt.Sprintf("spec.authSecret.name is empty and secret %s/%s is not generated yet", pg.Namespace, authSecretName(pg))}
+	}
+	sec, err := c.loadAuthSecret(ctx, pg)
+	if err != nil {
+		return pg, nil, err
+	}
+	cred, err := credentialFrom(sec)
+	return pg, cred, err
+}
+
+// loadAuthSecret reads the Secret named in spec.authSecret.name: from the cache when it is
+// labelled as ours, else with a direct GET (users' Secrets are not cached).
+func (c *Controller) loadAuthSecret(ctx context.Context, pg *kubedbv1.Postgres) (*corev1.Secret, error) {
+	name := pg.Spec.AuthSecret.Name
+	sec, err := c.getSecret(ctx, pg.Namespace, name)
+	if apierrors.IsNotFound(err) {
+		return nil, &userError{reason: ReasonAuthSecretNotFound, msg: fmt.Sprintf("secret %s/%s not found", pg.Namespace, name)}
+	}
+	if err != nil {
+		return nil, fmt.Errorf("reading secret %s/%s: %w", pg.Namespace, name, err)
+	}
+	return sec, nil
+}
+
+func (c *Controller) getSecret(ctx context.Context, namespace, name string) (*corev1.Secret, error) {
+	if sec, err := c.secretLister.Secrets(namespace).Get(name); err == nil {
+		return sec, nil
+	}
+	return c.kubeClient.CoreV1().Secrets(namespace).Get(ctx, name, metav1.GetOptions{})
+}
+
+// credentialFrom checks that sec has a username and a password.
+func credentialFrom(sec *corev1.Secret) (*authCredential, error) {
+	for _, key := range []string{corev1.BasicAuthUsernameKey, corev1.BasicAuthPasswordKey} {
+		v, ok := sec.Data[key]
+		if !ok {
+			return nil, &userError{reason: ReasonAuthSecretInvalid,
+				msg: fmt.Sprintf("secret %s/%s has no key %q", sec.Namespace, sec.Name, key)}
+		}
+		if len(v) == 0 {
+			return nil, &userError{reason: ReasonAuthSecretInvalid,
+				msg: fmt.Sprintf("secret %s/%s has an empty %q", sec.Namespace, sec.Name, key)}
+		}
+	}
+	user := string(sec.Data[corev1.BasicAuthUsernameKey])
+	if err := credential.ValidateRoleName(user); err != nil {
+		return nil, &userError{reason: ReasonAuthSecretInvalid,
+			msg: fmt.Sprintf("secret %s/%s has an invalid %q: %v", sec.Namespace, sec.Name, corev1.BasicAuthUsernameKey, err)}
+	}
+	return &authCredential{secretName: sec.Name, user: user, password: string(sec.Data[corev1.BasicAuthPasswordKey])}, nil
+}
+
+// isGeneratedSecret reports whether sec is the provisioner's "<name>-auth" for pg (owned, or
+// orphaned by an earlier Postgres of the same name under the Halt or Delete policy).
+func isGeneratedSecret(sec *corev1.Secret, pg *kubedbv1.Postgres) bool {
+	if sec.Name != authSecretName(pg) || sec.Labels[LabelManagedBy] != ManagedByValue || sec.Labels[LabelInstance] != pg.Name {
+		return false
+	}
+	owner := metav1.GetControllerOf(sec)
+	return owner == nil || isOwnedBy(sec, pg)
+}
+
+// ensureGeneratedSecret returns "<name>-auth", creating it when missing. An existing one is
+// never overwritten: the ops-manager rotates its credential.
+func (c *Controller) ensureGeneratedSecret(ctx context.Context, pg *kubedbv1.Postgres) (*corev1.Secret, error) {
+	name := authSecretName(pg)
+	sec, err := c.getSecret(ctx, pg.Namespace, name)
+	if err == nil {
+		return sec, c.adoptGeneratedSecret(ctx, pg, sec)
+	}
+	if !apierrors.IsNotFound(err) {
+		return nil, fmt.Errorf("reading secret %s/%s: %w", pg.Namespace, name, err)
+	}
+	password, err := credential.GeneratePassword(credential.DefaultPasswordLength)
+	if err != nil {
+		return nil, fmt.Errorf("generating password: %w", err)
+	}
+	sec = &corev1.Secret{
+		ObjectMeta: metav1.ObjectMeta{
+			Name:            name,
+			Namespace:       pg.Namespace,
+			Labels:          ownedLabels(pg),
+			Annotations:     map[string]string{AnnotationAuthActiveFrom: c.now().UTC().Format("2006-01-02T15:04:05Z07:00")},
+			OwnerReferences: []metav1.OwnerReference{ownerRef(pg)},
+		},
+		Type: corev1.SecretTypeBasicAuth,
+		Data: map[string][]byte{
+			corev1.BasicAuthUsernameKey: []byte(DefaultUser),
+			corev1.BasicAuthPasswordKey: []byte(password),
+		},
+	}
+	created, err := c.kubeClient.CoreV1().Secrets(pg.Namespace).Create(ctx, sec, metav1.CreateOptions{FieldManager: FieldManager})
+	if apierrors.IsAlreadyExists(err) {
+		// The cache was behind; use what is there.
+		return c.kubeClient.CoreV1().Secrets(pg.Namespace).Get(ctx, name, metav1.GetOptions{})
+	}
+	if err != nil {
+		return nil, fmt.Errorf("creating secret %s/%s: %w", pg.Namespace, name, err)
+	}
+	klog.FromContext(ctx).Info("Created auth secret", "secret", klog.KObj(created))
+	c.recorder.Eventf(pg, corev1.EventTypeNormal, ReasonAuthSecretCreated, "Created auth secret %s", name)
+	return created, nil
+}
+
+// adoptGeneratedSecret puts pg's owner reference back on an orphaned generated Secret (left
+// by a Halt or Delete of an earlier Postgres with the same name). Other Secrets are left alone.
+func (c *Controller) adoptGeneratedSecret(ctx context.Context, pg *kubedbv1.Postgres, sec *corev1.Secret) error {
+	if !isGeneratedSecret(sec, pg) || metav1.GetControllerOf(sec) != nil {
+		return nil
+	}
+	err := retry.RetryOnConflict(retry.DefaultRetry, func() error {
+		cur, err := c.kubeClient.CoreV1().Secrets(pg.Namespace).Get(ctx, sec.Name, metav1.GetOptions{})
+		if err != nil {
+			return err
+		}
+		if !isGeneratedSecret(cur, pg) || metav1.GetControllerOf(cur) != nil {
+			return nil
+		}
+		cur.OwnerReferences = append(cur.OwnerReferences, ownerRef(pg))
+		_, err = c.kubeClient.CoreV1().Secrets(pg.Namespace).Update(ctx, cur, metav1.UpdateOptions{FieldManager: FieldManager})
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("adopting secret %s/%s: %w", pg.Namespace, sec.Name, err)
+	}
+	c.recorder.Eventf(pg, corev1.EventTypeNormal, ReasonAuthSecretAdopted, "Adopted existing auth secret %s", sec.Name)
+	return nil
+}

@@ -1,0 +1,282 @@
+package provisioner
+
+import (
+	"context"
+	"fmt"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/equality"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/util/retry"
+	"k8s.io/klog/v2"
+
+	kubedbv1 "github.com/pgops/pgops/pkg/apis/kubedb/v1"
+)
+
+// Condition reasons and event reasons.
+const (
+	ReasonProvisioningStarted  = "DatabaseProvisioningStartedSuccessfully"
+	ReasonAuthSecretNotFound   = "AuthSecretNotFound"
+	ReasonAuthSecretInvalid    = "AuthSecretInvalid"
+	ReasonUnsupportedVersion   = "UnsupportedVersion"
+	ReasonObjectConflict       = "ObjectConflict"
+	ReasonAllReplicasReady     = "AllReplicasReady"
+	ReasonReplicasNotReady     = "ReplicasNotReady"
+	ReasonAcceptingConnection  = "DatabaseAcceptingConnectionRequest"
+	ReasonNotAcceptingConn     = "DatabaseNotAcceptingConnectionRequest"
+	ReasonCredentialUnknown    = "CredentialUnavailable"
+	ReasonReady                = "ReadinessCheckSucceeded"
+	ReasonProvisioned          = "DatabaseSuccessfullyProvisioned"
+	ReasonNotProvisioned       = "DatabaseNotProvisionedYet"
+	ReasonHalted               = "Halted"
+	ReasonPaused               = "PausedByProvisioner"
+	ReasonResumed              = "Resumed"
+	ReasonAuthSecretCreated    = "AuthSecretCreated"
+	ReasonAuthSecretAdopted    = "AuthSecretAdopted"
+	ReasonServiceCreated       = "ServiceCreated"
+	ReasonStatefulSetCreated   = "StatefulSetCreated"
+	ReasonStatefulSetUpdated   = "StatefulSetUpdated"
+	ReasonScaled               = "Scaled"
+	ReasonDeleted              = "Deleted"
+	ReasonPhaseChanged         = "PhaseChanged"
+	ReasonDeletionRefused      = "DeletionRefused"
+	ReasonDeletionWaitsOnPause = "DeletionWaitsForPause"
+	ReasonWipedOut             = "WipedOut"
+	ReasonSecretKept           = "AuthSecretKept"
+)
+
+// userError is a problem the user has to fix (a missing Secret, a bad version, a name clash).
+// Its message goes into a condition and a Warning event, so it must never hold a secret.
+type userError struct {
+	reason string
+	msg    string
+}
+
+func (e *userError) Error() string { return e.msg }
+
+// observation is what the status is computed from.
+type observation struct {
+	// blocked is why the sync could not reconcile the workloads, if it could not.
+	blocked *userError
+	halted  bool
+	// checked says whether the primary was checked; primaryErr is the result.
+	checked    bool
+	primaryErr error
+	// desired and ready count pods with ordinal < replicas.
+	desired       int32
+	ready         int32
+	primaryReady  bool
+	standbysReady bool
+}
+
+// observe looks at pg's pods and asks the HealthChecker about the primary, with cred (which
+// may be nil when the credential is unavailable).
+func (c *Controller) observe(ctx context.Context, pg *kubedbv1.Postgres, cred *authCredential, blocked *userError) observation {
+	obs := observation{blocked: blocked, halted: pg.Spec.Halted, desired: replicas(pg)}
+	if obs.halted {
+		return obs
+	}
+	pods, err := c.listPods(pg)
+	if err != nil {
+		klog.FromContext(ctx).Error(err, "Listing pods")
+	}
+	obs.standbysReady = true
+	readyByOrdinal := map[int]bool{}
+	for _, p := range pods {
+		readyByOrdinal[podOrdinal(pg, p)] = isPodReady(p)
+	}
+	for i := 0; i < int(obs.desired); i++ {
+		if readyByOrdinal[i] {
+			obs.ready++
+		} else if i > 0 {
+			obs.standbysReady = false
+		}
+	}
+	obs.primaryReady = readyByOrdinal[0]
+	if cred == nil {
+		return obs
+	}
+	obs.checked = true
+	svc, err := c.serviceLister.Services(pg.Namespace).Get(primaryServiceName(pg))
+	if err != nil || !isOwnedBy(svc, pg) {
+		obs.primaryErr = fmt.Errorf("primary service %s/%s not found", pg.Namespace, primaryServiceName(pg))
+		return obs
+	}
+	obs.primaryErr = c.health.CheckPrimary(ctx, PrimaryEndpoint{Service: svc, User: cred.user, Password: cred.password})
+	return obs
+}
+
+// applyObservation sets phase and conditions on st from obs, for generation.
+func applyObservation(st *kubedbv1.PostgresStatus, obs observation, generation int64) {
+	set := func(t string, s metav1.ConditionStatus, reason, msg string) {
+		meta.SetStatusCondition(&st.Conditions, metav1.Condition{
+			Type: t, Status: s, Reason: reason, Message: msg, ObservedGeneration: generation,
+		})
+	}
+	st.ObservedGeneration = generation
+	provisioned := meta.IsStatusConditionTrue(st.Conditions, kubedbv1.ConditionProvisioned)
+
+	if obs.blocked != nil {
+		set(kubedbv1.ConditionProvisioningStarted, metav1.ConditionFalse, obs.blocked.reason, obs.blocked.msg)
+	} else {
+		set(kubedbv1.ConditionProvisioningStarted, metav1.ConditionTrue, ReasonProvisioningStarted,
+			"The provisioner has started provisioning the database")
+	}
+
+	if obs.halted {
+		msg := "The database is halted: pods and services are removed, data and the auth secret are kept"
+		set(kubedbv1.ConditionReplicaReady, metav1.ConditionFalse, ReasonHalted, msg)
+		set(kubedbv1.ConditionAcceptingConnection, metav1.ConditionFalse, ReasonHalted, msg)
+		set(kubedbv1.ConditionReady, metav1.ConditionFalse, ReasonHalted, msg)
+		st.Phase = kubedbv1.DatabasePhaseHalted
+		return
+	}
+
+	if obs.ready == obs.desired {
+		set(kubedbv1.ConditionReplicaReady, metav1.ConditionTrue, ReasonAllReplicasReady,
+			fmt.Sprintf("%d/%d replicas are ready", obs.ready, obs.desired))
+	} else {
+		set(kubedbv1.ConditionReplicaReady, metav1.ConditionFalse, ReasonReplicasNotReady,
+			fmt.Sprintf("%d/%d replicas are ready", obs.ready, obs.desired))
+	}
+
+	primaryOK := obs.checked && obs.primaryErr == nil
+	switch {
+	case !obs.checked:
+		set(kubedbv1.ConditionAcceptingConnection, metav1.ConditionUnknown, ReasonCredentialUnknown,
+			"The auth secret is unavailable, so the primary cannot be checked")
+	case primaryOK:
+		set(kubedbv1.ConditionAcceptingConnection, metav1.ConditionTrue, ReasonAcceptingConnection,
+			"The primary accepts connections")
+	default:
+		set(kubedbv1.ConditionAcceptingConnection, metav1.ConditionFalse, ReasonNotAcceptingConn, obs.primaryErr.Error())
+	}
+
+	allUp := primaryOK && obs.standbysReady
+	switch {
+	case !provisioned && !allUp:
+		st.Phase = kubedbv1.DatabasePhaseProvisioning
+	case !obs.checked:
+		st.Phase = kubedbv1.DatabasePhaseUnknown
+	case allUp:
+		st.Phase = kubedbv1.DatabasePhaseReady
+	case primaryOK:
+		st.Phase = kubedbv1.DatabasePhaseCritical
+	default:
+		st.Phase = kubedbv1.DatabasePhaseNotReady
+	}
+
+	if allUp && obs.blocked == nil && !provisioned {
+		set(kubedbv1.ConditionProvisioned, metav1.ConditionTrue, ReasonProvisioned, "The database has been provisioned")
+	} else if !provisioned {
+		set(kubedbv1.ConditionProvisioned, metav1.ConditionFalse, ReasonNotProvisioned, "The database is not up yet")
+	}
+
+	if st.Phase == kubedbv1.DatabasePhaseReady {
+		set(kubedbv1.ConditionReady, metav1.ConditionTrue, ReasonReady, "The primary and every standby accept connections")
+	} else {
+		set(kubedbv1.ConditionReady, metav1.ConditionFalse, string(st.Phase), readyMessage(st.Phase, obs))
+	}
+}
+
+func readyMessage(phase kubedbv1.DatabasePhase, obs observation) string {
+	switch phase {
+	case kubedbv1.DatabasePhaseCritical:
+		return fmt.Sprintf("The primary accepts connections but not every standby is ready (%d/%d replicas ready)", obs.ready, obs.desired)
+	case kubedbv1.DatabasePhaseNotReady:
+		return "The primary does not accept connections"
+	case kubedbv1.DatabasePhaseUnknown:
+		return "The provisioner cannot tell whether the database is up"
+	}
+	if obs.blocked != nil {
+		return obs.blocked.msg
+	}
+	return "The database is being provisioned"
+}
+
+// writeStatus observes pg and writes its status when it changed.
+func (c *Controller) writeStatus(ctx context.Context, pg *kubedbv1.Postgres, cred *authCredential, blocked *userError) error {
+	obs := c.observe(ctx, pg, cred, blocked)
+	generation := pg.Generation
+	oldPhase := pg.Status.Phase
+	updated, err := c.updateStatus(ctx, pg, func(st *kubedbv1.PostgresStatus) { applyObservation(st, obs, generation) })
+	if err != nil {
+		return err
+	}
+	if newPhase := updated.Status.Phase; newPhase != oldPhase && oldPhase != "" {
+		typ := corev1.EventTypeNormal
+		if newPhase == kubedbv1.DatabasePhaseCritical || newPhase == kubedbv1.DatabasePhaseNotReady || newPhase == kubedbv1.DatabasePhaseUnknown {
+			typ = corev1.EventTypeWarning
+		}
+		msg := fmt.Sprintf("Phase changed from %s to %s", oldPhase, newPhase)
+		if cond := meta.FindStatusCondition(updated.Status.Conditions, kubedbv1.ConditionReady); cond != nil && newPhase != kubedbv1.DatabasePhaseReady {
+			msg += ": " + cond.Message
+		}
+		c.recorder.Event(updated, typ, ReasonPhaseChanged, msg)
+	}
+	return nil
+}
+
+// updateStatus applies mutate to pg's status and writes it through the status subresource
+// when it changed. On a conflict it re-reads the Postgres and applies mutate again, so it only
+// ever changes what mutate changes (the ops-manager writes the Paused condition).
+func (c *Controller) updateStatus(ctx context.Context, pg *kubedbv1.Postgres, mutate func(*kubedbv1.PostgresStatus)) (*kubedbv1.Postgres, error) {
+	cur, out := pg, pg
+	err := retry.RetryOnConflict(retry.DefaultRetry, func() error {
+		next := cur.DeepCopy()
+		mutate(&next.Status)
+		if equality.Semantic.DeepEqual(next.Status, cur.Status) {
+			out = cur
+			return nil
+		}
+		updated, err := c.pgopsClient.KubedbV1().Postgreses(pg.Namespace).UpdateStatus(ctx, next, metav1.UpdateOptions{FieldManager: FieldManager})
+		if apierrors.IsConflict(err) {
+			fresh, gerr := c.pgopsClient.KubedbV1().Postgreses(pg.Namespace).Get(ctx, pg.Name, metav1.GetOptions{})
+			if gerr != nil {
+				return gerr
+			}
+			cur = fresh
+		}
+		if err != nil {
+			return err
+		}
+		out = updated
+		return nil
+	})
+	if err != nil {
+		return pg, fmt.Errorf("updating status of postgres %s/%s: %w", pg.Namespace, pg.Name, err)
+	}
+	return out, nil
+}
+
+// updatePostgres applies mutate (which reports whether it changed anything) to pg and
+// updates it, retrying on conflicts against a fresh copy.
+func (c *Controller) updatePostgres(ctx context.Context, pg *kubedbv1.Postgres, mutate func(*kubedbv1.Postgres) bool) (*kubedbv1.Postgres, error) {
+	cur, out := pg, pg
+	err := retry.RetryOnConflict(retry.DefaultRetry, func() error {
+		next := cur.DeepCopy()
+		if !mutate(next) {
+			out = cur
+			return nil
+		}
+		updated, err := c.pgopsClient.KubedbV1().Postgreses(pg.Namespace).Update(ctx, next, metav1.UpdateOptions{FieldManager: FieldManager})
+		if apierrors.IsConflict(err) {
+			fresh, gerr := c.pgopsClient.KubedbV1().Postgreses(pg.Namespace).Get(ctx, pg.Name, metav1.GetOptions{})
+			if gerr != nil {
+				return gerr
+			}
+			cur = fresh
+		}
+		if err != nil {
+			return err
+		}
+		out = updated
+		return nil
+	})
+	if err != nil {
+		return pg, fmt.Errorf("updating postgres %s/%s: %w", pg.Namespace, pg.Name, err)
+	}
+	return out, nil
+}

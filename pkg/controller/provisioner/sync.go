@@ -1,0 +1,188 @@
+package provisioner
+
+import (
+	"context"
+	"errors"
+
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/tools/cache"
+	"k8s.io/klog/v2"
+
+	kubedbv1 "github.com/pgops/pgops/pkg/apis/kubedb/v1"
+)
+
+// syncHandler brings the Postgres called name to its desired state, in order:
+//
+//  1. deletion: apply the deletion policy and release the finalizer;
+//  2. finalizer: make sure it is there;
+//  3. pause handshake: answer Paused=Unknown with True; while True, only observe status;
+//  4. auth Secret: generate "<name>-auth" or check the user's;
+//  5. halt: remove StatefulSet and Services, keep data and Secret;
+//  6. version → image;
+//  7. ConfigMap, Services (primary first), StatefulSet, pod role labels;
+//  8. status, then a requeue after the status period to keep the phase honest.
+//
+// It is idempotent. Problems the user must fix end the sync with a condition and a Warning
+// event, not an error; other errors are returned and retried with backoff.
+func (c *Controller) syncHandler(ctx context.Context, name cache.ObjectName) error {
+	logger := klog.FromContext(ctx)
+	cached, err := c.postgresLister.Postgreses(name.Namespace).Get(name.Name)
+	if apierrors.IsNotFound(err) {
+		logger.V(4).Info("Postgres is gone")
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	pg := cached.DeepCopy()
+
+	if pg.DeletionTimestamp != nil {
+		return c.handleDeletion(ctx, pg)
+	}
+
+	if !hasFinalizer(pg) {
+		if pg, err = c.updatePostgres(ctx, pg, func(p *kubedbv1.Postgres) bool {
+			if hasFinalizer(p) {
+				return false
+			}
+			p.Finalizers = append(p.Finalizers, Finalizer)
+			return true
+		}); err != nil {
+			return err
+		}
+	}
+
+	if paused := meta.FindStatusCondition(pg.Status.Conditions, kubedbv1.ConditionPaused); paused != nil {
+		switch paused.Status {
+		case metav1.ConditionUnknown:
+			return c.acknowledgePause(ctx, pg)
+		case metav1.ConditionTrue:
+			return c.syncPaused(ctx, pg)
+		}
+	}
+
+	pg, cred, err := c.ensureAuthSecret(ctx, pg)
+	if err != nil {
+		return c.handleStepError(ctx, pg, nil, err)
+	}
+
+	if pg.Spec.Halted {
+		if err := c.halt(ctx, pg); err != nil {
+			return err
+		}
+		return c.finishSync(ctx, pg, cred, nil)
+	}
+
+	image, err := c.images.Image(pg.Spec.Version)
+	if err != nil {
+		var ve *VersionError
+		if errors.As(err, &ve) {
+			err = &userError{reason: ReasonUnsupportedVersion, msg: ve.Error()}
+		}
+		return c.handleStepError(ctx, pg, cred, err)
+	}
+
+	if err := c.ensureConfigMap(ctx, pg); err != nil {
+		return c.handleStepError(ctx, pg, cred, err)
+	}
+	if err := c.ensureServices(ctx, pg); err != nil {
+		return c.handleStepError(ctx, pg, cred, err)
+	}
+	if err := c.ensureStatefulSet(ctx, pg, image, cred.secretName); err != nil {
+		return c.handleStepError(ctx, pg, cred, err)
+	}
+	if err := c.labelPodRoles(ctx, pg); err != nil {
+		return err
+	}
+	return c.finishSync(ctx, pg, cred, nil)
+}
+
+// finishSync writes the status and schedules the next look.
+func (c *Controller) finishSync(ctx context.Context, pg *kubedbv1.Postgres, cred *authCredential, blocked *userError) error {
+	if err := c.writeStatus(ctx, pg, cred, blocked); err != nil {
+		return err
+	}
+	c.queue.AddAfter(cache.MetaObjectToName(pg), c.statusPeriod)
+	return nil
+}
+
+// handleStepError turns a user-fixable error into a condition and a Warning event (emitted
+// when the message changes, so a periodic requeue does not flood events) and returns other
+// errors for a retry.
+func (c *Controller) handleStepError(ctx context.Context, pg *kubedbv1.Postgres, cred *authCredential, err error) error {
+	var ue *userError
+	if !errors.As(err, &ue) {
+		return err
+	}
+	klog.FromContext(ctx).Info("Cannot provision until the user acts", "reason", ue.reason, "problem", ue.msg)
+	if cond := meta.FindStatusCondition(pg.Status.Conditions, kubedbv1.ConditionProvisioningStarted); cond == nil ||
+		cond.Reason != ue.reason || cond.Message != ue.msg {
+		c.recorder.Event(pg, corev1.EventTypeWarning, ue.reason, ue.msg)
+	}
+	return c.finishSync(ctx, pg, cred, ue)
+}
+
+// acknowledgePause answers the ops-manager's pause request. Nothing is written to workloads
+// in this sync, and later syncs leave them alone while the condition stays True.
+func (c *Controller) acknowledgePause(ctx context.Context, pg *kubedbv1.Postgres) error {
+	_, err := c.updateStatus(ctx, pg, func(st *kubedbv1.PostgresStatus) {
+		cond := meta.FindStatusCondition(st.Conditions, kubedbv1.ConditionPaused)
+		if cond == nil || cond.Status != metav1.ConditionUnknown {
+			return // withdrawn or already answered meanwhile
+		}
+		meta.SetStatusCondition(&st.Conditions, metav1.Condition{
+			Type:               kubedbv1.ConditionPaused,
+			Status:             metav1.ConditionTrue,
+			Reason:             ReasonPaused,
+			Message:            "The provisioner leaves workloads and the auth secret alone until this condition is removed",
+			ObservedGeneration: pg.Generation,
+		})
+	})
+	if err != nil {
+		return err
+	}
+	klog.FromContext(ctx).Info("Paused reconciliation of workloads")
+	c.recorder.Event(pg, corev1.EventTypeNormal, ReasonPaused, "Paused: workloads and the auth secret are left alone until the Paused condition is removed")
+	c.queue.AddAfter(cache.MetaObjectToName(pg), c.statusPeriod)
+	return nil
+}
+
+// syncPaused only observes: status is still kept honest while paused.
+func (c *Controller) syncPaused(ctx context.Context, pg *kubedbv1.Postgres) error {
+	_, cred, err := c.readAuthCredential(ctx, pg)
+	var ue *userError
+	if err != nil && !errors.As(err, &ue) {
+		return err
+	}
+	if err := c.writeStatus(ctx, pg, cred, nil); err != nil {
+		return err
+	}
+	c.queue.AddAfter(cache.MetaObjectToName(pg), c.statusPeriod)
+	return nil
+}
+
+// halt removes the StatefulSet (and so the pods) and the Services; PVCs, the ConfigMap and the
+// auth Secret stay, so clearing spec.halted brings the database back with its data.
+func (c *Controller) halt(ctx context.Context, pg *kubedbv1.Postgres) error {
+	if err := c.deleteOwned(ctx, pg, "StatefulSet", statefulSetName(pg)); err != nil {
+		return err
+	}
+	for _, svc := range []string{primaryServiceName(pg), standbyServiceName(pg), governingServiceName(pg)} {
+		if err := c.deleteOwned(ctx, pg, "Service", svc); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func hasFinalizer(pg *kubedbv1.Postgres) bool {
+	for _, f := range pg.Finalizers {
+		if f == Finalizer {
+			return true
+		}
+	}
+	return false
+}

@@ -155,10 +155,7 @@ func CheckBinaries(binDir string) error {
 // "default" ServiceAccount of namespace default exists (so pods can be created). On
 // error everything started so far is torn down again.
 func Start(ctx context.Context, opts Options) (*Cluster, error) {
-	opts, err := withDefaults(opts)
-	if err != nil {
-		return nil, err
-	}
+	opts = withDefaults(opts)
 	if err := CheckBinaries(opts.BinDir); err != nil {
 		return nil, err
 	}
@@ -190,7 +187,7 @@ func Start(ctx context.Context, opts Options) (*Cluster, error) {
 	return c, nil
 }
 
-func withDefaults(o Options) (Options, error) {
+func withDefaults(o Options) Options {
 	if o.BinDir == "" {
 		o.BinDir = DefaultBinDir()
 	}
@@ -212,7 +209,7 @@ func withDefaults(o Options) (Options, error) {
 	if o.Progress == nil {
 		o.Progress = io.Discard
 	}
-	return o, nil
+	return o
 }
 
 // Paths inside WorkDir that Start creates (and Stop removes).

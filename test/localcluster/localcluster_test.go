@@ -37,6 +37,12 @@ var (
 func TestMain(m *testing.M) {
 	code := func() int {
 		if err := CheckBinaries(DefaultBinDir()); err != nil {
+			// CI sets PGOPS_REQUIRE_LOCALCLUSTER=1 so a missing build fails rather
+			// than silently skipping.
+			if os.Getenv("PGOPS_REQUIRE_LOCALCLUSTER") != "" {
+				fmt.Fprintln(os.Stderr, err)
+				return 1
+			}
 			skipReason = err.Error()
 			return m.Run()
 		}

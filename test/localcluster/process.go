@@ -80,6 +80,8 @@ func (p *process) stop(grace time.Duration) {
 	if p.exited() {
 		return
 	}
+	// Signal the group (pgid == pid, see Setpgid) only while its leader is unreaped:
+	// after that the id could in principle belong to someone else.
 	pgid := p.Pid()
 	_ = syscall.Kill(-pgid, syscall.SIGTERM)
 	select {
@@ -88,8 +90,6 @@ func (p *process) stop(grace time.Duration) {
 		_ = syscall.Kill(-pgid, syscall.SIGKILL)
 		<-p.done
 	}
-	// Anything the component forked into its group goes too.
-	_ = syscall.Kill(-pgid, syscall.SIGKILL)
 }
 
 // waitFor polls check every interval until it returns true, ctx ends, or the process

@@ -643,3 +643,39 @@ func BenchmarkVerifyLogin(b *testing.B) {
 }
 
 func b64(b []byte) string { return base64.StdEncoding.EncodeToString(b) }
+
+// TestRotateOwnPassword: the operator's own (superuser) password can be
+// rotated over the very connection that authenticates with it.
+func TestRotateOwnPassword(t *testing.T) {
+	s := pgtest.Start(t)
+	ctx := ctxT(t)
+	tg := superTarget(s)
+	newPw := "Rotated-Superuser-Password-1"
+	require.NoError(t, credential.SetPassword(ctx, tg, s.SuperUser, newPw))
+	ok, err := credential.VerifyLogin(ctx, tg, s.SuperUser, newPw)
+	require.NoError(t, err)
+	assert.True(t, ok)
+	ok, err = credential.VerifyLogin(ctx, tg, s.SuperUser, s.SuperPassword)
+	require.NoError(t, err)
+	assert.False(t, ok)
+	rotated := tg
+	rotated.Password = newPw
+	m, err := credential.PasswordMatches(ctx, rotated, s.SuperUser, newPw)
+	require.NoError(t, err)
+	assert.True(t, m)
+	// Put the original back for the harness.
+	require.NoError(t, credential.SetPassword(ctx, rotated, s.SuperUser, s.SuperPassword))
+}
+
+// TestUnixSocketTarget: Host may be a socket directory (the harness trusts
+// local connections, so no password is needed there).
+func TestUnixSocketTarget(t *testing.T) {
+	s := pgtest.Start(t)
+	ctx := ctxT(t)
+	sock := credential.Target{Host: s.DataDir, Port: s.Port, User: s.SuperUser}
+	createRole(t, s, "via_socket")
+	require.NoError(t, credential.SetPassword(ctx, sock, "via_socket", "Socket-Password-1"))
+	ok, err := credential.VerifyLogin(ctx, superTarget(s), "via_socket", "Socket-Password-1")
+	require.NoError(t, err)
+	assert.True(t, ok)
+}

@@ -120,13 +120,20 @@ func hasServerBinaries(dir string) bool {
 	return true
 }
 
+// installHint tells a developer how to get the server binaries.
+const installHint = "install them with `apt-get install postgresql` (Debian/Ubuntu; the binaries land in " +
+	"/usr/lib/postgresql/<version>/bin) or point PG_BINDIR at the directory holding initdb, pg_ctl and postgres"
+
+// versionedBinGlob is where Debian-style packages install the server.
+var versionedBinGlob = "/usr/lib/postgresql/*/bin"
+
 func findBinDir() (string, error) {
 	var tried []string
 	if d := os.Getenv("PG_BINDIR"); d != "" {
 		if hasServerBinaries(d) {
 			return d, nil
 		}
-		return "", fmt.Errorf("PG_BINDIR=%s does not contain initdb, pg_ctl and postgres", d)
+		return "", fmt.Errorf("PG_BINDIR=%s does not contain the PostgreSQL server binaries (initdb, pg_ctl, postgres); %s", d, installHint)
 	}
 	if out, err := exec.Command("pg_config", "--bindir").Output(); err == nil {
 		d := strings.TrimSpace(string(out))
@@ -137,7 +144,7 @@ func findBinDir() (string, error) {
 	} else {
 		tried = append(tried, "pg_config --bindir ("+err.Error()+")")
 	}
-	matches, _ := filepath.Glob("/usr/lib/postgresql/*/bin")
+	matches, _ := filepath.Glob(versionedBinGlob)
 	type cand struct {
 		dir string
 		ver float64
@@ -155,10 +162,9 @@ func findBinDir() (string, error) {
 		sort.Slice(cands, func(i, j int) bool { return cands[i].ver > cands[j].ver })
 		return cands[0].dir, nil
 	}
-	tried = append(tried, "/usr/lib/postgresql/*/bin")
-	return "", fmt.Errorf("PostgreSQL server binaries (initdb, pg_ctl, postgres) not found; tried %s. "+
-		"Install them with `apt-get install postgresql` (Debian/Ubuntu) or point PG_BINDIR at the directory holding them",
-		strings.Join(tried, ", "))
+	tried = append(tried, versionedBinGlob)
+	return "", fmt.Errorf("PostgreSQL server binaries (initdb, pg_ctl, postgres) not found; tried %s; %s",
+		strings.Join(tried, ", "), installHint)
 }
 
 // runAs returns the credential to run server processes with: nil when not

@@ -74,7 +74,7 @@ func TestSetPasswordEndToEnd(t *testing.T) {
 	require.NoError(t, err, "stored verifier must be well-formed")
 	assert.Equal(t, 4096, v.Iterations)
 	assert.Len(t, v.Salt, 16)
-	assert.Equal(t, stored, v.String())
+	assert.Equal(t, stored, v.Encode())
 	assert.True(t, v.Matches(newPw))
 
 	m, err := credential.PasswordMatches(ctx, tg, "app", newPw)

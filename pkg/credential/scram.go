@@ -39,9 +39,10 @@ const (
 //
 //	SCRAM-SHA-256$<iterations>:<base64 salt>$<base64 StoredKey>:<base64 ServerKey>
 //
-// Its String method re-encodes it. A Verifier is not secret in the sense a
-// password is, but it allows offline guessing and impersonating the server,
-// so it must not be logged either.
+// Encode re-encodes it. A verifier is not secret in the sense a password
+// is, but it allows offline guessing and impersonating the server, so it
+// must not be logged either: String, GoString and therefore fmt's %v, %s and
+// %#v print only the scheme and iteration count.
 type Verifier struct {
 	Iterations int
 	Salt       []byte
@@ -69,7 +70,7 @@ func NewVerifier(password string) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	return v.String(), nil
+	return v.Encode(), nil
 }
 
 // NewVerifierWithSalt is NewVerifier with a caller-chosen salt and iteration
@@ -120,8 +121,8 @@ func hmacSHA256(key []byte, msg string) []byte {
 	return m.Sum(nil)
 }
 
-// String encodes v in PostgreSQL's format.
-func (v Verifier) String() string {
+// Encode returns v in PostgreSQL's storage format.
+func (v Verifier) Encode() string {
 	enc := base64.StdEncoding
 	var b strings.Builder
 	b.Grow(len(scramPrefix) + 10 + enc.EncodedLen(len(v.Salt)) + 2*enc.EncodedLen(scramKeyLen) + 3)
@@ -136,8 +137,13 @@ func (v Verifier) String() string {
 	return b.String()
 }
 
+// String describes v without its salt and keys.
+func (v Verifier) String() string {
+	return scramPrefix + strconv.Itoa(v.Iterations) + ":" + redacted
+}
+
 // GoString keeps %#v from printing key material.
-func (v Verifier) GoString() string { return "credential.Verifier{REDACTED}" }
+func (v Verifier) GoString() string { return "credential.Verifier{" + v.String() + "}" }
 
 // ParseVerifier parses a stored SCRAM-SHA-256 verifier. It is strict: the
 // iteration count must be a canonical positive decimal number, the salt and

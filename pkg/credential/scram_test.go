@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"encoding/base64"
 	"errors"
+	"fmt"
 	"regexp"
 	"strings"
 	"testing"
@@ -19,6 +20,8 @@ func b64(t *testing.T, s string) []byte {
 	require.NoError(t, err)
 	return b
 }
+
+func b64enc(b []byte) string { return base64.StdEncoding.EncodeToString(b) }
 
 func mac(key []byte, msg string) []byte {
 	m := hmac.New(sha256.New, key)
@@ -52,7 +55,7 @@ func TestRFC7677Vector(t *testing.T) {
 	// The same verifier in PostgreSQL's storage format.
 	const want = "SCRAM-SHA-256$4096:W22ZaJ0SNY7soEsUEjb6gQ==$" +
 		"WG5d8oPm3OtcPnkdi4Uo7BkeZkBFzpcXkuLmtbsT4qY=:wfPLwcE6nTWhTAmQ7tl2KeoiWGPlZqQxSrmfPwDl2dU="
-	assert.Equal(t, want, v.String())
+	assert.Equal(t, want, v.Encode())
 	p, err := ParseVerifier(want)
 	require.NoError(t, err)
 	assert.True(t, p.Matches("pencil"))
@@ -75,8 +78,12 @@ func TestNewVerifierFormat(t *testing.T) {
 	assert.Len(t, va.Salt, ScramSaltLen)
 	assert.True(t, va.Matches("secret-password"))
 	assert.False(t, va.Matches("secret-passwor"))
-	assert.Equal(t, a, va.String())
-	assert.NotContains(t, strings.ToLower(va.GoString()), strings.ToLower(base64.StdEncoding.EncodeToString(va.Salt)))
+	assert.Equal(t, a, va.Encode())
+	printed := fmt.Sprintf("%v %s %+v %#v %v", va, va, va, va, &va)
+	for _, secret := range []string{b64enc(va.Salt), b64enc(va.StoredKey[:]), b64enc(va.ServerKey[:])} {
+		assert.NotContains(t, printed, secret, "fmt prints key material")
+	}
+	assert.Contains(t, printed, "SCRAM-SHA-256$4096:")
 }
 
 func TestNewVerifierRejects(t *testing.T) {
@@ -98,7 +105,7 @@ func TestVerifierUsesPreparedPassword(t *testing.T) {
 	require.NoError(t, err)
 	prepped, err := NewVerifierWithSalt("a bc", salt, 16)
 	require.NoError(t, err)
-	assert.Equal(t, prepped.String(), raw.String())
+	assert.Equal(t, prepped.Encode(), raw.Encode())
 	assert.True(t, raw.Matches("a bc"))
 	assert.True(t, raw.Matches("a\u00a0b\u00adc"))
 

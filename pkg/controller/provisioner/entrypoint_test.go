@@ -1,0 +1,301 @@
+package provisioner
+
+import (
+	"context"
+	"database/sql"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"os/user"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/lib/pq"
+	"github.com/stretchr/testify/require"
+
+	"github.com/pgops/pgops/pkg/credential"
+	"github.com/pgops/pgops/pkg/pgtest"
+)
+
+// pod is entrypoint.sh running as one database pod, as the postgres OS user when the test
+// runs as root.
+type pod struct {
+	t    *testing.T
+	name string
+	base string // the volume mounted at /var/pv
+	port int
+	env  []string
+	cmd  *exec.Cmd
+	log  *syncBuffer
+	done chan error
+}
+
+type syncBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+func postgresCredential(t *testing.T) *syscall.Credential {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		return nil
+	}
+	u, err := user.Lookup("postgres")
+	if err != nil {
+		out, cerr := exec.Command("useradd", "--system", "--user-group", "--no-create-home",
+			"--home-dir", "/nonexistent", "--shell", "/usr/sbin/nologin", "postgres").CombinedOutput()
+		require.NoError(t, cerr, "creating the postgres OS user: %s", out)
+		u, err = user.Lookup("postgres")
+		require.NoError(t, err)
+	}
+	uid, _ := strconv.Atoi(u.Uid)
+	gid, _ := strconv.Atoi(u.Gid)
+	return &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid), NoSetGroups: true}
+}
+
+func freeTCPPort(t *testing.T) int {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
+}
+
+// newPod prepares a pod's volume; start runs the entrypoint.
+func newPod(t *testing.T, name string, cred *syscall.Credential, env ...string) *pod {
+	t.Helper()
+	base, err := os.MkdirTemp("", "pgops-pod-")
+	require.NoError(t, err)
+	require.NoError(t, os.Chmod(base, 0o700))
+	if cred != nil {
+		require.NoError(t, os.Chown(base, int(cred.Uid), int(cred.Gid)))
+	}
+	p := &pod{t: t, name: name, base: base, port: freeTCPPort(t), env: env}
+	t.Cleanup(func() {
+		p.stop()
+		if t.Failed() {
+			t.Logf("--- %s log ---\n%s", p.name, p.logText())
+		}
+		os.RemoveAll(base)
+	})
+	return p
+}
+
+func (p *pod) logText() string {
+	if p.log == nil {
+		return ""
+	}
+	return p.log.String()
+}
+
+func (p *pod) start(cred *syscall.Credential, bindir, scriptPath string, extraEnv ...string) {
+	p.t.Helper()
+	cmd := exec.Command("bash", scriptPath)
+	cmd.Env = append([]string{
+		"PATH=" + bindir + ":/usr/bin:/bin",
+		"HOME=" + p.base,
+		"PGDATA=" + filepath.Join(p.base, "data"),
+		"POD_NAME=" + p.name,
+		"POD_IP=127.0.0.1",
+		"PGPORT=" + strconv.Itoa(p.port),
+		"STANDBY_MODE=Hot",
+		"LC_ALL=C",
+	}, append(p.env, extraEnv...)...)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: cred, Setpgid: true}
+	if p.log == nil {
+		p.log = &syncBuffer{}
+	}
+	cmd.Stdout, cmd.Stderr = p.log, p.log
+	require.NoError(p.t, cmd.Start())
+	p.cmd = cmd
+	p.done = make(chan error, 1)
+	go func() { p.done <- cmd.Wait() }()
+}
+
+// stop sends SIGINT (fast shutdown) to postgres, which the entrypoint exec'd.
+func (p *pod) stop() {
+	if p.cmd == nil {
+		return
+	}
+	_ = p.cmd.Process.Signal(syscall.SIGINT)
+	select {
+	case <-p.done:
+	case <-time.After(30 * time.Second):
+		_ = syscall.Kill(-p.cmd.Process.Pid, syscall.SIGKILL)
+		<-p.done
+	}
+	p.cmd = nil
+}
+
+func (p *pod) target() credential.Target {
+	return credential.Target{Host: "127.0.0.1", Port: p.port, SSLMode: "disable", ConnectTimeout: 2 * time.Second}
+}
+
+// waitLogin waits until user/password can log in.
+func (p *pod) waitLogin(user, password string) {
+	p.t.Helper()
+	deadline := time.Now().Add(90 * time.Second)
+	var lastErr error
+	for time.Now().Before(deadline) {
+		select {
+		case err := <-p.done:
+			p.t.Fatalf("%s exited: %v\n%s", p.name, err, p.logText())
+		default:
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+		ok, err := credential.VerifyLogin(ctx, p.target(), user, password)
+		cancel()
+		if ok {
+			return
+		}
+		lastErr = err
+		time.Sleep(200 * time.Millisecond)
+	}
+	p.t.Fatalf("%s: no login within 90s (last error %v)\n%s", p.name, lastErr, p.logText())
+}
+
+func (p *pod) db(user, password string) *sql.DB {
+	p.t.Helper()
+	c, err := pq.NewConnector(fmt.Sprintf("host=127.0.0.1 port=%d user=%s password='%s' dbname=postgres sslmode=disable connect_timeout=5",
+		p.port, user, strings.NewReplacer(`\`, `\\`, "'", `\'`).Replace(password)))
+	require.NoError(p.t, err)
+	db := sql.OpenDB(c)
+	p.t.Cleanup(func() { db.Close() })
+	return db
+}
+
+func waitForValue(t *testing.T, db *sql.DB, query, want string) {
+	t.Helper()
+	deadline := time.Now().Add(60 * time.Second)
+	var got string
+	var err error
+	for time.Now().Before(deadline) {
+		if err = db.QueryRow(query).Scan(&got); err == nil && got == want {
+			return
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	t.Fatalf("query %q: want %q, got %q (err %v)", query, want, got, err)
+}
+
+// TestEntrypointPrimaryAndStandby runs entrypoint.sh for real with the installed PostgreSQL
+// server binaries: a primary, a streaming standby, and a standby restart after a password
+// change.
+func TestEntrypointPrimaryAndStandby(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts real PostgreSQL servers")
+	}
+	bindir, err := pgtest.BinDir()
+	require.NoError(t, err)
+	cred := postgresCredential(t)
+
+	// The script as the ConfigMap would hold it, readable by the postgres user.
+	scriptDir, err := os.MkdirTemp("", "pgops-scripts-")
+	require.NoError(t, err)
+	t.Cleanup(func() { os.RemoveAll(scriptDir) })
+	require.NoError(t, os.Chmod(scriptDir, 0o755))
+	script := filepath.Join(scriptDir, ScriptsKey)
+	require.NoError(t, os.WriteFile(script, []byte(EntrypointScript), 0o555))
+
+	const user = "postgres"
+	password := `first pa$$word with 'quotes' and \backslash: `
+	newPassword := "second-Password-2"
+
+	primary := newPod(t, "x-0", cred, "POSTGRES_USER="+user)
+	primary.start(cred, bindir, script, "POSTGRES_PASSWORD="+password)
+	primary.waitLogin(user, password)
+
+	ctx := context.Background()
+	ok, err := credential.VerifyLogin(ctx, primary.target(), user, "wrong-password")
+	require.NoError(t, err)
+	require.False(t, ok, "a wrong password must be rejected (scram-sha-256 over TCP)")
+
+	pdb := primary.db(user, password)
+	var enc, listen, sockets string
+	require.NoError(t, pdb.QueryRow("SHOW password_encryption").Scan(&enc))
+	require.NoError(t, pdb.QueryRow("SHOW listen_addresses").Scan(&listen))
+	require.NoError(t, pdb.QueryRow("SHOW unix_socket_directories").Scan(&sockets))
+	require.Equal(t, "scram-sha-256", enc)
+	require.Equal(t, "127.0.0.1", listen)
+	require.Equal(t, "", sockets)
+	_, err = pdb.Exec("CREATE TABLE t (v text); INSERT INTO t VALUES ('before-standby')")
+	require.NoError(t, err)
+
+	standby := newPod(t, "x-1", cred, "POSTGRES_USER="+user,
+		"PRIMARY_HOST=127.0.0.1", "PRIMARY_PORT="+strconv.Itoa(primary.port))
+	standby.start(cred, bindir, script, "POSTGRES_PASSWORD="+password)
+	standby.waitLogin(user, password)
+	sdb := standby.db(user, password)
+	var inRecovery bool
+	require.NoError(t, sdb.QueryRow("SELECT pg_is_in_recovery()").Scan(&inRecovery))
+	require.True(t, inRecovery, "x-1 must be a standby")
+	waitForValue(t, sdb, "SELECT string_agg(v, ',' ORDER BY v) FROM t", "before-standby")
+	_, err = pdb.Exec("INSERT INTO t VALUES ('streamed')")
+	require.NoError(t, err)
+	waitForValue(t, sdb, "SELECT string_agg(v, ',' ORDER BY v) FROM t", "before-standby,streamed")
+	waitForValue(t, sdb, "SELECT status FROM pg_stat_wal_receiver", "streaming")
+
+	// The password never reaches the configuration, argv or the log.
+	for _, p := range []*pod{primary, standby} {
+		require.NotContains(t, p.logText(), password)
+		require.NotContains(t, p.logText(), newPassword)
+	}
+	autoConf, err := os.ReadFile(filepath.Join(standby.base, "data", "postgresql.auto.conf"))
+	require.NoError(t, err)
+	require.Contains(t, string(autoConf), "primary_conninfo")
+	require.NotContains(t, string(autoConf), password)
+	_, err = os.Stat(filepath.Join(standby.base, "data", "standby.signal"))
+	require.NoError(t, err)
+	entries, err := os.ReadDir(primary.base)
+	require.NoError(t, err)
+	for _, e := range entries {
+		require.NotContains(t, e.Name(), "pwfile", "initdb's password file must be removed")
+	}
+
+	// Rotate: change the password on the primary, restart the standby with the new one.
+	require.NoError(t, credential.SetPassword(ctx, withUser(primary.target(), user, password), user, newPassword))
+	_, err = pdb.Exec("SELECT 1") // the open connection survives
+	require.NoError(t, err)
+	standby.stop()
+	standby.start(cred, bindir, script, "POSTGRES_PASSWORD="+newPassword)
+	standby.waitLogin(user, newPassword)
+	pdb2 := primary.db(user, newPassword)
+	_, err = pdb2.Exec("INSERT INTO t VALUES ('after-rotation')")
+	require.NoError(t, err)
+	sdb2 := standby.db(user, newPassword)
+	waitForValue(t, sdb2, "SELECT string_agg(v, ',' ORDER BY v) FROM t", "after-rotation,before-standby,streamed")
+	waitForValue(t, sdb2, "SELECT status FROM pg_stat_wal_receiver", "streaming")
+
+	// The primary restarts on its existing data directory.
+	primary.stop()
+	primary.start(cred, bindir, script, "POSTGRES_PASSWORD="+newPassword)
+	primary.waitLogin(user, newPassword)
+	require.Equal(t, 1, strings.Count(primary.logText(), "initialising a new primary"))
+	for _, p := range []*pod{primary, standby} {
+		require.NotContains(t, p.logText(), password)
+		require.NotContains(t, p.logText(), newPassword)
+	}
+}
+
+func withUser(t credential.Target, user, password string) credential.Target {
+	t.User, t.Password = user, password
+	return t
+}

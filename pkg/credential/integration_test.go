@@ -45,6 +45,7 @@ func storedSecret(t testing.TB, s *pgtest.Server, role string) string {
 }
 
 func TestSetPasswordEndToEnd(t *testing.T) {
+	t.Parallel()
 	s := pgtest.Start(t)
 	ctx := ctxT(t)
 	tg := superTarget(s)
@@ -107,6 +108,7 @@ func TestSetPasswordEndToEnd(t *testing.T) {
 // statement and checks that neither the plaintext nor any part of the
 // verifier reaches the log, for a successful and a failing call.
 func TestNoSecretsInServerLog(t *testing.T) {
+	t.Parallel()
 	s := pgtest.Start(t,
 		pgtest.WithSetting("log_statement", "all"),
 		pgtest.WithSetting("log_min_duration_statement", "0"),
@@ -173,6 +175,7 @@ type tricky struct {
 // very same plaintext) or fail with a clear error before any server is
 // contacted.
 func TestTrickyNamesAndPasswords(t *testing.T) {
+	t.Parallel()
 	s := pgtest.Start(t)
 	ctx := ctxT(t)
 	tg := superTarget(s)
@@ -255,6 +258,7 @@ func TestTrickyNamesAndPasswords(t *testing.T) {
 // with the plaintext and succeeds only with the prepared form, while libpq
 // clients would succeed with either.
 func TestLibpqDoesNotSASLprep(t *testing.T) {
+	t.Parallel()
 	s := pgtest.Start(t)
 	ctx := ctxT(t)
 	tg := superTarget(s)
@@ -283,6 +287,7 @@ func TestLibpqDoesNotSASLprep(t *testing.T) {
 // PasswordMatches agree with the server's own SCRAM implementation
 // (including its SASLprep) on verifiers it computed.
 func TestVerifierAcceptedLikeServerComputed(t *testing.T) {
+	t.Parallel()
 	s := pgtest.Start(t)
 	ctx := ctxT(t)
 	tg := superTarget(s)
@@ -324,6 +329,7 @@ func TestVerifierAcceptedLikeServerComputed(t *testing.T) {
 // own pg_saslprep) for many strings and checks that Verifier.Matches, which
 // uses this package's SASLprep, accepts every one of them.
 func TestSASLprepAgreesWithServer(t *testing.T) {
+	t.Parallel()
 	s := pgtest.Start(t)
 	ctx := ctxT(t)
 	db := s.DB(t)
@@ -374,6 +380,7 @@ func TestSASLprepAgreesWithServer(t *testing.T) {
 // TestStandbyAcceptsNewPassword: a streaming standby accepts the new
 // password once it has replayed the change.
 func TestStandbyAcceptsNewPassword(t *testing.T) {
+	t.Parallel()
 	primary := pgtest.Start(t)
 	ctx := ctxT(t)
 	createRole(t, primary, "replicated")
@@ -444,6 +451,7 @@ func silentServer(t testing.TB) int {
 }
 
 func TestErrorClasses(t *testing.T) {
+	t.Parallel()
 	s := pgtest.Start(t)
 	tg := superTarget(s)
 	createRole(t, s, "classy")
@@ -569,6 +577,7 @@ func TestErrorClasses(t *testing.T) {
 }
 
 func TestConcurrentSetPassword(t *testing.T) {
+	t.Parallel()
 	s := pgtest.Start(t)
 	ctx := ctxT(t)
 	tg := superTarget(s)
@@ -647,6 +656,7 @@ func b64(b []byte) string { return base64.StdEncoding.EncodeToString(b) }
 // TestRotateOwnPassword: the operator's own (superuser) password can be
 // rotated over the very connection that authenticates with it.
 func TestRotateOwnPassword(t *testing.T) {
+	t.Parallel()
 	s := pgtest.Start(t)
 	ctx := ctxT(t)
 	tg := superTarget(s)
@@ -670,6 +680,7 @@ func TestRotateOwnPassword(t *testing.T) {
 // TestUnixSocketTarget: Host may be a socket directory (the harness trusts
 // local connections, so no password is needed there).
 func TestUnixSocketTarget(t *testing.T) {
+	t.Parallel()
 	s := pgtest.Start(t)
 	ctx := ctxT(t)
 	sock := credential.Target{Host: s.DataDir, Port: s.Port, User: s.SuperUser}

@@ -14,6 +14,7 @@ import (
 )
 
 func TestStartExecRestart(t *testing.T) {
+	t.Parallel()
 	s := pgtest.Start(t, pgtest.WithSetting("log_statement", "all"))
 	if s.Port == 0 || s.Host != "127.0.0.1" {
 		t.Fatalf("bad address %s:%d", s.Host, s.Port)
@@ -39,6 +40,7 @@ func TestStartExecRestart(t *testing.T) {
 }
 
 func TestTCPAuthIsSCRAM(t *testing.T) {
+	t.Parallel()
 	s := pgtest.Start(t)
 	db, err := sql.Open("postgres", s.DSN(s.SuperUser, "wrong"))
 	if err != nil {
@@ -67,6 +69,7 @@ func TestBinDir(t *testing.T) {
 }
 
 func TestStandbyStreams(t *testing.T) {
+	t.Parallel()
 	p := pgtest.Start(t)
 	s := pgtest.StartStandby(t, p)
 	if got := s.QueryString(t, "SELECT pg_is_in_recovery()"); got != "true" {
@@ -90,6 +93,7 @@ func TestStandbyStreams(t *testing.T) {
 }
 
 func TestCleanupRemovesDirectory(t *testing.T) {
+	t.Parallel()
 	var dir string
 	t.Run("inner", func(t *testing.T) {
 		s := pgtest.Start(t)

@@ -168,9 +168,10 @@ func applyObservation(st *kubedbv1.PostgresStatus, obs observation, generation i
 		st.Phase = kubedbv1.DatabasePhaseNotReady
 	}
 
-	if allUp && obs.blocked == nil && !provisioned {
+	// Provisioned never goes back to False: it records that the database was up once.
+	if provisioned || (allUp && obs.blocked == nil) {
 		set(kubedbv1.ConditionProvisioned, metav1.ConditionTrue, ReasonProvisioned, "The database has been provisioned")
-	} else if !provisioned {
+	} else {
 		set(kubedbv1.ConditionProvisioned, metav1.ConditionFalse, ReasonNotProvisioned, "The database is not up yet")
 	}
 

@@ -1,0 +1,141 @@
+package provisioner
+
+import (
+	"errors"
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+
+	kubedbv1 "github.com/pgops/pgops/pkg/apis/kubedb/v1"
+)
+
+func TestStatusPhases(t *testing.T) {
+	provisioned := withCondition(kubedbv1.ConditionProvisioned, metav1.ConditionTrue)
+	for name, tc := range map[string]struct {
+		provisioned bool
+		replicas    int32
+		ready       []bool // per ordinal
+		primaryErr  error
+		phase       kubedbv1.DatabasePhase
+		conds       map[string]metav1.ConditionStatus
+	}{
+		"first time all up": {
+			replicas: 2, ready: []bool{true, true},
+			phase: kubedbv1.DatabasePhaseReady,
+			conds: map[string]metav1.ConditionStatus{
+				kubedbv1.ConditionProvisioningStarted: metav1.ConditionTrue,
+				kubedbv1.ConditionReplicaReady:        metav1.ConditionTrue,
+				kubedbv1.ConditionAcceptingConnection: metav1.ConditionTrue,
+				kubedbv1.ConditionReady:               metav1.ConditionTrue,
+				kubedbv1.ConditionProvisioned:         metav1.ConditionTrue,
+			},
+		},
+		"not yet up": {
+			replicas: 2, ready: []bool{true, false},
+			phase: kubedbv1.DatabasePhaseProvisioning,
+			conds: map[string]metav1.ConditionStatus{
+				kubedbv1.ConditionReplicaReady:        metav1.ConditionFalse,
+				kubedbv1.ConditionAcceptingConnection: metav1.ConditionTrue,
+				kubedbv1.ConditionReady:               metav1.ConditionFalse,
+				kubedbv1.ConditionProvisioned:         metav1.ConditionFalse,
+			},
+		},
+		"not yet accepting": {
+			replicas: 1, ready: []bool{true}, primaryErr: errors.New("primary 10.0.0.1:5432 unreachable"),
+			phase: kubedbv1.DatabasePhaseProvisioning,
+			conds: map[string]metav1.ConditionStatus{
+				kubedbv1.ConditionAcceptingConnection: metav1.ConditionFalse,
+				kubedbv1.ConditionProvisioned:         metav1.ConditionFalse,
+			},
+		},
+		"ready again": {
+			provisioned: true, replicas: 3, ready: []bool{true, true, true},
+			phase: kubedbv1.DatabasePhaseReady,
+			conds: map[string]metav1.ConditionStatus{
+				kubedbv1.ConditionReady:       metav1.ConditionTrue,
+				kubedbv1.ConditionProvisioned: metav1.ConditionTrue,
+			},
+		},
+		"standby down is critical": {
+			provisioned: true, replicas: 3, ready: []bool{true, true, false},
+			phase: kubedbv1.DatabasePhaseCritical,
+			conds: map[string]metav1.ConditionStatus{
+				kubedbv1.ConditionReplicaReady:        metav1.ConditionFalse,
+				kubedbv1.ConditionAcceptingConnection: metav1.ConditionTrue,
+				kubedbv1.ConditionReady:               metav1.ConditionFalse,
+				kubedbv1.ConditionProvisioned:         metav1.ConditionTrue,
+			},
+		},
+		"standby pod missing is critical": {
+			provisioned: true, replicas: 2, ready: []bool{true},
+			phase: kubedbv1.DatabasePhaseCritical,
+		},
+		"primary refusing is not ready": {
+			provisioned: true, replicas: 2, ready: []bool{true, true}, primaryErr: errors.New("primary rejected the credential"),
+			phase: kubedbv1.DatabasePhaseNotReady,
+			conds: map[string]metav1.ConditionStatus{
+				kubedbv1.ConditionAcceptingConnection: metav1.ConditionFalse,
+				kubedbv1.ConditionReady:               metav1.ConditionFalse,
+				kubedbv1.ConditionProvisioned:         metav1.ConditionTrue,
+			},
+		},
+	} {
+		t.Run(name, func(t *testing.T) {
+			mut := []func(*kubedbv1.Postgres){withFinalizer, withReplicas(tc.replicas), withAuthSecret("x-auth")}
+			if tc.provisioned {
+				mut = append(mut, provisioned)
+			}
+			pg := newPG("x", mut...)
+			objs := []runtime.Object{generatedSecretFor(pg), desiredRoleService(pg, kubedbv1.PrimaryServiceAlias)}
+			for i, r := range tc.ready {
+				objs = append(objs, readyPod(pg, i, r))
+			}
+			f := newFixture(t, []*kubedbv1.Postgres{pg}, objs...)
+			f.health.err = tc.primaryErr
+			require.NoError(t, f.sync("x"))
+			got := f.postgres("x")
+			assert.Equal(t, tc.phase, got.Status.Phase)
+			for typ, want := range tc.conds {
+				c := condition(got, typ)
+				require.NotNil(t, c, typ)
+				assert.Equal(t, want, c.Status, typ)
+				assert.Equal(t, int64(1), c.ObservedGeneration, typ)
+			}
+			if tc.primaryErr != nil {
+				assert.Equal(t, tc.primaryErr.Error(), condition(got, kubedbv1.ConditionAcceptingConnection).Message)
+			}
+			require.Len(t, f.health.calls, 1)
+			assert.Equal(t, "x", f.health.calls[0].Service.Name)
+		})
+	}
+}
+
+func TestStatusPhaseChangeEvents(t *testing.T) {
+	pg := newPG("x", withFinalizer, withAuthSecret("x-auth"))
+	f := newFixture(t, []*kubedbv1.Postgres{pg}, generatedSecretFor(pg), desiredRoleService(pg, kubedbv1.PrimaryServiceAlias), readyPod(pg, 0, true))
+	f.mustSync("x")
+	assert.Equal(t, kubedbv1.DatabasePhaseReady, f.postgres("x").Status.Phase)
+
+	f.refresh()
+	f.health.err = errors.New("primary 10.0.0.1:5432 unreachable: dial tcp: connection refused")
+	f.mustSync("x")
+	assert.Equal(t, kubedbv1.DatabasePhaseNotReady, f.postgres("x").Status.Phase)
+	assert.True(t, f.hasEvent("Warning", ReasonPhaseChanged, "from Ready to NotReady"), "events: %v", f.events)
+
+	f.refresh()
+	f.health.err = nil
+	f.mustSync("x")
+	assert.Equal(t, kubedbv1.DatabasePhaseReady, f.postgres("x").Status.Phase)
+	assert.True(t, f.hasEvent("Normal", ReasonPhaseChanged, "from NotReady to Ready"))
+}
+
+// generatedSecretFor is "<name>-auth" as the provisioner creates it.
+func generatedSecretFor(pg *kubedbv1.Postgres) runtime.Object {
+	s := userSecret(authSecretName(pg), map[string]string{"username": "postgres", "password": "generated-pw"})
+	s.Labels = ownedLabels(pg)
+	s.OwnerReferences = append(s.OwnerReferences, ownerRef(pg))
+	return s
+}

@@ -114,6 +114,13 @@ func TestNoSecretsInServerLog(t *testing.T) {
 		pgtest.WithSetting("log_min_duration_statement", "0"),
 		pgtest.WithSetting("log_min_error_statement", "error"), // the default, stated
 		pgtest.WithSetting("log_connections", "on"),
+		// Other ways a statement's text can reach the log.
+		pgtest.WithSetting("log_transaction_sample_rate", "1"),
+		pgtest.WithSetting("log_min_duration_sample", "0"),
+		pgtest.WithSetting("log_statement_sample_rate", "1"),
+		pgtest.WithSetting("debug_print_parse", "on"),
+		pgtest.WithSetting("debug_print_rewritten", "on"),
+		pgtest.WithSetting("debug_print_plan", "on"),
 	)
 	ctx := ctxT(t)
 	tg := superTarget(s)

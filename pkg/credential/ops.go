@@ -22,6 +22,7 @@ import (
 //	SET LOCAL log_statement = 'none'
 //	SET LOCAL log_min_error_statement = 'panic'
 //	SET LOCAL log_min_duration_statement = -1
+//	SET LOCAL debug_print_parse / debug_print_rewritten / debug_print_plan = off
 //	SET LOCAL log_min_duration_sample = -1   -- PostgreSQL 13+
 //	SET LOCAL pg_stat_statements.track_utility = off -- if pg_stat_statements is loaded
 //	ALTER ROLE "<role>" PASSWORD '<verifier>'
@@ -104,6 +105,11 @@ func setVerifier(ctx context.Context, target Target, role, verifier, op string, 
 		`SET LOCAL log_statement = 'none'`,
 		`SET LOCAL log_min_error_statement = 'panic'`,
 		`SET LOCAL log_min_duration_statement = -1`,
+		// Parse-tree dumps: PostgreSQL 16+ can print utility statements,
+		// literal included.
+		`SET LOCAL debug_print_parse = off`,
+		`SET LOCAL debug_print_rewritten = off`,
+		`SET LOCAL debug_print_plan = off`,
 	}
 	if version >= 130000 {
 		stmts = append(stmts, `SET LOCAL log_min_duration_sample = -1`)

@@ -99,8 +99,6 @@ func setVerifier(ctx context.Context, target Target, role, verifier, op string, 
 	}
 	defer func() { _ = tx.Rollback() }() // no-op after Commit
 
-	// Each statement is sent on its own: a multi-statement query string is
-	// logged as a whole before any of it runs.
 	stmts := []string{
 		`SET LOCAL log_statement = 'none'`,
 		`SET LOCAL log_min_error_statement = 'panic'`,
@@ -117,10 +115,11 @@ func setVerifier(ctx context.Context, target Target, role, verifier, op string, 
 	if hasPGSS {
 		stmts = append(stmts, `SET LOCAL pg_stat_statements.track_utility = off`)
 	}
-	for _, s := range stmts {
-		if _, err := tx.ExecContext(ctx, s); err != nil {
-			return fail(err)
-		}
+	// The settings carry no secret, so they go in one round trip; the ALTER
+	// ROLE must be a statement of its own, sent after they took effect (a
+	// multi-statement string is logged as a whole before any of it runs).
+	if _, err := tx.ExecContext(ctx, strings.Join(stmts, "; ")); err != nil {
+		return fail(err)
 	}
 	alter := "ALTER ROLE " + pq.QuoteIdentifier(role) + " PASSWORD " + pq.QuoteLiteral(verifier)
 	if _, err := tx.ExecContext(ctx, alter); err != nil {

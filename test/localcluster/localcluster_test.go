@@ -1,10 +1,12 @@
 package localcluster
 
 import (
+	"bufio"
 	"context"
 	"fmt"
 	"net/netip"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strconv"
@@ -35,6 +37,10 @@ var (
 )
 
 func TestMain(m *testing.M) {
+	if os.Getenv(crashHelperEnv) != "" {
+		crashHelper()
+		return
+	}
 	code := func() int {
 		if err := CheckBinaries(DefaultBinDir()); err != nil {
 			// CI sets PGOPS_REQUIRE_LOCALCLUSTER=1 so a missing build fails rather
@@ -279,6 +285,62 @@ func TestTwoClustersAndCleanStop(t *testing.T) {
 		_, err := os.Stat(c.WorkDir)
 		assert.True(t, os.IsNotExist(err), "WorkDir %s not removed", c.WorkDir)
 	}
+}
+
+// crashHelperEnv makes the test binary act as a process that starts a cluster, prints
+// the component pids and waits to be killed (TestComponentsDieWithParent).
+const crashHelperEnv = "LOCALCLUSTER_CRASH_HELPER"
+
+func crashHelper() {
+	c, err := Start(context.Background(), Options{WorkDir: os.Getenv(crashHelperEnv)})
+	if err != nil {
+		fmt.Println("error:", err)
+		os.Exit(1)
+	}
+	pids := c.Pids()
+	for name, pid := range pids {
+		fmt.Printf("%s %d\n", name, pid)
+	}
+	fmt.Println("ready")
+	select {}
+}
+
+// TestComponentsDieWithParent kills a process running a cluster with SIGKILL, so no
+// Stop runs: the kernel must take the components down with it (Pdeathsig).
+func TestComponentsDieWithParent(t *testing.T) {
+	needCluster(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	workDir := t.TempDir()
+	cmd := exec.CommandContext(ctx, os.Args[0], "-test.run=^$")
+	cmd.Env = append(os.Environ(), crashHelperEnv+"="+workDir)
+	stdout, err := cmd.StdoutPipe()
+	require.NoError(t, err)
+	cmd.Stderr = os.Stderr
+	require.NoError(t, cmd.Start())
+	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
+
+	pids := map[string]int{}
+	sc := bufio.NewScanner(stdout)
+	for sc.Scan() && sc.Text() != "ready" {
+		name, pid, ok := strings.Cut(sc.Text(), " ")
+		require.True(t, ok, "helper said %q", sc.Text())
+		n, err := strconv.Atoi(pid)
+		require.NoError(t, err, "helper said %q", sc.Text())
+		pids[name] = n
+	}
+	require.Len(t, pids, 5, "helper did not report its components")
+
+	require.NoError(t, cmd.Process.Kill())
+	_ = cmd.Wait()
+	poll(ctx, t, "components to die with their parent", func(context.Context) (bool, error) {
+		for _, pid := range pids {
+			if processAlive(pid) {
+				return false, nil
+			}
+		}
+		return true, nil
+	})
 }
 
 func TestStartWithoutBinaries(t *testing.T) {

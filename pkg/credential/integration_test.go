@@ -697,3 +697,29 @@ func TestUnixSocketTarget(t *testing.T) {
 	require.NoError(t, err)
 	assert.True(t, ok)
 }
+
+// TestNoSecretsInPgStatStatements: with pg_stat_statements tracking utility
+// statements, the ALTER ROLE (and its verifier) is not recorded.
+func TestNoSecretsInPgStatStatements(t *testing.T) {
+	t.Parallel()
+	s := pgtest.Start(t,
+		pgtest.WithSetting("shared_preload_libraries", "pg_stat_statements"),
+		pgtest.WithSetting("pg_stat_statements.track_utility", "on"),
+		pgtest.WithSetting("pg_stat_statements.track", "all"),
+	)
+	ctx := ctxT(t)
+	s.Exec(t, "CREATE EXTENSION pg_stat_statements")
+	createRole(t, s, "tracked")
+	s.Exec(t, "ALTER ROLE tracked CONNECTION LIMIT 7") // proves utility tracking is on
+	require.NoError(t, credential.SetPassword(ctx, superTarget(s), "tracked", "Tracked-Password-1"))
+	v, err := credential.ParseVerifier(storedSecret(t, s, "tracked"))
+	require.NoError(t, err)
+
+	n := s.QueryString(t, "SELECT count(*) FROM pg_stat_statements WHERE query LIKE '%CONNECTION LIMIT%'")
+	require.Equal(t, "1", n, "pg_stat_statements does not track utility statements; the test proves nothing")
+	all := s.QueryString(t, "SELECT string_agg(query, E'\\n') FROM pg_stat_statements")
+	for _, secret := range []string{"Tracked-Password-1", "SCRAM-SHA-256$", b64(v.Salt), b64(v.StoredKey[:]), b64(v.ServerKey[:])} {
+		assert.NotContains(t, all, secret)
+	}
+	assert.NotContains(t, all, "PASSWORD")
+}

@@ -3,7 +3,8 @@
 //
 //	go run ./hack/localcluster --workdir /tmp/pgops-cluster --env-file /tmp/pgops-cluster.env
 //
-// It prints the admin kubeconfig path, writes "export KUBECONFIG=..." to --env-file,
+// It prints the admin kubeconfig path, writes "export KUBECONFIG=..." (and a PATH with
+// the matching kubectl) to --env-file,
 // and tears everything down on SIGINT or SIGTERM.
 package main
 
@@ -13,6 +14,8 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"path/filepath"
+	"strings"
 	"syscall"
 	"time"
 
@@ -57,8 +60,11 @@ func run() error {
 	}()
 
 	if envFile != "" {
-		line := fmt.Sprintf("export KUBECONFIG=%s\n", c.Kubeconfig)
-		if err := os.WriteFile(envFile, []byte(line), 0o644); err != nil {
+		// PATH too: the matching kubectl is in the bin dir, and machines that run
+		// this often have none installed.
+		env := fmt.Sprintf("export KUBECONFIG=%s\nexport PATH=%s:\"$PATH\"\n",
+			shellQuote(c.Kubeconfig), shellQuote(filepath.Dir(c.KubectlPath)))
+		if err := os.WriteFile(envFile, []byte(env), 0o644); err != nil {
 			return fmt.Errorf("write env file: %w", err)
 		}
 		// A stale env file must not point at a cluster that is gone.
@@ -70,4 +76,9 @@ func run() error {
 	<-ctx.Done()
 	fmt.Fprintln(os.Stderr, "shutting down")
 	return nil
+}
+
+// shellQuote quotes s for a POSIX shell.
+func shellQuote(s string) string {
+	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
 }

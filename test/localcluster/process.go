@@ -103,7 +103,9 @@ func (p *process) waitFor(ctx context.Context, what string, check func(context.C
 		if ok {
 			return nil
 		}
-		if err != nil {
+		// Keep the last error that says something about the component, not the one
+		// caused by ctx running out mid-check.
+		if err != nil && ctx.Err() == nil {
 			lastErr = err
 		}
 		select {

@@ -396,6 +396,10 @@ func TestStandbyAcceptsNewPassword(t *testing.T) {
 	standby.WaitForReplay(t, primary.CurrentLSN(t), time.Minute)
 	assert.Equal(t, "true", standby.QueryString(t, "SELECT pg_is_in_recovery()"))
 
+	n, err := credential.StreamingStandbys(ctx, superTarget(primary))
+	require.NoError(t, err)
+	assert.Equal(t, 1, n, "StreamingStandbys on the primary")
+
 	st := superTarget(standby)
 	ok, err := credential.VerifyLogin(ctx, st, "replicated", "Old-Password-1")
 	require.NoError(t, err)

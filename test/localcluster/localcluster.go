@@ -164,7 +164,6 @@ func Start(ctx context.Context, opts Options) (*Cluster, error) {
 		WorkDir:     opts.WorkDir,
 		LogDir:      opts.LogDir,
 		NodeName:    opts.NodeName,
-		Kubeconfig:  filepath.Join(opts.WorkDir, "kubeconfig"),
 		KubectlPath: filepath.Join(opts.BinDir, "kubectl"),
 		procs:       map[string]*process{},
 	}

@@ -326,7 +326,7 @@ func TestSQLHealthChecker(t *testing.T) {
 	srv := pgtest.Start(t)
 	svc := &corev1.Service{
 		ObjectMeta: metav1.ObjectMeta{Name: "x", Namespace: testNS},
-		Spec: corev1.ServiceSpec{ClusterIP: srv.Host, Ports: []corev1.ServicePort{{Name: "primary", Port: int32(srv.Port)}}},
+		Spec:       corev1.ServiceSpec{ClusterIP: srv.Host, Ports: []corev1.ServicePort{{Name: "primary", Port: int32(srv.Port)}}},
 	}
 	h := &SQLHealthChecker{HostMode: HostModeClusterIP, Timeout: 5 * time.Second}
 	ctx := context.Background()

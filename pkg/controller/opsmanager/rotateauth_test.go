@@ -1,0 +1,427 @@
+package opsmanager
+
+import (
+	"context"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	clienttesting "k8s.io/client-go/testing"
+
+	kubedbv1 "github.com/pgops/pgops/pkg/apis/kubedb/v1"
+	opsv1alpha1 "github.com/pgops/pgops/pkg/apis/ops/v1alpha1"
+)
+
+func userProvided(secret string) func(*opsv1alpha1.PostgresOpsRequest) {
+	return func(r *opsv1alpha1.PostgresOpsRequest) {
+		r.Spec.Authentication = &opsv1alpha1.AuthSpec{SecretRef: &opsv1alpha1.SecretReference{Kind: "Secret", Name: secret}}
+	}
+}
+
+func (w *world) userSecret(name string, data map[string]string) {
+	s := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns}, Type: corev1.SecretTypeBasicAuth, Data: map[string][]byte{}}
+	for k, v := range data {
+		s.Data[k] = []byte(v)
+	}
+	w.create(s)
+}
+
+func condition(req *opsv1alpha1.PostgresOpsRequest, typ string) *metav1.Condition {
+	return meta.FindStatusCondition(req.Status.Conditions, typ)
+}
+
+// assertNoSecretsLeaked checks that no password reached an event or a status.
+func (w *world) assertNoSecretsLeaked(passwords ...string) {
+	w.t.Helper()
+	w.drainEvents()
+	reqs, err := w.pgops.OpsV1alpha1().PostgresOpsRequests(ns).List(context.Background(), metav1.ListOptions{})
+	require.NoError(w.t, err)
+	var texts []string
+	texts = append(texts, w.events...)
+	for _, r := range reqs.Items {
+		texts = append(texts, describe(&r))
+	}
+	texts = append(texts, describePostgres(w.postgres()))
+	for _, text := range texts {
+		for _, p := range passwords {
+			require.NotContains(w.t, text, p, "a password leaked")
+		}
+	}
+}
+
+func describePostgres(pg *kubedbv1.Postgres) string {
+	var b strings.Builder
+	for _, c := range pg.Status.Conditions {
+		b.WriteString(c.Type + " " + c.Reason + " " + c.Message + "\n")
+	}
+	return b.String()
+}
+
+func TestGeneratedRotationEndToEnd(t *testing.T) {
+	for _, replicas := range []int32{1, 3} {
+		t.Run(map[int32]string{1: "one replica", 3: "three replicas"}[replicas], func(t *testing.T) {
+			w := newWorld(t, replicas)
+			w.newRequest("rotate")
+			req := w.runUntilDone("rotate", 50)
+
+			require.Equal(t, opsv1alpha1.OpsRequestPhaseSuccessful, req.Status.Phase, describe(req))
+			for _, typ := range []string{ConditionRotateAuth, ConditionPauseDatabase, ConditionUpdateCredential,
+				ConditionUpdateStatefulSets, ConditionRestartNodes, ConditionCheckPodReady, ConditionResumeDatabase, ConditionSuccessful} {
+				assert.True(t, isTrue(req.Status.Conditions, typ), "condition %s: %s", typ, describe(req))
+			}
+			for i := int32(0); i < replicas; i++ {
+				pod := dbName + "-" + string(rune('0'+i))
+				assert.True(t, isTrue(req.Status.Conditions, perPodCondition(ConditionEvictPod, pod)), pod)
+				assert.True(t, isTrue(req.Status.Conditions, perPodCondition(ConditionCheckPodReady, pod)), pod)
+			}
+
+			secret := w.secret(dbName + "-auth")
+			newPassword := string(secret.Data["password"])
+			assert.Len(t, newPassword, 20)
+			assert.NotEqual(t, oldPassword, newPassword)
+			assert.Equal(t, superuser, string(secret.Data["username"]))
+			assert.Equal(t, superuser, string(secret.Data["username.prev"]))
+			assert.Equal(t, oldPassword, string(secret.Data["password.prev"]))
+			assert.NotEmpty(t, secret.Annotations[kubedbv1.AuthActiveFromAnnotation])
+			assert.Equal(t, newPassword, w.db.password(superuser), "PostgreSQL has the Secret's password")
+			assert.Equal(t, 1, w.db.setCalls, "the password is set exactly once")
+
+			pg := w.postgres()
+			assert.Nil(t, meta.FindStatusCondition(pg.Status.Conditions, kubedbv1.ConditionPaused), "database resumed")
+			require.NotNil(t, pg.Status.AuthSecret)
+			assert.NotNil(t, pg.Status.AuthSecret.LastUpdateTimestamp)
+
+			pods, err := w.kube.CoreV1().Pods(ns).List(context.Background(), metav1.ListOptions{})
+			require.NoError(t, err)
+			for _, pod := range pods.Items {
+				assert.Equal(t, "rev-"+string(req.UID), pod.Labels["controller-revision-hash"], pod.Name)
+			}
+			_, err = w.kube.CoreV1().Secrets(ns).Get(context.Background(), stagedSecretName(req), metav1.GetOptions{})
+			assert.True(t, err != nil, "the staged credential is deleted")
+			w.assertNoSecretsLeaked(oldPassword, newPassword)
+		})
+	}
+}
+
+func TestPodsRestartStandbysFirst(t *testing.T) {
+	w := newWorld(t, 3)
+	w.newRequest("rotate")
+	w.runUntilDone("rotate", 50)
+	var evicted []string
+	for _, action := range w.kube.Actions() {
+		if action.GetVerb() == "create" && action.GetSubresource() == "eviction" {
+			obj := action.(clienttesting.CreateAction).GetObject()
+			evicted = append(evicted, obj.(metav1.Object).GetName())
+		}
+	}
+	assert.Equal(t, []string{"pg-2", "pg-1", "pg-0"}, evicted)
+}
+
+func TestUserProvidedRotation(t *testing.T) {
+	w := newWorld(t, 3)
+	w.userSecret("mine", map[string]string{"username": superuser, "password": "Users-Own-Password-1"})
+	w.newRequest("rotate", userProvided("mine"))
+	req := w.runUntilDone("rotate", 50)
+
+	require.Equal(t, opsv1alpha1.OpsRequestPhaseSuccessful, req.Status.Phase, describe(req))
+	assert.Equal(t, "Users-Own-Password-1", w.db.password(superuser))
+	mine := w.secret("mine")
+	assert.Equal(t, oldPassword, string(mine.Data["password.prev"]))
+	assert.Equal(t, superuser, string(mine.Data["username.prev"]))
+	assert.Equal(t, "Users-Own-Password-1", string(mine.Data["password"]))
+	pg := w.postgres()
+	assert.Equal(t, "mine", pg.Spec.AuthSecret.Name)
+	assert.True(t, pg.Spec.AuthSecret.ExternallyManaged)
+	assert.NotNil(t, pg.Spec.AuthSecret.ActiveFrom)
+	old := w.secret(dbName + "-auth")
+	assert.Equal(t, oldPassword, string(old.Data["password"]), "the old Secret is left in place")
+
+	sts, err := w.kube.AppsV1().StatefulSets(ns).Get(context.Background(), dbName, metav1.GetOptions{})
+	require.NoError(t, err)
+	for _, env := range sts.Spec.Template.Spec.Containers[0].Env {
+		assert.Equal(t, "mine", env.ValueFrom.SecretKeyRef.Name, env.Name)
+	}
+	w.assertNoSecretsLeaked(oldPassword, "Users-Own-Password-1")
+}
+
+func TestBadInputFailsBeforePausing(t *testing.T) {
+	cases := map[string]struct {
+		secret     map[string]string
+		secretName string
+		reason     string
+		message    string
+	}{
+		"missing secret":     {nil, "absent", ReasonSecretInvalid, "Secret demo/absent named in authentication.secretRef does not exist"},
+		"no password":        {map[string]string{"username": superuser}, "mine", ReasonSecretInvalid, `Secret demo/mine has no "password"`},
+		"different username": {map[string]string{"username": "alice", "password": "Alice-Password-1"}, "mine", ReasonUsernameChanged, "database username cannot be changed"},
+		"current secret":     {nil, dbName + "-auth", ReasonInvalidRequest, "the database's current auth Secret"},
+	}
+	for name, tc := range cases {
+		t.Run(name, func(t *testing.T) {
+			w := newWorld(t, 1)
+			if tc.secret != nil {
+				w.userSecret(tc.secretName, tc.secret)
+			}
+			w.newRequest("rotate", userProvided(tc.secretName))
+			req := w.runUntilDone("rotate", 10)
+			require.Equal(t, opsv1alpha1.OpsRequestPhaseFailed, req.Status.Phase)
+			failed := condition(req, ConditionFailed)
+			require.NotNil(t, failed)
+			assert.Equal(t, tc.reason, failed.Reason)
+			assert.Contains(t, failed.Message, tc.message)
+			assert.Nil(t, condition(req, ConditionPauseDatabase), "the database was never paused")
+			assert.Equal(t, oldPassword, w.db.password(superuser))
+		})
+	}
+}
+
+func TestMissingDatabaseFails(t *testing.T) {
+	w := newWorld(t, 1)
+	w.newRequest("rotate", func(r *opsv1alpha1.PostgresOpsRequest) { r.Spec.DatabaseRef.Name = "nope" })
+	req := w.runUntilDone("rotate", 10)
+	require.Equal(t, opsv1alpha1.OpsRequestPhaseFailed, req.Status.Phase)
+	assert.Equal(t, "Postgres demo/nope does not exist", condition(req, ConditionFailed).Message)
+}
+
+func TestNotReadyDatabaseWaitsThenTimesOut(t *testing.T) {
+	w := newWorld(t, 1)
+	pg := w.postgres()
+	pg.Status.Phase = kubedbv1.DatabasePhaseNotReady
+	_, err := w.pgops.KubedbV1().Postgreses(ns).UpdateStatus(context.Background(), pg, metav1.UpdateOptions{})
+	require.NoError(t, err)
+	w.newRequest("rotate", func(r *opsv1alpha1.PostgresOpsRequest) { r.Spec.Timeout = &metav1.Duration{Duration: 30 * time.Second} })
+
+	for i := 0; i < 3; i++ {
+		_, err := w.sync("rotate")
+		require.NoError(t, err)
+	}
+	req := w.request("rotate")
+	require.Equal(t, opsv1alpha1.OpsRequestPhasePending, req.Status.Phase)
+	pending := condition(req, ConditionPending)
+	assert.Equal(t, ReasonWaitingForDatabase, pending.Reason)
+	assert.Contains(t, pending.Message, `phase "NotReady"`)
+
+	w.clock.Step(31 * time.Second)
+	req = w.runUntilDone("rotate", 5)
+	require.Equal(t, opsv1alpha1.OpsRequestPhaseFailed, req.Status.Phase)
+	assert.Equal(t, ReasonDatabaseNotReady, condition(req, ConditionFailed).Reason)
+	assert.Contains(t, condition(req, ConditionFailed).Message, "was not ready within 30s")
+}
+
+func TestApplyAlwaysRunsOnAProvisionedDatabase(t *testing.T) {
+	w := newWorld(t, 1)
+	pg := w.postgres()
+	pg.Status.Phase = kubedbv1.DatabasePhaseCritical
+	_, err := w.pgops.KubedbV1().Postgreses(ns).UpdateStatus(context.Background(), pg, metav1.UpdateOptions{})
+	require.NoError(t, err)
+	w.newRequest("rotate", func(r *opsv1alpha1.PostgresOpsRequest) { r.Spec.Apply = opsv1alpha1.ApplyOptionAlways })
+	req := w.runUntilDone("rotate", 50)
+	assert.Equal(t, opsv1alpha1.OpsRequestPhaseSuccessful, req.Status.Phase, describe(req))
+}
+
+func TestOneRequestAtATimeAndSupersededSkipped(t *testing.T) {
+	w := newWorld(t, 1)
+	w.newRequest("first")
+	_, err := w.sync("first") // admitted
+	require.NoError(t, err)
+	_, err = w.sync("first") // Progressing
+	require.NoError(t, err)
+	require.Equal(t, opsv1alpha1.OpsRequestPhaseProgressing, w.request("first").Status.Phase)
+
+	w.newRequest("second")
+	w.newRequest("third")
+	_, err = w.sync("second")
+	require.NoError(t, err)
+	_, err = w.sync("second")
+	require.NoError(t, err)
+	second := w.request("second")
+	require.Equal(t, opsv1alpha1.OpsRequestPhaseSkipped, second.Status.Phase)
+	assert.Equal(t, "superseded by the newer PostgresOpsRequest third", condition(second, ConditionSkipped).Message)
+
+	_, err = w.sync("third")
+	require.NoError(t, err)
+	_, err = w.sync("third")
+	require.NoError(t, err)
+	third := w.request("third")
+	require.Equal(t, opsv1alpha1.OpsRequestPhasePending, third.Status.Phase)
+	assert.Equal(t, "waiting for PostgresOpsRequest first to finish", condition(third, ConditionPending).Message)
+
+	require.Equal(t, opsv1alpha1.OpsRequestPhaseSuccessful, w.runUntilDone("first", 50).Status.Phase)
+	require.Equal(t, opsv1alpha1.OpsRequestPhaseSuccessful, w.runUntilDone("third", 50).Status.Phase)
+}
+
+func TestPauseWaitsForTheProvisioner(t *testing.T) {
+	w := newWorld(t, 1)
+	w.provisionerConfirmsPause = false
+	w.newRequest("rotate")
+	for i := 0; i < 4; i++ {
+		_, err := w.sync("rotate")
+		require.NoError(t, err)
+	}
+	req := w.request("rotate")
+	pause := condition(req, ConditionPauseDatabase)
+	require.NotNil(t, pause)
+	assert.Equal(t, metav1.ConditionFalse, pause.Status)
+	assert.Contains(t, pause.Message, "waiting for the provisioner to pause")
+	paused := meta.FindStatusCondition(w.postgres().Status.Conditions, kubedbv1.ConditionPaused)
+	require.NotNil(t, paused)
+	assert.Equal(t, metav1.ConditionUnknown, paused.Status)
+	assert.Nil(t, condition(req, ConditionUpdateCredential), "nothing changes before the pause is confirmed")
+
+	w.provisionerConfirmsPause = true
+	assert.Equal(t, opsv1alpha1.OpsRequestPhaseSuccessful, w.runUntilDone("rotate", 50).Status.Phase)
+}
+
+func TestStepTimeoutFailsAndResumes(t *testing.T) {
+	w := newWorld(t, 1)
+	w.provisionerConfirmsPause = false
+	w.newRequest("rotate", func(r *opsv1alpha1.PostgresOpsRequest) { r.Spec.Timeout = &metav1.Duration{Duration: time.Minute} })
+	for i := 0; i < 4; i++ {
+		_, err := w.sync("rotate")
+		require.NoError(t, err)
+	}
+	w.clock.Step(2 * time.Minute)
+	req := w.runUntilDone("rotate", 5)
+	require.Equal(t, opsv1alpha1.OpsRequestPhaseFailed, req.Status.Phase)
+	assert.Equal(t, "StepTimedOut", condition(req, ConditionFailed).Reason)
+	assert.Contains(t, condition(req, ConditionFailed).Message, "step PauseDatabase did not finish within 1m0s")
+	assert.Nil(t, meta.FindStatusCondition(w.postgres().Status.Conditions, kubedbv1.ConditionPaused), "database resumed")
+}
+
+// A crash after ALTER ROLE and before the Secret update: the next operator finds the
+// current credential rejected, the staged one accepted, and rolls the Secret forward
+// without setting the password again.
+func TestCrashBetweenAlterRoleAndSecretUpdate(t *testing.T) {
+	w := newWorld(t, 3)
+	w.provisionerConfirmsPause = false
+	w.newRequest("rotate")
+	for i := 0; i < 3; i++ {
+		_, err := w.sync("rotate")
+		require.NoError(t, err)
+	}
+	w.provisionerConfirmsPause = true
+	// Stage and set the password as a dying operator would have, and nothing more.
+	staged := &corev1.Secret{
+		ObjectMeta: metav1.ObjectMeta{Name: stagedSecretName(w.request("rotate")), Namespace: ns, Labels: ownedLabels()},
+		Data:       map[string][]byte{"username": []byte(superuser), "password": []byte("Staged-Password-9")},
+	}
+	w.create(staged)
+	w.db.passwords[superuser] = "Staged-Password-9"
+
+	req := w.runUntilDone("rotate", 50)
+	require.Equal(t, opsv1alpha1.OpsRequestPhaseSuccessful, req.Status.Phase, describe(req))
+	assert.Equal(t, 0, w.db.setCalls, "the password already in place is not set again")
+	secret := w.secret(dbName + "-auth")
+	assert.Equal(t, "Staged-Password-9", string(secret.Data["password"]))
+	assert.Equal(t, oldPassword, string(secret.Data["password.prev"]))
+}
+
+// Whatever step the operator dies after, a new one finishes the job: every sync here runs
+// on a freshly started controller, and the request is also re-synced right after each
+// step boundary.
+func TestResumesFromStatusAtEveryStepBoundary(t *testing.T) {
+	w := newWorld(t, 3)
+	w.newRequest("rotate")
+	seen := map[string]bool{}
+	for i := 0; i < 80; i++ {
+		_, err := w.sync("rotate")
+		require.NoError(t, err)
+		req := w.request("rotate")
+		for _, c := range req.Status.Conditions {
+			if c.Status == metav1.ConditionTrue && !seen[c.Type] {
+				seen[c.Type] = true
+				_, err := w.sync("rotate") // a new leader picks up right at the boundary
+				require.NoError(t, err)
+			}
+		}
+		if isTerminal(req.Status.Phase) && !hasFinalizer(req) {
+			break
+		}
+	}
+	req := w.request("rotate")
+	require.Equal(t, opsv1alpha1.OpsRequestPhaseSuccessful, req.Status.Phase, describe(req))
+	assert.Equal(t, 1, w.db.setCalls)
+	assert.Equal(t, string(w.secret(dbName+"-auth").Data["password"]), w.db.password(superuser))
+}
+
+func TestFailureAfterDatabaseUpdateRollsSecretForward(t *testing.T) {
+	w := newWorld(t, 1)
+	w.provisionerConfirmsPause = false
+	w.newRequest("rotate")
+	for i := 0; i < 3; i++ {
+		_, err := w.sync("rotate")
+		require.NoError(t, err)
+	}
+	// PostgreSQL gets the staged credential, then the request fails before the Secret does.
+	req := w.request("rotate")
+	w.create(&corev1.Secret{
+		ObjectMeta: metav1.ObjectMeta{Name: stagedSecretName(req), Namespace: ns, Labels: ownedLabels()},
+		Data:       map[string][]byte{"username": []byte(superuser), "password": []byte("Staged-Password-9")},
+	})
+	w.db.passwords[superuser] = "Staged-Password-9"
+	setCondition(&req.Status.Conditions, ConditionUpdateCredential, metav1.ConditionFalse, ReasonDatabaseUpdated, "set", 1, w.clock.Now())
+	req.Status.Phase = opsv1alpha1.OpsRequestPhaseFailed
+	_, err := w.pgops.OpsV1alpha1().PostgresOpsRequests(ns).UpdateStatus(context.Background(), req, metav1.UpdateOptions{})
+	require.NoError(t, err)
+
+	w.runUntilDone("rotate", 5)
+	assert.Equal(t, "Staged-Password-9", string(w.secret(dbName+"-auth").Data["password"]), "rolled forward")
+	assert.Nil(t, meta.FindStatusCondition(w.postgres().Status.Conditions, kubedbv1.ConditionPaused), "database resumed")
+}
+
+func TestBothCredentialsRejectedFails(t *testing.T) {
+	w := newWorld(t, 1)
+	w.db.passwords[superuser] = "Someone-Else-Changed-It"
+	w.newRequest("rotate")
+	req := w.runUntilDone("rotate", 20)
+	require.Equal(t, opsv1alpha1.OpsRequestPhaseFailed, req.Status.Phase)
+	assert.Equal(t, ReasonCredentialRejected, condition(req, ConditionFailed).Reason)
+	assert.Nil(t, meta.FindStatusCondition(w.postgres().Status.Conditions, kubedbv1.ConditionPaused), "database resumed")
+	assert.Equal(t, oldPassword, string(w.secret(dbName+"-auth").Data["password"]), "the Secret is untouched")
+}
+
+func TestUnreachableDatabaseRetriesThenTimesOut(t *testing.T) {
+	w := newWorld(t, 1)
+	w.db.unreachable = true
+	w.newRequest("rotate", func(r *opsv1alpha1.PostgresOpsRequest) { r.Spec.Timeout = &metav1.Duration{Duration: time.Minute} })
+	var lastErr error
+	for i := 0; i < 6; i++ {
+		_, lastErr = w.sync("rotate")
+	}
+	require.Error(t, lastErr, "an unreachable database is retried")
+	cond := condition(w.request("rotate"), ConditionUpdateCredential)
+	require.NotNil(t, cond)
+	assert.Contains(t, cond.Message, "retrying:")
+
+	w.clock.Step(2 * time.Minute)
+	_, err := w.sync("rotate")
+	require.NoError(t, err)
+	assert.Equal(t, opsv1alpha1.OpsRequestPhaseFailed, w.request("rotate").Status.Phase)
+	w.db.unreachable = false
+	req := w.runUntilDone("rotate", 5)
+	assert.Equal(t, "StepTimedOut", condition(req, ConditionFailed).Reason)
+	assert.Nil(t, meta.FindStatusCondition(w.postgres().Status.Conditions, kubedbv1.ConditionPaused), "database resumed")
+}
+
+func TestDeletedMidwayResumesTheDatabase(t *testing.T) {
+	w := newWorld(t, 1)
+	w.newRequest("rotate")
+	for i := 0; i < 20 && !isTrue(w.request("rotate").Status.Conditions, ConditionPauseDatabase); i++ {
+		_, err := w.sync("rotate")
+		require.NoError(t, err)
+	}
+	req := w.request("rotate")
+	now := metav1.NewTime(w.clock.Now())
+	req.DeletionTimestamp = &now
+	_, err := w.pgops.OpsV1alpha1().PostgresOpsRequests(ns).Update(context.Background(), req, metav1.UpdateOptions{})
+	require.NoError(t, err)
+	_, err = w.sync("rotate")
+	require.NoError(t, err)
+	assert.Empty(t, w.request("rotate").Finalizers)
+	assert.Nil(t, meta.FindStatusCondition(w.postgres().Status.Conditions, kubedbv1.ConditionPaused), "database resumed")
+}

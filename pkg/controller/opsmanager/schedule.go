@@ -1,0 +1,159 @@
+package opsmanager
+
+import (
+	"context"
+	"fmt"
+	"sort"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	kubedbv1 "github.com/pgops/pgops/pkg/apis/kubedb/v1"
+	opsv1alpha1 "github.com/pgops/pgops/pkg/apis/ops/v1alpha1"
+)
+
+// Reasons a Pending request waits or ends.
+const (
+	ReasonWaitingForRequest  = "WaitingForOtherRequest"
+	ReasonWaitingForDatabase = "WaitingForDatabase"
+	ReasonSuperseded         = "Superseded"
+	ReasonDatabaseNotFound   = "DatabaseNotFound"
+	ReasonDatabaseNotReady   = "DatabaseNotReady"
+	ReasonInvalidRequest     = "InvalidRequest"
+)
+
+// schedule decides whether a Pending request starts, waits, is skipped or fails:
+//   - one request per database is Progressing at a time, in creation order;
+//   - of several Pending requests of one type for one database, only the newest runs;
+//   - apply IfReady waits for phase Ready, Always only for the database to be provisioned;
+//   - waiting for the database is bounded by spec.timeout.
+func (c *Controller) schedule(ctx context.Context, req *opsv1alpha1.PostgresOpsRequest) (syncResult, error) {
+	now := c.clock.Now()
+	if req.Spec.Type != opsv1alpha1.OpsRequestTypeRotateAuth {
+		return syncResult{}, c.fail(ctx, req, ReasonInvalidRequest, fmt.Sprintf("unsupported type %q", req.Spec.Type))
+	}
+	pg, err := c.postgreses.Postgreses(req.Namespace).Get(req.Spec.DatabaseRef.Name)
+	if apierrors.IsNotFound(err) {
+		return syncResult{}, c.fail(ctx, req, ReasonDatabaseNotFound,
+			fmt.Sprintf("Postgres %s/%s does not exist", req.Namespace, req.Spec.DatabaseRef.Name))
+	}
+	if err != nil {
+		return syncResult{}, err
+	}
+
+	older, newest := c.queuedAround(req)
+	if newest != nil {
+		req.Status.Phase = opsv1alpha1.OpsRequestPhaseSkipped
+		msg := fmt.Sprintf("superseded by the newer PostgresOpsRequest %s", newest.Name)
+		setCondition(&req.Status.Conditions, ConditionSkipped, metav1.ConditionTrue, ReasonSuperseded, msg, req.Generation, now)
+		setCondition(&req.Status.Conditions, ConditionPending, metav1.ConditionFalse, ReasonSuperseded, msg, req.Generation, now)
+		if _, err := c.writeStatus(ctx, req); err != nil {
+			return syncResult{}, err
+		}
+		c.recorder.Event(req, corev1.EventTypeNormal, ConditionSkipped, msg)
+		return syncResult{}, nil
+	}
+	if older != nil {
+		return c.stayPending(ctx, req, ReasonWaitingForRequest,
+			fmt.Sprintf("waiting for PostgresOpsRequest %s to finish", older.Name))
+	}
+
+	// Reject bad input before the database is paused.
+	if err := c.validateNewCredential(ctx, req, pg); err != nil {
+		if f, ok := err.(*failure); ok {
+			return syncResult{}, c.fail(ctx, req, f.reason, f.message)
+		}
+		return syncResult{}, err
+	}
+
+	if ready, why := databaseReadyFor(pg, req.Spec.Apply); !ready {
+		waitingSince := now
+		if cond := meta.FindStatusCondition(req.Status.Conditions, ConditionPending); cond != nil && cond.Reason == ReasonWaitingForDatabase {
+			waitingSince = cond.LastTransitionTime.Time
+		}
+		timeout := stepTimeout(req)
+		if now.Sub(waitingSince) > timeout {
+			return syncResult{}, c.fail(ctx, req, ReasonDatabaseNotReady,
+				fmt.Sprintf("Postgres %s was not ready within %s: %s", pg.Name, timeout, why))
+		}
+		res, err := c.stayPending(ctx, req, ReasonWaitingForDatabase, why)
+		res.requeueAfter = timeout - now.Sub(waitingSince) + time.Second
+		return res, err
+	}
+
+	req.Status.Phase = opsv1alpha1.OpsRequestPhaseProgressing
+	msg := fmt.Sprintf("rotating the credential of Postgres %s", pg.Name)
+	setCondition(&req.Status.Conditions, ConditionPending, metav1.ConditionFalse, "Started", msg, req.Generation, now)
+	setCondition(&req.Status.Conditions, ConditionRotateAuth, metav1.ConditionTrue, "Started", msg, req.Generation, now)
+	if _, err := c.writeStatus(ctx, req); err != nil {
+		return syncResult{}, err
+	}
+	c.recorder.Event(req, corev1.EventTypeNormal, "Starting", msg)
+	return syncResult{}, nil
+}
+
+func (c *Controller) stayPending(ctx context.Context, req *opsv1alpha1.PostgresOpsRequest, reason, message string) (syncResult, error) {
+	before := *req.Status.DeepCopy()
+	setCondition(&req.Status.Conditions, ConditionPending, metav1.ConditionTrue, reason, message, req.Generation, c.clock.Now())
+	_, err := c.writeStatusIfChanged(ctx, before, req)
+	return syncResult{}, err
+}
+
+// queuedAround looks at the other live requests for req's database. newest is the newest
+// Pending request of req's type created after req: it supersedes req, which then never
+// runs. Otherwise older is the request req waits for: the Progressing one, else the oldest
+// Pending one created before req.
+func (c *Controller) queuedAround(req *opsv1alpha1.PostgresOpsRequest) (older, newest *opsv1alpha1.PostgresOpsRequest) {
+	siblings := c.requestsFor(req.Namespace, req.Spec.DatabaseRef.Name)
+	sort.Slice(siblings, func(i, j int) bool { return createdBefore(siblings[i], siblings[j]) })
+	var running, olderPending *opsv1alpha1.PostgresOpsRequest
+	for _, other := range siblings {
+		if other.UID == req.UID || other.DeletionTimestamp != nil {
+			continue
+		}
+		switch other.Status.Phase {
+		case opsv1alpha1.OpsRequestPhaseProgressing:
+			running = other
+		case "", opsv1alpha1.OpsRequestPhasePending:
+			if createdBefore(other, req) {
+				if olderPending == nil {
+					olderPending = other
+				}
+			} else if other.Spec.Type == req.Spec.Type {
+				newest = other // siblings are sorted, so the last one wins
+			}
+		}
+	}
+	if newest != nil {
+		return nil, newest
+	}
+	if running != nil {
+		return running, nil
+	}
+	return olderPending, nil
+}
+
+func createdBefore(a, b *opsv1alpha1.PostgresOpsRequest) bool {
+	if !a.CreationTimestamp.Equal(&b.CreationTimestamp) {
+		return a.CreationTimestamp.Before(&b.CreationTimestamp)
+	}
+	return a.Name < b.Name
+}
+
+// databaseReadyFor tells whether the database may be operated on under apply, and if not,
+// why, in words for the user.
+func databaseReadyFor(pg *kubedbv1.Postgres, apply opsv1alpha1.ApplyOption) (bool, string) {
+	if apply == opsv1alpha1.ApplyOptionAlways {
+		if meta.IsStatusConditionTrue(pg.Status.Conditions, kubedbv1.ConditionProvisioned) {
+			return true, ""
+		}
+		return false, fmt.Sprintf("waiting for Postgres %s to be provisioned (phase %q)", pg.Name, pg.Status.Phase)
+	}
+	if pg.Status.Phase == kubedbv1.DatabasePhaseReady {
+		return true, ""
+	}
+	return false, fmt.Sprintf("waiting for Postgres %s to be Ready (phase %q); use apply: Always to run anyway", pg.Name, pg.Status.Phase)
+}

@@ -1,0 +1,150 @@
+package opsmanager
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	kubedbv1 "github.com/pgops/pgops/pkg/apis/kubedb/v1"
+	opsv1alpha1 "github.com/pgops/pgops/pkg/apis/ops/v1alpha1"
+)
+
+// The RotateAuth state machine. Pending requests are scheduled by schedule.go; once one
+// is Progressing (condition RotateAuth), its steps run in this order, each until its
+// condition is True. A step's condition is False with reason InProgress while it runs;
+// its LastTransitionTime is when it started, which bounds it by spec.timeout.
+//
+//	Pending ──schedule──▶ Progressing ─▶ PauseDatabase ─▶ UpdateCredential ─▶ UpdateStatefulSets
+//	   │                                                                            │
+//	   ├─▶ Skipped (a newer request of the same type supersedes it)                 ▼
+//	   └─▶ Failed  (bad input, database gone, not ready in time)    RestartNodes ─▶ ResumeDatabase ─▶ Successful
+//
+// Any step may end the request Failed; cleanUp (cleanup.go) then resumes the database
+// and makes sure the credential in its Secret logs in.
+var rotateAuthSteps = []step{
+	{ConditionPauseDatabase, "pausing the database", (*Controller).pauseDatabase},
+	{ConditionUpdateCredential, "setting the new credential in PostgreSQL and in the Secret", (*Controller).updateCredential},
+	{ConditionUpdateStatefulSets, "pointing the pod template at the new credential", (*Controller).updateStatefulSets},
+	{ConditionRestartNodes, "restarting pods, standbys first", (*Controller).restartNodes},
+	{ConditionResumeDatabase, "resuming the database", (*Controller).resumeDatabase},
+}
+
+type step struct {
+	condition string
+	starting  string
+	run       func(c *Controller, ctx context.Context, r *rotation) (outcome, error)
+}
+
+// rotation is what a step works on: the request (whose status the step may extend, for
+// example with per-pod conditions) and the database as the cache has it.
+type rotation struct {
+	req *opsv1alpha1.PostgresOpsRequest
+	pg  *kubedbv1.Postgres
+	now time.Time
+}
+
+// outcome is where a step got to in one sync.
+type outcome struct {
+	// done means the step's condition becomes True with message.
+	done    bool
+	message string
+	// recheckAfter asks for another look at something no informer reports.
+	recheckAfter time.Duration
+}
+
+func waiting(format string, args ...any) outcome { return outcome{message: fmt.Sprintf(format, args...)} }
+func completed(format string, args ...any) outcome {
+	return outcome{done: true, message: fmt.Sprintf(format, args...)}
+}
+
+// failure is an error no retry can fix: the request fails with its reason and message.
+type failure struct{ reason, message string }
+
+func (f *failure) Error() string { return f.message }
+
+func fatal(reason, format string, args ...any) error {
+	return &failure{reason: reason, message: fmt.Sprintf(format, args...)}
+}
+
+// progress runs the steps of a Progressing request from the first one not yet done.
+func (c *Controller) progress(ctx context.Context, req *opsv1alpha1.PostgresOpsRequest) (syncResult, error) {
+	pg, err := c.postgreses.Postgreses(req.Namespace).Get(req.Spec.DatabaseRef.Name)
+	if apierrors.IsNotFound(err) {
+		return syncResult{}, c.fail(ctx, req, "DatabaseNotFound",
+			fmt.Sprintf("Postgres %s/%s was deleted while the request was running", req.Namespace, req.Spec.DatabaseRef.Name))
+	}
+	if err != nil {
+		return syncResult{}, err
+	}
+	r := &rotation{req: req, pg: pg.DeepCopy(), now: c.clock.Now()}
+	timeout := stepTimeout(req)
+
+	for _, s := range rotateAuthSteps {
+		if isTrue(r.req.Status.Conditions, s.condition) {
+			continue
+		}
+		before := *r.req.Status.DeepCopy()
+		if meta.FindStatusCondition(r.req.Status.Conditions, s.condition) == nil {
+			setCondition(&r.req.Status.Conditions, s.condition, metav1.ConditionFalse, ReasonInProgress, s.starting, r.req.Generation, r.now)
+			if r.req, err = c.writeStatus(ctx, r.req); err != nil {
+				return syncResult{}, err
+			}
+			before = *r.req.Status.DeepCopy()
+		}
+		cond := meta.FindStatusCondition(r.req.Status.Conditions, s.condition)
+		elapsed := r.now.Sub(cond.LastTransitionTime.Time)
+		if elapsed > timeout {
+			return syncResult{}, c.fail(ctx, r.req, "StepTimedOut",
+				fmt.Sprintf("step %s did not finish within %s: %s", s.condition, timeout, cond.Message))
+		}
+
+		out, err := s.run(c, ctx, r)
+		var permanent *failure
+		if errors.As(err, &permanent) {
+			return syncResult{}, c.fail(ctx, r.req, permanent.reason, fmt.Sprintf("%s: %s", s.condition, permanent.message))
+		}
+		// The step may have recorded progress of its own (a new reason) on the way.
+		cond = meta.FindStatusCondition(r.req.Status.Conditions, s.condition)
+		if err != nil {
+			// Transient: say so on the condition, then retry with backoff.
+			setCondition(&r.req.Status.Conditions, s.condition, metav1.ConditionFalse, cond.Reason, "retrying: "+err.Error(), r.req.Generation, r.now)
+			if _, werr := c.writeStatusIfChanged(ctx, before, r.req); werr != nil {
+				return syncResult{}, errors.Join(err, werr)
+			}
+			return syncResult{}, err
+		}
+		if !out.done {
+			setCondition(&r.req.Status.Conditions, s.condition, metav1.ConditionFalse, cond.Reason, out.message, r.req.Generation, r.now)
+			if _, err := c.writeStatusIfChanged(ctx, before, r.req); err != nil {
+				return syncResult{}, err
+			}
+			// Informers wake the request when what it waits for changes; the recheck only
+			// makes sure the timeout fires, or polls what no informer reports.
+			recheck := timeout - elapsed + time.Second
+			if out.recheckAfter > 0 && out.recheckAfter < recheck {
+				recheck = out.recheckAfter
+			}
+			return syncResult{requeueAfter: recheck}, nil
+		}
+		setCondition(&r.req.Status.Conditions, s.condition, metav1.ConditionTrue, ReasonCompleted, out.message, r.req.Generation, r.now)
+		if r.req, err = c.writeStatus(ctx, r.req); err != nil {
+			return syncResult{}, err
+		}
+		c.recorder.Event(r.req, corev1.EventTypeNormal, s.condition, out.message)
+	}
+
+	r.req.Status.Phase = opsv1alpha1.OpsRequestPhaseSuccessful
+	msg := fmt.Sprintf("rotated the credential of Postgres %s/%s", r.req.Namespace, r.pg.Name)
+	setCondition(&r.req.Status.Conditions, ConditionSuccessful, metav1.ConditionTrue, ReasonCompleted, msg, r.req.Generation, r.now)
+	if _, err := c.writeStatus(ctx, r.req); err != nil {
+		return syncResult{}, err
+	}
+	c.recorder.Event(r.req, corev1.EventTypeNormal, ConditionSuccessful, msg)
+	return syncResult{}, nil
+}

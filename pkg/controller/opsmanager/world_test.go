@@ -1,0 +1,411 @@
+package opsmanager
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/types"
+	kubeinformers "k8s.io/client-go/informers"
+	kubefake "k8s.io/client-go/kubernetes/fake"
+	clienttesting "k8s.io/client-go/testing"
+	"k8s.io/client-go/tools/cache"
+	"k8s.io/client-go/tools/record"
+	clocktesting "k8s.io/utils/clock/testing"
+	"k8s.io/utils/ptr"
+
+	kubedbv1 "github.com/pgops/pgops/pkg/apis/kubedb/v1"
+	opsv1alpha1 "github.com/pgops/pgops/pkg/apis/ops/v1alpha1"
+	"github.com/pgops/pgops/pkg/credential"
+	pgopsfake "github.com/pgops/pgops/pkg/generated/clientset/versioned/fake"
+	pgopsinformers "github.com/pgops/pgops/pkg/generated/informers/externalversions"
+)
+
+const (
+	ns          = "demo"
+	dbName      = "pg"
+	oldPassword = "Old-Password-123"
+	superuser   = "postgres"
+)
+
+// world is a fake cluster around the controller: fake clientsets, a fake PostgreSQL and
+// small stand-ins for the provisioner, the StatefulSet controller and the kubelet.
+type world struct {
+	t        *testing.T
+	kube     *kubefake.Clientset
+	pgops    *pgopsfake.Clientset
+	db       *fakeDatabase
+	clock    *clocktesting.FakeClock
+	recorder *record.FakeRecorder
+	events   []string
+	uid      int
+
+	// provisionerConfirmsPause makes the stand-in provisioner answer Paused=Unknown.
+	provisionerConfirmsPause bool
+}
+
+func newWorld(t *testing.T, replicas int32) *world {
+	t.Helper()
+	w := &world{
+		t:                        t,
+		kube:                     kubefake.NewSimpleClientset(),
+		pgops:                    pgopsfake.NewSimpleClientset(),
+		db:                       newFakeDatabase(map[string]string{superuser: oldPassword}, int(replicas)-1),
+		clock:                    clocktesting.NewFakeClock(time.Date(2026, 11, 25, 12, 0, 0, 0, time.UTC)),
+		recorder:                 record.NewFakeRecorder(1000),
+		provisionerConfirmsPause: true,
+	}
+	// Like the API server, give new objects a UID and a generation.
+	for _, client := range []interface {
+		PrependReactor(verb, resource string, reaction clienttesting.ReactionFunc)
+	}{w.kube, w.pgops} {
+		client.PrependReactor("create", "*", w.defaultMetadata)
+	}
+	w.kube.PrependReactor("create", "pods", w.evict)
+
+	w.create(&corev1.Secret{
+		ObjectMeta: metav1.ObjectMeta{Name: dbName + "-auth", Namespace: ns, Labels: ownedLabels()},
+		Type:       corev1.SecretTypeBasicAuth,
+		Data:       map[string][]byte{"username": []byte(superuser), "password": []byte(oldPassword)},
+	})
+	w.create(&kubedbv1.Postgres{
+		ObjectMeta: metav1.ObjectMeta{Name: dbName, Namespace: ns, Generation: 1},
+		Spec: kubedbv1.PostgresSpec{
+			Version: "16.4", Replicas: ptr.To(replicas),
+			AuthSecret: &kubedbv1.SecretReference{Name: dbName + "-auth", Kind: "Secret"},
+		},
+		Status: kubedbv1.PostgresStatus{Phase: kubedbv1.DatabasePhaseReady, Conditions: []metav1.Condition{
+			{Type: kubedbv1.ConditionProvisioned, Status: metav1.ConditionTrue, Reason: "Provisioned"},
+		}},
+	})
+	w.create(&corev1.Service{
+		ObjectMeta: metav1.ObjectMeta{Name: dbName, Namespace: ns, Labels: ownedLabels()},
+		Spec:       corev1.ServiceSpec{ClusterIP: "127.1.0.10", Ports: []corev1.ServicePort{{Name: "primary", Port: 5432}}},
+	})
+	w.create(&appsv1.StatefulSet{
+		ObjectMeta: metav1.ObjectMeta{Name: dbName, Namespace: ns, Labels: ownedLabels(), Generation: 1},
+		Spec: appsv1.StatefulSetSpec{
+			Replicas: ptr.To(replicas),
+			Template: corev1.PodTemplateSpec{Spec: corev1.PodSpec{Containers: []corev1.Container{{
+				Name: "postgres",
+				Env: []corev1.EnvVar{
+					secretEnv("POSTGRES_USER", dbName+"-auth", "username"),
+					secretEnv("POSTGRES_PASSWORD", dbName+"-auth", "password"),
+				},
+			}}}},
+		},
+		Status: appsv1.StatefulSetStatus{ObservedGeneration: 1, UpdateRevision: "rev-1", CurrentRevision: "rev-1"},
+	})
+	for i := int32(0); i < replicas; i++ {
+		w.create(w.readyPod(fmt.Sprintf("%s-%d", dbName, i), "rev-1"))
+	}
+	return w
+}
+
+func ownedLabels() map[string]string {
+	return map[string]string{
+		kubedbv1.LabelName: kubedbv1.NameValue, kubedbv1.LabelInstance: dbName, kubedbv1.LabelManagedBy: kubedbv1.ManagedByValue,
+	}
+}
+
+func secretEnv(name, secret, key string) corev1.EnvVar {
+	return corev1.EnvVar{Name: name, ValueFrom: &corev1.EnvVarSource{SecretKeyRef: &corev1.SecretKeySelector{
+		LocalObjectReference: corev1.LocalObjectReference{Name: secret}, Key: key,
+	}}}
+}
+
+func (w *world) readyPod(name, revision string) *corev1.Pod {
+	labels := ownedLabels()
+	labels[appsv1.ControllerRevisionHashLabelKey] = revision
+	return &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns, Labels: labels},
+		Status: corev1.PodStatus{Conditions: []corev1.PodCondition{
+			{Type: corev1.PodReady, Status: corev1.ConditionTrue},
+		}},
+	}
+}
+
+func (w *world) defaultMetadata(action clienttesting.Action) (bool, runtime.Object, error) {
+	create, ok := action.(clienttesting.CreateAction)
+	if !ok {
+		return false, nil, nil
+	}
+	obj, ok := create.GetObject().(metav1.Object)
+	if !ok {
+		return false, nil, nil
+	}
+	if obj.GetUID() == "" {
+		w.uid++
+		obj.SetUID(types.UID(fmt.Sprintf("uid-%d", w.uid)))
+	}
+	if ts := obj.GetCreationTimestamp(); ts.IsZero() {
+		obj.SetCreationTimestamp(metav1.NewTime(w.clock.Now()))
+	}
+	return false, nil, nil
+}
+
+// evict stands in for the eviction API, the StatefulSet controller and the kubelet: the
+// pod is replaced by a new, ready one from the update revision.
+func (w *world) evict(action clienttesting.Action) (bool, runtime.Object, error) {
+	if action.GetSubresource() != "eviction" {
+		return false, nil, nil
+	}
+	eviction := action.(clienttesting.CreateAction).GetObject().(interface{ GetName() string })
+	name := eviction.GetName()
+	// Reactors run under the fake's lock: use the tracker, not the clientset.
+	obj, err := w.kube.Tracker().Get(appsv1.SchemeGroupVersion.WithResource("statefulsets"), ns, dbName)
+	if err != nil {
+		return true, nil, err
+	}
+	sts := obj.(*appsv1.StatefulSet)
+	if err := w.kube.Tracker().Delete(corev1.SchemeGroupVersion.WithResource("pods"), ns, name); err != nil {
+		return true, nil, err
+	}
+	pod := w.readyPod(name, sts.Status.UpdateRevision)
+	w.uid++
+	pod.UID = types.UID(fmt.Sprintf("uid-%d", w.uid))
+	return true, nil, w.kube.Tracker().Add(pod)
+}
+
+func (w *world) create(obj runtime.Object) {
+	w.t.Helper()
+	var err error
+	switch o := obj.(type) {
+	case *kubedbv1.Postgres:
+		_, err = w.pgops.KubedbV1().Postgreses(o.Namespace).Create(context.Background(), o, metav1.CreateOptions{})
+	case *opsv1alpha1.PostgresOpsRequest:
+		_, err = w.pgops.OpsV1alpha1().PostgresOpsRequests(o.Namespace).Create(context.Background(), o, metav1.CreateOptions{})
+	case *corev1.Secret:
+		_, err = w.kube.CoreV1().Secrets(o.Namespace).Create(context.Background(), o, metav1.CreateOptions{})
+	case *corev1.Service:
+		_, err = w.kube.CoreV1().Services(o.Namespace).Create(context.Background(), o, metav1.CreateOptions{})
+	case *corev1.Pod:
+		_, err = w.kube.CoreV1().Pods(o.Namespace).Create(context.Background(), o, metav1.CreateOptions{})
+	case *appsv1.StatefulSet:
+		_, err = w.kube.AppsV1().StatefulSets(o.Namespace).Create(context.Background(), o, metav1.CreateOptions{})
+	default:
+		w.t.Fatalf("cannot create %T", obj)
+	}
+	require.NoError(w.t, err)
+}
+
+// newController builds a fresh controller whose caches hold what the fake API server
+// holds now: a controller that has just started, perhaps after a crash.
+func (w *world) newController() *Controller {
+	w.t.Helper()
+	kubeInformers := kubeinformers.NewSharedInformerFactory(w.kube, 0)
+	pgopsInformers := pgopsinformers.NewSharedInformerFactory(w.pgops, 0)
+	c, err := New(w.kube, w.pgops, kubeInformers, pgopsInformers, w.recorder, w.db,
+		Config{Clock: w.clock, PasswordLength: 20})
+	require.NoError(w.t, err)
+	ctx := context.Background()
+	fill := func(indexer cache.Indexer, list runtime.Object, err error) {
+		require.NoError(w.t, err)
+		items, err := meta.ExtractList(list)
+		require.NoError(w.t, err)
+		for _, item := range items {
+			require.NoError(w.t, indexer.Add(item))
+		}
+	}
+	reqs, err := w.pgops.OpsV1alpha1().PostgresOpsRequests("").List(ctx, metav1.ListOptions{})
+	fill(pgopsInformers.Ops().V1alpha1().PostgresOpsRequests().Informer().GetIndexer(), reqs, err)
+	pgs, err := w.pgops.KubedbV1().Postgreses("").List(ctx, metav1.ListOptions{})
+	fill(pgopsInformers.Kubedb().V1().Postgreses().Informer().GetIndexer(), pgs, err)
+	stss, err := w.kube.AppsV1().StatefulSets("").List(ctx, metav1.ListOptions{})
+	fill(kubeInformers.Apps().V1().StatefulSets().Informer().GetIndexer(), stss, err)
+	pods, err := w.kube.CoreV1().Pods("").List(ctx, metav1.ListOptions{})
+	fill(kubeInformers.Core().V1().Pods().Informer().GetIndexer(), pods, err)
+	secrets, err := w.kube.CoreV1().Secrets("").List(ctx, metav1.ListOptions{})
+	fill(kubeInformers.Core().V1().Secrets().Informer().GetIndexer(), secrets, err)
+	svcs, err := w.kube.CoreV1().Services("").List(ctx, metav1.ListOptions{})
+	fill(kubeInformers.Core().V1().Services().Informer().GetIndexer(), svcs, err)
+	return c
+}
+
+// sync runs one sync of the request with a freshly started controller, then lets the
+// stand-ins react.
+func (w *world) sync(name string) (syncResult, error) {
+	w.t.Helper()
+	c := w.newController()
+	defer c.queue.ShutDown()
+	res, err := c.syncHandler(context.Background(), cache.ObjectName{Namespace: ns, Name: name})
+	w.drainEvents()
+	w.react()
+	return res, err
+}
+
+// runUntilDone syncs until the request ends (and is cleaned up), failing after limit syncs.
+func (w *world) runUntilDone(name string, limit int) *opsv1alpha1.PostgresOpsRequest {
+	w.t.Helper()
+	for i := 0; i < limit; i++ {
+		_, err := w.sync(name)
+		require.NoError(w.t, err)
+		req := w.request(name)
+		if isTerminal(req.Status.Phase) && !hasFinalizer(req) {
+			return req
+		}
+	}
+	w.t.Fatalf("request %s did not finish in %d syncs: %s", name, limit, describe(w.request(name)))
+	return nil
+}
+
+// react plays the provisioner (pause handshake) and the StatefulSet controller.
+func (w *world) react() {
+	ctx := context.Background()
+	pg, err := w.pgops.KubedbV1().Postgreses(ns).Get(ctx, dbName, metav1.GetOptions{})
+	if err == nil && w.provisionerConfirmsPause {
+		if cond := meta.FindStatusCondition(pg.Status.Conditions, kubedbv1.ConditionPaused); cond != nil && cond.Status == metav1.ConditionUnknown {
+			cond.Status = metav1.ConditionTrue
+			_, err := w.pgops.KubedbV1().Postgreses(ns).UpdateStatus(ctx, pg, metav1.UpdateOptions{})
+			require.NoError(w.t, err)
+		}
+	}
+	sts, err := w.kube.AppsV1().StatefulSets(ns).Get(ctx, dbName, metav1.GetOptions{})
+	if err == nil {
+		revision := "rev-" + sts.Spec.Template.Annotations[kubedbv1.AuthRotationAnnotation]
+		if sts.Status.UpdateRevision != revision && sts.Spec.Template.Annotations[kubedbv1.AuthRotationAnnotation] != "" {
+			sts.Generation++
+			sts.Status.ObservedGeneration = sts.Generation
+			sts.Status.UpdateRevision = revision
+			_, err := w.kube.AppsV1().StatefulSets(ns).UpdateStatus(ctx, sts, metav1.UpdateOptions{})
+			require.NoError(w.t, err)
+		}
+	}
+}
+
+func (w *world) drainEvents() {
+	for {
+		select {
+		case e := <-w.recorder.Events:
+			w.events = append(w.events, e)
+		default:
+			return
+		}
+	}
+}
+
+func (w *world) request(name string) *opsv1alpha1.PostgresOpsRequest {
+	w.t.Helper()
+	req, err := w.pgops.OpsV1alpha1().PostgresOpsRequests(ns).Get(context.Background(), name, metav1.GetOptions{})
+	require.NoError(w.t, err)
+	return req
+}
+
+func (w *world) postgres() *kubedbv1.Postgres {
+	w.t.Helper()
+	pg, err := w.pgops.KubedbV1().Postgreses(ns).Get(context.Background(), dbName, metav1.GetOptions{})
+	require.NoError(w.t, err)
+	return pg
+}
+
+func (w *world) secret(name string) *corev1.Secret {
+	w.t.Helper()
+	s, err := w.kube.CoreV1().Secrets(ns).Get(context.Background(), name, metav1.GetOptions{})
+	require.NoError(w.t, err)
+	return s
+}
+
+func (w *world) newRequest(name string, mutate ...func(*opsv1alpha1.PostgresOpsRequest)) {
+	req := &opsv1alpha1.PostgresOpsRequest{
+		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns, Generation: 1},
+		Spec: opsv1alpha1.PostgresOpsRequestSpec{
+			Type: opsv1alpha1.OpsRequestTypeRotateAuth, DatabaseRef: opsv1alpha1.DatabaseReference{Name: dbName},
+			Apply: opsv1alpha1.ApplyOptionIfReady, Timeout: &metav1.Duration{Duration: 5 * time.Minute},
+		},
+	}
+	for _, m := range mutate {
+		m(req)
+	}
+	w.create(req)
+	w.clock.Step(time.Second) // creation order is by timestamp
+}
+
+func describe(req *opsv1alpha1.PostgresOpsRequest) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "phase=%s finalizers=%v", req.Status.Phase, req.Finalizers)
+	for _, c := range req.Status.Conditions {
+		fmt.Fprintf(&b, "\n  %s=%s %s: %s", c.Type, c.Status, c.Reason, c.Message)
+	}
+	return b.String()
+}
+
+// fakeDatabase is an in-memory PostgreSQL: roles with passwords, and a replication count.
+type fakeDatabase struct {
+	mu          sync.Mutex
+	passwords   map[string]string
+	standbys    int
+	setCalls    int
+	unreachable bool
+}
+
+func newFakeDatabase(passwords map[string]string, standbys int) *fakeDatabase {
+	return &fakeDatabase{passwords: passwords, standbys: standbys}
+}
+
+func (d *fakeDatabase) login(t credential.Target) error {
+	if d.unreachable {
+		return fmt.Errorf("fake: %w", credential.ErrUnreachable)
+	}
+	if t.Host == "" {
+		return fmt.Errorf("fake: no host")
+	}
+	if p, ok := d.passwords[t.User]; !ok || p != t.Password {
+		return fmt.Errorf("fake: %w", credential.ErrAuthFailed)
+	}
+	return nil
+}
+
+func (d *fakeDatabase) PasswordMatches(_ context.Context, t credential.Target, role, password string) (bool, error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if err := d.login(t); err != nil {
+		return false, err
+	}
+	return d.passwords[role] == password, nil
+}
+
+func (d *fakeDatabase) SetPassword(_ context.Context, t credential.Target, role, password string) error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if err := d.login(t); err != nil {
+		return err
+	}
+	d.setCalls++
+	d.passwords[role] = password
+	return nil
+}
+
+func (d *fakeDatabase) VerifyLogin(_ context.Context, t credential.Target, user, password string) (bool, error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	t.User, t.Password = user, password
+	err := d.login(t)
+	if credential.Classify(err) == credential.ClassAuth {
+		return false, nil
+	}
+	return err == nil, err
+}
+
+func (d *fakeDatabase) StreamingStandbys(_ context.Context, t credential.Target) (int, error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if err := d.login(t); err != nil {
+		return 0, err
+	}
+	return d.standbys, nil
+}
+
+func (d *fakeDatabase) password(role string) string {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.passwords[role]
+}

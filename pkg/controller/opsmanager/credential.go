@@ -200,7 +200,9 @@ func (c *Controller) userCredential(ctx context.Context, req *opsv1alpha1.Postgr
 	return auth, nil
 }
 
-func stagedSecretName(req *opsv1alpha1.PostgresOpsRequest) string { return req.Name + stagedSecretSuffix }
+func stagedSecretName(req *opsv1alpha1.PostgresOpsRequest) string {
+	return req.Name + stagedSecretSuffix
+}
 
 // stageCredential returns the request's new credential, creating it first if needed: a
 // generated password for the current username, or a copy of the user's. It is stored in a

@@ -346,7 +346,7 @@ func TestResumesFromStatusAtEveryStepBoundary(t *testing.T) {
 	req := w.request("rotate")
 	require.Equal(t, opsv1alpha1.OpsRequestPhaseSuccessful, req.Status.Phase, describe(req))
 	assert.Equal(t, 1, w.db.setCalls)
-	assert.Equal(t, string(w.secret(dbName+"-auth").Data["password"]), w.db.password(superuser))
+	assert.Equal(t, string(w.secret(dbName + "-auth").Data["password"]), w.db.password(superuser))
 }
 
 func TestFailureAfterDatabaseUpdateRollsSecretForward(t *testing.T) {
@@ -370,7 +370,7 @@ func TestFailureAfterDatabaseUpdateRollsSecretForward(t *testing.T) {
 	require.NoError(t, err)
 
 	w.runUntilDone("rotate", 5)
-	assert.Equal(t, "Staged-Password-9", string(w.secret(dbName+"-auth").Data["password"]), "rolled forward")
+	assert.Equal(t, "Staged-Password-9", string(w.secret(dbName + "-auth").Data["password"]), "rolled forward")
 	assert.Nil(t, meta.FindStatusCondition(w.postgres().Status.Conditions, kubedbv1.ConditionPaused), "database resumed")
 }
 
@@ -382,7 +382,7 @@ func TestBothCredentialsRejectedFails(t *testing.T) {
 	require.Equal(t, opsv1alpha1.OpsRequestPhaseFailed, req.Status.Phase)
 	assert.Equal(t, ReasonCredentialRejected, condition(req, ConditionFailed).Reason)
 	assert.Nil(t, meta.FindStatusCondition(w.postgres().Status.Conditions, kubedbv1.ConditionPaused), "database resumed")
-	assert.Equal(t, oldPassword, string(w.secret(dbName+"-auth").Data["password"]), "the Secret is untouched")
+	assert.Equal(t, oldPassword, string(w.secret(dbName + "-auth").Data["password"]), "the Secret is untouched")
 }
 
 func TestUnreachableDatabaseRetriesThenTimesOut(t *testing.T) {

@@ -58,7 +58,9 @@ type outcome struct {
 	recheckAfter time.Duration
 }
 
-func waiting(format string, args ...any) outcome { return outcome{message: fmt.Sprintf(format, args...)} }
+func waiting(format string, args ...any) outcome {
+	return outcome{message: fmt.Sprintf(format, args...)}
+}
 func completed(format string, args ...any) outcome {
 	return outcome{done: true, message: fmt.Sprintf(format, args...)}
 }

@@ -129,6 +129,10 @@ func New(ctx context.Context, kubeClient kubernetes.Interface, pgopsClient versi
 		broadcaster.StartStructuredLogging(0)
 		broadcaster.StartRecordingToSink(&typedcorev1.EventSinkImpl{Interface: kubeClient.CoreV1().Events("")})
 		recorder = broadcaster.NewRecorder(scheme.Scheme, corev1.EventSource{Component: ControllerName})
+		go func() {
+			<-ctx.Done()
+			broadcaster.Shutdown()
+		}()
 	}
 	images := cfg.Images
 	if images == nil {

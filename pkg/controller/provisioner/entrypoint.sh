@@ -169,6 +169,8 @@ else
 fi
 chmod 0700 "$PGDATA"
 
+# postgres does not need the password: keep it out of the server processes' environment.
+unset POSTGRES_PASSWORD
 log "starting postgres as $([ "$ordinal" = 0 ] && echo primary || echo standby) on ${POD_IP}:${PGPORT}"
 exec postgres -D "$PGDATA" \
 	-c listen_addresses="$POD_IP" \

@@ -69,7 +69,7 @@ func desiredStatefulSet(pg *kubedbv1.Postgres, image, secretName string) *appsv1
 		},
 		ReadinessProbe: &corev1.Probe{
 			ProbeHandler: corev1.ProbeHandler{Exec: &corev1.ExecAction{
-				Command: []string{"sh", "-c", `pg_isready -h "$POD_IP" -p 5432`},
+				Command: []string{"sh", "-c", readinessScript(standbyMode(pg))},
 			}},
 			InitialDelaySeconds: 2,
 			PeriodSeconds:       5,
@@ -252,4 +252,14 @@ func (c *Controller) ensureStatefulSet(ctx context.Context, pg *kubedbv1.Postgre
 		c.recorder.Eventf(pg, corev1.EventTypeNormal, ReasonStatefulSetUpdated, "Updated statefulset %s; pods pick the change up when restarted", want.Name)
 	}
 	return nil
+}
+
+// readinessScript is the readiness probe: pg_isready against the pod's own address. A warm
+// standby rejects connections by design (pg_isready exits 1), so in Warm mode a standby that
+// answers is ready too; otherwise OrderedReady would never create the next standby.
+func readinessScript(mode kubedbv1.StandbyMode) string {
+	if mode == kubedbv1.StandbyModeWarm {
+		return `pg_isready -h "$POD_IP" -p 5432; rc=$?; [ "$rc" -eq 0 ] || { [ "$rc" -eq 1 ] && [ -f "$PGDATA/standby.signal" ]; }`
+	}
+	return `pg_isready -h "$POD_IP" -p 5432`
 }

@@ -25,16 +25,18 @@ const (
 )
 
 // bootstrap creates what every test expects of a fresh cluster: the default
-// StorageClass, a Ready node, and the default ServiceAccount of namespace default.
+// StorageClass, a Ready node (unless Options.SkipFakeNode), and the default ServiceAccount of namespace default.
 func (c *Cluster) bootstrap(ctx context.Context) error {
 	if err := c.createStorageClass(ctx); err != nil {
 		return err
 	}
-	if err := c.createNode(ctx); err != nil {
-		return err
-	}
-	if err := c.waitNodeReady(ctx); err != nil {
-		return err
+	if !c.opts.SkipFakeNode {
+		if err := c.createNode(ctx); err != nil {
+			return err
+		}
+		if err := c.waitNodeReady(ctx); err != nil {
+			return err
+		}
 	}
 	return c.WaitForServiceAccount(ctx, metav1.NamespaceDefault, "default")
 }

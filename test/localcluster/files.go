@@ -7,6 +7,7 @@ import (
 	"encoding/hex"
 	"encoding/pem"
 	"fmt"
+	mathrand "math/rand/v2"
 	"net"
 	"os"
 	"sync"
@@ -100,4 +101,31 @@ func writeKubeconfig(path string, cfg *rest.Config) error {
 	kc.Contexts[name] = &clientcmdapi.Context{Cluster: name, AuthInfo: name, Namespace: "default"}
 	kc.CurrentContext = name
 	return clientcmd.WriteToFile(*kc, path)
+}
+
+var (
+	cidrMu       sync.Mutex
+	cidrsHandOut = map[int]bool{}
+)
+
+// RandomLoopbackCIDR returns a /16 inside 127.0.0.0/8, 127.N.0.0/16 with N picked at
+// random in [10, 250], never the same twice in one process. Use it for
+// Options.ServiceCIDR and PodCIDR (and a node agent's pod range) when clusters run in
+// parallel test binaries on one machine: their ClusterIPs and pod IPs are real
+// addresses that local processes listen on, so two clusters with the defaults would
+// collide. It panics once all 241 ranges are handed out.
+func RandomLoopbackCIDR() string {
+	cidrMu.Lock()
+	defer cidrMu.Unlock()
+	const lo, hi = 10, 250
+	if len(cidrsHandOut) > hi-lo {
+		panic("localcluster: RandomLoopbackCIDR: every range is handed out")
+	}
+	for {
+		n := lo + mathrand.IntN(hi-lo+1)
+		if !cidrsHandOut[n] {
+			cidrsHandOut[n] = true
+			return fmt.Sprintf("127.%d.0.0/16", n)
+		}
+	}
 }

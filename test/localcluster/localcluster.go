@@ -72,6 +72,11 @@ type Options struct {
 	PodCIDR string
 	// NodeName is the name of the one fake Node. Default pgops-node-0.
 	NodeName string
+	// SkipFakeNode starts the cluster without kwok's fake Node, so the scheduler places
+	// pods only on nodes someone else registers (test/nodeagent's real-process node).
+	// kwok still runs: it binds the PVCs of StorageClass "standard". Cluster.NodeName is
+	// then empty.
+	SkipFakeNode bool
 	// StartTimeout bounds Start when ctx has no earlier deadline. Default 3 minutes.
 	StartTimeout time.Duration
 	// StopGracePeriod is how long Stop waits after SIGTERM before SIGKILL, per
@@ -89,7 +94,7 @@ type Cluster struct {
 	KubectlPath string
 	// LogDir holds one <component>.log per process.
 	LogDir string
-	// NodeName is the fake Node pods are scheduled to.
+	// NodeName is the fake Node pods are scheduled to; empty with Options.SkipFakeNode.
 	NodeName string
 	// Server is the apiserver URL, https://127.0.0.1:<port>.
 	Server string
@@ -159,11 +164,15 @@ func Start(ctx context.Context, opts Options) (*Cluster, error) {
 	if err := CheckBinaries(opts.BinDir); err != nil {
 		return nil, err
 	}
+	nodeName := opts.NodeName
+	if opts.SkipFakeNode {
+		nodeName = ""
+	}
 	c := &Cluster{
 		opts:        opts,
 		WorkDir:     opts.WorkDir,
 		LogDir:      opts.LogDir,
-		NodeName:    opts.NodeName,
+		NodeName:    nodeName,
 		KubectlPath: filepath.Join(opts.BinDir, "kubectl"),
 		procs:       map[string]*process{},
 	}

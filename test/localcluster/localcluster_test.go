@@ -242,11 +242,15 @@ func TestTwoClustersAndCleanStop(t *testing.T) {
 	var clusters [2]*Cluster
 	var errs [2]error
 	var wg sync.WaitGroup
+	// The second has no fake Node and random loopback ranges, as a cluster for
+	// test/nodeagent would.
+	serviceCIDR := RandomLoopbackCIDR()
+	opts := [2]Options{{}, {SkipFakeNode: true, ServiceCIDR: serviceCIDR, PodCIDR: RandomLoopbackCIDR()}}
 	for i := range clusters {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			clusters[i], errs[i] = Start(ctx, Options{})
+			clusters[i], errs[i] = Start(ctx, opts[i])
 		}()
 	}
 	wg.Wait()
@@ -267,6 +271,16 @@ func TestTwoClustersAndCleanStop(t *testing.T) {
 	for _, ns := range nsList.Items {
 		assert.False(t, strings.HasPrefix(ns.Name, "test-"), "namespace %s leaked into the other cluster", ns.Name)
 	}
+
+	// SkipFakeNode: no Node at all, and Services get addresses from the random range.
+	assert.Empty(t, b.NodeName)
+	nodes, err := b.Client().CoreV1().Nodes().List(ctx, metav1.ListOptions{})
+	require.NoError(t, err)
+	assert.Empty(t, nodes.Items)
+	svc, err := b.Client().CoreV1().Services(metav1.NamespaceDefault).Get(ctx, "kubernetes", metav1.GetOptions{})
+	require.NoError(t, err)
+	assert.True(t, netip.MustParsePrefix(serviceCIDR).Contains(netip.MustParseAddr(svc.Spec.ClusterIP)),
+		"ClusterIP %s outside %s", svc.Spec.ClusterIP, serviceCIDR)
 
 	for _, c := range clusters {
 		pids := c.Pids()
@@ -484,4 +498,19 @@ func procStat(stat []byte) (fields []string, state string, ok bool) {
 		return nil, "", false
 	}
 	return fields, fields[0], true
+}
+
+func TestRandomLoopbackCIDR(t *testing.T) {
+	seen := map[string]bool{}
+	for range 50 {
+		cidr := RandomLoopbackCIDR()
+		p, err := netip.ParsePrefix(cidr)
+		require.NoError(t, err)
+		assert.Equal(t, 16, p.Bits())
+		assert.True(t, netip.MustParsePrefix("127.0.0.0/8").Contains(p.Addr()), cidr)
+		third := p.Addr().As4()[1]
+		assert.True(t, third >= 10 && third <= 250, cidr)
+		assert.False(t, seen[cidr], "handed out twice: %s", cidr)
+		seen[cidr] = true
+	}
 }

@@ -81,7 +81,7 @@ type Controller struct {
 
 // OwnedObjectSelector selects the objects the provisioner creates; informers for owned kinds
 // are limited to it so the operator does not cache unrelated objects.
-const OwnedObjectSelector = LabelManagedBy + "=" + ManagedByValue
+const OwnedObjectSelector = kubedbv1.ManagedBySelector
 
 // NewKubeInformerFactory returns the Kubernetes informer factory the controller expects:
 // limited to namespace ("" for all), to objects labelled as managed by KubeDB, and without

@@ -8,23 +8,27 @@ import (
 	kubedbv1 "github.com/pgops/pgops/pkg/apis/kubedb/v1"
 )
 
-// Labels, annotations and names from docs/architecture.md.
+// Labels, annotations and names from docs/architecture.md; the shared ones come from the API
+// package so both operators agree on them.
 const (
-	LabelName      = "app.kubernetes.io/name"
-	LabelInstance  = "app.kubernetes.io/instance"
-	LabelManagedBy = "app.kubernetes.io/managed-by"
-	LabelRole      = "kubedb.com/role"
+	LabelName      = kubedbv1.LabelName
+	LabelInstance  = kubedbv1.LabelInstance
+	LabelManagedBy = kubedbv1.LabelManagedBy
+	LabelRole      = kubedbv1.LabelRole
 
-	NameValue      = "postgreses.kubedb.com"
-	ManagedByValue = "kubedb.com"
+	NameValue      = kubedbv1.NameValue
+	ManagedByValue = kubedbv1.ManagedByValue
 
-	RolePrimary = "primary"
-	RoleStandby = "standby"
+	RolePrimary = kubedbv1.RolePrimary
+	RoleStandby = kubedbv1.RoleStandby
 
 	// AnnotationAuthActiveFrom is when the Secret's current credential became active (RFC 3339).
-	AnnotationAuthActiveFrom = "kubedb.com/auth-active-from"
-	// AnnotationAuthRotatedAt is a pod template annotation owned by the ops-manager; the
-	// provisioner preserves it.
+	AnnotationAuthActiveFrom = kubedbv1.AuthActiveFromAnnotation
+	// AnnotationAuthRotation is the pod template annotation the ops-manager sets when it
+	// points the pods at a new credential; the provisioner preserves it.
+	AnnotationAuthRotation = kubedbv1.AuthRotationAnnotation
+	// AnnotationAuthRotatedAt is the name docs/architecture.md gives that annotation; it is
+	// preserved too.
 	AnnotationAuthRotatedAt = "kubedb.com/auth-rotated-at"
 	// AnnotationTemplateHash records the hash of the StatefulSet spec the provisioner last
 	// wrote, so it updates only when its desired spec changes.
@@ -34,7 +38,7 @@ const (
 	Finalizer = "kubedb.com/finalizer"
 
 	// PostgresPort is the port PostgreSQL listens on in pods and Services.
-	PostgresPort = 5432
+	PostgresPort = kubedbv1.PostgresPort
 	// ContainerName is the database container.
 	ContainerName = "postgres"
 	// DataVolume is the data volume and volumeClaimTemplate name.

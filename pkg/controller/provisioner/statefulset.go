@@ -18,6 +18,10 @@ import (
 	kubedbv1 "github.com/pgops/pgops/pkg/apis/kubedb/v1"
 )
 
+// preservedTemplateAnnotations are pod template annotations the ops-manager owns: an update
+// by the provisioner keeps them, so pods are not restarted twice.
+var preservedTemplateAnnotations = []string{AnnotationAuthRotation, AnnotationAuthRotatedAt}
+
 // PostgresUID is the uid and gid of the postgres user in the official images.
 const PostgresUID = 999
 
@@ -191,7 +195,7 @@ func specHash(sts *appsv1.StatefulSet) string {
 }
 
 // ensureStatefulSet creates the StatefulSet or updates it when the desired spec changed. An
-// update keeps the ops-manager's template annotation kubedb.com/auth-rotated-at. With
+// update keeps the ops-manager's template annotations (preservedTemplateAnnotations). With
 // updateStrategy OnDelete, running pods pick the change up only when the ops-manager (or a
 // user) restarts them.
 func (c *Controller) ensureStatefulSet(ctx context.Context, pg *kubedbv1.Postgres, image, secretName string) error {
@@ -234,11 +238,13 @@ func (c *Controller) ensureStatefulSet(ctx context.Context, pg *kubedbv1.Postgre
 		out.Spec.Replicas = want.Spec.Replicas
 		out.Spec.UpdateStrategy = want.Spec.UpdateStrategy
 		out.Spec.Template = *want.Spec.Template.DeepCopy()
-		if v, ok := latest.Spec.Template.Annotations[AnnotationAuthRotatedAt]; ok {
-			if out.Spec.Template.Annotations == nil {
-				out.Spec.Template.Annotations = map[string]string{}
+		for _, key := range preservedTemplateAnnotations {
+			if v, ok := latest.Spec.Template.Annotations[key]; ok {
+				if out.Spec.Template.Annotations == nil {
+					out.Spec.Template.Annotations = map[string]string{}
+				}
+				out.Spec.Template.Annotations[key] = v
 			}
-			out.Spec.Template.Annotations[AnnotationAuthRotatedAt] = v
 		}
 		_, err = c.kubeClient.AppsV1().StatefulSets(pg.Namespace).Update(ctx, out, metav1.UpdateOptions{FieldManager: FieldManager})
 		return err

@@ -4,6 +4,7 @@ package testenv
 
 import (
 	"context"
+	"flag"
 	"fmt"
 	"os"
 	"os/exec"
@@ -37,6 +38,7 @@ func Path(elem ...string) string { return filepath.Join(append([]string{RepoRoot
 // silently.
 func Main(m *testing.M, cluster **localcluster.Cluster, opts localcluster.Options) {
 	code := func() int {
+		flag.Parse()
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 		defer cancel()
 		if opts.Progress == nil && testing.Verbose() {

@@ -7,11 +7,13 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	appsv1 "k8s.io/api/apps/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/tools/cache"
+	"k8s.io/client-go/util/workqueue"
 )
 
 func TestFlagsAndValidation(t *testing.T) {
@@ -56,4 +58,16 @@ func TestStripManagedFields(t *testing.T) {
 	out, err = StripManagedFields(tombstone)
 	require.NoError(t, err)
 	assert.Equal(t, tombstone, out)
+}
+
+func TestMetricsIncludeNamedWorkqueues(t *testing.T) {
+	queue := workqueue.NewTypedRateLimitingQueueWithConfig(workqueue.DefaultTypedControllerRateLimiter[string](),
+		workqueue.TypedRateLimitingQueueConfig[string]{Name: "pgops_test_queue"})
+	defer queue.ShutDown()
+	queue.Add("item")
+
+	rec := httptest.NewRecorder()
+	promhttp.HandlerFor(Registry, promhttp.HandlerOpts{}).ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/metrics", nil))
+	assert.Contains(t, rec.Body.String(), `workqueue_adds_total{name="pgops_test_queue"} 1`)
+	assert.Contains(t, rec.Body.String(), `workqueue_depth{name="pgops_test_queue"} 1`)
 }

@@ -26,7 +26,7 @@ type Options struct {
 	// ResyncPeriod is how often informers replay their cache to the handlers.
 	ResyncPeriod time.Duration
 
-	// HealthAddr serves /healthz and /readyz; empty disables the probes.
+	// HealthAddr serves /healthz, /readyz and /metrics; empty disables them.
 	HealthAddr string
 
 	LeaderElect         bool
@@ -65,7 +65,7 @@ func (o *Options) AddFlags(fs *flag.FlagSet) {
 	fs.StringVar(&o.Namespace, "namespace", o.Namespace, "Watch only this namespace. Empty watches all namespaces.")
 	fs.IntVar(&o.Workers, "workers", o.Workers, "Number of objects processed in parallel.")
 	fs.DurationVar(&o.ResyncPeriod, "resync-period", o.ResyncPeriod, "How often informers replay their cache, so drift is corrected even without events.")
-	fs.StringVar(&o.HealthAddr, "health-addr", o.HealthAddr, "Address serving /healthz and /readyz. Empty disables them.")
+	fs.StringVar(&o.HealthAddr, "health-addr", o.HealthAddr, "Address serving /healthz, /readyz and Prometheus /metrics. Empty disables them.")
 	fs.BoolVar(&o.LeaderElect, "leader-elect", o.LeaderElect, "Run only while holding a Lease, so several replicas can run with one active.")
 	fs.StringVar(&o.LeaderElectionID, "leader-election-id", o.LeaderElectionID, "Name of the Lease used for leader election.")
 	fs.StringVar(&o.LeaderElectionNS, "leader-election-namespace", o.LeaderElectionNS, "Namespace of the Lease. Defaults to the pod's namespace, else --namespace, else 'default'.")

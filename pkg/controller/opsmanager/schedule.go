@@ -54,6 +54,7 @@ func (c *Controller) schedule(ctx context.Context, req *opsv1alpha1.PostgresOpsR
 			return syncResult{}, err
 		}
 		c.recorder.Event(req, corev1.EventTypeNormal, ConditionSkipped, msg)
+		recordEnded(req)
 		return syncResult{}, nil
 	}
 	if older != nil {

@@ -148,5 +148,6 @@ func (c *Controller) progress(ctx context.Context, req *opsv1alpha1.PostgresOpsR
 		return syncResult{}, err
 	}
 	c.recorder.Event(r.req, corev1.EventTypeNormal, ConditionSuccessful, msg)
+	recordEnded(r.req)
 	return syncResult{}, nil
 }

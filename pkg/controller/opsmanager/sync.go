@@ -110,6 +110,7 @@ func (c *Controller) fail(ctx context.Context, req *opsv1alpha1.PostgresOpsReque
 		return err
 	}
 	c.recorder.Event(req, corev1.EventTypeWarning, ConditionFailed, message)
+	recordEnded(req)
 	return nil
 }
 

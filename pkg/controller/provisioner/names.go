@@ -27,12 +27,6 @@ const (
 	// AnnotationAuthRotation is the pod template annotation the ops-manager sets when it
 	// points the pods at a new credential; the provisioner preserves it.
 	AnnotationAuthRotation = kubedbv1.AuthRotationAnnotation
-	// AnnotationAuthRotatedAt is the name docs/architecture.md gives that annotation; it is
-	// preserved too.
-	AnnotationAuthRotatedAt = "kubedb.com/auth-rotated-at"
-	// AnnotationTemplateHash records the hash of the StatefulSet spec the provisioner last
-	// wrote, so it updates only when its desired spec changes.
-	AnnotationTemplateHash = "pgops.dev/spec-hash"
 
 	// Finalizer keeps a Postgres until the provisioner has applied its deletion policy.
 	Finalizer = "kubedb.com/finalizer"

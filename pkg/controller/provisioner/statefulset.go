@@ -2,13 +2,12 @@ package provisioner
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
-	"encoding/json"
 	"fmt"
+	"strings"
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/util/retry"
@@ -20,7 +19,11 @@ import (
 
 // preservedTemplateAnnotations are pod template annotations the ops-manager owns: an update
 // by the provisioner keeps them, so pods are not restarted twice.
-var preservedTemplateAnnotations = []string{AnnotationAuthRotation, AnnotationAuthRotatedAt}
+var preservedTemplateAnnotations = []string{AnnotationAuthRotation}
+
+// annotationLegacySpecHash is the StatefulSet annotation earlier provisioners used to decide
+// when to update; an update removes it.
+const annotationLegacySpecHash = "pgops.dev/spec-hash"
 
 // PostgresUID is the uid and gid of the postgres user in the official images.
 const PostgresUID = 999
@@ -150,7 +153,7 @@ func desiredStatefulSet(pg *kubedbv1.Postgres, image, secretName string) *appsv1
 		affinity = tmpl.Spec.Affinity.DeepCopy()
 	}
 
-	return &appsv1.StatefulSet{
+	sts := &appsv1.StatefulSet{
 		ObjectMeta: metav1.ObjectMeta{
 			Name:            statefulSetName(pg),
 			Namespace:       pg.Namespace,
@@ -181,33 +184,57 @@ func desiredStatefulSet(pg *kubedbv1.Postgres, image, secretName string) *appsv1
 			VolumeClaimTemplates: claims,
 		},
 	}
+	setPodSpecDefaults(&sts.Spec.Template.Spec)
+	return sts
 }
 
-// specHash fingerprints the part of the desired spec the provisioner updates.
-func specHash(sts *appsv1.StatefulSet) string {
-	b, _ := json.Marshal(struct {
-		Replicas       *int32
-		Template       corev1.PodTemplateSpec
-		UpdateStrategy appsv1.StatefulSetUpdateStrategy
-	}{sts.Spec.Replicas, sts.Spec.Template, sts.Spec.UpdateStrategy})
-	sum := sha256.Sum256(b)
-	return hex.EncodeToString(sum[:8])
+// setPodSpecDefaults fills in what the API server defaults in a StatefulSet's pod template
+// (k8s.io/kubernetes/pkg/apis/core/v1/defaults.go, SetDefaults_PodSpec and the functions it
+// reaches), so that the desired template compares equal to the stored one. Fields the
+// provisioner always sets itself (probe timings, ports' protocol, termination message,
+// imagePullPolicy, configMap defaultMode) are not repeated here.
+func setPodSpecDefaults(spec *corev1.PodSpec) {
+	if spec.RestartPolicy == "" {
+		spec.RestartPolicy = corev1.RestartPolicyAlways
+	}
+	if spec.DNSPolicy == "" {
+		spec.DNSPolicy = corev1.DNSClusterFirst
+	}
+	if spec.SchedulerName == "" {
+		spec.SchedulerName = corev1.DefaultSchedulerName
+	}
+	if spec.SecurityContext == nil {
+		spec.SecurityContext = &corev1.PodSecurityContext{}
+	}
+	if spec.TerminationGracePeriodSeconds == nil {
+		spec.TerminationGracePeriodSeconds = ptr.To[int64](corev1.DefaultTerminationGracePeriodSeconds)
+	}
+	// The v1 conversion mirrors serviceAccountName into the deprecated serviceAccount.
+	spec.DeprecatedServiceAccount = spec.ServiceAccountName
+	for i := range spec.Containers {
+		for j := range spec.Containers[i].Env {
+			if ref := spec.Containers[i].Env[j].ValueFrom; ref != nil && ref.FieldRef != nil && ref.FieldRef.APIVersion == "" {
+				ref.FieldRef.APIVersion = "v1"
+			}
+		}
+	}
 }
 
-// ensureStatefulSet creates the StatefulSet or updates it when the desired spec changed. An
-// update keeps the ops-manager's template annotations (preservedTemplateAnnotations). With
-// updateStrategy OnDelete, running pods pick the change up only when the ops-manager (or a
-// user) restarts them.
+// ensureStatefulSet creates the StatefulSet or brings the fields the provisioner owns back to
+// the desired state: a spec change and a hand edit of the StatefulSet are treated alike (see
+// ownedStatefulSet for what is owned). Nothing is written when nothing drifted. The
+// ops-manager's template annotations (preservedTemplateAnnotations) are kept. With
+// updateStrategy OnDelete, running pods pick a template change up only when the ops-manager
+// (or a user) restarts them; the provisioner never restarts pods.
 func (c *Controller) ensureStatefulSet(ctx context.Context, pg *kubedbv1.Postgres, image, secretName string) error {
+	logger := klog.FromContext(ctx)
 	want := desiredStatefulSet(pg, image, secretName)
-	hash := specHash(want)
-	want.Annotations = map[string]string{AnnotationTemplateHash: hash}
 
 	cur, err := c.statefulSetLister.StatefulSets(pg.Namespace).Get(want.Name)
 	if apierrors.IsNotFound(err) {
 		_, err = c.kubeClient.AppsV1().StatefulSets(pg.Namespace).Create(ctx, want, metav1.CreateOptions{FieldManager: FieldManager})
 		if err == nil {
-			klog.FromContext(ctx).Info("Created statefulset", "statefulset", klog.KObj(want))
+			logger.Info("Created statefulset", "statefulset", klog.KObj(want))
 			c.recorder.Eventf(pg, corev1.EventTypeNormal, ReasonStatefulSetCreated, "Created statefulset %s with %d replica(s) of %s", want.Name, *want.Spec.Replicas, image)
 			return nil
 		}
@@ -222,42 +249,107 @@ func (c *Controller) ensureStatefulSet(ctx context.Context, pg *kubedbv1.Postgre
 	if err := c.checkOwned(pg, cur, "StatefulSet"); err != nil {
 		return err
 	}
-	if cur.Annotations[AnnotationTemplateHash] == hash && labelsContain(cur.Labels, want.Labels) {
+	if len(statefulSetDrift(cur, ownedStatefulSet(cur, want))) == 0 {
 		return nil
 	}
+
 	var oldReplicas int32
+	var drift []string
+	var noop bool
 	err = retry.RetryOnConflict(retry.DefaultRetry, func() error {
 		latest, err := c.kubeClient.AppsV1().StatefulSets(pg.Namespace).Get(ctx, want.Name, metav1.GetOptions{})
 		if err != nil {
 			return err
 		}
-		out := latest.DeepCopy()
-		oldReplicas = ptr.Deref(latest.Spec.Replicas, 1)
-		out.Labels = mergeMaps(out.Labels, want.Labels)
-		out.Annotations = mergeMaps(out.Annotations, want.Annotations)
-		out.Spec.Replicas = want.Spec.Replicas
-		out.Spec.UpdateStrategy = want.Spec.UpdateStrategy
-		out.Spec.Template = *want.Spec.Template.DeepCopy()
-		for _, key := range preservedTemplateAnnotations {
-			if v, ok := latest.Spec.Template.Annotations[key]; ok {
-				if out.Spec.Template.Annotations == nil {
-					out.Spec.Template.Annotations = map[string]string{}
-				}
-				out.Spec.Template.Annotations[key] = v
-			}
+		out := ownedStatefulSet(latest, want)
+		if drift = statefulSetDrift(latest, out); len(drift) == 0 {
+			noop = true // the cache was behind
+			return nil
 		}
-		_, err = c.kubeClient.AppsV1().StatefulSets(pg.Namespace).Update(ctx, out, metav1.UpdateOptions{FieldManager: FieldManager})
+		oldReplicas = ptr.Deref(latest.Spec.Replicas, 1)
+		updated, err := c.kubeClient.AppsV1().StatefulSets(pg.Namespace).Update(ctx, out, metav1.UpdateOptions{FieldManager: FieldManager})
+		if err == nil && updated.ResourceVersion == latest.ResourceVersion && latest.ResourceVersion != "" {
+			// The API server found nothing to change: the difference is only in a field it
+			// defaults and desiredStatefulSet does not spell out. Say so rather than report an
+			// update on every sync.
+			logger.Info("Statefulset update was a no-op; desiredStatefulSet misses a server default", "statefulset", klog.KObj(out), "fields", drift)
+			noop = true
+		}
 		return err
 	})
 	if err != nil {
 		return fmt.Errorf("updating statefulset %s/%s: %w", pg.Namespace, want.Name, err)
 	}
+	if noop {
+		return nil
+	}
+	logger.Info("Updated statefulset", "statefulset", klog.KObj(want), "fields", drift)
 	if n := *want.Spec.Replicas; n != oldReplicas {
 		c.recorder.Eventf(pg, corev1.EventTypeNormal, ReasonScaled, "Scaled statefulset %s from %d to %d replica(s)", want.Name, oldReplicas, n)
-	} else {
-		c.recorder.Eventf(pg, corev1.EventTypeNormal, ReasonStatefulSetUpdated, "Updated statefulset %s; pods pick the change up when restarted", want.Name)
+	}
+	if len(drift) > 1 || drift[0] != "replicas" {
+		c.recorder.Eventf(pg, corev1.EventTypeNormal, ReasonStatefulSetUpdated,
+			"Updated statefulset %s (%s); pods pick template changes up when restarted", want.Name, strings.Join(drift, ", "))
 	}
 	return nil
+}
+
+// ownedStatefulSet returns cur with the fields the provisioner owns set from want:
+//
+//   - the labels it sets (other labels are kept);
+//   - spec.replicas and spec.updateStrategy;
+//   - the whole pod template (labels, annotations, containers, volumes, security contexts,
+//     scheduling), except the ops-manager's template annotations, which keep cur's values.
+//
+// Fields the API server allocates or defaults outside the template (revisionHistoryLimit,
+// persistentVolumeClaimRetentionPolicy), the immutable ones (selector, serviceName,
+// volumeClaimTemplates) and status keep cur's values. desiredStatefulSet spells out every
+// template field the API server would default, so a StatefulSet nobody touched compares equal.
+func ownedStatefulSet(cur, want *appsv1.StatefulSet) *appsv1.StatefulSet {
+	out := cur.DeepCopy()
+	out.Labels = mergeMaps(out.Labels, want.Labels)
+	if _, ok := out.Annotations[annotationLegacySpecHash]; ok {
+		delete(out.Annotations, annotationLegacySpecHash)
+	}
+	out.Spec.Replicas = ptr.To(*want.Spec.Replicas)
+	out.Spec.UpdateStrategy = *want.Spec.UpdateStrategy.DeepCopy()
+	out.Spec.Template = *want.Spec.Template.DeepCopy()
+	for _, key := range preservedTemplateAnnotations {
+		if v, ok := cur.Spec.Template.Annotations[key]; ok {
+			if out.Spec.Template.Annotations == nil {
+				out.Spec.Template.Annotations = map[string]string{}
+			}
+			out.Spec.Template.Annotations[key] = v
+		}
+	}
+	return out
+}
+
+// statefulSetDrift names the owned parts in which cur differs from out (ownedStatefulSet's
+// result), for logs and events; empty when nothing drifted.
+func statefulSetDrift(cur, out *appsv1.StatefulSet) []string {
+	var drift []string
+	diff := func(name string, a, b interface{}) {
+		if !equality.Semantic.DeepEqual(a, b) {
+			drift = append(drift, name)
+		}
+	}
+	diff("labels", cur.Labels, out.Labels)
+	diff("annotations", cur.Annotations, out.Annotations)
+	diff("replicas", cur.Spec.Replicas, out.Spec.Replicas)
+	diff("updateStrategy", cur.Spec.UpdateStrategy, out.Spec.UpdateStrategy)
+	ct, ot := cur.Spec.Template, out.Spec.Template
+	diff("template metadata", ct.ObjectMeta, ot.ObjectMeta)
+	diff("containers", ct.Spec.Containers, ot.Spec.Containers)
+	diff("volumes", ct.Spec.Volumes, ot.Spec.Volumes)
+	diff("pod securityContext", ct.Spec.SecurityContext, ot.Spec.SecurityContext)
+	rest := func(t corev1.PodTemplateSpec) corev1.PodSpec {
+		s := *t.Spec.DeepCopy()
+		s.Containers, s.Volumes, s.SecurityContext = nil, nil, nil
+		return s
+	}
+	diff("pod spec", rest(ct), rest(ot))
+	return drift
 }
 
 // readinessScript is the readiness probe: pg_isready against the pod's own address. A warm

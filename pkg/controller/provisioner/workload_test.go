@@ -147,15 +147,12 @@ func TestStatefulSetPodTemplateApplied(t *testing.T) {
 	assert.Equal(t, "regcred", spec.ImagePullSecrets[0].Name)
 }
 
-func TestStatefulSetUpdatePreservesAuthRotatedAt(t *testing.T) {
+func TestStatefulSetUpdatePreservesAuthRotation(t *testing.T) {
 	f := provisioned(t, newPG("x"))
 
 	// The ops-manager marks the template.
 	sts := f.statefulSet("x")
-	sts.Spec.Template.Annotations = map[string]string{
-		AnnotationAuthRotatedAt: "2025-01-01T00:00:00Z",
-		AnnotationAuthRotation:  "ops-request-uid",
-	}
+	sts.Spec.Template.Annotations = map[string]string{AnnotationAuthRotation: "ops-request-uid"}
 	_, err := f.kube.AppsV1().StatefulSets(testNS).Update(f.ctx, sts, metav1.UpdateOptions{})
 	require.NoError(t, err)
 	f.refresh()
@@ -172,7 +169,6 @@ func TestStatefulSetUpdatePreservesAuthRotatedAt(t *testing.T) {
 	require.NoError(t, f.sync("x"))
 	assert.Contains(t, f.kubeWrites(), "update statefulsets x")
 	sts = f.statefulSet("x")
-	assert.Equal(t, "2025-01-01T00:00:00Z", sts.Spec.Template.Annotations[AnnotationAuthRotatedAt])
 	assert.Equal(t, "ops-request-uid", sts.Spec.Template.Annotations[AnnotationAuthRotation])
 	assert.Equal(t, "b", sts.Spec.Template.Annotations["a"])
 	assert.Equal(t, "docker.io/library/postgres:16.5", sts.Spec.Template.Spec.Containers[0].Image)

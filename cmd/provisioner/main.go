@@ -26,6 +26,7 @@ import (
 	"k8s.io/klog/v2"
 
 	"github.com/pgops/pgops/pkg/controller/provisioner"
+	"github.com/pgops/pgops/pkg/dbaddr"
 	pgopsclient "github.com/pgops/pgops/pkg/generated/clientset/versioned"
 	"github.com/pgops/pgops/pkg/operator"
 )
@@ -42,7 +43,7 @@ type provisionerFlags struct {
 var flags = provisionerFlags{
 	imageRegistry:      provisioner.DefaultImageRegistry,
 	imageTagTemplate:   provisioner.DefaultImageTagTemplate,
-	databaseHostMode:   string(provisioner.HostModeClusterIP),
+	databaseHostMode:   string(dbaddr.ModeClusterIP),
 	healthCheckTimeout: provisioner.DefaultHealthCheckTimeout,
 	statusPeriod:       provisioner.DefaultStatusPeriod,
 }
@@ -53,8 +54,7 @@ func main() {
 		"Repository of the PostgreSQL images; the image is <registry>:<tag>.")
 	fs.StringVar(&flags.imageTagTemplate, "image-tag-template", flags.imageTagTemplate,
 		"Go template of the image tag, over .Version (spec.version, e.g. 16.4), .Major and .Minor. spec.version must be MAJOR or MAJOR.MINOR with MAJOR >= 12.")
-	fs.StringVar(&flags.databaseHostMode, "database-host-mode", flags.databaseHostMode,
-		"How the status check reaches a database's primary Service: ClusterIP (its cluster IP) or DNS (<name>.<namespace>.svc).")
+	fs.StringVar(&flags.databaseHostMode, "database-host-mode", flags.databaseHostMode, dbaddr.FlagUsage)
 	fs.DurationVar(&flags.healthCheckTimeout, "health-check-timeout", flags.healthCheckTimeout,
 		"Timeout of one SQL login check of a primary.")
 	fs.DurationVar(&flags.statusPeriod, "status-period", flags.statusPeriod,
@@ -67,7 +67,7 @@ func run(ctx context.Context, cfg *rest.Config, opts *operator.Options, health *
 	if err != nil {
 		return fmt.Errorf("--image-registry/--image-tag-template: %w", err)
 	}
-	hostMode, err := provisioner.ParseHostMode(flags.databaseHostMode)
+	hostMode, err := dbaddr.ParseMode(flags.databaseHostMode)
 	if err != nil {
 		return fmt.Errorf("--database-host-mode: %w", err)
 	}
@@ -83,13 +83,14 @@ func run(ctx context.Context, cfg *rest.Config, opts *operator.Options, health *
 	if err != nil {
 		return fmt.Errorf("creating pgops client: %w", err)
 	}
-	kubeInformers := provisioner.NewKubeInformerFactory(kubeClient, opts.ResyncPeriod, opts.InformerNamespace())
-	pgopsInformers := provisioner.NewPostgresInformerFactory(pgopsClient, opts.ResyncPeriod, opts.InformerNamespace())
+	kubeInformers := operator.NewOwnedKubeInformerFactory(kubeClient, opts)
+	pgopsInformers := operator.NewPgopsInformerFactory(pgopsClient, opts)
 
 	controller, err := provisioner.New(ctx, kubeClient, pgopsClient, kubeInformers, pgopsInformers, provisioner.Config{
 		Images:        images,
 		HealthChecker: &provisioner.SQLHealthChecker{HostMode: hostMode, Timeout: flags.healthCheckTimeout},
 		StatusPeriod:  flags.statusPeriod,
+		Recorder:      operator.NewEventRecorder(ctx, kubeClient, provisioner.ControllerName),
 	})
 	if err != nil {
 		return err

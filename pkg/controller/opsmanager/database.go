@@ -2,12 +2,11 @@ package opsmanager
 
 import (
 	"context"
-	"fmt"
 
 	corev1 "k8s.io/api/core/v1"
 
-	kubedbv1 "github.com/pgops/pgops/pkg/apis/kubedb/v1"
 	"github.com/pgops/pgops/pkg/credential"
+	"github.com/pgops/pgops/pkg/dbaddr"
 )
 
 // Database is what a rotation needs from PostgreSQL. Production code uses PostgreSQL
@@ -45,47 +44,21 @@ func (PostgreSQL) StreamingStandbys(ctx context.Context, t credential.Target) (i
 	return credential.StreamingStandbys(ctx, t)
 }
 
-// HostMode says how the operator reaches a database's primary Service.
-type HostMode string
+// HostMode is how the ops-manager reaches a database's primary Service; the values, their
+// parsing and the address they give are pkg/dbaddr's. It stays a named type here only so
+// Config and the callers in this package need no change; they can use dbaddr directly.
+type HostMode dbaddr.Mode
 
 const (
-	// HostModeClusterIP connects to the Service's ClusterIP: works wherever the operator
-	// can route to ClusterIPs, in the cluster or on a node.
-	HostModeClusterIP HostMode = "ClusterIP"
-	// HostModeDNS connects to <service>.<namespace>.svc: needs cluster DNS.
-	HostModeDNS HostMode = "DNS"
+	HostModeClusterIP = HostMode(dbaddr.ModeClusterIP)
+	HostModeDNS       = HostMode(dbaddr.ModeDNS)
 )
 
-// ParseHostMode validates the --database-host-mode flag.
-func ParseHostMode(s string) (HostMode, error) {
-	switch HostMode(s) {
-	case HostModeClusterIP, HostModeDNS:
-		return HostMode(s), nil
-	}
-	return "", fmt.Errorf("--database-host-mode must be ClusterIP or DNS, got %q", s)
-}
-
-// primaryHost is the address of a database's primary Service.
+// primaryHost is the address of a database's primary Service (dbaddr.PrimaryTarget).
 func (m HostMode) primaryHost(svc *corev1.Service) (string, error) {
-	if m == HostModeDNS {
-		return svc.Name + "." + svc.Namespace + ".svc", nil
-	}
-	if svc.Spec.ClusterIP == "" || svc.Spec.ClusterIP == corev1.ClusterIPNone {
-		return "", fmt.Errorf("service %s/%s has no ClusterIP yet", svc.Namespace, svc.Name)
-	}
-	return svc.Spec.ClusterIP, nil
+	host, _, err := dbaddr.PrimaryTarget(dbaddr.Mode(m), svc)
+	return host, err
 }
 
-// servicePort is the Service's PostgreSQL port: the one named "primary" or "postgres" if
-// present, else the first, else 5432.
-func servicePort(svc *corev1.Service) int {
-	for _, p := range svc.Spec.Ports {
-		if p.Name == "primary" || p.Name == "postgres" {
-			return int(p.Port)
-		}
-	}
-	if len(svc.Spec.Ports) > 0 {
-		return int(svc.Spec.Ports[0].Port)
-	}
-	return kubedbv1.PostgresPort
-}
+// servicePort is the Service's PostgreSQL port (dbaddr.ServicePort).
+func servicePort(svc *corev1.Service) int { return dbaddr.ServicePort(svc) }

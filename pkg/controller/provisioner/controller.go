@@ -10,15 +10,12 @@ import (
 	"fmt"
 	"time"
 
-	corev1 "k8s.io/api/core/v1"
-	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
 	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/informers"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/kubernetes/scheme"
-	typedcorev1 "k8s.io/client-go/kubernetes/typed/core/v1"
 	appslisters "k8s.io/client-go/listers/apps/v1"
 	corelisters "k8s.io/client-go/listers/core/v1"
 	"k8s.io/client-go/tools/cache"
@@ -27,10 +24,12 @@ import (
 	"k8s.io/klog/v2"
 
 	kubedbv1 "github.com/pgops/pgops/pkg/apis/kubedb/v1"
+	"github.com/pgops/pgops/pkg/dbaddr"
 	versioned "github.com/pgops/pgops/pkg/generated/clientset/versioned"
 	pgopsscheme "github.com/pgops/pgops/pkg/generated/clientset/versioned/scheme"
 	pgopsinformers "github.com/pgops/pgops/pkg/generated/informers/externalversions"
 	kubedblisters "github.com/pgops/pgops/pkg/generated/listers/kubedb/v1"
+	"github.com/pgops/pgops/pkg/operator"
 )
 
 // ControllerName names the workqueue (for its metrics) and the event source.
@@ -79,37 +78,10 @@ type Controller struct {
 	now          func() time.Time
 }
 
-// OwnedObjectSelector selects the objects the provisioner creates; informers for owned kinds
-// are limited to it so the operator does not cache unrelated objects.
-const OwnedObjectSelector = kubedbv1.ManagedBySelector
-
-// NewKubeInformerFactory returns the Kubernetes informer factory the controller expects:
-// limited to namespace ("" for all), to objects labelled as managed by KubeDB, and without
-// managedFields.
-func NewKubeInformerFactory(client kubernetes.Interface, resync time.Duration, namespace string) informers.SharedInformerFactory {
-	return informers.NewSharedInformerFactoryWithOptions(client, resync,
-		informers.WithNamespace(namespace),
-		informers.WithTweakListOptions(func(o *metav1.ListOptions) { o.LabelSelector = OwnedObjectSelector }),
-		informers.WithTransform(stripManagedFields))
-}
-
-// NewPostgresInformerFactory returns the pgops informer factory the controller expects.
-func NewPostgresInformerFactory(client versioned.Interface, resync time.Duration, namespace string) pgopsinformers.SharedInformerFactory {
-	return pgopsinformers.NewSharedInformerFactoryWithOptions(client, resync,
-		pgopsinformers.WithNamespace(namespace),
-		pgopsinformers.WithTransform(stripManagedFields))
-}
-
-// stripManagedFields drops managedFields from cached objects; the controller never reads them.
-func stripManagedFields(obj interface{}) (interface{}, error) {
-	if a, err := meta.Accessor(obj); err == nil {
-		a.SetManagedFields(nil)
-	}
-	return obj, nil
-}
-
-// New builds the controller and registers its event handlers on the informers. Start the
-// factories after New so the informers it asks for are started.
+// New builds the controller and registers its event handlers on the informers, which should
+// come from operator.NewOwnedKubeInformerFactory and operator.NewPgopsInformerFactory (the
+// controller expects owned objects only in its caches). Start the factories after New so the
+// informers it asks for are started.
 func New(ctx context.Context, kubeClient kubernetes.Interface, pgopsClient versioned.Interface,
 	kubeInformers informers.SharedInformerFactory, pgopsInformers pgopsinformers.SharedInformerFactory,
 	cfg Config) (*Controller, error) {
@@ -125,14 +97,7 @@ func New(ctx context.Context, kubeClient kubernetes.Interface, pgopsClient versi
 
 	recorder := cfg.Recorder
 	if recorder == nil {
-		broadcaster := record.NewBroadcaster(record.WithContext(ctx))
-		broadcaster.StartStructuredLogging(0)
-		broadcaster.StartRecordingToSink(&typedcorev1.EventSinkImpl{Interface: kubeClient.CoreV1().Events("")})
-		recorder = broadcaster.NewRecorder(scheme.Scheme, corev1.EventSource{Component: ControllerName})
-		go func() {
-			<-ctx.Done()
-			broadcaster.Shutdown()
-		}()
+		recorder = operator.NewEventRecorder(ctx, kubeClient, ControllerName)
 	}
 	images := cfg.Images
 	if images == nil {
@@ -140,7 +105,7 @@ func New(ctx context.Context, kubeClient kubernetes.Interface, pgopsClient versi
 	}
 	health := cfg.HealthChecker
 	if health == nil {
-		health = &SQLHealthChecker{HostMode: HostModeClusterIP, Timeout: DefaultHealthCheckTimeout}
+		health = &SQLHealthChecker{HostMode: dbaddr.ModeClusterIP, Timeout: DefaultHealthCheckTimeout}
 	}
 	period := cfg.StatusPeriod
 	if period <= 0 {

@@ -8,27 +8,8 @@ import (
 	corev1 "k8s.io/api/core/v1"
 
 	"github.com/pgops/pgops/pkg/credential"
+	"github.com/pgops/pgops/pkg/dbaddr"
 )
-
-// HostMode says how the provisioner reaches a database's primary Service.
-type HostMode string
-
-const (
-	// HostModeClusterIP connects to the primary Service's ClusterIP: works wherever the
-	// operator can route to ClusterIPs, including out of cluster on a node or local cluster.
-	HostModeClusterIP HostMode = "ClusterIP"
-	// HostModeDNS connects to "<service>.<namespace>.svc": needs cluster DNS.
-	HostModeDNS HostMode = "DNS"
-)
-
-// ParseHostMode validates the --database-host-mode flag.
-func ParseHostMode(s string) (HostMode, error) {
-	switch HostMode(s) {
-	case HostModeClusterIP, HostModeDNS:
-		return HostMode(s), nil
-	}
-	return "", fmt.Errorf("database host mode must be %s or %s, got %q", HostModeClusterIP, HostModeDNS, s)
-}
 
 // DefaultHealthCheckTimeout bounds one SQL health check.
 const DefaultHealthCheckTimeout = 5 * time.Second
@@ -48,31 +29,18 @@ type HealthChecker interface {
 	CheckPrimary(ctx context.Context, ep PrimaryEndpoint) error
 }
 
-// SQLHealthChecker logs in through pkg/credential.
+// SQLHealthChecker logs in through pkg/credential, at the primary Service's address in
+// HostMode (the zero value is ClusterIP).
 type SQLHealthChecker struct {
-	HostMode HostMode
+	HostMode dbaddr.Mode
 	Timeout  time.Duration
 }
 
 // CheckPrimary implements HealthChecker.
 func (h *SQLHealthChecker) CheckPrimary(ctx context.Context, ep PrimaryEndpoint) error {
-	svc := ep.Service
-	var host string
-	switch h.HostMode {
-	case HostModeDNS:
-		host = svc.Name + "." + svc.Namespace + ".svc"
-	default:
-		host = svc.Spec.ClusterIP
-		if host == "" || host == corev1.ClusterIPNone {
-			return fmt.Errorf("service %s/%s has no ClusterIP yet", svc.Namespace, svc.Name)
-		}
-	}
-	port := PostgresPort
-	for _, p := range svc.Spec.Ports {
-		if p.Name == string(RolePrimary) || len(svc.Spec.Ports) == 1 {
-			port = int(p.Port)
-			break
-		}
+	host, port, err := dbaddr.PrimaryTarget(h.HostMode, ep.Service)
+	if err != nil {
+		return err
 	}
 	timeout := h.Timeout
 	if timeout <= 0 {

@@ -12,17 +12,18 @@ import (
 
 	kubedbv1 "github.com/pgops/pgops/pkg/apis/kubedb/v1"
 	"github.com/pgops/pgops/pkg/generated/clientset/versioned/fake"
+	"github.com/pgops/pgops/pkg/operator"
 )
 
-// TestRunProvisionsThroughInformers runs the controller as main does: filtered informer
-// factories, Run with workers, and a Postgres created after start.
+// TestRunProvisionsThroughInformers runs the controller as main does: the shared filtered
+// informer factories, Run with workers, and a Postgres created after start.
 func TestRunProvisionsThroughInformers(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	kube := k8sfake.NewClientset(userSecret("unrelated", map[string]string{"k": "v"}))
 	pgops := fake.NewSimpleClientset()
-	kubeInf := NewKubeInformerFactory(kube, 0, "")
-	pgInf := NewPostgresInformerFactory(pgops, 0, "")
+	kubeInf := operator.NewOwnedKubeInformerFactory(kube, &operator.Options{})
+	pgInf := operator.NewPgopsInformerFactory(pgops, &operator.Options{})
 	c, err := New(ctx, kube, pgops, kubeInf, pgInf, Config{
 		HealthChecker: &stubHealth{}, Recorder: record.NewFakeRecorder(1000), StatusPeriod: 200 * time.Millisecond,
 	})

@@ -16,6 +16,7 @@ import (
 	"k8s.io/utils/ptr"
 
 	kubedbv1 "github.com/pgops/pgops/pkg/apis/kubedb/v1"
+	"github.com/pgops/pgops/pkg/dbaddr"
 	"github.com/pgops/pgops/pkg/pgtest"
 )
 
@@ -261,17 +262,6 @@ func TestImageMapper(t *testing.T) {
 	assert.Error(t, err)
 }
 
-func TestParseHostMode(t *testing.T) {
-	m, err := ParseHostMode("ClusterIP")
-	require.NoError(t, err)
-	assert.Equal(t, HostModeClusterIP, m)
-	m, err = ParseHostMode("DNS")
-	require.NoError(t, err)
-	assert.Equal(t, HostModeDNS, m)
-	_, err = ParseHostMode("clusterip")
-	assert.Error(t, err)
-}
-
 func TestHandleObjectMapsOwnedObjectsToPostgres(t *testing.T) {
 	pg := newPG("x", withFinalizer)
 	f := newFixture(t, []*kubedbv1.Postgres{pg})
@@ -309,17 +299,6 @@ func TestHandleObjectMapsOwnedObjectsToPostgres(t *testing.T) {
 	assert.Equal(t, want, drain())
 }
 
-func TestStripManagedFields(t *testing.T) {
-	obj := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{ManagedFields: []metav1.ManagedFieldsEntry{{Manager: "m"}}}}
-	out, err := stripManagedFields(obj)
-	require.NoError(t, err)
-	assert.Nil(t, out.(*corev1.Pod).ManagedFields)
-	tomb := cache.DeletedFinalStateUnknown{Key: "k"}
-	out, err = stripManagedFields(tomb)
-	require.NoError(t, err)
-	assert.Equal(t, tomb, out)
-}
-
 // TestSQLHealthChecker checks the production HealthChecker against a real server standing in
 // for the primary Service's ClusterIP.
 func TestSQLHealthChecker(t *testing.T) {
@@ -331,7 +310,7 @@ func TestSQLHealthChecker(t *testing.T) {
 		ObjectMeta: metav1.ObjectMeta{Name: "x", Namespace: testNS},
 		Spec:       corev1.ServiceSpec{ClusterIP: srv.Host, Ports: []corev1.ServicePort{{Name: "primary", Port: int32(srv.Port)}}},
 	}
-	h := &SQLHealthChecker{HostMode: HostModeClusterIP, Timeout: 5 * time.Second}
+	h := &SQLHealthChecker{HostMode: dbaddr.ModeClusterIP, Timeout: 5 * time.Second}
 	ctx := context.Background()
 	require.NoError(t, h.CheckPrimary(ctx, PrimaryEndpoint{Service: svc, User: srv.SuperUser, Password: srv.SuperPassword}))
 

@@ -1,0 +1,230 @@
+package nodeagent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+)
+
+// mount is one bind mount of a container: a host path made visible at a path inside
+// the container's private mount namespace.
+type mount struct {
+	src, dst string
+	readOnly bool
+	// file is set when src is a regular file (a subPath into a ConfigMap volume).
+	file bool
+}
+
+// procSpec is everything needed to start one container process.
+type procSpec struct {
+	argv     []string
+	env      []string
+	workDir  string
+	mounts   []mount
+	hostname string
+	logPath  string
+	// what is written to the log before the process's own output. Never the
+	// environment or the expanded argv: they may hold credentials.
+	banner string
+}
+
+// proc is a running (or exited) container process. Its pid is also its process
+// group id: every signal goes to the whole group, as a container runtime would kill
+// the whole container.
+type proc struct {
+	cmd       *exec.Cmd
+	pid       int
+	startedAt time.Time
+	done      chan struct{}
+	// Valid once done is closed.
+	exitCode   int
+	finishedAt time.Time
+	signaled   bool
+}
+
+// shellQuote quotes s for a POSIX shell.
+func shellQuote(s string) string {
+	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
+}
+
+// containerScript is the sh script that runs (as root) inside the new mount and UTS
+// namespaces: set the hostname, make the bind mounts (creating missing mount points,
+// which are on the host's file system unless an earlier mount covers them), change
+// to the working directory, and exec the container's argv ("$@") as the agent's user
+// with setpriv. The parent-death signal is set again after the identity change (the
+// kernel clears it on a credential change), so a container dies with the agent.
+func (a *Agent) containerScript(spec procSpec) string {
+	var b strings.Builder
+	b.WriteString("set -e\n")
+	if spec.hostname != "" && a.tools.hostname != "" {
+		fmt.Fprintf(&b, "%s %s\n", shellQuote(a.tools.hostname), shellQuote(spec.hostname))
+	}
+	mnt := shellQuote(a.tools.mount)
+	for _, m := range spec.mounts {
+		if m.file {
+			fmt.Fprintf(&b, "mkdir -p %s\n[ -e %s ] || : >%s\n", shellQuote(filepath.Dir(m.dst)), shellQuote(m.dst), shellQuote(m.dst))
+		} else {
+			fmt.Fprintf(&b, "mkdir -p %s\n", shellQuote(m.dst))
+		}
+		fmt.Fprintf(&b, "%s --bind %s %s\n", mnt, shellQuote(m.src), shellQuote(m.dst))
+		if m.readOnly {
+			fmt.Fprintf(&b, "%s -o remount,bind,ro %s\n", mnt, shellQuote(m.dst))
+		}
+	}
+	wd := spec.workDir
+	if wd == "" {
+		wd = "/"
+	}
+	fmt.Fprintf(&b, "cd %s\n", shellQuote(wd))
+	fmt.Fprintf(&b, "exec %s\n", strings.Join(a.setprivArgs(true), " "))
+	return b.String()
+}
+
+// setprivArgs is the command prefix that drops to the agent's user; "$@" or the
+// argv follows.
+func (a *Agent) setprivArgs(shell bool) []string {
+	args := []string{a.tools.setpriv,
+		"--reuid=" + strconv.Itoa(a.uid), "--regid=" + strconv.Itoa(a.gid), "--init-groups",
+		"--pdeathsig=SIGKILL", "--"}
+	if shell {
+		args[0] = shellQuote(args[0])
+		args = append(args, `"$@"`)
+	}
+	return args
+}
+
+// startProc starts a container process: unshare(1) gives it private mount and UTS
+// namespaces, the script sets them up and execs the command, so the pid stays the
+// same from unshare to the container's command.
+func (a *Agent) startProc(spec procSpec) (*proc, error) {
+	if len(spec.argv) == 0 {
+		return nil, errors.New("container has neither command nor args (the image's entrypoint is unknown here)")
+	}
+	if err := os.MkdirAll(filepath.Dir(spec.logPath), 0o755); err != nil {
+		return nil, err
+	}
+	logFile, err := os.OpenFile(spec.logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		return nil, err
+	}
+	defer logFile.Close() // the child has its own descriptor
+	fmt.Fprintf(logFile, "%s nodeagent: %s\n", time.Now().UTC().Format(time.RFC3339), spec.banner)
+
+	args := []string{"--mount", "--propagation", "private"}
+	if spec.hostname != "" && a.tools.hostname != "" {
+		args = append(args, "--uts")
+	}
+	args = append(args, "--", "/bin/sh", "-c", a.containerScript(spec), "sh")
+	args = append(args, spec.argv...)
+	cmd := exec.Command(a.tools.unshare, args...)
+	cmd.Env = spec.env
+	cmd.Dir = "/"
+	cmd.Stdout = logFile
+	cmd.Stderr = logFile
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	if err := cmd.Start(); err != nil {
+		return nil, fmt.Errorf("start container process: %w", err)
+	}
+	p := &proc{cmd: cmd, pid: cmd.Process.Pid, startedAt: time.Now(), done: make(chan struct{})}
+	go func() {
+		err := cmd.Wait()
+		p.finishedAt = time.Now()
+		p.exitCode = 0
+		var ee *exec.ExitError
+		if errors.As(err, &ee) {
+			if ws, ok := ee.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
+				p.signaled = true
+				p.exitCode = 128 + int(ws.Signal())
+			} else {
+				p.exitCode = ee.ExitCode()
+			}
+		} else if err != nil {
+			p.exitCode = 128
+		}
+		// A container ends with its main process: take down whatever it left in its
+		// group (PostgreSQL backends after a SIGKILLed postmaster would otherwise
+		// hold the shared memory the next postmaster needs).
+		_ = syscall.Kill(-p.pid, syscall.SIGKILL)
+		close(p.done)
+	}()
+	return p, nil
+}
+
+func (p *proc) exited() bool {
+	select {
+	case <-p.done:
+		return true
+	default:
+		return false
+	}
+}
+
+// kill sends sig to the process group while the leader is not yet reaped.
+func (p *proc) kill(sig syscall.Signal) {
+	if !p.exited() {
+		_ = syscall.Kill(-p.pid, sig)
+	}
+}
+
+// terminate sends SIGTERM to the group, waits up to grace, then SIGKILLs it, and
+// returns once the process is reaped.
+func (p *proc) terminate(grace time.Duration) {
+	p.kill(syscall.SIGTERM)
+	t := time.NewTimer(grace)
+	defer t.Stop()
+	select {
+	case <-p.done:
+	case <-t.C:
+		p.kill(syscall.SIGKILL)
+		<-p.done
+	}
+}
+
+// execIn runs argv inside the mount and UTS namespaces of the running process pid,
+// as the agent's user, with env, and returns its combined output (truncated) and
+// error. It is how exec probes run: they see the container's mounts.
+func (a *Agent) execIn(ctx context.Context, pid int, argv, env []string, timeout time.Duration) ([]byte, error) {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	args := []string{"--target", strconv.Itoa(pid), "--mount"}
+	if a.tools.hostname != "" {
+		args = append(args, "--uts")
+	}
+	args = append(args, "--")
+	args = append(args, a.setprivArgs(false)...)
+	args = append(args, argv...)
+	cmd := exec.CommandContext(ctx, a.tools.nsenter, args...)
+	cmd.Env = env
+	cmd.Dir = "/"
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
+	cmd.WaitDelay = time.Second
+	var out limitedBuffer
+	cmd.Stdout = &out
+	cmd.Stderr = &out
+	err := cmd.Run()
+	if ctx.Err() == context.DeadlineExceeded {
+		err = fmt.Errorf("timed out after %s", timeout)
+	}
+	return out.b, err
+}
+
+// limitedBuffer keeps the first 4 KiB written to it.
+type limitedBuffer struct{ b []byte }
+
+func (l *limitedBuffer) Write(p []byte) (int, error) {
+	if room := 4096 - len(l.b); room > 0 {
+		if len(p) < room {
+			room = len(p)
+		}
+		l.b = append(l.b, p[:room]...)
+	}
+	return len(p), nil
+}

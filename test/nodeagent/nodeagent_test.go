@@ -225,6 +225,27 @@ func groupMembers(pgid int) []int {
 	return out
 }
 
+// nsMembers lists the processes sharing pid's mount namespace: a container's
+// processes, also those that left its process group.
+func nsMembers(t *testing.T, pid int) []int {
+	id, err := os.Readlink(fmt.Sprintf("/proc/%d/ns/mnt", pid))
+	require.NoError(t, err)
+	self, _ := os.Readlink("/proc/self/ns/mnt")
+	require.NotEqual(t, self, id, "pid %d is in the agent's mount namespace", pid)
+	entries, _ := os.ReadDir("/proc")
+	var out []int
+	for _, e := range entries {
+		var p int
+		if _, err := fmt.Sscan(e.Name(), &p); err != nil {
+			continue
+		}
+		if ns, err := os.Readlink("/proc/" + e.Name() + "/ns/mnt"); err == nil && ns == id && processAlive(p) {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
 func readLog(ns, pod, container string) string {
 	b, _ := os.ReadFile(agent.LogPath(ns, pod, container))
 	return string(b)
@@ -543,7 +564,10 @@ func TestPostgresStatefulSet(t *testing.T) {
 	assert.NotEqual(t, pod0.UID, newPod0.UID)
 	assert.Equal(t, "survives", queryEventually(primary, "SELECT v FROM kept"))
 
-	// Killing pod 1's server: NotReady, then Ready again after one restart.
+	// Killing pod 1's server: NotReady, then Ready again after one restart. The
+	// postmaster's children (their own process groups: PostgreSQL calls setsid) go too.
+	oldProcs := nsMembers(t, agent.ContainerPID(ns, "pg-1", "postgres"))
+	assert.Greater(t, len(oldProcs), 3, "postmaster and its children")
 	began = time.Now()
 	require.NoError(t, agent.KillContainer(ns, "pg-1"))
 	waitPod(ctx, t, ns, "pg-1", "NotReady", func(p *corev1.Pod) bool { return !isReady(p) })
@@ -555,6 +579,9 @@ func TestPostgresStatefulSet(t *testing.T) {
 	last := restarted.Status.ContainerStatuses[0].LastTerminationState.Terminated
 	require.NotNil(t, last)
 	assert.Equal(t, int32(137), last.ExitCode)
+	for _, pid := range oldProcs {
+		assert.False(t, processAlive(pid), "process %d of the killed container survived", pid)
+	}
 }
 
 // TestStopLeavesNoProcess runs a second agent with pods bound to its node directly,
@@ -575,8 +602,9 @@ func TestStopLeavesNoProcess(t *testing.T) {
 				NodeName: "second-node",
 				Containers: []corev1.Container{{
 					Name: "main", Image: "x",
-					// Ignores SIGTERM in the parent: Stop has to escalate to SIGKILL.
-					Command: []string{"bash", "-c", `trap '' TERM; sleep 1000 & sleep 1000 & wait`},
+					// Ignores SIGTERM: Stop has to escalate to SIGKILL. One child leaves
+					// the process group (as PostgreSQL's do).
+					Command: []string{"bash", "-c", `trap '' TERM; sleep 1000 & setsid sleep 1001 & wait`},
 				}},
 				TerminationGracePeriodSeconds: ptr.To[int64](2),
 			},
@@ -590,9 +618,10 @@ func TestStopLeavesNoProcess(t *testing.T) {
 	require.Len(t, pids, 2)
 	var all []int
 	for _, pid := range pids {
-		members := groupMembers(pid)
-		assert.GreaterOrEqual(t, len(members), 3, "bash and two sleeps in group %d", pid)
-		all = append(all, members...)
+		require.Eventually(t, func() bool { return len(nsMembers(t, pid)) == 3 }, 10*time.Second, 50*time.Millisecond,
+			"bash and two sleeps in the container of %d", pid)
+		assert.Len(t, groupMembers(pid), 2, "bash and one sleep in group %d", pid)
+		all = append(all, nsMembers(t, pid)...)
 	}
 	root := a2.RootDir
 

@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 )
@@ -47,6 +48,14 @@ type proc struct {
 	exitCode   int
 	finishedAt time.Time
 	signaled   bool
+
+	// The container's mount namespace ("mnt:[inode]") identifies all of its
+	// processes, also those that left the process group: PostgreSQL's children call
+	// setsid(). nsFile pins the namespace so its inode number cannot be reused while
+	// the agent may still signal by it.
+	nsMu   sync.Mutex
+	nsID   string
+	nsFile *os.File
 }
 
 // shellQuote quotes s for a POSIX shell.
@@ -133,8 +142,11 @@ func (a *Agent) startProc(spec procSpec) (*proc, error) {
 		return nil, fmt.Errorf("start container process: %w", err)
 	}
 	p := &proc{cmd: cmd, pid: cmd.Process.Pid, startedAt: time.Now(), done: make(chan struct{})}
+	waited := make(chan struct{})
+	go p.pinNamespace(waited)
 	go func() {
 		err := cmd.Wait()
+		close(waited)
 		p.finishedAt = time.Now()
 		p.exitCode = 0
 		var ee *exec.ExitError
@@ -148,10 +160,18 @@ func (a *Agent) startProc(spec procSpec) (*proc, error) {
 		} else if err != nil {
 			p.exitCode = 128
 		}
-		// A container ends with its main process: take down whatever it left in its
-		// group (PostgreSQL backends after a SIGKILLed postmaster would otherwise
-		// hold the shared memory the next postmaster needs).
+		// A container ends with its main process: take down whatever it left behind
+		// (PostgreSQL backends after a SIGKILLed postmaster would otherwise hold the
+		// shared memory the next postmaster needs).
 		_ = syscall.Kill(-p.pid, syscall.SIGKILL)
+		p.nsMu.Lock()
+		killNamespace(p.nsID, syscall.SIGKILL)
+		if p.nsFile != nil {
+			p.nsFile.Close()
+			p.nsFile = nil
+		}
+		p.nsID = ""
+		p.nsMu.Unlock()
 		close(p.done)
 	}()
 	return p, nil
@@ -166,10 +186,70 @@ func (p *proc) exited() bool {
 	}
 }
 
-// kill sends sig to the process group while the leader is not yet reaped.
+// ownMountNS is the agent's mount namespace.
+var ownMountNS, _ = os.Readlink("/proc/self/ns/mnt")
+
+// pinNamespace waits (briefly) for the process to enter its new mount namespace and
+// opens it.
+func (p *proc) pinNamespace(waited <-chan struct{}) {
+	path := fmt.Sprintf("/proc/%d/ns/mnt", p.pid)
+	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); {
+		select {
+		case <-waited:
+			return
+		default:
+		}
+		p.nsMu.Lock()
+		id, err := os.Readlink(path)
+		if err == nil && id != ownMountNS {
+			if f, err := os.Open(path); err == nil {
+				// Still the same namespace (the pid is not reaped: waited is open
+				// and we hold nsMu, which the reaper takes).
+				if id2, _ := os.Readlink(path); id2 == id {
+					p.nsID, p.nsFile = id, f
+				} else {
+					f.Close()
+				}
+			}
+			p.nsMu.Unlock()
+			return
+		}
+		p.nsMu.Unlock()
+		time.Sleep(2 * time.Millisecond)
+	}
+}
+
+// killNamespace sends sig to every process in mount namespace id.
+func killNamespace(id string, sig syscall.Signal) {
+	if id == "" || id == ownMountNS {
+		return
+	}
+	entries, err := os.ReadDir("/proc")
+	if err != nil {
+		return
+	}
+	for _, e := range entries {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		if ns, err := os.Readlink("/proc/" + e.Name() + "/ns/mnt"); err == nil && ns == id {
+			_ = syscall.Kill(pid, sig)
+		}
+	}
+}
+
+// kill sends sig to the process group while the leader is not yet reaped; SIGKILL
+// also goes to every other process of the container's mount namespace.
 func (p *proc) kill(sig syscall.Signal) {
-	if !p.exited() {
-		_ = syscall.Kill(-p.pid, sig)
+	if p.exited() {
+		return
+	}
+	_ = syscall.Kill(-p.pid, sig)
+	if sig == syscall.SIGKILL {
+		p.nsMu.Lock()
+		killNamespace(p.nsID, sig)
+		p.nsMu.Unlock()
 	}
 }
 

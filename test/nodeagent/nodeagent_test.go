@@ -27,6 +27,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/utils/ptr"
 
+	"github.com/pgops/pgops/pkg/controller/provisioner"
 	"github.com/pgops/pgops/pkg/pgtest"
 	"github.com/pgops/pgops/test/localcluster"
 )
@@ -640,4 +641,141 @@ func TestStopLeavesNoProcess(t *testing.T) {
 	node, err := client().CoreV1().Nodes().Get(ctx, "second-node", metav1.GetOptions{})
 	require.NoError(t, err)
 	assert.Contains(t, node.Spec.Taints, corev1.Taint{Key: corev1.TaintNodeNotReady, Effect: corev1.TaintEffectNoSchedule})
+}
+
+// TestProvisionerEntrypoint runs the provisioner's real entrypoint.sh in pods shaped as
+// docs/architecture.md fixes them (ConfigMap at /scripts, PVC at /var/pv, credentials by
+// secretKeyRef, PRIMARY_HOST from the primary Service's link variable): pod 0 becomes a
+// primary, pod 1 clones it with pg_basebackup through the primary Service's ClusterIP
+// (the agent's proxy) and streams from it.
+func TestProvisionerEntrypoint(t *testing.T) {
+	ctx := testContext(t, 4*time.Minute)
+	ns := namespace(ctx, t)
+	cs := client()
+	const password = "entry-point:pass\\word"
+	_, err := cs.CoreV1().Secrets(ns).Create(ctx, &corev1.Secret{
+		ObjectMeta: metav1.ObjectMeta{Name: "db-auth"},
+		Type:       corev1.SecretTypeBasicAuth,
+		StringData: map[string]string{"username": "postgres", "password": password},
+	}, metav1.CreateOptions{})
+	require.NoError(t, err)
+	_, err = cs.CoreV1().ConfigMaps(ns).Create(ctx, &corev1.ConfigMap{
+		ObjectMeta: metav1.ObjectMeta{Name: "db-scripts"},
+		Data:       map[string]string{"entrypoint.sh": provisioner.EntrypointScript},
+	}, metav1.CreateOptions{})
+	require.NoError(t, err)
+	labels := map[string]string{"app": "db"}
+	_, err = cs.CoreV1().Services(ns).Create(ctx, &corev1.Service{
+		ObjectMeta: metav1.ObjectMeta{Name: "db-pods"},
+		Spec:       corev1.ServiceSpec{ClusterIP: corev1.ClusterIPNone, Selector: labels},
+	}, metav1.CreateOptions{})
+	require.NoError(t, err)
+	primarySvc, err := cs.CoreV1().Services(ns).Create(ctx, &corev1.Service{
+		ObjectMeta: metav1.ObjectMeta{Name: "db"},
+		Spec: corev1.ServiceSpec{
+			Selector: map[string]string{"statefulset.kubernetes.io/pod-name": "db-0"},
+			Ports:    []corev1.ServicePort{{Name: "primary", Port: 5432, TargetPort: intstr.FromString("db")}},
+		},
+	}, metav1.CreateOptions{})
+	require.NoError(t, err)
+
+	secretEnv := func(name, key string) corev1.EnvVar {
+		return corev1.EnvVar{Name: name, ValueFrom: &corev1.EnvVarSource{SecretKeyRef: &corev1.SecretKeySelector{
+			LocalObjectReference: corev1.LocalObjectReference{Name: "db-auth"}, Key: key}}}
+	}
+	fieldEnv := func(name, path string) corev1.EnvVar {
+		return corev1.EnvVar{Name: name, ValueFrom: &corev1.EnvVarSource{FieldRef: &corev1.ObjectFieldSelector{FieldPath: path}}}
+	}
+	sts := &appsv1.StatefulSet{
+		ObjectMeta: metav1.ObjectMeta{Name: "db"},
+		Spec: appsv1.StatefulSetSpec{
+			Replicas:            ptr.To[int32](2),
+			Selector:            &metav1.LabelSelector{MatchLabels: labels},
+			ServiceName:         "db-pods",
+			PodManagementPolicy: appsv1.OrderedReadyPodManagement,
+			UpdateStrategy:      appsv1.StatefulSetUpdateStrategy{Type: appsv1.OnDeleteStatefulSetStrategyType},
+			Template: corev1.PodTemplateSpec{
+				ObjectMeta: metav1.ObjectMeta{Labels: labels},
+				Spec: corev1.PodSpec{
+					Containers: []corev1.Container{{
+						Name:    "postgres",
+						Image:   "postgres:15.4",
+						Command: []string{"bash", "/scripts/entrypoint.sh"},
+						Ports:   []corev1.ContainerPort{{Name: "db", ContainerPort: 5432}},
+						Env: []corev1.EnvVar{
+							secretEnv("POSTGRES_USER", "username"),
+							secretEnv("POSTGRES_PASSWORD", "password"),
+							{Name: "PGDATA", Value: "/var/pv/data"},
+							fieldEnv("POD_NAME", "metadata.name"),
+							fieldEnv("POD_IP", "status.podIP"),
+							{Name: "PRIMARY_HOST", Value: "$(DB_SERVICE_HOST)"},
+							{Name: "STANDBY_MODE", Value: "Hot"},
+						},
+						VolumeMounts: []corev1.VolumeMount{
+							{Name: "data", MountPath: "/var/pv"},
+							{Name: "scripts", MountPath: "/scripts", ReadOnly: true},
+						},
+						ReadinessProbe: &corev1.Probe{
+							ProbeHandler: corev1.ProbeHandler{Exec: &corev1.ExecAction{
+								Command: []string{"sh", "-c", `pg_isready -h "$POD_IP" -p 5432`},
+							}},
+							InitialDelaySeconds: 2, PeriodSeconds: 5, TimeoutSeconds: 5, FailureThreshold: 3,
+						},
+					}},
+					Volumes: []corev1.Volume{{Name: "scripts", VolumeSource: corev1.VolumeSource{ConfigMap: &corev1.ConfigMapVolumeSource{
+						LocalObjectReference: corev1.LocalObjectReference{Name: "db-scripts"}, DefaultMode: ptr.To[int32](0o555)}}}},
+					// The provisioner asks for the image's uid 999; the agent runs everything
+					// as its RunAsUser instead.
+					SecurityContext: &corev1.PodSecurityContext{
+						RunAsUser: ptr.To[int64](999), RunAsGroup: ptr.To[int64](999), FSGroup: ptr.To[int64](999), RunAsNonRoot: ptr.To(true),
+					},
+					EnableServiceLinks:            ptr.To(true),
+					TerminationGracePeriodSeconds: ptr.To[int64](30),
+				},
+			},
+			VolumeClaimTemplates: []corev1.PersistentVolumeClaim{{
+				ObjectMeta: metav1.ObjectMeta{Name: "data"},
+				Spec: corev1.PersistentVolumeClaimSpec{
+					AccessModes: []corev1.PersistentVolumeAccessMode{corev1.ReadWriteOnce},
+					Resources: corev1.VolumeResourceRequirements{Requests: corev1.ResourceList{
+						corev1.ResourceStorage: resource.MustParse("1Gi")}},
+				},
+			}},
+		},
+	}
+	began := time.Now()
+	_, err = cs.AppsV1().StatefulSets(ns).Create(ctx, sts, metav1.CreateOptions{})
+	require.NoError(t, err)
+	waitPod(ctx, t, ns, "db-0", "Ready", isReady)
+	standby := waitPod(ctx, t, ns, "db-1", "Ready", isReady)
+	t.Logf("primary and standby Ready in %s", time.Since(began).Round(time.Millisecond))
+
+	dsn := func(host string) string {
+		return fmt.Sprintf("host=%s port=5432 user=postgres password='%s' dbname=postgres sslmode=disable connect_timeout=5",
+			host, strings.NewReplacer(`\`, `\\`, `'`, `\'`).Replace(password))
+	}
+	primary, err := sql.Open("postgres", dsn(primarySvc.Spec.ClusterIP))
+	require.NoError(t, err)
+	defer primary.Close()
+	replica, err := sql.Open("postgres", dsn(standby.Status.PodIP))
+	require.NoError(t, err)
+	defer replica.Close()
+
+	var inRecovery bool
+	require.NoError(t, replica.QueryRowContext(ctx, "SELECT pg_is_in_recovery()").Scan(&inRecovery))
+	assert.True(t, inRecovery, "pod 1 is a standby")
+	_, err = primary.ExecContext(ctx, "CREATE TABLE replicated AS SELECT 42 AS answer")
+	require.NoError(t, err)
+	var answer int
+	err = wait.PollUntilContextCancel(ctx, 100*time.Millisecond, true, func(ctx context.Context) (bool, error) {
+		return replica.QueryRowContext(ctx, "SELECT answer FROM replicated").Scan(&answer) == nil, nil
+	})
+	require.NoError(t, err, "the standby never saw the primary's table")
+	assert.Equal(t, 42, answer)
+	var sender string
+	require.NoError(t, primary.QueryRowContext(ctx, "SELECT application_name FROM pg_stat_replication").Scan(&sender))
+	assert.Equal(t, "db-1", sender)
+	for _, pod := range []string{"db-0", "db-1"} {
+		assert.NotContains(t, readLog(ns, pod, "postgres"), password, "password in the log of %s", pod)
+	}
 }

@@ -638,6 +638,11 @@ func TestStopLeavesNoProcess(t *testing.T) {
 	}
 	_, err = os.Stat(root)
 	assert.True(t, os.IsNotExist(err), "RootDir %s not removed", root)
+	for _, name := range []string{"a", "b"} {
+		p, err := client().CoreV1().Pods(ns).Get(ctx, name, metav1.GetOptions{})
+		require.NoError(t, err)
+		assert.False(t, isReady(p), "pod %s still Ready after its agent stopped", name)
+	}
 	node, err := client().CoreV1().Nodes().Get(ctx, "second-node", metav1.GetOptions{})
 	require.NoError(t, err)
 	assert.Contains(t, node.Spec.Taints, corev1.Taint{Key: corev1.TaintNodeNotReady, Effect: corev1.TaintEffectNoSchedule})

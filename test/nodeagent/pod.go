@@ -199,6 +199,9 @@ func (w *podWorker) run() {
 	<-statusDone
 	if shutdown {
 		w.logf("containers stopped (agent stopping)")
+		if w.podIP.IsValid() {
+			w.markNotReady()
+		}
 		return
 	}
 	w.logf("containers stopped; removing the pod")
@@ -209,6 +212,36 @@ func (w *podWorker) run() {
 	w.agent.forget(w.uid)
 	if !gone {
 		w.deleteObject()
+	}
+}
+
+// markNotReady reports, best effort, that the pod's containers stopped with the
+// agent, so Services and operators do not take it for Ready while nobody runs it (no
+// node-lifecycle controller would notice in a local cluster).
+func (w *podWorker) markNotReady() {
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+	defer cancel()
+	pods := w.agent.client.CoreV1().Pods(w.namespace)
+	pod, err := pods.Get(ctx, w.name, metav1.GetOptions{})
+	if err != nil || pod.UID != w.uid {
+		return
+	}
+	now := metav1.Now()
+	for i := range pod.Status.Conditions {
+		c := &pod.Status.Conditions[i]
+		if (c.Type == corev1.PodReady || c.Type == corev1.ContainersReady) && c.Status != corev1.ConditionFalse {
+			c.Status, c.Reason, c.Message, c.LastTransitionTime = corev1.ConditionFalse, "NodeAgentStopped", "the node agent stopped", now
+		}
+	}
+	for i := range pod.Status.ContainerStatuses {
+		cs := &pod.Status.ContainerStatuses[i]
+		cs.Ready = false
+		if cs.State.Running != nil {
+			cs.State = corev1.ContainerState{Waiting: &corev1.ContainerStateWaiting{Reason: "NodeAgentStopped"}}
+		}
+	}
+	if _, err := pods.UpdateStatus(ctx, pod, metav1.UpdateOptions{}); err != nil {
+		w.logf("mark NotReady: %v", err)
 	}
 }
 

@@ -784,3 +784,45 @@ func TestProvisionerEntrypoint(t *testing.T) {
 		assert.NotContains(t, readLog(ns, pod, "postgres"), password, "password in the log of %s", pod)
 	}
 }
+
+// TestInitContainerAndLiveness: an init container runs to completion before the main
+// container (sharing an emptyDir with it), and a failing liveness probe restarts the
+// main container.
+func TestInitContainerAndLiveness(t *testing.T) {
+	ctx := testContext(t, 2*time.Minute)
+	ns := namespace(ctx, t)
+	pod := &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Name: "init"},
+		Spec: corev1.PodSpec{
+			InitContainers: []corev1.Container{{
+				Name: "prepare", Image: "x",
+				Command:      []string{"sh", "-c", "echo prepared >/shared/marker"},
+				VolumeMounts: []corev1.VolumeMount{{Name: "shared", MountPath: "/shared"}},
+			}},
+			Containers: []corev1.Container{{
+				Name: "main", Image: "x",
+				// Healthy for the first run only: the marker goes after one start.
+				Command: []string{"sh", "-c", `if [ -e /shared/marker ]; then echo "first: $(cat /shared/marker)"; rm /shared/marker; touch /shared/healthy; else echo second; fi; exec sleep infinity`},
+				VolumeMounts: []corev1.VolumeMount{{Name: "shared", MountPath: "/shared"}},
+				LivenessProbe: &corev1.Probe{
+					ProbeHandler:     corev1.ProbeHandler{Exec: &corev1.ExecAction{Command: []string{"sh", "-c", "rm /shared/healthy"}}},
+					FailureThreshold: 2,
+				},
+			}},
+			Volumes:                       []corev1.Volume{{Name: "shared", VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{}}}},
+			TerminationGracePeriodSeconds: ptr.To[int64](1),
+		},
+	}
+	_, err := client().CoreV1().Pods(ns).Create(ctx, pod, metav1.CreateOptions{})
+	require.NoError(t, err)
+	got := waitPod(ctx, t, ns, "init", "restarted by its liveness probe", func(p *corev1.Pod) bool {
+		return isReady(p) && len(p.Status.ContainerStatuses) == 1 && p.Status.ContainerStatuses[0].RestartCount >= 1
+	})
+	require.Len(t, got.Status.InitContainerStatuses, 1)
+	initStatus := got.Status.InitContainerStatuses[0]
+	require.NotNil(t, initStatus.State.Terminated)
+	assert.Equal(t, int32(0), initStatus.State.Terminated.ExitCode)
+	assert.Equal(t, "Completed", initStatus.State.Terminated.Reason)
+	log := waitLog(ctx, t, ns, "init", "main", "second")
+	assert.Contains(t, log, "first: prepared")
+}

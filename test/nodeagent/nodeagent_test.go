@@ -802,7 +802,7 @@ func TestInitContainerAndLiveness(t *testing.T) {
 			Containers: []corev1.Container{{
 				Name: "main", Image: "x",
 				// Healthy for the first run only: the marker goes after one start.
-				Command: []string{"sh", "-c", `if [ -e /shared/marker ]; then echo "first: $(cat /shared/marker)"; rm /shared/marker; touch /shared/healthy; else echo second; fi; exec sleep infinity`},
+				Command:      []string{"sh", "-c", `if [ -e /shared/marker ]; then echo "first: $(cat /shared/marker)"; rm /shared/marker; touch /shared/healthy; else echo second; fi; exec sleep infinity`},
 				VolumeMounts: []corev1.VolumeMount{{Name: "shared", MountPath: "/shared"}},
 				LivenessProbe: &corev1.Probe{
 					ProbeHandler:     corev1.ProbeHandler{Exec: &corev1.ExecAction{Command: []string{"sh", "-c", "rm /shared/healthy"}}},

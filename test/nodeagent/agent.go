@@ -25,7 +25,8 @@
 //   - prepares volumes: ConfigMap, Secret, projected (including the ServiceAccount
 //     token), downward API, emptyDir (per pod, removed with it), hostPath, and
 //     persistentVolumeClaim (a directory per claim UID under RootDir that outlives
-//     pods, so a StatefulSet pod deleted and recreated finds its data again);
+//     pods, so a StatefulSet pod deleted and recreated finds its data again, and goes
+//     when the claim is deleted);
 //   - runs the command and args of each container (init containers first) as the
 //     RunAsUser OS user in a private mount namespace, with the volumes bind-mounted at
 //     their mountPaths, output to RootDir/logs/<namespace>_<pod>_<container>.log;
@@ -149,6 +150,8 @@ type Agent struct {
 	cancel  context.CancelFunc
 	wg      sync.WaitGroup
 	factory informers.SharedInformerFactory
+	// claims watches PVCs of all namespaces, to remove the data of deleted ones.
+	claims informers.SharedInformerFactory
 	proxy   *serviceProxy
 
 	mu      sync.Mutex
@@ -322,16 +325,25 @@ func (a *Agent) start(ctx context.Context) error {
 	}
 	a.factory.Start(a.ctx.Done())
 
+	a.claims = informers.NewSharedInformerFactory(a.client, 0)
+	if _, err := a.claims.Core().V1().PersistentVolumeClaims().Informer().AddEventHandler(cache.ResourceEventHandlerFuncs{
+		DeleteFunc: a.claimDeleted,
+	}); err != nil {
+		return err
+	}
+	a.claims.Start(a.ctx.Done())
+
 	if !a.disableProxy {
 		a.proxy = newServiceProxy(a)
 		if err := a.proxy.start(); err != nil {
 			return err
 		}
 	}
-	synced := a.factory.WaitForCacheSync(ctx.Done())
-	for typ, ok := range synced {
-		if !ok {
-			return fmt.Errorf("nodeagent: informer for %v did not sync: %w", typ, ctx.Err())
+	for _, f := range []informers.SharedInformerFactory{a.factory, a.claims} {
+		for typ, ok := range f.WaitForCacheSync(ctx.Done()) {
+			if !ok {
+				return fmt.Errorf("nodeagent: informer for %v did not sync: %w", typ, ctx.Err())
+			}
 		}
 	}
 	if a.proxy != nil {
@@ -570,6 +582,28 @@ func (a *Agent) forget(uid types.UID) {
 	a.finished[uid] = now
 }
 
+// claimDeleted removes the data directory of a deleted PersistentVolumeClaim, as a
+// volume of a StorageClass with reclaimPolicy Delete would go (the claim protection
+// controller keeps a claim until no pod uses it).
+func (a *Agent) claimDeleted(obj any) {
+	if t, ok := obj.(cache.DeletedFinalStateUnknown); ok {
+		obj = t.Obj
+	}
+	pvc, ok := obj.(*corev1.PersistentVolumeClaim)
+	if !ok {
+		return
+	}
+	dir := a.pvcDir(pvc.Namespace, pvc.Name, string(pvc.UID))
+	if _, err := os.Stat(dir); err != nil {
+		return
+	}
+	if err := os.RemoveAll(dir); err != nil {
+		a.logf("remove data of deleted claim %s/%s: %v", pvc.Namespace, pvc.Name, err)
+		return
+	}
+	a.logf("removed data of deleted claim %s/%s", pvc.Namespace, pvc.Name)
+}
+
 // podDeleted: the pod object is gone (deleted by us, or force-deleted by someone).
 func (a *Agent) podDeleted(obj any) {
 	if t, ok := obj.(cache.DeletedFinalStateUnknown); ok {
@@ -672,6 +706,9 @@ func (a *Agent) Stop() {
 		}
 		if a.factory != nil {
 			a.factory.Shutdown()
+		}
+		if a.claims != nil {
+			a.claims.Shutdown()
 		}
 		if a.proxy != nil {
 			a.proxy.shutdown()

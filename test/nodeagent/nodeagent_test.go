@@ -583,6 +583,23 @@ func TestPostgresStatefulSet(t *testing.T) {
 	for _, pid := range oldProcs {
 		assert.False(t, processAlive(pid), "process %d of the killed container survived", pid)
 	}
+
+	// The data lives as long as the claim: deleting the StatefulSet keeps it, deleting
+	// the claim removes it.
+	pvc, err := cs.CoreV1().PersistentVolumeClaims(ns).Get(ctx, "data-pg-0", metav1.GetOptions{})
+	require.NoError(t, err)
+	dir := agent.ClaimDir(ns, pvc.Name, pvc.UID)
+	_, err = os.Stat(dir + "/data/PG_VERSION")
+	require.NoError(t, err, "claim data at %s", dir)
+	require.NoError(t, cs.AppsV1().StatefulSets(ns).Delete(ctx, "pg", metav1.DeleteOptions{}))
+	waitPodGone(ctx, t, ns, "pg-0", newPod0.UID)
+	_, err = os.Stat(dir + "/data/PG_VERSION")
+	require.NoError(t, err, "claim data gone with the pod")
+	require.NoError(t, cs.CoreV1().PersistentVolumeClaims(ns).Delete(ctx, "data-pg-0", metav1.DeleteOptions{}))
+	require.Eventually(t, func() bool {
+		_, err := os.Stat(dir)
+		return os.IsNotExist(err)
+	}, 30*time.Second, 100*time.Millisecond, "data of the deleted claim not removed")
 }
 
 // TestStopLeavesNoProcess runs a second agent with pods bound to its node directly,

@@ -152,7 +152,7 @@ type Agent struct {
 	factory informers.SharedInformerFactory
 	// claims watches PVCs of all namespaces, to remove the data of deleted ones.
 	claims informers.SharedInformerFactory
-	proxy   *serviceProxy
+	proxy  *serviceProxy
 
 	mu      sync.Mutex
 	workers map[types.UID]*podWorker

@@ -33,9 +33,11 @@
 //   - runs readiness and liveness probes (exec inside the container's mount
 //     namespace, httpGet, tcpSocket) at most every 2 seconds, restarts exited
 //     containers per restartPolicy with a short backoff;
-//   - on deletion, SIGTERMs the process group, SIGKILLs it after the grace period
-//     (capped at 30s), and deletes the pod object (grace 0, UID precondition), so a
-//     StatefulSet controller recreates it.
+//   - on deletion, sends the container's stop signal to its process group (SIGINT,
+//     PostgreSQL's fast shutdown, for images named postgres as the official image's
+//     STOPSIGNAL says; else SIGTERM; lifecycle.stopSignal wins), SIGKILLs every process
+//     of the container after the grace period (capped at 30s), and deletes the pod
+//     object (grace 0, UID precondition), so a StatefulSet controller recreates it.
 //
 // The container image is ignored: the command runs on this machine, with the
 // PostgreSQL binaries of PGBinDir first on PATH, so they stand in for every
@@ -671,10 +673,11 @@ func (a *Agent) Pids() []int {
 	return pids
 }
 
-// Stop stops every container (SIGTERM to each process group, SIGKILL after the pod's
-// grace period capped at 10s), the service proxy and the informers, marks the Node
-// NotReady (best effort), and removes a temporary RootDir. Pod objects stay: a new
-// agent of the same NodeName takes them over. Stop is idempotent.
+// Stop stops every container (its stop signal to each process group, SIGKILL after
+// the pod's grace period capped at 10s), marks the pods NotReady, stops the service
+// proxy and the informers, marks the Node NotReady and unschedulable (a taint; best
+// effort), and removes a temporary RootDir. Pod objects stay: a new agent of the same
+// NodeName takes them over. Stop is idempotent.
 func (a *Agent) Stop() {
 	a.stopOnce.Do(func() {
 		a.mu.Lock()

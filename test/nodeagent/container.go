@@ -259,9 +259,39 @@ func (c *container) stop(grace time.Duration) {
 	p := c.cur
 	c.mu.Unlock()
 	if p != nil && !p.exited() {
-		c.logf("stopping (grace %s)", grace)
-		p.terminate(grace)
+		sig := stopSignal(&c.spec)
+		c.logf("stopping with %s (grace %s)", sig, grace)
+		p.terminate(sig, grace)
 	}
+}
+
+var signalsByName = map[corev1.Signal]syscall.Signal{
+	corev1.SIGINT: syscall.SIGINT, corev1.SIGTERM: syscall.SIGTERM, corev1.SIGQUIT: syscall.SIGQUIT,
+	corev1.SIGKILL: syscall.SIGKILL, corev1.SIGHUP: syscall.SIGHUP, corev1.SIGUSR1: syscall.SIGUSR1,
+	corev1.SIGUSR2: syscall.SIGUSR2,
+}
+
+// stopSignal is the signal a container gets when it is stopped: lifecycle.stopSignal
+// if set; else what the image would declare, as far as the agent knows images:
+// SIGINT for the official postgres image (its STOPSIGNAL, a fast shutdown that does
+// not wait for clients to disconnect), SIGTERM for everything else.
+func stopSignal(c *corev1.Container) syscall.Signal {
+	if c.Lifecycle != nil && c.Lifecycle.StopSignal != nil {
+		if sig, ok := signalsByName[*c.Lifecycle.StopSignal]; ok {
+			return sig
+		}
+	}
+	repo := c.Image
+	if i := strings.IndexByte(repo, '@'); i >= 0 {
+		repo = repo[:i]
+	}
+	if i := strings.LastIndexByte(repo, ':'); i >= 0 && !strings.Contains(repo[i:], "/") {
+		repo = repo[:i]
+	}
+	if repo[strings.LastIndexByte(repo, '/')+1:] == "postgres" {
+		return syscall.SIGINT
+	}
+	return syscall.SIGTERM
 }
 
 // status is the container's ContainerStatus.

@@ -253,10 +253,10 @@ func (p *proc) kill(sig syscall.Signal) {
 	}
 }
 
-// terminate sends SIGTERM to the group, waits up to grace, then SIGKILLs it, and
-// returns once the process is reaped.
-func (p *proc) terminate(grace time.Duration) {
-	p.kill(syscall.SIGTERM)
+// terminate sends sig (the container's stop signal) to the group, waits up to grace,
+// then SIGKILLs it, and returns once the process is reaped.
+func (p *proc) terminate(sig syscall.Signal, grace time.Duration) {
+	p.kill(sig)
 	t := time.NewTimer(grace)
 	defer t.Stop()
 	select {

@@ -2,6 +2,7 @@ package nodeagent
 
 import (
 	"net/netip"
+	"syscall"
 	"testing"
 
 	"github.com/stretchr/testify/assert"
@@ -129,4 +130,22 @@ func TestContainerScriptQuotes(t *testing.T) {
 	} {
 		assert.Contains(t, s, want)
 	}
+}
+
+func TestStopSignal(t *testing.T) {
+	for image, want := range map[string]syscall.Signal{
+		"postgres":                            syscall.SIGINT,
+		"postgres:15.4":                       syscall.SIGINT,
+		"docker.io/library/postgres:16.4":     syscall.SIGINT,
+		"localhost:5000/postgres":             syscall.SIGINT,
+		"postgres@sha256:abc":                 syscall.SIGINT,
+		"bitnami/postgresql:16":               syscall.SIGTERM,
+		"busybox":                             syscall.SIGTERM,
+		"localhost:5000/tools/postgres-ctl:1": syscall.SIGTERM,
+		"":                                    syscall.SIGTERM,
+	} {
+		assert.Equal(t, want, stopSignal(&corev1.Container{Image: image}), image)
+	}
+	sig := corev1.SIGUSR1
+	assert.Equal(t, syscall.SIGUSR1, stopSignal(&corev1.Container{Image: "postgres", Lifecycle: &corev1.Lifecycle{StopSignal: &sig}}))
 }

@@ -94,14 +94,13 @@ func (c *Controller) reconcileCredential(ctx context.Context, req *opsv1alpha1.P
 }
 
 func (c *Controller) removeFinalizer(ctx context.Context, req *opsv1alpha1.PostgresOpsRequest) error {
-	kept := req.Finalizers[:0]
+	kept := []string{}
 	for _, f := range req.Finalizers {
 		if f != Finalizer {
 			kept = append(kept, f)
 		}
 	}
-	req.Finalizers = kept
-	_, err := c.pgopsClient.OpsV1alpha1().PostgresOpsRequests(req.Namespace).Update(ctx, req, metav1.UpdateOptions{FieldManager: FieldManager})
+	_, err := c.patchFinalizers(ctx, req, kept)
 	if apierrors.IsNotFound(err) {
 		return nil
 	}

@@ -2,6 +2,7 @@ package opsmanager
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"time"
 
@@ -9,6 +10,7 @@ import (
 	apiequality "k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/tools/cache"
 	"k8s.io/klog/v2"
 
@@ -49,9 +51,7 @@ func (c *Controller) syncHandler(ctx context.Context, key cache.ObjectName) (syn
 // admit adds the finalizer, then makes a new request Pending.
 func (c *Controller) admit(ctx context.Context, req *opsv1alpha1.PostgresOpsRequest) error {
 	if !hasFinalizer(req) {
-		req.Finalizers = append(req.Finalizers, Finalizer)
-		updated, err := c.pgopsClient.OpsV1alpha1().PostgresOpsRequests(req.Namespace).Update(ctx, req,
-			metav1.UpdateOptions{FieldManager: FieldManager})
+		updated, err := c.patchFinalizers(ctx, req, append(req.Finalizers, Finalizer))
 		if err != nil {
 			return fmt.Errorf("adding finalizer: %w", err)
 		}
@@ -71,6 +71,20 @@ func hasFinalizer(req *opsv1alpha1.PostgresOpsRequest) bool {
 		}
 	}
 	return false
+}
+
+// patchFinalizers sets the request's finalizers with a merge patch guarded by its
+// resourceVersion. A patch, not an Update: re-encoding the spec (a timeout of "5m" comes
+// back as "5m0s") would trip the CEL rule that keeps the spec immutable.
+func (c *Controller) patchFinalizers(ctx context.Context, req *opsv1alpha1.PostgresOpsRequest, finalizers []string) (*opsv1alpha1.PostgresOpsRequest, error) {
+	patch, err := json.Marshal(map[string]any{"metadata": map[string]any{
+		"finalizers": finalizers, "resourceVersion": req.ResourceVersion,
+	}})
+	if err != nil {
+		return nil, err
+	}
+	return c.pgopsClient.OpsV1alpha1().PostgresOpsRequests(req.Namespace).Patch(ctx, req.Name, types.MergePatchType, patch,
+		metav1.PatchOptions{FieldManager: FieldManager})
 }
 
 func isTerminal(phase opsv1alpha1.OpsRequestPhase) bool {

@@ -607,17 +607,19 @@ func TestPostgresStatefulSet(t *testing.T) {
 func TestStopLeavesNoProcess(t *testing.T) {
 	ctx := testContext(t, 2*time.Minute)
 	ns := namespace(ctx, t)
-	a2, err := Start(ctx, Options{Client: client(), NodeName: "second-node", DisableServiceProxy: true})
+	// A node of its own per run: pods of an earlier run (-count=2) stay bound to theirs.
+	node2 := "node-" + ns
+	a2, err := Start(ctx, Options{Client: client(), NodeName: node2, DisableServiceProxy: true})
 	require.NoError(t, err)
 	t.Cleanup(func() {
 		a2.Stop()
-		_ = client().CoreV1().Nodes().Delete(context.Background(), "second-node", metav1.DeleteOptions{})
+		_ = client().CoreV1().Nodes().Delete(context.Background(), node2, metav1.DeleteOptions{})
 	})
 	for _, name := range []string{"a", "b"} {
 		_, err := client().CoreV1().Pods(ns).Create(ctx, &corev1.Pod{
 			ObjectMeta: metav1.ObjectMeta{Name: name},
 			Spec: corev1.PodSpec{
-				NodeName: "second-node",
+				NodeName: node2,
 				Containers: []corev1.Container{{
 					Name: "main", Image: "x",
 					// Ignores SIGTERM: Stop has to escalate to SIGKILL. One child leaves
@@ -660,7 +662,7 @@ func TestStopLeavesNoProcess(t *testing.T) {
 		require.NoError(t, err)
 		assert.False(t, isReady(p), "pod %s still Ready after its agent stopped", name)
 	}
-	node, err := client().CoreV1().Nodes().Get(ctx, "second-node", metav1.GetOptions{})
+	node, err := client().CoreV1().Nodes().Get(ctx, node2, metav1.GetOptions{})
 	require.NoError(t, err)
 	assert.Contains(t, node.Spec.Taints, corev1.Taint{Key: corev1.TaintNodeNotReady, Effect: corev1.TaintEffectNoSchedule})
 }

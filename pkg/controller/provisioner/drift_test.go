@@ -221,7 +221,7 @@ func TestServiceAndConfigMapHandEditsReverted(t *testing.T) {
 	require.NoError(t, f.sync("x"))
 	assert.ElementsMatch(t, []string{"update services x", "update configmaps x-scripts"}, f.kubeWrites())
 	svc = f.service("x")
-	assert.Equal(t, RolePrimary, svc.Spec.Selector[LabelRole])
+	assert.Equal(t, "x-0", svc.Spec.Selector[appsv1.StatefulSetPodNameLabel])
 	assert.Equal(t, int32(PostgresPort), svc.Spec.Ports[0].Port)
 	cm, err = f.kube.CoreV1().ConfigMaps(testNS).Get(f.ctx, "x-scripts", metav1.GetOptions{})
 	require.NoError(t, err)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 
+	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -48,9 +49,12 @@ func desiredGoverningService(pg *kubedbv1.Postgres) *corev1.Service {
 // desiredRoleService is the primary ("<name>") or standby ("<name>-standby") Service, with the
 // user's serviceTemplate for that alias applied.
 func desiredRoleService(pg *kubedbv1.Postgres, alias kubedbv1.ServiceAlias) *corev1.Service {
-	name, role := primaryServiceName(pg), RolePrimary
+	// The primary Service selects ordinal 0 by the label the StatefulSet controller puts
+	// on every pod, not by the role label the provisioner adds: a primary recreated while
+	// the database is paused (a credential rotation restarts it) must be reachable at once.
+	name, roleSelector := primaryServiceName(pg), map[string]string{appsv1.StatefulSetPodNameLabel: pg.Name + "-0"}
 	if alias == kubedbv1.StandbyServiceAlias {
-		name, role = standbyServiceName(pg), RoleStandby
+		name, roleSelector = standbyServiceName(pg), map[string]string{LabelRole: RoleStandby}
 	}
 	svc := &corev1.Service{
 		ObjectMeta: metav1.ObjectMeta{
@@ -61,7 +65,7 @@ func desiredRoleService(pg *kubedbv1.Postgres, alias kubedbv1.ServiceAlias) *cor
 		},
 		Spec: corev1.ServiceSpec{
 			Type:     corev1.ServiceTypeClusterIP,
-			Selector: mergeMaps(selectorLabels(pg), map[string]string{LabelRole: role}),
+			Selector: mergeMaps(selectorLabels(pg), roleSelector),
 			Ports: []corev1.ServicePort{{
 				Name: string(alias), Port: PostgresPort, TargetPort: intstr.FromInt32(PostgresPort), Protocol: corev1.ProtocolTCP,
 			}},

@@ -6,6 +6,7 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/utils/ptr"
@@ -172,7 +173,7 @@ func TestSyncScaleUpAndDown(t *testing.T) {
 	assert.Equal(t, int32(3), *sts.Spec.Replicas)
 	standby := f.service("x-standby")
 	assert.Equal(t, RoleStandby, standby.Spec.Selector[LabelRole])
-	assert.Equal(t, RolePrimary, f.service("x").Spec.Selector[LabelRole])
+	assert.Equal(t, "x-0", f.service("x").Spec.Selector[appsv1.StatefulSetPodNameLabel])
 
 	// Scale down to 1: standby Service goes, replicas follow.
 	pg := f.postgres("x")

@@ -203,7 +203,7 @@ func TestServiceTemplatesApplied(t *testing.T) {
 	assert.Equal(t, corev1.ServicePort{Name: "pg", Port: 6432, NodePort: 30432, TargetPort: intstr.FromInt32(5432), Protocol: corev1.ProtocolTCP}, p.Spec.Ports[0])
 	assert.Equal(t, corev1.ServiceExternalTrafficPolicyLocal, p.Spec.ExternalTrafficPolicy)
 	assert.Equal(t, []string{"10.0.0.0/8"}, p.Spec.LoadBalancerSourceRanges)
-	assert.Equal(t, RolePrimary, p.Spec.Selector[LabelRole])
+	assert.Equal(t, "x-0", p.Spec.Selector[appsv1.StatefulSetPodNameLabel])
 	s := f.service("x-standby")
 	assert.Equal(t, corev1.ServiceTypeNodePort, s.Spec.Type)
 	assert.Equal(t, "standby", s.Spec.Ports[0].Name)

@@ -48,7 +48,7 @@ func run(ctx context.Context, cfg *rest.Config, opts *operator.Options, health *
 
 	controller, err := opsmanager.New(kubeClient, pgopsClient, kubeInformers, pgopsInformers, recorder,
 		opsmanager.PostgreSQL{}, opsmanager.Config{
-			HostMode: opsmanager.HostMode(mode), PasswordLength: *passwordLength, SSLMode: *sslMode, ConnectTimeout: *connectTimeout,
+			HostMode: mode, PasswordLength: *passwordLength, SSLMode: *sslMode, ConnectTimeout: *connectTimeout,
 		})
 	if err != nil {
 		return err

@@ -24,6 +24,7 @@ import (
 
 	kubedbv1 "github.com/pgops/pgops/pkg/apis/kubedb/v1"
 	opsv1alpha1 "github.com/pgops/pgops/pkg/apis/ops/v1alpha1"
+	"github.com/pgops/pgops/pkg/dbaddr"
 	pgopsclient "github.com/pgops/pgops/pkg/generated/clientset/versioned"
 	pgopsinformers "github.com/pgops/pgops/pkg/generated/informers/externalversions"
 	kubedblisters "github.com/pgops/pgops/pkg/generated/listers/kubedb/v1"
@@ -47,7 +48,7 @@ const (
 // Config holds the ops-manager's settings.
 type Config struct {
 	// HostMode says how to reach a database's primary Service.
-	HostMode HostMode
+	HostMode dbaddr.Mode
 	// PasswordLength is the length of generated passwords.
 	PasswordLength int
 	// SSLMode is the libpq sslmode used to reach databases.
@@ -86,7 +87,7 @@ func New(kubeClient kubernetes.Interface, pgopsClient pgopsclient.Interface,
 	kubeInformers kubeinformers.SharedInformerFactory, pgopsInformers pgopsinformers.SharedInformerFactory,
 	recorder record.EventRecorder, db Database, cfg Config) (*Controller, error) {
 	if cfg.HostMode == "" {
-		cfg.HostMode = HostModeClusterIP
+		cfg.HostMode = dbaddr.ModeClusterIP
 	}
 	if cfg.Clock == nil {
 		cfg.Clock = clock.RealClock{}

@@ -14,6 +14,7 @@ import (
 	kubedbv1 "github.com/pgops/pgops/pkg/apis/kubedb/v1"
 	opsv1alpha1 "github.com/pgops/pgops/pkg/apis/ops/v1alpha1"
 	"github.com/pgops/pgops/pkg/credential"
+	"github.com/pgops/pgops/pkg/dbaddr"
 )
 
 // LabelOpsRequest on a staged-credential Secret names the request it belongs to.
@@ -371,12 +372,12 @@ func (c *Controller) primaryTarget(pg *kubedbv1.Postgres) (credential.Target, er
 	if err != nil {
 		return credential.Target{}, fmt.Errorf("finding the primary Service of Postgres %s: %w", pg.Name, err)
 	}
-	host, err := c.cfg.HostMode.primaryHost(svc)
+	host, port, err := dbaddr.PrimaryTarget(c.cfg.HostMode, svc)
 	if err != nil {
 		return credential.Target{}, err
 	}
 	return credential.Target{
-		Host: host, Port: servicePort(svc), SSLMode: c.cfg.SSLMode,
+		Host: host, Port: port, SSLMode: c.cfg.SSLMode,
 		ConnectTimeout: c.cfg.ConnectTimeout, ApplicationName: ControllerName,
 	}, nil
 }

@@ -3,10 +3,7 @@ package opsmanager
 import (
 	"context"
 
-	corev1 "k8s.io/api/core/v1"
-
 	"github.com/pgops/pgops/pkg/credential"
-	"github.com/pgops/pgops/pkg/dbaddr"
 )
 
 // Database is what a rotation needs from PostgreSQL. Production code uses PostgreSQL
@@ -43,22 +40,3 @@ func (PostgreSQL) VerifyLogin(ctx context.Context, t credential.Target, user, pa
 func (PostgreSQL) StreamingStandbys(ctx context.Context, t credential.Target) (int, error) {
 	return credential.StreamingStandbys(ctx, t)
 }
-
-// HostMode is how the ops-manager reaches a database's primary Service; the values, their
-// parsing and the address they give are pkg/dbaddr's. It stays a named type here only so
-// Config and the callers in this package need no change; they can use dbaddr directly.
-type HostMode dbaddr.Mode
-
-const (
-	HostModeClusterIP = HostMode(dbaddr.ModeClusterIP)
-	HostModeDNS       = HostMode(dbaddr.ModeDNS)
-)
-
-// primaryHost is the address of a database's primary Service (dbaddr.PrimaryTarget).
-func (m HostMode) primaryHost(svc *corev1.Service) (string, error) {
-	host, _, err := dbaddr.PrimaryTarget(dbaddr.Mode(m), svc)
-	return host, err
-}
-
-// servicePort is the Service's PostgreSQL port (dbaddr.ServicePort).
-func servicePort(svc *corev1.Service) int { return dbaddr.ServicePort(svc) }

@@ -17,7 +17,9 @@ import (
 	"syscall"
 	"time"
 
+	pgopsclient "github.com/pgops/pgops/pkg/generated/clientset/versioned"
 	"github.com/pgops/pgops/test/localcluster"
+	"github.com/pgops/pgops/test/nodeagent"
 	"github.com/pgops/pgops/test/testenv"
 )
 
@@ -45,8 +47,12 @@ func run() error {
 		*workDir = dir
 		defer os.RemoveAll(dir)
 	}
-	say("Starting a local control plane (etcd, kube-apiserver, controller-manager, scheduler, node agent)")
-	cluster, err := localcluster.Start(ctx, localcluster.Options{WorkDir: filepath.Join(*workDir, "cluster")})
+	say("Starting a local control plane (etcd, kube-apiserver, controller-manager, scheduler) and a node agent that runs pods as real PostgreSQL processes")
+	cluster, err := localcluster.Start(ctx, localcluster.Options{
+		WorkDir:      filepath.Join(*workDir, "cluster"),
+		SkipFakeNode: true, // database pods run on the node agent, as real PostgreSQL processes
+		ServiceCIDR:  localcluster.RandomLoopbackCIDR(),
+	})
 	if err != nil {
 		return err
 	}
@@ -54,6 +60,15 @@ func run() error {
 		say("Tearing down")
 		_ = cluster.Stop()
 	}()
+	agent, err := nodeagent.Start(ctx, nodeagent.Options{Client: cluster.Client(), RootDir: filepath.Join(*workDir, "node")})
+	if err != nil {
+		return err
+	}
+	defer agent.Stop()
+	pgops, err := pgopsclient.NewForConfig(cluster.AdminConfig())
+	if err != nil {
+		return err
+	}
 
 	say("Installing the CRDs and the operators' RBAC from manifests/")
 	if err := testenv.InstallCRDsAndRBAC(ctx, cluster); err != nil {
@@ -76,7 +91,7 @@ func run() error {
 			return err
 		}
 		defer logFile.Close()
-		op, err := testenv.StartOperator(name, binaries[name], cfg, *workDir, logFile)
+		op, err := testenv.StartOperator(name, binaries[name], cfg, *workDir, logFile, "--leader-elect=false")
 		if err != nil {
 			return err
 		}
@@ -87,7 +102,7 @@ func run() error {
 		fmt.Printf("  %s ready (log: %s)\n", name, logPath)
 	}
 
-	story := &story{cluster: cluster, stepTimeout: *stepTimeout}
+	story := &story{cluster: cluster, pgops: pgops, stepTimeout: *stepTimeout}
 	if err := story.run(ctx); err != nil {
 		return err
 	}

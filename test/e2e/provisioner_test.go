@@ -1,10 +1,3 @@
-//go:build e2e_pending
-
-// The e2e_pending tag keeps these tests out of the build until test/e2e/main_test.go (the
-// shared TestMain and helpers they use: env, newNamespace, testContext, poll,
-// waitPostgresPhase, authCredential, primaryTarget, watchForLeaks, operatorLog, ...) is
-// committed. They pass against the main_test.go of 25 Nov 2026 19:30; drop this line then.
-
 package e2e
 
 import (

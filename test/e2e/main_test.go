@@ -1,0 +1,418 @@
+// Package e2e runs pgops end to end on a local control plane whose database pods are real
+// PostgreSQL processes (test/nodeagent): both operators run as local processes with only
+// their ServiceAccounts' RBAC, manifests come from examples/ through kubectl, and the
+// checks log in to PostgreSQL for real.
+package e2e
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/apimachinery/pkg/util/wait"
+	"k8s.io/client-go/kubernetes"
+
+	kubedbv1 "github.com/pgops/pgops/pkg/apis/kubedb/v1"
+	opsv1alpha1 "github.com/pgops/pgops/pkg/apis/ops/v1alpha1"
+	"github.com/pgops/pgops/pkg/credential"
+	pgopsclient "github.com/pgops/pgops/pkg/generated/clientset/versioned"
+	"github.com/pgops/pgops/test/localcluster"
+	"github.com/pgops/pgops/test/nodeagent"
+	"github.com/pgops/pgops/test/testenv"
+)
+
+// env is the running system the tests share.
+var env struct {
+	cluster  *localcluster.Cluster
+	agent    *nodeagent.Agent
+	kube     kubernetes.Interface
+	pgops    pgopsclient.Interface
+	workDir  string
+	binaries map[string]string
+
+	mu          sync.Mutex
+	provisioner *testenv.Operator
+	opsManager  *testenv.Operator
+}
+
+func TestMain(m *testing.M) {
+	flag.Parse()
+	os.Exit(run(m))
+}
+
+func run(m *testing.M) int {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	defer cancel()
+	fail := func(err error) int { fmt.Fprintln(os.Stderr, "e2e setup:", err); return 1 }
+
+	workDir, err := os.MkdirTemp("", "pgops-e2e-")
+	if err != nil {
+		return fail(err)
+	}
+	keep := os.Getenv("PGOPS_KEEP_E2E") != ""
+	defer func() {
+		if !keep {
+			os.RemoveAll(workDir)
+		}
+	}()
+	env.workDir = workDir
+
+	opts := localcluster.Options{
+		WorkDir:      filepath.Join(workDir, "cluster"),
+		SkipFakeNode: true,
+		ServiceCIDR:  localcluster.RandomLoopbackCIDR(),
+	}
+	if testing.Verbose() {
+		opts.Progress = os.Stderr
+	}
+	cluster, err := localcluster.Start(ctx, opts)
+	if err != nil {
+		return fail(err)
+	}
+	defer cluster.Stop()
+	env.cluster = cluster
+	env.kube = cluster.Client()
+	if env.pgops, err = pgopsclient.NewForConfig(cluster.AdminConfig()); err != nil {
+		return fail(err)
+	}
+
+	agent, err := nodeagent.Start(ctx, nodeagent.Options{Client: cluster.Client(), RootDir: filepath.Join(workDir, "node")})
+	if err != nil {
+		return fail(err)
+	}
+	defer agent.Stop()
+	env.agent = agent
+
+	if err := testenv.InstallCRDsAndRBAC(ctx, cluster); err != nil {
+		return fail(err)
+	}
+	if env.binaries, err = testenv.BuildOperators(filepath.Join(workDir, "bin")); err != nil {
+		return fail(err)
+	}
+	if env.provisioner, err = startOperator(ctx, "provisioner"); err != nil {
+		return fail(err)
+	}
+	defer func() { env.provisioner.Stop(30 * time.Second) }()
+	if env.opsManager, err = startOperator(ctx, "ops-manager"); err != nil {
+		return fail(err)
+	}
+	defer func() {
+		env.mu.Lock()
+		defer env.mu.Unlock()
+		env.opsManager.Stop(30 * time.Second)
+	}()
+	code := m.Run()
+	if code != 0 {
+		fmt.Fprintf(os.Stderr, "e2e logs: %s (set PGOPS_KEEP_E2E=1 to keep them)\n", workDir)
+	}
+	return code
+}
+
+// startOperator runs one operator with a token of its own ServiceAccount, so it has only
+// the RBAC that manifests/ gives it. Its log is appended to workDir/<name>.log.
+func startOperator(ctx context.Context, name string) (*testenv.Operator, error) {
+	cfg, err := env.cluster.ServiceAccountConfig(ctx, "pgops-system", "pgops-"+name)
+	if err != nil {
+		return nil, err
+	}
+	logFile, err := os.OpenFile(operatorLog(name), os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o600)
+	if err != nil {
+		return nil, err
+	}
+	op, err := testenv.StartOperator(name, env.binaries[name], cfg, env.workDir, logFile,
+		// Quick takeover after a SIGKILL: the crash tests restart the ops-manager.
+		"--leader-elect-lease-duration=4s", "--leader-elect-renew-deadline=3s", "--leader-elect-retry-period=1s",
+		"--workers=4")
+	if err != nil {
+		logFile.Close()
+		return nil, err
+	}
+	if err := op.WaitReady(ctx); err != nil {
+		op.Kill()
+		return nil, err
+	}
+	return op, nil
+}
+
+func operatorLog(name string) string { return filepath.Join(env.workDir, name+".log") }
+
+func killOpsManager(t *testing.T) {
+	t.Helper()
+	env.mu.Lock()
+	defer env.mu.Unlock()
+	env.opsManager.Kill()
+}
+
+func startOpsManager(t *testing.T, ctx context.Context) {
+	t.Helper()
+	env.mu.Lock()
+	defer env.mu.Unlock()
+	op, err := startOperator(ctx, "ops-manager")
+	require.NoError(t, err)
+	env.opsManager = op
+}
+
+// killAndRestartOpsManager SIGKILLs the ops-manager, as a node failure would, and starts a
+// new one, which must take over from the request's status alone.
+func killAndRestartOpsManager(t *testing.T, ctx context.Context) {
+	killOpsManager(t)
+	startOpsManager(t, ctx)
+}
+
+func testContext(t *testing.T, timeout time.Duration) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+var namespaceSeq struct {
+	sync.Mutex
+	n int
+}
+
+func newNamespace(t *testing.T, ctx context.Context) string {
+	t.Helper()
+	namespaceSeq.Lock()
+	namespaceSeq.n++
+	name := fmt.Sprintf("e2e-%d-%s", namespaceSeq.n, strings.ToLower(strings.NewReplacer("/", "-", "_", "-", "=", "-").Replace(t.Name())))
+	namespaceSeq.Unlock()
+	if len(name) > 60 {
+		name = strings.TrimRight(name[:60], "-")
+	}
+	_, err := env.cluster.CreateNamespace(ctx, name)
+	require.NoError(t, err)
+	return name
+}
+
+// applyExample applies examples/<file> with kubectl into namespace ns (the examples name
+// namespace demo), after edit if not nil.
+func applyExample(t *testing.T, ctx context.Context, ns, file string, edit func(string) string) {
+	t.Helper()
+	data, err := os.ReadFile(testenv.Path("examples", file))
+	require.NoError(t, err)
+	manifest := strings.ReplaceAll(string(data), "namespace: demo", "namespace: "+ns)
+	if edit != nil {
+		manifest = edit(manifest)
+	}
+	kubectlApply(t, ctx, manifest)
+}
+
+func kubectlApply(t *testing.T, ctx context.Context, manifest string) {
+	t.Helper()
+	file := filepath.Join(t.TempDir(), "manifest.yaml")
+	require.NoError(t, os.WriteFile(file, []byte(manifest), 0o600))
+	out, err := env.cluster.Kubectl(ctx, "apply", "-f", file)
+	require.NoError(t, err, string(out))
+}
+
+func getPostgres(t *testing.T, ctx context.Context, ns, name string) *kubedbv1.Postgres {
+	t.Helper()
+	pg, err := env.pgops.KubedbV1().Postgreses(ns).Get(ctx, name, metav1.GetOptions{})
+	require.NoError(t, err)
+	return pg
+}
+
+func getRequest(t *testing.T, ctx context.Context, ns, name string) *opsv1alpha1.PostgresOpsRequest {
+	t.Helper()
+	req, err := env.pgops.OpsV1alpha1().PostgresOpsRequests(ns).Get(ctx, name, metav1.GetOptions{})
+	require.NoError(t, err)
+	return req
+}
+
+func getSecret(t *testing.T, ctx context.Context, ns, name string) *corev1.Secret {
+	t.Helper()
+	s, err := env.kube.CoreV1().Secrets(ns).Get(ctx, name, metav1.GetOptions{})
+	require.NoError(t, err)
+	return s
+}
+
+// poll waits for cond, failing the test with describe() when ctx runs out.
+func poll(t *testing.T, ctx context.Context, what string, cond func(ctx context.Context) (bool, error), describe func() string) {
+	t.Helper()
+	err := wait.PollUntilContextCancel(ctx, 250*time.Millisecond, true, cond)
+	if err != nil {
+		t.Fatalf("waiting for %s: %v\n%s", what, err, describe())
+	}
+}
+
+func waitPostgresPhase(t *testing.T, ctx context.Context, ns, name string, phase kubedbv1.DatabasePhase) {
+	t.Helper()
+	var last *kubedbv1.Postgres
+	poll(t, ctx, fmt.Sprintf("Postgres %s/%s to be %s", ns, name, phase), func(ctx context.Context) (bool, error) {
+		pg, err := env.pgops.KubedbV1().Postgreses(ns).Get(ctx, name, metav1.GetOptions{})
+		if err != nil {
+			return false, nil
+		}
+		last = pg
+		return pg.Status.Phase == phase, nil
+	}, func() string { return describePostgres(last) })
+}
+
+func waitRequest(t *testing.T, ctx context.Context, ns, name string, cond func(*opsv1alpha1.PostgresOpsRequest) bool) *opsv1alpha1.PostgresOpsRequest {
+	t.Helper()
+	var last *opsv1alpha1.PostgresOpsRequest
+	poll(t, ctx, fmt.Sprintf("PostgresOpsRequest %s/%s", ns, name), func(ctx context.Context) (bool, error) {
+		req, err := env.pgops.OpsV1alpha1().PostgresOpsRequests(ns).Get(ctx, name, metav1.GetOptions{})
+		if err != nil {
+			return false, nil
+		}
+		last = req
+		return cond(req), nil
+	}, func() string { return describeRequest(last) })
+	return last
+}
+
+// waitRequestEnded waits until the request has ended and the ops-manager has cleaned up
+// after it (its finalizer is gone).
+func waitRequestEnded(t *testing.T, ctx context.Context, ns, name string) *opsv1alpha1.PostgresOpsRequest {
+	t.Helper()
+	return waitRequest(t, ctx, ns, name, func(r *opsv1alpha1.PostgresOpsRequest) bool {
+		switch r.Status.Phase {
+		case opsv1alpha1.OpsRequestPhaseSuccessful, opsv1alpha1.OpsRequestPhaseFailed, opsv1alpha1.OpsRequestPhaseSkipped:
+			return len(r.Finalizers) == 0
+		}
+		return false
+	})
+}
+
+func describeRequest(r *opsv1alpha1.PostgresOpsRequest) string {
+	if r == nil {
+		return "(not found)"
+	}
+	var b strings.Builder
+	fmt.Fprintf(&b, "request %s/%s phase=%q finalizers=%v", r.Namespace, r.Name, r.Status.Phase, r.Finalizers)
+	for _, c := range r.Status.Conditions {
+		fmt.Fprintf(&b, "\n  %s=%s %s: %s", c.Type, c.Status, c.Reason, c.Message)
+	}
+	return b.String()
+}
+
+func describePostgres(pg *kubedbv1.Postgres) string {
+	if pg == nil {
+		return "(not found)"
+	}
+	var b strings.Builder
+	fmt.Fprintf(&b, "postgres %s/%s phase=%q", pg.Namespace, pg.Name, pg.Status.Phase)
+	for _, c := range pg.Status.Conditions {
+		fmt.Fprintf(&b, "\n  %s=%s %s: %s", c.Type, c.Status, c.Reason, c.Message)
+	}
+	return b.String()
+}
+
+// authCredential reads the credential in the database's auth Secret.
+func authCredential(t *testing.T, ctx context.Context, ns, db string) credentialPair {
+	t.Helper()
+	pg := getPostgres(t, ctx, ns, db)
+	require.NotNil(t, pg.Spec.AuthSecret)
+	s := getSecret(t, ctx, ns, pg.Spec.AuthSecret.Name)
+	return credentialPair{string(s.Data["username"]), string(s.Data["password"])}
+}
+
+// primaryTarget reaches the primary through its Service's ClusterIP, as the operators do.
+func primaryTarget(t *testing.T, ctx context.Context, ns, db string) credential.Target {
+	t.Helper()
+	svc, err := env.kube.CoreV1().Services(ns).Get(ctx, db, metav1.GetOptions{})
+	require.NoError(t, err)
+	return credential.Target{Host: svc.Spec.ClusterIP, Port: kubedbv1.PostgresPort, SSLMode: "disable", ConnectTimeout: 10 * time.Second}
+}
+
+func podUIDs(t *testing.T, ctx context.Context, ns, db string) map[string]types.UID {
+	t.Helper()
+	pods, err := env.kube.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{LabelSelector: kubedbv1.LabelInstance + "=" + db})
+	require.NoError(t, err)
+	uids := map[string]types.UID{}
+	for _, p := range pods.Items {
+		uids[p.Name] = p.UID
+	}
+	return uids
+}
+
+func setHalted(t *testing.T, ctx context.Context, ns, db string, halted bool) {
+	t.Helper()
+	patch := fmt.Sprintf(`{"spec":{"halted":%t}}`, halted)
+	_, err := env.pgops.KubedbV1().Postgreses(ns).Patch(ctx, db, types.MergePatchType, []byte(patch), metav1.PatchOptions{})
+	require.NoError(t, err)
+}
+
+// withoutSecretUpdates takes update and patch on Secrets away from the ops-manager's
+// ClusterRole; the returned func gives them back.
+func withoutSecretUpdates(t *testing.T, ctx context.Context) func() {
+	t.Helper()
+	roles := env.kube.RbacV1().ClusterRoles()
+	original, err := roles.Get(ctx, "pgops-ops-manager", metav1.GetOptions{})
+	require.NoError(t, err)
+	reduced := original.DeepCopy()
+	for i, rule := range reduced.Rules {
+		if len(rule.Resources) == 1 && rule.Resources[0] == "secrets" {
+			reduced.Rules[i].Verbs = []string{"get", "list", "watch", "create", "delete"}
+		}
+	}
+	_, err = roles.Update(ctx, reduced, metav1.UpdateOptions{})
+	require.NoError(t, err)
+	restored := false
+	restore := func() {
+		if restored {
+			return
+		}
+		restored = true
+		latest, err := roles.Get(context.Background(), "pgops-ops-manager", metav1.GetOptions{})
+		require.NoError(t, err)
+		latest.Rules = original.Rules
+		_, err = roles.Update(context.Background(), latest, metav1.UpdateOptions{})
+		require.NoError(t, err)
+	}
+	t.Cleanup(restore)
+	return restore
+}
+
+// watchForLeaks registers secrets that must never show up in the operators' logs, the
+// PostgreSQL server logs, events, or any status; the check runs when the test ends.
+func watchForLeaks(t *testing.T, secrets ...string) {
+	t.Helper()
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		texts := map[string]string{}
+		for _, name := range []string{"provisioner", "ops-manager"} {
+			data, _ := os.ReadFile(operatorLog(name))
+			texts[name+" log"] = string(data)
+		}
+		podLogs, _ := filepath.Glob(filepath.Join(env.workDir, "node", "logs", "*.log"))
+		for _, path := range podLogs {
+			data, _ := os.ReadFile(path)
+			texts[path] = string(data)
+		}
+		events, err := env.kube.CoreV1().Events("").List(ctx, metav1.ListOptions{})
+		require.NoError(t, err)
+		for _, e := range events.Items {
+			texts["event "+e.Namespace+"/"+e.Name] = e.Reason + " " + e.Message
+		}
+		reqs, err := env.pgops.OpsV1alpha1().PostgresOpsRequests("").List(ctx, metav1.ListOptions{})
+		require.NoError(t, err)
+		for i := range reqs.Items {
+			texts["status of "+reqs.Items[i].Name] = describeRequest(&reqs.Items[i])
+		}
+		pgs, err := env.pgops.KubedbV1().Postgreses("").List(ctx, metav1.ListOptions{})
+		require.NoError(t, err)
+		for i := range pgs.Items {
+			texts["status of "+pgs.Items[i].Name] = describePostgres(&pgs.Items[i])
+		}
+		for where, text := range texts {
+			for _, s := range secrets {
+				if s != "" && strings.Contains(text, s) {
+					t.Errorf("a password leaked into %s", where)
+				}
+			}
+		}
+	})
+}

@@ -43,8 +43,8 @@ test: tools ## Unit, PostgreSQL and control-plane integration tests
 unit-test: ## Only tests that need neither PostgreSQL nor a control plane
 	$(GO) test -count=1 -short $(PKGS)
 
-bench: tools ## Benchmarks (speed and memory targets)
-	$(GO) test -run '^$$' -bench . -benchmem $(PKGS)
+bench: tools ## Benchmarks (speed and memory targets); packages with benchmarks live under pkg/
+	$(GO) test -run '^$$' -bench . -benchmem ./pkg/...
 
 demo: ## Run the whole system on a local control plane; Ctrl-C tears it down
 	hack/demo.sh $(DEMO_FLAGS)

@@ -40,7 +40,7 @@ const (
 // world is a fake cluster around the controller: fake clientsets, a fake PostgreSQL and
 // small stand-ins for the provisioner, the StatefulSet controller and the kubelet.
 type world struct {
-	t        *testing.T
+	t        testing.TB
 	kube     *kubefake.Clientset
 	pgops    *pgopsfake.Clientset
 	db       *fakeDatabase
@@ -53,7 +53,7 @@ type world struct {
 	provisionerConfirmsPause bool
 }
 
-func newWorld(t *testing.T, replicas int32) *world {
+func newWorld(t testing.TB, replicas int32) *world {
 	t.Helper()
 	w := &world{
 		t:                        t,

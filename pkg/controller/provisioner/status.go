@@ -224,28 +224,12 @@ func (c *Controller) writeStatus(ctx context.Context, pg *kubedbv1.Postgres, cre
 // when it changed. On a conflict it re-reads the Postgres and applies mutate again, so it only
 // ever changes what mutate changes (the ops-manager writes the Paused condition).
 func (c *Controller) updateStatus(ctx context.Context, pg *kubedbv1.Postgres, mutate func(*kubedbv1.PostgresStatus)) (*kubedbv1.Postgres, error) {
-	cur, out := pg, pg
-	err := retry.RetryOnConflict(retry.DefaultRetry, func() error {
-		next := cur.DeepCopy()
+	postgreses := c.pgopsClient.KubedbV1().Postgreses(pg.Namespace)
+	out, err := c.writePostgres(ctx, pg, func(next *kubedbv1.Postgres) bool {
+		before := next.Status.DeepCopy()
 		mutate(&next.Status)
-		if equality.Semantic.DeepEqual(next.Status, cur.Status) {
-			out = cur
-			return nil
-		}
-		updated, err := c.pgopsClient.KubedbV1().Postgreses(pg.Namespace).UpdateStatus(ctx, next, metav1.UpdateOptions{FieldManager: FieldManager})
-		if apierrors.IsConflict(err) {
-			fresh, gerr := c.pgopsClient.KubedbV1().Postgreses(pg.Namespace).Get(ctx, pg.Name, metav1.GetOptions{})
-			if gerr != nil {
-				return gerr
-			}
-			cur = fresh
-		}
-		if err != nil {
-			return err
-		}
-		out = updated
-		return nil
-	})
+		return !equality.Semantic.DeepEqual(*before, next.Status)
+	}, postgreses.UpdateStatus)
 	if err != nil {
 		return pg, fmt.Errorf("updating status of postgres %s/%s: %w", pg.Namespace, pg.Name, err)
 	}
@@ -255,6 +239,18 @@ func (c *Controller) updateStatus(ctx context.Context, pg *kubedbv1.Postgres, mu
 // updatePostgres applies mutate (which reports whether it changed anything) to pg and
 // updates it, retrying on conflicts against a fresh copy.
 func (c *Controller) updatePostgres(ctx context.Context, pg *kubedbv1.Postgres, mutate func(*kubedbv1.Postgres) bool) (*kubedbv1.Postgres, error) {
+	out, err := c.writePostgres(ctx, pg, mutate, c.pgopsClient.KubedbV1().Postgreses(pg.Namespace).Update)
+	if err != nil {
+		return pg, fmt.Errorf("updating postgres %s/%s: %w", pg.Namespace, pg.Name, err)
+	}
+	return out, nil
+}
+
+// writePostgres applies mutate to a copy of pg and, when it changed something, writes it
+// with write (Update or UpdateStatus); on a conflict it re-reads the object and tries
+// again, so a field another writer owns (the ops-manager's Paused condition) is never lost.
+func (c *Controller) writePostgres(ctx context.Context, pg *kubedbv1.Postgres, mutate func(*kubedbv1.Postgres) bool,
+	write func(context.Context, *kubedbv1.Postgres, metav1.UpdateOptions) (*kubedbv1.Postgres, error)) (*kubedbv1.Postgres, error) {
 	cur, out := pg, pg
 	err := retry.RetryOnConflict(retry.DefaultRetry, func() error {
 		next := cur.DeepCopy()
@@ -262,7 +258,7 @@ func (c *Controller) updatePostgres(ctx context.Context, pg *kubedbv1.Postgres, 
 			out = cur
 			return nil
 		}
-		updated, err := c.pgopsClient.KubedbV1().Postgreses(pg.Namespace).Update(ctx, next, metav1.UpdateOptions{FieldManager: FieldManager})
+		updated, err := write(ctx, next, metav1.UpdateOptions{FieldManager: FieldManager})
 		if apierrors.IsConflict(err) {
 			fresh, gerr := c.pgopsClient.KubedbV1().Postgreses(pg.Namespace).Get(ctx, pg.Name, metav1.GetOptions{})
 			if gerr != nil {
@@ -276,8 +272,5 @@ func (c *Controller) updatePostgres(ctx context.Context, pg *kubedbv1.Postgres, 
 		out = updated
 		return nil
 	})
-	if err != nil {
-		return pg, fmt.Errorf("updating postgres %s/%s: %w", pg.Namespace, pg.Name, err)
-	}
-	return out, nil
+	return out, err
 }

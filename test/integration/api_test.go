@@ -270,3 +270,85 @@ func TestTypedClientsetListsAndWatches(t *testing.T) {
 	require.Len(t, list.Items, 1)
 	assert.Equal(t, "watched-rotate", list.Items[0].Name)
 }
+
+// Manifests shaped like KubeDB's PostgreSQL guides apply unchanged under kubectl's strict
+// field validation, including fields pgops accepts and ignores.
+func TestKubeDBGuideManifestsApply(t *testing.T) {
+	ctx := testContext(t)
+	ns := newNamespace(t, ctx)
+	out, err := kubectlApply(ctx, t, `
+apiVersion: kubedb.com/v1
+kind: Postgres
+metadata: {name: quick-postgres, namespace: `+ns+`}
+spec:
+  version: "16.1"
+  replicas: 3
+  standbyMode: Hot
+  streamingMode: Synchronous
+  clientAuthMode: md5
+  sslMode: disable
+  authSecret:
+    name: quick-postgres-auth
+    externallyManaged: false
+    rotateAfter: 720h
+  leaderElection:
+    leaseDurationSeconds: 15
+    renewDeadlineSeconds: 10
+    retryPeriodSeconds: 2
+    maximumLagBeforeFailover: 67108864
+  healthChecker:
+    periodSeconds: 15
+    timeoutSeconds: 10
+    failureThreshold: 2
+    disableWriteCheck: false
+  podTemplate:
+    metadata:
+      annotations: {example.com/team: db}
+    controller: {annotations: {example.com/owner: db}}
+    spec:
+      containers:
+      - name: postgres
+        resources:
+          requests: {cpu: 500m, memory: 512Mi}
+          limits: {memory: 1Gi}
+      nodeSelector: {disktype: ssd}
+  serviceTemplates:
+  - alias: primary
+    metadata:
+      annotations: {passMe: ToService}
+    spec:
+      type: NodePort
+      ports:
+      - name: http
+        port: 5432
+  storageType: Durable
+  storage:
+    storageClassName: "standard"
+    accessModes: [ReadWriteOnce]
+    resources:
+      requests: {storage: 1Gi}
+  deletionPolicy: DoNotTerminate
+---
+apiVersion: ops.kubedb.com/v1alpha1
+kind: PostgresOpsRequest
+metadata: {name: pgops-rotate-auth-user, namespace: `+ns+`}
+spec:
+  type: RotateAuth
+  databaseRef:
+    name: quick-postgres
+  authentication:
+    secretRef:
+      kind: Secret
+      name: quick-postgres-user-auth
+  timeout: 5m
+  apply: IfReady
+`)
+	require.NoError(t, err, out)
+	pg, err := pgopsClient(t).KubedbV1().Postgreses(ns).Get(ctx, "quick-postgres", metav1.GetOptions{})
+	require.NoError(t, err)
+	assert.Equal(t, "500m", pg.Spec.PodTemplate.Spec.Containers[0].Resources.Requests.Cpu().String())
+	assert.JSONEq(t, `{"leaseDurationSeconds":15,"renewDeadlineSeconds":10,"retryPeriodSeconds":2,"maximumLagBeforeFailover":67108864}`,
+		string(pg.Spec.LeaderElection.Raw))
+	// Deleting it is refused by the provisioner later, not by the schema now.
+	assert.Equal(t, kubedbv1.DeletionPolicyDoNotTerminate, pg.Spec.DeletionPolicy)
+}

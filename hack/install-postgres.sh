@@ -25,7 +25,9 @@ $sudo mkdir -p /etc/postgresql-common
 if [ ! -f /etc/postgresql-common/createcluster.conf ]; then
   echo "create_main_cluster = false" | $sudo tee /etc/postgresql-common/createcluster.conf >/dev/null
 fi
-export DEBIAN_FRONTEND=noninteractive
+# Non-interactive, keeping that file: CI has no terminal to answer a conffile prompt.
+export DEBIAN_FRONTEND=noninteractive UCF_FORCE_CONFFOLD=1
 $sudo apt-get update -q
-$sudo apt-get install -y -q --no-install-recommends postgresql
+${sudo:+$sudo -E} apt-get install -y -q --no-install-recommends \
+  -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold postgresql
 ls /usr/lib/postgresql/*/bin/initdb

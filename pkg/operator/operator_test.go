@@ -71,3 +71,15 @@ func TestMetricsIncludeNamedWorkqueues(t *testing.T) {
 	assert.Contains(t, rec.Body.String(), `workqueue_adds_total{name="pgops_test_queue"} 1`)
 	assert.Contains(t, rec.Body.String(), `workqueue_depth{name="pgops_test_queue"} 1`)
 }
+
+func TestStandbyReplicaIsReady(t *testing.T) {
+	h := &Health{}
+	h.standby.Store(true)
+	rec := httptest.NewRecorder()
+	h.readyz(rec, httptest.NewRequest(http.MethodGet, "/readyz", nil))
+	assert.Equal(t, http.StatusOK, rec.Code, "a replica waiting for the Lease does not block a rollout")
+	h.standby.Store(false)
+	rec = httptest.NewRecorder()
+	h.readyz(rec, httptest.NewRequest(http.MethodGet, "/readyz", nil))
+	assert.Equal(t, http.StatusServiceUnavailable, rec.Code, "a new leader is ready only once its caches sync")
+}

@@ -19,10 +19,13 @@ import (
 	"k8s.io/klog/v2"
 )
 
-// Health is what the probes report. Liveness holds while the process serves; readiness
-// holds once the operator's caches are synced.
+// Health is what the probes report. Liveness holds while the process serves (and, for a
+// leader, while it can renew its Lease). Readiness holds once the operator's caches are
+// synced, and for a standby replica that waits for the Lease: it is ready to take over, and
+// a Deployment's rollout must not wait for it to lead.
 type Health struct {
 	ready   atomic.Bool
+	standby atomic.Bool
 	elector atomic.Pointer[leaderelection.LeaderElector]
 }
 
@@ -42,6 +45,10 @@ func (h *Health) healthz(w http.ResponseWriter, r *http.Request) {
 }
 
 func (h *Health) readyz(w http.ResponseWriter, r *http.Request) {
+	if h.standby.Load() {
+		_, _ = w.Write([]byte("ok: standby, waiting for the leader election lease"))
+		return
+	}
 	if !h.ready.Load() {
 		http.Error(w, "caches not synced yet", http.StatusServiceUnavailable)
 		return
@@ -127,6 +134,7 @@ func runAsLeader(ctx context.Context, o *Options, cfg *rest.Config, health *Heal
 		Callbacks: leaderelection.LeaderCallbacks{
 			OnStartedLeading: func(leadCtx context.Context) {
 				started.Store(true)
+				health.standby.Store(false)
 				defer close(runDone)
 				klog.InfoS("Became leader", "lease", o.LeaderElectionID, "identity", identity)
 				runErr = run(leadCtx, cfg, o, health)
@@ -140,6 +148,7 @@ func runAsLeader(ctx context.Context, o *Options, cfg *rest.Config, health *Heal
 		return fmt.Errorf("configuring leader election: %w", err)
 	}
 	health.elector.Store(elector)
+	health.standby.Store(true)
 	elector.Run(ctx)
 
 	// Run returns when ctx is done or leadership is lost. Wait for the controllers to

@@ -169,6 +169,30 @@ func killAndRestartOpsManager(t *testing.T, ctx context.Context) {
 	startOpsManager(t, ctx)
 }
 
+// startStandbyOpsManager starts a second ops-manager replica. It does not become ready
+// (its caches wait behind the Lease) until the current leader is gone.
+func startStandbyOpsManager(ctx context.Context) (*testenv.Operator, error) {
+	cfg, err := env.cluster.ServiceAccountConfig(ctx, "pgops-system", "pgops-ops-manager")
+	if err != nil {
+		return nil, err
+	}
+	logFile, err := os.OpenFile(operatorLog("ops-manager"), os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o600)
+	if err != nil {
+		return nil, err
+	}
+	return testenv.StartOperator("ops-manager-standby", env.binaries["ops-manager"], cfg, env.workDir, logFile,
+		"--leader-elect-lease-duration=4s", "--leader-elect-renew-deadline=3s", "--leader-elect-retry-period=1s", "--workers=4")
+}
+
+// promote SIGKILLs the leading ops-manager and makes standby the one later tests use.
+func promote(t *testing.T, standby *testenv.Operator) {
+	t.Helper()
+	env.mu.Lock()
+	defer env.mu.Unlock()
+	env.opsManager.Kill()
+	env.opsManager = standby
+}
+
 func testContext(t *testing.T, timeout time.Duration) context.Context {
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	t.Cleanup(cancel)

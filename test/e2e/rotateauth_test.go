@@ -276,3 +276,17 @@ func conditionTrue(typ string) func(*opsv1alpha1.PostgresOpsRequest) bool {
 		return meta.IsStatusConditionTrue(r.Status.Conditions, typ)
 	}
 }
+
+// Two ops-manager replicas: the leader dies mid-rotation and the other, which was only
+// waiting for the Lease, finishes the request from its status.
+func TestLeaderFailover(t *testing.T) {
+	ctx := testContext(t, 10*time.Minute)
+	rc := newRotationCase(t, ctx, 1)
+	standby, err := startStandbyOpsManager(ctx)
+	require.NoError(t, err)
+	applyExample(t, ctx, rc.ns, "20-rotate-auth-generated.yaml", nil)
+	waitRequest(t, ctx, rc.ns, "pgops-rotate-auth-generated", conditionTrue(opsmanager.ConditionPauseDatabase))
+	promote(t, standby) // kills the leader; the standby takes over the Lease
+	waitRequestEnded(t, ctx, rc.ns, "pgops-rotate-auth-generated")
+	rc.checkRotated(t, ctx, "pgops-rotate-auth-generated")
+}

@@ -55,7 +55,8 @@ func StartOperator(name, binary string, cfg *rest.Config, workDir string, logFil
 	return op, nil
 }
 
-// WaitReady waits until the operator's /readyz answers 200.
+// WaitReady waits until the operator leads and its caches are synced: /readyz answers a
+// plain "ok" (a standby replica answers 200 too, with a note that it waits for the Lease).
 func (o *Operator) WaitReady(ctx context.Context) error {
 	return wait.PollUntilContextTimeout(ctx, 100*time.Millisecond, 2*time.Minute, true, func(ctx context.Context) (bool, error) {
 		select {
@@ -67,8 +68,9 @@ func (o *Operator) WaitReady(ctx context.Context) error {
 		if err != nil {
 			return false, nil
 		}
-		resp.Body.Close()
-		return resp.StatusCode == http.StatusOK, nil
+		defer resp.Body.Close()
+		body, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode == http.StatusOK && string(body) == "ok", nil
 	})
 }
 

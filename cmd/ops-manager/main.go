@@ -8,14 +8,12 @@ import (
 	"fmt"
 	"time"
 
-	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/cache"
 
 	"github.com/pgops/pgops/pkg/controller/opsmanager"
 	"github.com/pgops/pgops/pkg/credential"
 	"github.com/pgops/pgops/pkg/dbaddr"
-	pgopsclient "github.com/pgops/pgops/pkg/generated/clientset/versioned"
 	"github.com/pgops/pgops/pkg/operator"
 )
 
@@ -33,13 +31,9 @@ func run(ctx context.Context, cfg *rest.Config, opts *operator.Options, health *
 	if err != nil {
 		return fmt.Errorf("--database-host-mode: %w", err)
 	}
-	kubeClient, err := kubernetes.NewForConfig(cfg)
+	kubeClient, pgopsClient, err := operator.NewClients(cfg)
 	if err != nil {
-		return fmt.Errorf("creating Kubernetes client: %w", err)
-	}
-	pgopsClient, err := pgopsclient.NewForConfig(cfg)
-	if err != nil {
-		return fmt.Errorf("creating pgops client: %w", err)
+		return err
 	}
 	// Only the objects the operators own are cached: never every Secret or Pod.
 	kubeInformers := operator.NewOwnedKubeInformerFactory(kubeClient, opts)

@@ -20,14 +20,12 @@ import (
 	"fmt"
 	"time"
 
-	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/cache"
 	"k8s.io/klog/v2"
 
 	"github.com/pgops/pgops/pkg/controller/provisioner"
 	"github.com/pgops/pgops/pkg/dbaddr"
-	pgopsclient "github.com/pgops/pgops/pkg/generated/clientset/versioned"
 	"github.com/pgops/pgops/pkg/operator"
 )
 
@@ -75,13 +73,9 @@ func run(ctx context.Context, cfg *rest.Config, opts *operator.Options, health *
 		return fmt.Errorf("--status-period must be at least 1s, got %s", flags.statusPeriod)
 	}
 
-	kubeClient, err := kubernetes.NewForConfig(cfg)
+	kubeClient, pgopsClient, err := operator.NewClients(cfg)
 	if err != nil {
-		return fmt.Errorf("creating Kubernetes client: %w", err)
-	}
-	pgopsClient, err := pgopsclient.NewForConfig(cfg)
-	if err != nil {
-		return fmt.Errorf("creating pgops client: %w", err)
+		return err
 	}
 	kubeInformers := operator.NewOwnedKubeInformerFactory(kubeClient, opts)
 	pgopsInformers := operator.NewPgopsInformerFactory(pgopsClient, opts)

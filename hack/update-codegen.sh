@@ -11,7 +11,15 @@ cd "$root"
 module="$(go list -m)"
 out="${CODEGEN_OUTPUT_ROOT:-$root}"
 
+# code-generator is only a tool dependency: nothing else puts it in the module cache, and
+# `go list -m -f {{.Dir}}` prints nothing for a module that is not there yet. Download it
+# (the version go.mod pins) first, so a fresh machine generates as a warm one does.
+go mod download k8s.io/code-generator
 codegen_root="$(go list -m -f '{{.Dir}}' k8s.io/code-generator)"
+if [ ! -f "$codegen_root/kube_codegen.sh" ]; then
+  echo "k8s.io/code-generator not found in the module cache after download (got '$codegen_root')" >&2
+  exit 1
+fi
 # kube_codegen.sh installs its generators into GOBIN; keep them out of the user's GOPATH.
 export GOBIN="${PGOPS_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/pgops}/codegen-bin"
 mkdir -p "$GOBIN"

@@ -2,7 +2,10 @@ package opsmanager
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"strings"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -13,94 +16,194 @@ import (
 	opsv1alpha1 "github.com/pgops/pgops/pkg/apis/ops/v1alpha1"
 )
 
+// Reasons of the cleanup of a request that stopped past the point of no return.
+const (
+	ReasonRolledForward      = "RolledForward"
+	ReasonFinishingRestarts  = "FinishingRestarts"
+	ReasonStandbysNotStarted = "StandbysNeedRestart"
+)
+
 // cleanUp runs for a request that has ended, or is being deleted before it ended. Whatever
-// happened, it leaves the database resumed and its Secret's credential working, then drops
-// the staged credential and the finalizer. Each part is idempotent.
-func (c *Controller) cleanUp(ctx context.Context, req *opsv1alpha1.PostgresOpsRequest) error {
+// happened, it leaves the database resumed and its Secret's credential working; when the
+// request stopped past the point of no return it also finishes the job: the Secrets and the
+// pod template are rolled forward to the credential PostgreSQL has, and standbys still
+// carrying the old one are restarted. Then it releases the staged credential and the
+// finalizer. Each part is idempotent.
+func (c *Controller) cleanUp(ctx context.Context, req *opsv1alpha1.PostgresOpsRequest) (syncResult, error) {
 	if !hasFinalizer(req) {
-		return nil
+		return syncResult{}, nil
 	}
 	// Resume first: a database must never stay paused, even while its credential cannot
 	// be checked (for example because its pods are down).
-	if err := c.resumeIfIdle(ctx, req); err != nil {
-		return err
+	if err := c.resumeIfHeld(ctx, req); err != nil {
+		return syncResult{}, err
 	}
-	if req.Status.Phase != opsv1alpha1.OpsRequestPhaseSuccessful {
-		if err := c.reconcileCredential(ctx, req); err != nil {
-			return err
+	if req.Status.RotateAuth != nil && req.Status.Phase != opsv1alpha1.OpsRequestPhaseSuccessful {
+		published, err := c.rollForward(ctx, req)
+		if err != nil {
+			return syncResult{}, err
+		}
+		if published {
+			res, err := c.finishRestarts(ctx, req)
+			if err != nil || res.requeueAfter > 0 {
+				return res, err
+			}
 		}
 	}
-	err := c.kubeClient.CoreV1().Secrets(req.Namespace).Delete(ctx, stagedSecretName(req), metav1.DeleteOptions{})
-	if err != nil && !apierrors.IsNotFound(err) {
-		return fmt.Errorf("deleting the staged credential: %w", err)
+	if err := c.releaseStaged(ctx, req); err != nil {
+		return syncResult{}, err
 	}
-	return c.removeFinalizer(ctx, req)
+	return syncResult{}, c.removeFinalizer(ctx, req)
 }
 
-// reconcileCredential makes sure the database's Secret logs in after a request stopped
-// part-way. If PostgreSQL already has the staged credential, the Secrets are rolled
-// forward to it; PostgreSQL is never left with a credential no Secret holds.
-func (c *Controller) reconcileCredential(ctx context.Context, req *opsv1alpha1.PostgresOpsRequest) error {
-	cond := meta.FindStatusCondition(req.Status.Conditions, ConditionUpdateCredential)
-	if cond == nil || cond.Status == metav1.ConditionTrue {
-		return nil // PostgreSQL was never touched, or Kubernetes already agrees with it
+// rollForward makes the Secrets agree with PostgreSQL after a request stopped part-way,
+// and tells whether the new credential is (now) the published one. PostgreSQL is asked, not
+// the status: the operator may have died between the ALTER ROLE and recording it. It is never
+// left with a credential no Secret holds.
+func (c *Controller) rollForward(ctx context.Context, req *opsv1alpha1.PostgresOpsRequest) (bool, error) {
+	plan := req.Status.RotateAuth
+	if meta.FindStatusCondition(req.Status.Conditions, ConditionUpdateCredential) == nil {
+		return false, nil // PostgreSQL was never touched
 	}
-	staged, err := c.kubeClient.CoreV1().Secrets(req.Namespace).Get(ctx, stagedSecretName(req), metav1.GetOptions{})
+	secret, err := c.getStaged(ctx, req)
+	var conflict *failure
+	if errors.As(err, &conflict) {
+		return false, nil // the name is someone else's: this request staged nothing
+	}
+	if err != nil {
+		return false, err
+	}
+	if secret == nil {
+		if pastPointOfNoReturn(req) && !isTrue(req.Status.Conditions, ConditionUpdateCredential) {
+			c.recorder.Eventf(req, corev1.EventTypeWarning, ReasonCredentialLost,
+				"the staged credential Secret %s is gone, although PostgreSQL may have its credential; check that Secret %s logs in",
+				plan.StagedSecret, plan.TargetSecret)
+		}
+		return isTrue(req.Status.Conditions, ConditionUpdateCredential), nil
+	}
+	staged, err := stagedFrom(secret)
+	if err != nil {
+		return false, nil
+	}
+	if isTrue(req.Status.Conditions, ConditionUpdateCredential) {
+		return true, nil
+	}
+
+	target, err := c.primaryTarget(req)
+	if err != nil {
+		return false, err
+	}
+	current, _, err := c.readCredential(ctx, req.Namespace, plan.CurrentSecret)
+	if err != nil && !apierrors.IsNotFound(err) {
+		return false, err
+	}
+	if err == nil && current != staged {
+		ok, err := c.db.VerifyLogin(ctx, target, current.username, current.password)
+		if err != nil {
+			return false, fmt.Errorf("checking the credential of Postgres %s after the request stopped: %w", req.Spec.DatabaseRef.Name, err)
+		}
+		if ok {
+			return false, nil // PostgreSQL kept the current credential
+		}
+	}
+	ok, err := c.db.VerifyLogin(ctx, target, staged.username, staged.password)
+	if err != nil {
+		return false, err
+	}
+	if !ok {
+		c.recorder.Eventf(req, corev1.EventTypeWarning, ReasonCredentialRejected,
+			"PostgreSQL rejects both the credential in Secret %s and the staged one", plan.CurrentSecret)
+		return false, nil
+	}
+	klog.FromContext(ctx).Info("Rolling the Secret forward to the credential PostgreSQL has", "postgres", req.Spec.DatabaseRef.Name)
+	if err := c.publishCredential(ctx, req, staged); err != nil {
+		return false, err
+	}
+	msg := fmt.Sprintf("the request stopped after PostgreSQL accepted the new credential; Secret %s now holds it too", plan.TargetSecret)
+	setCondition(&req.Status.Conditions, ConditionUpdateCredential, metav1.ConditionTrue, ReasonRolledForward, msg, req.Generation, c.clock.Now())
+	if err := c.writeStatusInPlace(ctx, opsv1alpha1.OpsRequestStatus{}, req); err != nil {
+		return false, err
+	}
+	c.recorder.Event(req, corev1.EventTypeNormal, "CredentialRolledForward", msg)
+	return true, nil
+}
+
+// finishRestarts restarts, after a request stopped, the planned standbys that still run
+// a pod revision from before the new credential: their next reconnect to the primary would
+// fail. The primary is left alone: it does not need the restart. Bounded by spec.timeout;
+// past it, a Warning event names the standbys left, and the Postgres's phase shows them.
+func (c *Controller) finishRestarts(ctx context.Context, req *opsv1alpha1.PostgresOpsRequest) (syncResult, error) {
+	plan := req.Status.RotateAuth
+	primary := podName(req.Spec.DatabaseRef.Name, 0)
+	var standbys []string
+	for _, name := range plan.RestartPods {
+		if name != primary {
+			standbys = append(standbys, name)
+		}
+	}
+	if len(standbys) == 0 || isTrue(req.Status.Conditions, ConditionRestartNodes) {
+		return syncResult{}, nil
+	}
+	written, err := c.pointStatefulSetAt(ctx, req, plan.TargetSecret)
 	if apierrors.IsNotFound(err) {
-		return nil // nothing was staged, so nothing was set
+		return syncResult{}, nil // the database is gone
 	}
 	if err != nil {
-		return err
+		return syncResult{}, err
 	}
-	stagedAuth, problem := basicAuthFrom(staged)
-	if problem != "" {
-		return nil
+
+	now := c.clock.Now()
+	r := &rotation{req: req, now: now}
+	before := *req.Status.DeepCopy()
+	cond := meta.FindStatusCondition(req.Status.Conditions, ConditionRestartNodes)
+	if cond == nil || cond.Reason != ReasonFinishingRestarts {
+		setCondition(&req.Status.Conditions, ConditionRestartNodes, metav1.ConditionFalse, ReasonFinishingRestarts,
+			"the request stopped; restarting the standbys that still carry the old credential", req.Generation, now)
+		cond = meta.FindStatusCondition(req.Status.Conditions, ConditionRestartNodes)
 	}
-	cached, err := c.postgreses.Postgreses(req.Namespace).Get(req.Spec.DatabaseRef.Name)
-	if apierrors.IsNotFound(err) {
-		return nil // the database is gone
+	timeout := stepTimeout(req)
+	elapsed := now.Sub(cond.LastTransitionTime.Time)
+	if elapsed > timeout {
+		msg := fmt.Sprintf("gave up restarting standbys after %s; a standby on an old pod revision must be deleted to pick up the credential in Secret %s: %s",
+			timeout, plan.TargetSecret, strings.Join(standbys, ", "))
+		setCondition(&req.Status.Conditions, ConditionRestartNodes, metav1.ConditionFalse, ReasonStandbysNotStarted, msg, req.Generation, now)
+		if err := c.writeStatusInPlace(ctx, before, req); err != nil {
+			return syncResult{}, err
+		}
+		c.recorder.Event(req, corev1.EventTypeWarning, ReasonStandbysNotStarted, msg)
+		return syncResult{}, nil
 	}
+	deadline := syncResult{requeueAfter: timeout - elapsed + time.Second}
+
+	sts, err := c.plannedStatefulSet(req)
 	if err != nil {
-		return err
+		return deadline, err
 	}
-	pg := cached.DeepCopy()
-	current, _, err := c.currentCredential(ctx, pg)
-	if err != nil {
-		return err
+	if !templateObserved(sts, written) {
+		return deadline, c.writeStatusInPlace(ctx, before, req)
 	}
-	target, err := c.primaryTarget(pg)
-	if err != nil {
-		return err
+	for _, name := range standbys {
+		out, done, err := c.restartPod(ctx, r, sts, name)
+		if err != nil {
+			return deadline, err
+		}
+		if !done {
+			setCondition(&req.Status.Conditions, ConditionRestartNodes, metav1.ConditionFalse, ReasonFinishingRestarts,
+				"the request stopped; "+out.message, req.Generation, now)
+			return deadline, c.writeStatusInPlace(ctx, before, req)
+		}
 	}
-	if ok, err := c.db.VerifyLogin(ctx, target, current.username, current.password); err != nil {
-		return fmt.Errorf("checking the credential of Postgres %s after the request stopped: %w", pg.Name, err)
-	} else if ok {
-		return nil
+	msg := fmt.Sprintf("the request stopped; restarted standbys %s with the credential in Secret %s", strings.Join(standbys, ", "), plan.TargetSecret)
+	setCondition(&req.Status.Conditions, ConditionRestartNodes, metav1.ConditionTrue, ReasonCompleted, msg, req.Generation, now)
+	if err := c.writeStatusInPlace(ctx, before, req); err != nil {
+		return syncResult{}, err
 	}
-	if ok, err := c.db.VerifyLogin(ctx, target, stagedAuth.username, stagedAuth.password); err != nil {
-		return err
-	} else if !ok {
-		c.recorder.Eventf(req, corev1.EventTypeWarning, "CredentialRejected",
-			"PostgreSQL rejects both the credential in Secret %s and the staged one", pg.Spec.AuthSecret.Name)
-		return nil
-	}
-	klog.FromContext(ctx).Info("Rolling the Secret forward to the credential PostgreSQL has", "postgres", pg.Name)
-	if err := c.publishCredential(ctx, req, pg, stagedAuth); err != nil {
-		return err
-	}
-	c.recorder.Eventf(req, corev1.EventTypeNormal, "CredentialRolledForward",
-		"PostgreSQL already had the new credential; Secret %s now holds it too", pg.Spec.AuthSecret.Name)
-	return nil
+	c.recorder.Event(req, corev1.EventTypeNormal, ConditionRestartNodes, msg)
+	return syncResult{}, nil
 }
 
 func (c *Controller) removeFinalizer(ctx context.Context, req *opsv1alpha1.PostgresOpsRequest) error {
-	kept := []string{}
-	for _, f := range req.Finalizers {
-		if f != Finalizer {
-			kept = append(kept, f)
-		}
-	}
-	_, err := c.patchFinalizers(ctx, req, kept)
+	_, err := c.patchFinalizers(ctx, req, withoutFinalizer(req.Finalizers, Finalizer))
 	if apierrors.IsNotFound(err) {
 		return nil
 	}

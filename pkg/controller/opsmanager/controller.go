@@ -69,7 +69,6 @@ type Controller struct {
 	postgreses      kubedblisters.PostgresLister
 	statefulSets    appslisters.StatefulSetLister
 	pods            corelisters.PodLister
-	secrets         corelisters.SecretLister
 	services        corelisters.ServiceLister
 	synced          []cache.InformerSynced
 
@@ -82,7 +81,8 @@ type Controller struct {
 
 // New wires the controller to its informers. kubeInformers must be filtered to the
 // objects the operators own (kubedbv1.ManagedBySelector): the ops-manager never caches
-// other Secrets or Pods.
+// other Pods. It caches no Secrets at all: it reads the few it needs with GETs, so it needs
+// no right to list or watch Secrets.
 func New(kubeClient kubernetes.Interface, pgopsClient pgopsclient.Interface,
 	kubeInformers kubeinformers.SharedInformerFactory, pgopsInformers pgopsinformers.SharedInformerFactory,
 	recorder record.EventRecorder, db Database, cfg Config) (*Controller, error) {
@@ -96,7 +96,6 @@ func New(kubeClient kubernetes.Interface, pgopsClient pgopsclient.Interface,
 	postgresInformer := pgopsInformers.Kubedb().V1().Postgreses()
 	stsInformer := kubeInformers.Apps().V1().StatefulSets()
 	podInformer := kubeInformers.Core().V1().Pods()
-	secretInformer := kubeInformers.Core().V1().Secrets()
 	serviceInformer := kubeInformers.Core().V1().Services()
 
 	if err := requestInformer.Informer().AddIndexers(cache.Indexers{byDatabaseIndex: indexByDatabase}); err != nil {
@@ -111,12 +110,11 @@ func New(kubeClient kubernetes.Interface, pgopsClient pgopsclient.Interface,
 		postgreses:      postgresInformer.Lister(),
 		statefulSets:    stsInformer.Lister(),
 		pods:            podInformer.Lister(),
-		secrets:         secretInformer.Lister(),
 		services:        serviceInformer.Lister(),
 		synced: []cache.InformerSynced{
 			requestInformer.Informer().HasSynced, postgresInformer.Informer().HasSynced,
 			stsInformer.Informer().HasSynced, podInformer.Informer().HasSynced,
-			secretInformer.Informer().HasSynced, serviceInformer.Informer().HasSynced,
+			serviceInformer.Informer().HasSynced,
 		},
 		queue: workqueue.NewTypedRateLimitingQueueWithConfig(
 			workqueue.DefaultTypedControllerRateLimiter[cache.ObjectName](),
@@ -305,6 +303,10 @@ func (c *Controller) processNextWorkItem(ctx context.Context) bool {
 	case err != nil:
 		logger.Error(err, "Sync failed; will retry")
 		c.queue.AddRateLimited(key)
+		if result.requeueAfter > 0 {
+			// The backoff grows to many minutes; a step's deadline must not wait for it.
+			c.queue.AddAfter(key, result.requeueAfter)
+		}
 	case result.requeueAfter > 0:
 		c.queue.Forget(key)
 		c.queue.AddAfter(key, result.requeueAfter)

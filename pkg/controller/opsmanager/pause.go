@@ -13,76 +13,157 @@ import (
 	opsv1alpha1 "github.com/pgops/pgops/pkg/apis/ops/v1alpha1"
 )
 
-// pauseDatabase asks the provisioner to leave the database alone (Paused=Unknown) and
-// waits until it confirms (Paused=True).
+// ReasonPauseLost fails a request whose pause was taken away (removed by hand).
+const ReasonPauseLost = "PauseLost"
+
+// The pause belongs to a request: status.pausedBy names it (name and UID) next to the
+// Paused condition. The ops-manager asks with Paused=Unknown, the provisioner answers True
+// for the request named there, and drops a pause whose request is gone or ended. Every
+// decision about the pause reads the Postgres live: a cache may still show the pause of the
+// previous request.
+
+// pauseDatabase asks the provisioner to leave the database alone and waits until it
+// confirms, for this request.
 func (c *Controller) pauseDatabase(ctx context.Context, r *rotation) (outcome, error) {
-	paused := meta.FindStatusCondition(r.pg.Status.Conditions, kubedbv1.ConditionPaused)
-	switch {
-	case paused != nil && paused.Status == metav1.ConditionTrue:
-		return completed("Postgres %s is paused", r.pg.Name), nil
-	case paused != nil && paused.Status == metav1.ConditionUnknown:
-		return waiting("waiting for the provisioner to pause Postgres %s", r.pg.Name), nil
+	pg, err := c.liveDatabase(ctx, r.req)
+	if err != nil {
+		return outcome{}, err
 	}
-	meta.SetStatusCondition(&r.pg.Status.Conditions, metav1.Condition{
+	paused := meta.FindStatusCondition(pg.Status.Conditions, kubedbv1.ConditionPaused)
+	switch holder := pg.Status.PausedBy; {
+	case holder != nil && holder.UID == r.req.UID && paused != nil && paused.Status == metav1.ConditionTrue:
+		return completed("Postgres %s is paused for this request", pg.Name), nil
+	case holder != nil && holder.UID == r.req.UID && paused != nil:
+		return waiting("waiting for the provisioner to pause Postgres %s", pg.Name), nil
+	case holder != nil && holder.UID != r.req.UID && paused != nil:
+		active, err := c.requestActive(ctx, r.req.Namespace, *holder)
+		if err != nil {
+			return outcome{}, err
+		}
+		if active {
+			return waiting("Postgres %s is paused by PostgresOpsRequest %s; waiting for it to end", pg.Name, holder.Name), nil
+		}
+		// The pause of a request that is gone or ended: take it over.
+	}
+	meta.SetStatusCondition(&pg.Status.Conditions, metav1.Condition{
 		Type: kubedbv1.ConditionPaused, Status: metav1.ConditionUnknown, Reason: "PauseRequested",
 		Message:            fmt.Sprintf("paused by PostgresOpsRequest %s", r.req.Name),
-		ObservedGeneration: r.pg.Generation,
+		ObservedGeneration: pg.Generation,
 	})
-	if _, err := c.pgopsClient.KubedbV1().Postgreses(r.pg.Namespace).UpdateStatus(ctx, r.pg,
+	pg.Status.PausedBy = &kubedbv1.OpsRequestReference{Name: r.req.Name, UID: r.req.UID}
+	// The live object's resourceVersion guards this write: a pause set meanwhile by anyone
+	// else makes it conflict, and the next sync looks again.
+	if _, err := c.pgopsClient.KubedbV1().Postgreses(pg.Namespace).UpdateStatus(ctx, pg,
 		metav1.UpdateOptions{FieldManager: FieldManager}); err != nil {
-		return outcome{}, fmt.Errorf("asking to pause Postgres %s: %w", r.pg.Name, err)
+		return outcome{}, fmt.Errorf("asking to pause Postgres %s: %w", pg.Name, err)
 	}
-	c.recorder.Eventf(r.req, corev1.EventTypeNormal, "PauseDatabase", "pausing Postgres %s", r.pg.Name)
-	return waiting("waiting for the provisioner to pause Postgres %s", r.pg.Name), nil
+	c.recorder.Eventf(r.req, corev1.EventTypeNormal, "PauseDatabase", "pausing Postgres %s", pg.Name)
+	return waiting("waiting for the provisioner to pause Postgres %s", pg.Name), nil
+}
+
+// checkPauseHeld fails the request when the pause it holds was taken away. The cache is
+// consulted first, and only a cache that shows no pause of this request is confirmed live.
+func (c *Controller) checkPauseHeld(ctx context.Context, r *rotation) error {
+	if heldBy(r.pg, r.req) {
+		return nil
+	}
+	pg, err := c.liveDatabase(ctx, r.req)
+	if err != nil {
+		return err
+	}
+	if heldBy(pg, r.req) {
+		return nil
+	}
+	return fatal(ReasonPauseLost, "the pause of Postgres %s was removed while the request was running; "+
+		"the database was resumed, and the credential is checked and rolled forward if PostgreSQL already has the new one", pg.Name)
+}
+
+func heldBy(pg *kubedbv1.Postgres, req *opsv1alpha1.PostgresOpsRequest) bool {
+	return pg.Status.PausedBy != nil && pg.Status.PausedBy.UID == req.UID &&
+		meta.IsStatusConditionTrue(pg.Status.Conditions, kubedbv1.ConditionPaused)
 }
 
 // resumeDatabase hands the database back to the provisioner and records when its
 // credential changed.
 func (c *Controller) resumeDatabase(ctx context.Context, r *rotation) (outcome, error) {
 	changedAt := meta.FindStatusCondition(r.req.Status.Conditions, ConditionUpdateCredential).LastTransitionTime
-	pausedNow := meta.FindStatusCondition(r.pg.Status.Conditions, kubedbv1.ConditionPaused) != nil
-	recorded := r.pg.Status.AuthSecret != nil && r.pg.Status.AuthSecret.LastUpdateTimestamp != nil &&
-		!r.pg.Status.AuthSecret.LastUpdateTimestamp.Before(&changedAt)
-	if !pausedNow && recorded {
-		return completed("Postgres %s is resumed", r.pg.Name), nil
+	pg, err := c.liveDatabase(ctx, r.req)
+	if err != nil {
+		return outcome{}, err
 	}
-	meta.RemoveStatusCondition(&r.pg.Status.Conditions, kubedbv1.ConditionPaused)
-	r.pg.Status.AuthSecret = &kubedbv1.Age{LastUpdateTimestamp: &changedAt}
-	if _, err := c.pgopsClient.KubedbV1().Postgreses(r.pg.Namespace).UpdateStatus(ctx, r.pg,
+	recorded := pg.Status.AuthSecret != nil && pg.Status.AuthSecret.LastUpdateTimestamp != nil &&
+		!pg.Status.AuthSecret.LastUpdateTimestamp.Before(&changedAt)
+	if !pausedByRequest(pg, r.req) && recorded {
+		return completed("Postgres %s is resumed", pg.Name), nil
+	}
+	if pausedByRequest(pg, r.req) {
+		meta.RemoveStatusCondition(&pg.Status.Conditions, kubedbv1.ConditionPaused)
+		pg.Status.PausedBy = nil
+	}
+	pg.Status.AuthSecret = &kubedbv1.Age{LastUpdateTimestamp: &changedAt}
+	if _, err := c.pgopsClient.KubedbV1().Postgreses(pg.Namespace).UpdateStatus(ctx, pg,
 		metav1.UpdateOptions{FieldManager: FieldManager}); err != nil {
-		return outcome{}, fmt.Errorf("resuming Postgres %s: %w", r.pg.Name, err)
+		return outcome{}, fmt.Errorf("resuming Postgres %s: %w", pg.Name, err)
 	}
-	c.recorder.Eventf(r.req, corev1.EventTypeNormal, "ResumeDatabase", "resumed Postgres %s", r.pg.Name)
-	return completed("Postgres %s is resumed", r.pg.Name), nil
+	c.recorder.Eventf(r.req, corev1.EventTypeNormal, "ResumeDatabase", "resumed Postgres %s", pg.Name)
+	return completed("Postgres %s is resumed", pg.Name), nil
 }
 
-// resumeIfIdle removes the pause that req asked for, unless another request for the same
-// database is running (it holds the pause now).
-func (c *Controller) resumeIfIdle(ctx context.Context, req *opsv1alpha1.PostgresOpsRequest) error {
+// pausedByRequest tells whether pg's pause, asked or acknowledged, is req's.
+func pausedByRequest(pg *kubedbv1.Postgres, req *opsv1alpha1.PostgresOpsRequest) bool {
+	return pg.Status.PausedBy != nil && pg.Status.PausedBy.UID == req.UID
+}
+
+// resumeIfHeld removes req's pause, if the database still carries it. A pause of another
+// request is left alone.
+func (c *Controller) resumeIfHeld(ctx context.Context, req *opsv1alpha1.PostgresOpsRequest) error {
 	if meta.FindStatusCondition(req.Status.Conditions, ConditionPauseDatabase) == nil {
 		return nil // never asked for a pause
 	}
-	for _, other := range c.requestsFor(req.Namespace, req.Spec.DatabaseRef.Name) {
-		if other.UID != req.UID && other.Status.Phase == opsv1alpha1.OpsRequestPhaseProgressing {
-			return nil
-		}
-	}
-	cached, err := c.postgreses.Postgreses(req.Namespace).Get(req.Spec.DatabaseRef.Name)
+	pg, err := c.pgopsClient.KubedbV1().Postgreses(req.Namespace).Get(ctx, req.Spec.DatabaseRef.Name, metav1.GetOptions{})
 	if apierrors.IsNotFound(err) {
 		return nil
 	}
 	if err != nil {
 		return err
 	}
-	if meta.FindStatusCondition(cached.Status.Conditions, kubedbv1.ConditionPaused) == nil {
+	if !pausedByRequest(pg, req) {
 		return nil
 	}
-	pg := cached.DeepCopy()
 	meta.RemoveStatusCondition(&pg.Status.Conditions, kubedbv1.ConditionPaused)
+	pg.Status.PausedBy = nil
 	if _, err := c.pgopsClient.KubedbV1().Postgreses(pg.Namespace).UpdateStatus(ctx, pg,
 		metav1.UpdateOptions{FieldManager: FieldManager}); err != nil {
 		return fmt.Errorf("resuming Postgres %s: %w", pg.Name, err)
 	}
 	c.recorder.Eventf(req, corev1.EventTypeNormal, "ResumeDatabase", "resumed Postgres %s", pg.Name)
 	return nil
+}
+
+// requestActive tells whether the request ref names still exists and has not ended.
+func (c *Controller) requestActive(ctx context.Context, namespace string, ref kubedbv1.OpsRequestReference) (bool, error) {
+	holder, err := c.pgopsClient.OpsV1alpha1().PostgresOpsRequests(namespace).Get(ctx, ref.Name, metav1.GetOptions{})
+	if apierrors.IsNotFound(err) {
+		return false, nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("reading PostgresOpsRequest %s: %w", ref.Name, err)
+	}
+	return holder.UID == ref.UID && !isTerminal(holder.Status.Phase), nil
+}
+
+// liveDatabase reads the request's Postgres from the API server and checks that it is the
+// database the request started on.
+func (c *Controller) liveDatabase(ctx context.Context, req *opsv1alpha1.PostgresOpsRequest) (*kubedbv1.Postgres, error) {
+	pg, err := c.pgopsClient.KubedbV1().Postgreses(req.Namespace).Get(ctx, req.Spec.DatabaseRef.Name, metav1.GetOptions{})
+	if apierrors.IsNotFound(err) {
+		return nil, fatal(ReasonDatabaseNotFound, "Postgres %s/%s was deleted while the request was running", req.Namespace, req.Spec.DatabaseRef.Name)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("reading Postgres %s: %w", req.Spec.DatabaseRef.Name, err)
+	}
+	if plan := req.Status.RotateAuth; plan != nil && pg.UID != plan.DatabaseUID {
+		return nil, fatal(ReasonDatabaseReplaced, "Postgres %s was deleted and created again while the request was running", pg.Name)
+	}
+	return pg, nil
 }

@@ -3,6 +3,7 @@ package opsmanager
 import (
 	"context"
 	"fmt"
+	"strings"
 	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
@@ -11,50 +12,39 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	opsv1alpha1 "github.com/pgops/pgops/pkg/apis/ops/v1alpha1"
 )
 
 // replicationPollInterval is how often RestartNodes looks at pg_stat_replication while
 // standbys reconnect: no informer reports replication.
 const replicationPollInterval = time.Second
 
-// restartNodes restarts the database's pods one at a time, standbys first (highest
-// ordinal first) and the primary last, so that each comes up with the credential from its
-// new environment. A pod counts as restarted when it runs the StatefulSet's update
-// revision (it was recreated from the new template, so it has a new UID) and is Ready.
+// restartNodes restarts the plan's pods one at a time, in the plan's order (standbys from
+// the highest ordinal, then the primary unless its storage is Ephemeral), so that each comes
+// up with the credential from its new environment. A pod counts as restarted when it runs
+// the StatefulSet's update revision (it was recreated from the new template) and is Ready.
 // The step ends when every standby streams from the primary again.
 func (c *Controller) restartNodes(ctx context.Context, r *rotation) (outcome, error) {
-	sts, err := c.statefulSets.StatefulSets(r.pg.Namespace).Get(r.pg.Name)
+	plan := r.req.Status.RotateAuth
+	sts, err := c.plannedStatefulSet(r.req)
 	if err != nil {
-		return outcome{}, fmt.Errorf("reading StatefulSet %s: %w", r.pg.Name, err)
+		return outcome{}, err
 	}
 	if !revisionObserved(sts) {
 		return waiting("waiting for the StatefulSet controller to observe StatefulSet %s", sts.Name), nil
 	}
-	replicas := int32(1)
-	if sts.Spec.Replicas != nil {
-		replicas = *sts.Spec.Replicas
-	}
-	for ordinal := replicas - 1; ordinal >= 0; ordinal-- {
-		name := fmt.Sprintf("%s-%d", sts.Name, ordinal)
-		pod, err := c.pods.Pods(sts.Namespace).Get(name)
-		if apierrors.IsNotFound(err) {
-			return waiting("waiting for pod %s to be recreated", name), nil
-		}
-		if err != nil {
-			return outcome{}, err
-		}
-		if pod.Labels[appsv1.ControllerRevisionHashLabelKey] != sts.Status.UpdateRevision {
-			return c.evictPod(ctx, r, pod)
-		}
-		if pod.DeletionTimestamp != nil || !podReady(pod) {
-			return waiting("waiting for the restarted pod %s to be ready", name), nil
+	for _, name := range plan.RestartPods {
+		out, done, err := c.restartPod(ctx, r, sts, name)
+		if !done || err != nil {
+			return out, err
 		}
 		setCondition(&r.req.Status.Conditions, perPodCondition(ConditionCheckPodReady, name), metav1.ConditionTrue,
 			ReasonCompleted, fmt.Sprintf("pod %s restarted and ready", name), r.req.Generation, r.now)
 	}
 
-	if standbys := int(replicas) - 1; standbys > 0 {
-		streaming, err := c.streamingStandbys(ctx, r)
+	if standbys := len(plan.RestartPods) + len(plan.KeptPods) - 1; standbys > 0 {
+		streaming, err := c.streamingStandbys(ctx, r.req)
 		if err != nil {
 			return outcome{}, err
 		}
@@ -65,8 +55,58 @@ func (c *Controller) restartNodes(ctx context.Context, r *rotation) (outcome, er
 		}
 	}
 	setCondition(&r.req.Status.Conditions, ConditionCheckPodReady, metav1.ConditionTrue, ReasonCompleted,
-		"every pod restarted and ready", r.req.Generation, r.now)
-	return completed("restarted %d pod(s); standbys stream again", replicas), nil
+		"every restarted pod is ready", r.req.Generation, r.now)
+	return completed("%s; standbys stream again", restartSummary(plan)), nil
+}
+
+// restartSummary says what was and was not restarted, and why.
+func restartSummary(plan *opsv1alpha1.RotateAuthPlan) string {
+	msg := fmt.Sprintf("restarted %s", strings.Join(plan.RestartPods, ", "))
+	if len(plan.RestartPods) == 0 {
+		msg = "restarted no pod"
+	}
+	if len(plan.KeptPods) > 0 {
+		msg += fmt.Sprintf("; kept %s running: storage is Ephemeral, so a restart would erase its data, "+
+			"and the primary does not need one (the new password is set over SQL; pods read it only at initdb)",
+			strings.Join(plan.KeptPods, ", "))
+	}
+	return msg
+}
+
+// restartPod moves one pod towards running the update revision and being Ready: done when
+// it is; otherwise out says what it waits for.
+func (c *Controller) restartPod(ctx context.Context, r *rotation, sts *appsv1.StatefulSet, name string) (out outcome, done bool, err error) {
+	pod, err := c.pods.Pods(sts.Namespace).Get(name)
+	if apierrors.IsNotFound(err) {
+		return waiting("waiting for pod %s to be recreated", name), false, nil
+	}
+	if err != nil {
+		return outcome{}, false, err
+	}
+	if owner := metav1.GetControllerOf(pod); owner == nil || owner.UID != sts.UID {
+		return outcome{}, false, fmt.Errorf("pod %s is not controlled by StatefulSet %s", name, sts.Name)
+	}
+	if pod.Labels[appsv1.ControllerRevisionHashLabelKey] != sts.Status.UpdateRevision {
+		out, err := c.evictPod(ctx, r, pod)
+		return out, false, err
+	}
+	if pod.DeletionTimestamp != nil || !podReady(pod) {
+		return waiting("waiting for the restarted pod %s to be ready", name), false, nil
+	}
+	return outcome{}, true, nil
+}
+
+// plannedStatefulSet is the database's StatefulSet from the cache, checked to belong to the
+// planned database.
+func (c *Controller) plannedStatefulSet(req *opsv1alpha1.PostgresOpsRequest) (*appsv1.StatefulSet, error) {
+	sts, err := c.statefulSets.StatefulSets(req.Namespace).Get(req.Spec.DatabaseRef.Name)
+	if err != nil {
+		return nil, fmt.Errorf("reading StatefulSet %s: %w", req.Spec.DatabaseRef.Name, err)
+	}
+	if err := checkOwnedByPlan(sts, req); err != nil {
+		return nil, err
+	}
+	return sts, nil
 }
 
 // evictPod asks for pod to be evicted (honouring PodDisruptionBudgets) unless it is
@@ -99,20 +139,21 @@ func (c *Controller) evictPod(ctx context.Context, r *rotation, pod *corev1.Pod)
 	return waiting("restarting pod %s", pod.Name), nil
 }
 
-// streamingStandbys asks the primary how many standbys stream from it.
-func (c *Controller) streamingStandbys(ctx context.Context, r *rotation) (int, error) {
-	current, _, err := c.currentCredential(ctx, r.pg)
+// streamingStandbys asks the primary how many standbys stream from it, logging in with the
+// plan's target credential (PostgreSQL has it from UpdateCredential on).
+func (c *Controller) streamingStandbys(ctx context.Context, req *opsv1alpha1.PostgresOpsRequest) (int, error) {
+	auth, _, err := c.readCredential(ctx, req.Namespace, req.Status.RotateAuth.TargetSecret)
 	if err != nil {
 		return 0, err
 	}
-	target, err := c.primaryTarget(r.pg)
+	target, err := c.primaryTarget(req)
 	if err != nil {
 		return 0, err
 	}
-	target.User, target.Password = current.username, current.password
+	target.User, target.Password = auth.username, auth.password
 	n, err := c.db.StreamingStandbys(ctx, target)
 	if err != nil {
-		return 0, fmt.Errorf("checking replication on Postgres %s: %w", r.pg.Name, err)
+		return 0, fmt.Errorf("checking replication on Postgres %s: %w", req.Spec.DatabaseRef.Name, err)
 	}
 	return n, nil
 }

@@ -31,6 +31,16 @@ func (w *world) userSecret(name string, data map[string]string) {
 	w.create(s)
 }
 
+// createStaged stages password for req as a dying operator would have.
+func (w *world) createStaged(req *opsv1alpha1.PostgresOpsRequest, password string) {
+	labels := ownedLabels()
+	labels[LabelOpsRequestUID] = string(req.UID)
+	w.create(&corev1.Secret{
+		ObjectMeta: metav1.ObjectMeta{Name: stagedSecretName(req), Namespace: ns, Labels: labels, Finalizers: []string{StagedCredentialFinalizer}},
+		Data:       map[string][]byte{"username": []byte(superuser), "password": []byte(password)},
+	})
+}
+
 func condition(req *opsv1alpha1.PostgresOpsRequest, typ string) *metav1.Condition {
 	return meta.FindStatusCondition(req.Status.Conditions, typ)
 }
@@ -306,11 +316,7 @@ func TestCrashBetweenAlterRoleAndSecretUpdate(t *testing.T) {
 	}
 	w.provisionerConfirmsPause = true
 	// Stage and set the password as a dying operator would have, and nothing more.
-	staged := &corev1.Secret{
-		ObjectMeta: metav1.ObjectMeta{Name: stagedSecretName(w.request("rotate")), Namespace: ns, Labels: ownedLabels()},
-		Data:       map[string][]byte{"username": []byte(superuser), "password": []byte("Staged-Password-9")},
-	}
-	w.create(staged)
+	w.createStaged(w.request("rotate"), "Staged-Password-9")
 	w.db.passwords[superuser] = "Staged-Password-9"
 
 	req := w.runUntilDone("rotate", 50)
@@ -359,10 +365,7 @@ func TestFailureAfterDatabaseUpdateRollsSecretForward(t *testing.T) {
 	}
 	// PostgreSQL gets the staged credential, then the request fails before the Secret does.
 	req := w.request("rotate")
-	w.create(&corev1.Secret{
-		ObjectMeta: metav1.ObjectMeta{Name: stagedSecretName(req), Namespace: ns, Labels: ownedLabels()},
-		Data:       map[string][]byte{"username": []byte(superuser), "password": []byte("Staged-Password-9")},
-	})
+	w.createStaged(req, "Staged-Password-9")
 	w.db.passwords[superuser] = "Staged-Password-9"
 	setCondition(&req.Status.Conditions, ConditionUpdateCredential, metav1.ConditionFalse, ReasonDatabaseUpdated, "set", 1, w.clock.Now())
 	req.Status.Phase = opsv1alpha1.OpsRequestPhaseFailed

@@ -10,6 +10,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
 
 	kubedbv1 "github.com/pgops/pgops/pkg/apis/kubedb/v1"
 	opsv1alpha1 "github.com/pgops/pgops/pkg/apis/ops/v1alpha1"
@@ -23,7 +24,10 @@ const (
 	ReasonDatabaseNotFound   = "DatabaseNotFound"
 	ReasonDatabaseNotReady   = "DatabaseNotReady"
 	ReasonInvalidRequest     = "InvalidRequest"
+	ReasonDatabaseReplaced   = "DatabaseReplaced"
 )
+
+var everything = labels.Everything()
 
 // schedule decides whether a Pending request starts, waits, is skipped or fails:
 //   - one request per database is Progressing at a time, in creation order;
@@ -62,12 +66,10 @@ func (c *Controller) schedule(ctx context.Context, req *opsv1alpha1.PostgresOpsR
 			fmt.Sprintf("waiting for PostgresOpsRequest %s to finish", older.Name))
 	}
 
-	// Reject bad input before the database is paused.
-	if err := c.validateNewCredential(ctx, req, pg); err != nil {
-		if f, ok := err.(*failure); ok {
-			return syncResult{}, c.fail(ctx, req, f.reason, f.message)
-		}
-		return syncResult{}, err
+	// Reject bad input before the database is paused, and decide what the rotation acts on.
+	plan, err := c.planRotation(ctx, req)
+	if err != nil {
+		return c.failOrRetry(ctx, req, err, syncResult{})
 	}
 
 	if ready, why := databaseReadyFor(pg, req.Spec.Apply); !ready {
@@ -86,6 +88,7 @@ func (c *Controller) schedule(ctx context.Context, req *opsv1alpha1.PostgresOpsR
 	}
 
 	req.Status.Phase = opsv1alpha1.OpsRequestPhaseProgressing
+	req.Status.RotateAuth = plan
 	msg := fmt.Sprintf("rotating the credential of Postgres %s", pg.Name)
 	setCondition(&req.Status.Conditions, ConditionPending, metav1.ConditionFalse, "Started", msg, req.Generation, now)
 	setCondition(&req.Status.Conditions, ConditionRotateAuth, metav1.ConditionTrue, "Started", msg, req.Generation, now)
@@ -94,6 +97,21 @@ func (c *Controller) schedule(ctx context.Context, req *opsv1alpha1.PostgresOpsR
 	}
 	c.recorder.Event(req, corev1.EventTypeNormal, "Starting", msg)
 	return syncResult{}, nil
+}
+
+// recordPlan plans a request that is already Progressing without a plan and records it.
+func (c *Controller) recordPlan(ctx context.Context, req *opsv1alpha1.PostgresOpsRequest) error {
+	plan, err := c.planRotation(ctx, req)
+	if err != nil {
+		return err
+	}
+	req.Status.RotateAuth = plan
+	updated, err := c.writeStatus(ctx, req)
+	if err != nil {
+		return err
+	}
+	*req = *updated
+	return nil
 }
 
 func (c *Controller) stayPending(ctx context.Context, req *opsv1alpha1.PostgresOpsRequest, reason, message string) (syncResult, error) {

@@ -10,33 +10,60 @@ import (
 	"k8s.io/client-go/util/retry"
 
 	kubedbv1 "github.com/pgops/pgops/pkg/apis/kubedb/v1"
+	opsv1alpha1 "github.com/pgops/pgops/pkg/apis/ops/v1alpha1"
 )
 
-// updateStatefulSets points the pod template's credential at the database's current auth
-// Secret and marks the template with this rotation, so the StatefulSet gets a new
-// revision: RestartNodes then recognises restarted pods by that revision.
+// updateStatefulSets points the pod template's credential at the plan's target Secret and
+// marks the template with this rotation, so the StatefulSet gets a new revision: RestartNodes
+// then recognises restarted pods by that revision. The target comes from the plan, never
+// from a cached Postgres, which may not show the switch to a user's Secret yet.
 func (c *Controller) updateStatefulSets(ctx context.Context, r *rotation) (outcome, error) {
-	secretName := r.pg.Spec.AuthSecret.Name
-	marker := string(r.req.UID)
-	err := retry.RetryOnConflict(retry.DefaultRetry, func() error {
-		sts, err := c.kubeClient.AppsV1().StatefulSets(r.pg.Namespace).Get(ctx, r.pg.Name, metav1.GetOptions{})
-		if err != nil {
-			return fmt.Errorf("reading StatefulSet %s: %w", r.pg.Name, err)
-		}
-		if !pointTemplateAt(sts, secretName, marker) {
-			return nil
-		}
-		_, err = c.kubeClient.AppsV1().StatefulSets(sts.Namespace).Update(ctx, sts, metav1.UpdateOptions{FieldManager: FieldManager})
-		return err
-	})
+	secretName := r.req.Status.RotateAuth.TargetSecret
+	written, err := c.pointStatefulSetAt(ctx, r.req, secretName)
 	if err != nil {
 		return outcome{}, err
 	}
-	sts, err := c.statefulSets.StatefulSets(r.pg.Namespace).Get(r.pg.Name)
-	if err != nil || sts.Spec.Template.Annotations[kubedbv1.AuthRotationAnnotation] != marker || !revisionObserved(sts) {
+	// The write's own answer says which generation holds the new template; the cache tells
+	// when the StatefulSet controller has observed it.
+	sts, err := c.statefulSets.StatefulSets(r.req.Namespace).Get(written.Name)
+	if err != nil || !templateObserved(sts, written) {
 		return waiting("waiting for the StatefulSet controller to observe the new pod template"), nil
 	}
 	return completed("StatefulSet %s uses Secret %s (revision %s)", sts.Name, secretName, sts.Status.UpdateRevision), nil
+}
+
+// pointStatefulSetAt writes the credential references and the rotation marker into the
+// database's StatefulSet, checked to be the planned database's, and returns it as stored.
+func (c *Controller) pointStatefulSetAt(ctx context.Context, req *opsv1alpha1.PostgresOpsRequest, secretName string) (*appsv1.StatefulSet, error) {
+	marker := string(req.UID)
+	statefulSets := c.kubeClient.AppsV1().StatefulSets(req.Namespace)
+	var written *appsv1.StatefulSet
+	err := retry.RetryOnConflict(retry.DefaultRetry, func() error {
+		sts, err := statefulSets.Get(ctx, req.Spec.DatabaseRef.Name, metav1.GetOptions{})
+		if err != nil {
+			return fmt.Errorf("reading StatefulSet %s: %w", req.Spec.DatabaseRef.Name, err)
+		}
+		if err := checkOwnedByPlan(sts, req); err != nil {
+			return err
+		}
+		written = sts
+		if !pointTemplateAt(sts, secretName, marker) {
+			return nil
+		}
+		written, err = statefulSets.Update(ctx, sts, metav1.UpdateOptions{FieldManager: FieldManager})
+		return err
+	})
+	return written, err
+}
+
+// checkOwnedByPlan refuses an object that is not controlled by the planned Postgres: an
+// object of another database whose derived name collides, or of a replaced database.
+func checkOwnedByPlan(obj metav1.Object, req *opsv1alpha1.PostgresOpsRequest) error {
+	owner := metav1.GetControllerOf(obj)
+	if owner == nil || owner.Kind != kubedbv1.ResourceKindPostgres || owner.UID != req.Status.RotateAuth.DatabaseUID {
+		return fmt.Errorf("%s is not controlled by Postgres %s (uid %s)", obj.GetName(), req.Spec.DatabaseRef.Name, req.Status.RotateAuth.DatabaseUID)
+	}
+	return nil
 }
 
 // pointTemplateAt sets every credential reference of the template to secretName and the
@@ -69,6 +96,14 @@ func pointTemplateAt(sts *appsv1.StatefulSet, secretName, marker string) bool {
 		}
 	}
 	return changed
+}
+
+// templateObserved tells whether the cached StatefulSet holds the template that was
+// written, and the StatefulSet controller has observed it.
+func templateObserved(cached, written *appsv1.StatefulSet) bool {
+	return cached.Generation >= written.Generation &&
+		cached.Spec.Template.Annotations[kubedbv1.AuthRotationAnnotation] == written.Spec.Template.Annotations[kubedbv1.AuthRotationAnnotation] &&
+		revisionObserved(cached)
 }
 
 // revisionObserved is true once the StatefulSet controller has seen the latest spec, so

@@ -41,8 +41,9 @@ type step struct {
 	run       func(c *Controller, ctx context.Context, r *rotation) (outcome, error)
 }
 
-// rotation is what a step works on: the request (whose status the step may extend, for
-// example with per-pod conditions) and the database as the cache has it.
+// rotation is what a step works on: the request (whose status holds the plan and which the
+// step may extend, for example with per-pod conditions) and the database as the cache has
+// it, for cheap checks only: decisions read the plan or the API server.
 type rotation struct {
 	req *opsv1alpha1.PostgresOpsRequest
 	pg  *kubedbv1.Postgres
@@ -74,15 +75,24 @@ func fatal(reason, format string, args ...any) error {
 	return &failure{reason: reason, message: fmt.Sprintf(format, args...)}
 }
 
-// progress runs the steps of a Progressing request from the first one not yet done.
+// progress runs the steps of a Progressing request from the first one not yet done. Every
+// return carries a recheck no later than the running step's deadline, errors included, so
+// spec.timeout fires on time whatever the retry backoff.
 func (c *Controller) progress(ctx context.Context, req *opsv1alpha1.PostgresOpsRequest) (syncResult, error) {
+	if req.Status.RotateAuth == nil {
+		// A request started by an earlier version of the ops-manager: plan it now.
+		if err := c.recordPlan(ctx, req); err != nil {
+			return c.failOrRetry(ctx, req, err, syncResult{})
+		}
+	}
 	pg, err := c.postgreses.Postgreses(req.Namespace).Get(req.Spec.DatabaseRef.Name)
 	if apierrors.IsNotFound(err) {
-		return syncResult{}, c.fail(ctx, req, "DatabaseNotFound",
-			fmt.Sprintf("Postgres %s/%s was deleted while the request was running", req.Namespace, req.Spec.DatabaseRef.Name))
+		pg, err = c.liveDatabase(ctx, req)
+	} else if err == nil && pg.UID != req.Status.RotateAuth.DatabaseUID {
+		pg, err = c.liveDatabase(ctx, req)
 	}
 	if err != nil {
-		return syncResult{}, err
+		return c.failOrRetry(ctx, req, err, syncResult{requeueAfter: time.Second})
 	}
 	r := &rotation{req: req, pg: pg.DeepCopy(), now: c.clock.Now()}
 	timeout := stepTimeout(req)
@@ -105,7 +115,15 @@ func (c *Controller) progress(ctx context.Context, req *opsv1alpha1.PostgresOpsR
 			return syncResult{}, c.fail(ctx, r.req, "StepTimedOut",
 				fmt.Sprintf("step %s did not finish within %s: %s", s.condition, timeout, cond.Message))
 		}
+		// Informers wake the request when what it waits for changes; this recheck makes
+		// sure the timeout fires.
+		deadline := syncResult{requeueAfter: timeout - elapsed + time.Second}
 
+		if s.condition != ConditionPauseDatabase {
+			if err := c.checkPauseHeld(ctx, r); err != nil {
+				return c.failOrRetry(ctx, r.req, err, deadline)
+			}
+		}
 		out, err := s.run(c, ctx, r)
 		var permanent *failure
 		if errors.As(err, &permanent) {
@@ -114,29 +132,27 @@ func (c *Controller) progress(ctx context.Context, req *opsv1alpha1.PostgresOpsR
 		// The step may have recorded progress of its own (a new reason) on the way.
 		cond = meta.FindStatusCondition(r.req.Status.Conditions, s.condition)
 		if err != nil {
-			// Transient: say so on the condition, then retry with backoff.
+			// Transient: say so on the condition, then retry with backoff, and look again at
+			// the deadline at the latest.
 			setCondition(&r.req.Status.Conditions, s.condition, metav1.ConditionFalse, cond.Reason, "retrying: "+err.Error(), r.req.Generation, r.now)
 			if _, werr := c.writeStatusIfChanged(ctx, before, r.req); werr != nil {
-				return syncResult{}, errors.Join(err, werr)
+				return deadline, errors.Join(err, werr)
 			}
-			return syncResult{}, err
+			return deadline, err
 		}
 		if !out.done {
 			setCondition(&r.req.Status.Conditions, s.condition, metav1.ConditionFalse, cond.Reason, out.message, r.req.Generation, r.now)
 			if _, err := c.writeStatusIfChanged(ctx, before, r.req); err != nil {
-				return syncResult{}, err
+				return deadline, err
 			}
-			// Informers wake the request when what it waits for changes; the recheck only
-			// makes sure the timeout fires, or polls what no informer reports.
-			recheck := timeout - elapsed + time.Second
-			if out.recheckAfter > 0 && out.recheckAfter < recheck {
-				recheck = out.recheckAfter
+			if out.recheckAfter > 0 && out.recheckAfter < deadline.requeueAfter {
+				deadline.requeueAfter = out.recheckAfter
 			}
-			return syncResult{requeueAfter: recheck}, nil
+			return deadline, nil
 		}
 		setCondition(&r.req.Status.Conditions, s.condition, metav1.ConditionTrue, ReasonCompleted, out.message, r.req.Generation, r.now)
 		if r.req, err = c.writeStatus(ctx, r.req); err != nil {
-			return syncResult{}, err
+			return deadline, err
 		}
 		c.recorder.Event(r.req, corev1.EventTypeNormal, s.condition, out.message)
 	}
@@ -150,4 +166,14 @@ func (c *Controller) progress(ctx context.Context, req *opsv1alpha1.PostgresOpsR
 	c.recorder.Event(r.req, corev1.EventTypeNormal, ConditionSuccessful, msg)
 	recordEnded(r.req)
 	return syncResult{}, nil
+}
+
+// failOrRetry ends the request when err is a failure no retry can fix, else returns err for
+// a retry with res's recheck.
+func (c *Controller) failOrRetry(ctx context.Context, req *opsv1alpha1.PostgresOpsRequest, err error, res syncResult) (syncResult, error) {
+	var permanent *failure
+	if errors.As(err, &permanent) {
+		return syncResult{}, c.fail(ctx, req, permanent.reason, permanent.message)
+	}
+	return res, err
 }

@@ -36,7 +36,7 @@ func (c *Controller) syncHandler(ctx context.Context, key cache.ObjectName) (syn
 
 	switch {
 	case req.DeletionTimestamp != nil:
-		return syncResult{}, c.cleanUp(ctx, req)
+		return c.cleanUp(ctx, req)
 	case req.Status.Phase == "":
 		return syncResult{}, c.admit(ctx, req)
 	case req.Status.Phase == opsv1alpha1.OpsRequestPhasePending:
@@ -44,7 +44,7 @@ func (c *Controller) syncHandler(ctx context.Context, key cache.ObjectName) (syn
 	case req.Status.Phase == opsv1alpha1.OpsRequestPhaseProgressing:
 		return c.progress(ctx, req)
 	default:
-		return syncResult{}, c.cleanUp(ctx, req)
+		return c.cleanUp(ctx, req)
 	}
 }
 
@@ -112,6 +112,18 @@ func (c *Controller) writeStatusIfChanged(ctx context.Context, before opsv1alpha
 		return req, nil
 	}
 	return c.writeStatus(ctx, req)
+}
+
+// writeStatusInPlace persists req's status unless it equals before's, and makes req the
+// stored object, so the next write (a finalizer patch guarded by resourceVersion) does not
+// conflict with this one.
+func (c *Controller) writeStatusInPlace(ctx context.Context, before opsv1alpha1.OpsRequestStatus, req *opsv1alpha1.PostgresOpsRequest) error {
+	updated, err := c.writeStatusIfChanged(ctx, before, req)
+	if err != nil {
+		return err
+	}
+	*req = *updated
+	return nil
 }
 
 // fail ends the request as Failed with a message a user can act on. The database is

@@ -87,12 +87,13 @@ func newWorld(t testing.TB, replicas int32) *world {
 			{Type: kubedbv1.ConditionProvisioned, Status: metav1.ConditionTrue, Reason: "Provisioned"},
 		}},
 	})
+	pgOwner := []metav1.OwnerReference{*metav1.NewControllerRef(w.postgres(), kubedbv1.SchemeGroupVersion.WithKind("Postgres"))}
 	w.create(&corev1.Service{
-		ObjectMeta: metav1.ObjectMeta{Name: dbName, Namespace: ns, Labels: ownedLabels()},
+		ObjectMeta: metav1.ObjectMeta{Name: dbName, Namespace: ns, Labels: ownedLabels(), OwnerReferences: pgOwner},
 		Spec:       corev1.ServiceSpec{ClusterIP: "127.1.0.10", Ports: []corev1.ServicePort{{Name: "primary", Port: 5432}}},
 	})
 	w.create(&appsv1.StatefulSet{
-		ObjectMeta: metav1.ObjectMeta{Name: dbName, Namespace: ns, Labels: ownedLabels(), Generation: 1},
+		ObjectMeta: metav1.ObjectMeta{Name: dbName, Namespace: ns, Labels: ownedLabels(), Generation: 1, OwnerReferences: pgOwner},
 		Spec: appsv1.StatefulSetSpec{
 			Replicas: ptr.To(replicas),
 			Template: corev1.PodTemplateSpec{Spec: corev1.PodSpec{Containers: []corev1.Container{{
@@ -126,8 +127,12 @@ func secretEnv(name, secret, key string) corev1.EnvVar {
 func (w *world) readyPod(name, revision string) *corev1.Pod {
 	labels := ownedLabels()
 	labels[appsv1.ControllerRevisionHashLabelKey] = revision
+	var owner []metav1.OwnerReference
+	if obj, err := w.kube.Tracker().Get(appsv1.SchemeGroupVersion.WithResource("statefulsets"), ns, dbName); err == nil {
+		owner = []metav1.OwnerReference{*metav1.NewControllerRef(obj.(*appsv1.StatefulSet), appsv1.SchemeGroupVersion.WithKind("StatefulSet"))}
+	}
 	return &corev1.Pod{
-		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns, Labels: labels},
+		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns, Labels: labels, OwnerReferences: owner},
 		Status: corev1.PodStatus{Conditions: []corev1.PodCondition{
 			{Type: corev1.PodReady, Status: corev1.ConditionTrue},
 		}},
@@ -224,8 +229,6 @@ func (w *world) newController() *Controller {
 	fill(kubeInformers.Apps().V1().StatefulSets().Informer().GetIndexer(), stss, err)
 	pods, err := w.kube.CoreV1().Pods("").List(ctx, metav1.ListOptions{})
 	fill(kubeInformers.Core().V1().Pods().Informer().GetIndexer(), pods, err)
-	secrets, err := w.kube.CoreV1().Secrets("").List(ctx, metav1.ListOptions{})
-	fill(kubeInformers.Core().V1().Secrets().Informer().GetIndexer(), secrets, err)
 	svcs, err := w.kube.CoreV1().Services("").List(ctx, metav1.ListOptions{})
 	fill(kubeInformers.Core().V1().Services().Informer().GetIndexer(), svcs, err)
 	return c

@@ -26,7 +26,8 @@ import (
 //   - WipeOut: everything the provisioner created goes, PVCs and the generated Secret
 //     included. A user's Secret is never deleted.
 //
-// While the Paused condition is True, deletion waits: the ops-manager is working on the pods.
+// While a running ops request holds the pause (asked or acknowledged), deletion waits: the
+// ops-manager is working on the pods.
 func (c *Controller) handleDeletion(ctx context.Context, pg *kubedbv1.Postgres) error {
 	if !hasFinalizer(pg) {
 		return nil
@@ -41,11 +42,22 @@ func (c *Controller) handleDeletion(ctx context.Context, pg *kubedbv1.Postgres) 
 				"(Delete and Halt keep PVCs and the auth secret, WipeOut removes them)", pg.Namespace, pg.Name)
 		return nil
 	}
-	if meta.IsStatusConditionTrue(pg.Status.Conditions, kubedbv1.ConditionPaused) {
-		logger.Info("Deletion waits for the pause to end")
-		c.recorder.Event(pg, corev1.EventTypeNormal, ReasonDeletionWaitsOnPause,
-			"Deletion waits until the ops-manager removes the Paused condition")
-		return nil
+	if meta.FindStatusCondition(pg.Status.Conditions, kubedbv1.ConditionPaused) != nil {
+		// A requested pause (Unknown) counts too: the ops-manager may be about to work on
+		// the pods. A pause whose request is gone or ended is dropped instead.
+		held, err := c.pauseHeld(ctx, pg)
+		if err != nil {
+			return err
+		}
+		if held {
+			logger.Info("Deletion waits for the pause to end")
+			c.recorder.Eventf(pg, corev1.EventTypeNormal, ReasonDeletionWaitsOnPause,
+				"Deletion waits until PostgresOpsRequest %s resumes the database", pg.Status.PausedBy.Name)
+			return nil
+		}
+		if pg, err = c.dropPause(ctx, pg); err != nil {
+			return err
+		}
 	}
 
 	if err := c.deleteOwned(ctx, pg, "StatefulSet", statefulSetName(pg)); err != nil {

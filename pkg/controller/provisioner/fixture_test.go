@@ -38,6 +38,23 @@ type stubHealth struct {
 	mu    sync.Mutex
 	err   error
 	calls []PrimaryEndpoint
+	// notStreaming are standbys the stub primary does not see in pg_stat_replication.
+	notStreaming map[string]bool
+}
+
+func (s *stubHealth) StreamingStandbys(_ context.Context, ep PrimaryEndpoint) ([]string, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.err != nil {
+		return nil, s.err
+	}
+	var out []string
+	for _, name := range ep.Standbys {
+		if !s.notStreaming[name] {
+			out = append(out, name)
+		}
+	}
+	return out, nil
 }
 
 func (s *stubHealth) CheckPrimary(_ context.Context, ep PrimaryEndpoint) error {

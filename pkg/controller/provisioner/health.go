@@ -21,12 +21,17 @@ type PrimaryEndpoint struct {
 	// User and Password are the credential from the auth Secret.
 	User     string
 	Password string
+	// Standbys are the pod names of the standbys that should stream from the primary.
+	Standbys []string
 }
 
 // HealthChecker checks whether a database's primary accepts connections. It returns nil when a
 // login with the credential succeeds, else an error that says why (without the password).
 type HealthChecker interface {
 	CheckPrimary(ctx context.Context, ep PrimaryEndpoint) error
+	// StreamingStandbys returns the names of the standbys that stream from the primary
+	// (pg_stat_replication), logging in with ep's credential.
+	StreamingStandbys(ctx context.Context, ep PrimaryEndpoint) ([]string, error)
 }
 
 // SQLHealthChecker logs in through pkg/credential, at the primary Service's address in
@@ -36,26 +41,47 @@ type SQLHealthChecker struct {
 	Timeout  time.Duration
 }
 
-// CheckPrimary implements HealthChecker.
-func (h *SQLHealthChecker) CheckPrimary(ctx context.Context, ep PrimaryEndpoint) error {
+// target is where and how to log in to ep's primary.
+func (h *SQLHealthChecker) target(ep PrimaryEndpoint) (credential.Target, time.Duration, error) {
 	host, port, err := dbaddr.PrimaryTarget(h.HostMode, ep.Service)
 	if err != nil {
-		return err
+		return credential.Target{}, 0, err
 	}
 	timeout := h.Timeout
 	if timeout <= 0 {
 		timeout = DefaultHealthCheckTimeout
 	}
-	ctx, cancel := context.WithTimeout(ctx, timeout)
-	defer cancel()
-	target := credential.Target{
+	return credential.Target{
 		Host:             host,
 		Port:             port,
 		Database:         "postgres",
 		ConnectTimeout:   timeout,
 		StatementTimeout: timeout,
 		ApplicationName:  FieldManager,
+	}, timeout, nil
+}
+
+// StreamingStandbys implements HealthChecker.
+func (h *SQLHealthChecker) StreamingStandbys(ctx context.Context, ep PrimaryEndpoint) ([]string, error) {
+	target, timeout, err := h.target(ep)
+	if err != nil {
+		return nil, err
 	}
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	target.User, target.Password = ep.User, ep.Password
+	return credential.StreamingStandbyNames(ctx, target)
+}
+
+// CheckPrimary implements HealthChecker.
+func (h *SQLHealthChecker) CheckPrimary(ctx context.Context, ep PrimaryEndpoint) error {
+	target, timeout, err := h.target(ep)
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	host, port := target.Host, target.Port
 	ok, err := credential.VerifyLogin(ctx, target, ep.User, ep.Password)
 	if err != nil {
 		switch credential.Classify(err) {

@@ -10,10 +10,19 @@ import (
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/utils/ptr"
 
 	kubedbv1 "github.com/pgops/pgops/pkg/apis/kubedb/v1"
+	opsv1alpha1 "github.com/pgops/pgops/pkg/apis/ops/v1alpha1"
 )
+
+func (f *fixture) pod(name string) *corev1.Pod {
+	f.t.Helper()
+	pod, err := f.kube.CoreV1().Pods(testNS).Get(f.ctx, name, metav1.GetOptions{})
+	require.NoError(f.t, err)
+	return pod
+}
 
 // provisioned returns a fixture where "x" has been synced once and the caches refreshed.
 func provisioned(t *testing.T, pg *kubedbv1.Postgres, extra ...runtime.Object) *fixture {
@@ -25,18 +34,116 @@ func provisioned(t *testing.T, pg *kubedbv1.Postgres, extra ...runtime.Object) *
 	return f
 }
 
+// setPaused plays the ops-manager: a running request "rotate" asks for (Unknown) or holds
+// (True) the pause of "x", or removes it.
 func setPaused(t *testing.T, f *fixture, status metav1.ConditionStatus, remove bool) {
 	t.Helper()
+	holder := runningRequest(t, f, "rotate")
 	pg := f.postgres("x")
 	if remove {
 		meta.RemoveStatusCondition(&pg.Status.Conditions, kubedbv1.ConditionPaused)
+		pg.Status.PausedBy = nil
 	} else {
 		meta.SetStatusCondition(&pg.Status.Conditions, metav1.Condition{
 			Type: kubedbv1.ConditionPaused, Status: status, Reason: "OpsRequest", Message: "rotating"})
+		pg.Status.PausedBy = &kubedbv1.OpsRequestReference{Name: holder.Name, UID: holder.UID}
 	}
 	_, err := f.pgops.KubedbV1().Postgreses(testNS).UpdateStatus(f.ctx, pg, metav1.UpdateOptions{})
 	require.NoError(t, err)
 	f.refresh()
+	f.pgops.ClearActions()
+	f.kube.ClearActions()
+}
+
+// runningRequest returns the Progressing request name, creating it when missing.
+func runningRequest(t *testing.T, f *fixture, name string) *opsv1alpha1.PostgresOpsRequest {
+	t.Helper()
+	req, err := f.pgops.OpsV1alpha1().PostgresOpsRequests(testNS).Get(f.ctx, name, metav1.GetOptions{})
+	if err == nil {
+		return req
+	}
+	req, err = f.pgops.OpsV1alpha1().PostgresOpsRequests(testNS).Create(f.ctx, &opsv1alpha1.PostgresOpsRequest{
+		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: testNS, UID: types.UID("uid-" + name)},
+		Spec:       opsv1alpha1.PostgresOpsRequestSpec{Type: opsv1alpha1.OpsRequestTypeRotateAuth, DatabaseRef: opsv1alpha1.DatabaseReference{Name: "x"}},
+		Status:     opsv1alpha1.OpsRequestStatus{Phase: opsv1alpha1.OpsRequestPhaseProgressing},
+	}, metav1.CreateOptions{})
+	require.NoError(t, err)
+	return req
+}
+
+func setRequestPhase(t *testing.T, f *fixture, name string, phase opsv1alpha1.OpsRequestPhase) {
+	t.Helper()
+	req := runningRequest(t, f, name)
+	req.Status.Phase = phase
+	_, err := f.pgops.OpsV1alpha1().PostgresOpsRequests(testNS).UpdateStatus(f.ctx, req, metav1.UpdateOptions{})
+	require.NoError(t, err)
+}
+
+// A pause outlives its request when the request is deleted without its finalizer, or when
+// someone sets the condition by hand: the provisioner drops it instead of staying paused
+// forever.
+func TestPauseWithoutARunningRequestIsDropped(t *testing.T) {
+	for name, orphan := range map[string]func(t *testing.T, f *fixture){
+		"request deleted": func(t *testing.T, f *fixture) {
+			require.NoError(t, f.pgops.OpsV1alpha1().PostgresOpsRequests(testNS).Delete(f.ctx, "rotate", metav1.DeleteOptions{}))
+		},
+		"request ended": func(t *testing.T, f *fixture) { setRequestPhase(t, f, "rotate", opsv1alpha1.OpsRequestPhaseFailed) },
+		"request replaced": func(t *testing.T, f *fixture) {
+			require.NoError(t, f.pgops.OpsV1alpha1().PostgresOpsRequests(testNS).Delete(f.ctx, "rotate", metav1.DeleteOptions{}))
+			runningRequest(t, f, "rotate-2")
+			req := runningRequest(t, f, "rotate-2")
+			req.Name = "rotate"
+			req.UID = "uid-another"
+			req.ResourceVersion = ""
+			_, err := f.pgops.OpsV1alpha1().PostgresOpsRequests(testNS).Create(f.ctx, req, metav1.CreateOptions{})
+			require.NoError(t, err)
+		},
+		"no holder named": func(t *testing.T, f *fixture) {
+			pg := f.postgres("x")
+			pg.Status.PausedBy = nil
+			_, err := f.pgops.KubedbV1().Postgreses(testNS).UpdateStatus(f.ctx, pg, metav1.UpdateOptions{})
+			require.NoError(t, err)
+		},
+	} {
+		t.Run(name, func(t *testing.T) {
+			f := provisioned(t, newPG("x", withReplicas(2)))
+			setPaused(t, f, metav1.ConditionTrue, false)
+			orphan(t, f)
+			f.refresh()
+			require.NoError(t, f.sync("x"))
+			pg := f.postgres("x")
+			assert.Nil(t, condition(pg, kubedbv1.ConditionPaused), "the pause is dropped")
+			assert.Nil(t, pg.Status.PausedBy)
+			assert.True(t, f.hasEvent("Warning", ReasonPauseDropped, ""))
+		})
+	}
+}
+
+// A cached Paused=True of an earlier request must not be taken as an answer for a new one:
+// the provisioner acknowledges the request named in pausedBy, and only while it runs.
+func TestPauseIsAcknowledgedForTheNamedRequestOnly(t *testing.T) {
+	f := provisioned(t, newPG("x"))
+	setPaused(t, f, metav1.ConditionUnknown, false)
+	require.NoError(t, f.sync("x"))
+	pg := f.postgres("x")
+	require.Equal(t, metav1.ConditionTrue, condition(pg, kubedbv1.ConditionPaused).Status)
+	assert.Equal(t, "rotate", pg.Status.PausedBy.Name)
+	assert.Contains(t, condition(pg, kubedbv1.ConditionPaused).Message, "rotate")
+}
+
+func TestDeletionWaitsWhileAPauseIsRequested(t *testing.T) {
+	f := provisioned(t, newPG("x"))
+	setPaused(t, f, metav1.ConditionUnknown, false)
+	deletePG(t, f, kubedbv1.DeletionPolicyWipeOut)
+	require.NoError(t, f.sync("x"))
+	assert.Empty(t, f.kubeWrites())
+	assert.Contains(t, f.postgres("x").Finalizers, Finalizer)
+
+	// Once the request has ended, the pause goes and deletion proceeds.
+	setRequestPhase(t, f, "rotate", opsv1alpha1.OpsRequestPhaseSuccessful)
+	f.refresh()
+	require.NoError(t, f.sync("x"))
+	assert.NotContains(t, f.postgres("x").Finalizers, Finalizer)
 }
 
 func TestPauseHandshakeAndResume(t *testing.T) {
@@ -66,12 +173,17 @@ func TestPauseHandshakeAndResume(t *testing.T) {
 	f.refresh()
 	for i := 0; i < 2; i++ {
 		require.NoError(t, f.sync("x"))
-		assert.Empty(t, f.kubeWrites(), "no workload writes while paused")
+		for _, w := range f.kubeWrites() {
+			// A pod recreated while paused still gets its role label, so the Services
+			// select it; nothing else is written.
+			assert.Equal(t, "patch pods x-0", w, "no workload writes while paused")
+		}
 		for _, w := range f.pgWrites() {
 			assert.Equal(t, "update postgreses/status x", w)
 		}
 		f.refresh()
 	}
+	assert.Equal(t, RolePrimary, f.pod("x-0").Labels[LabelRole], "role label set while paused")
 	assert.Equal(t, int32(2), *f.statefulSet("x").Spec.Replicas)
 	assert.Equal(t, metav1.ConditionTrue, condition(f.postgres("x"), kubedbv1.ConditionPaused).Status)
 
@@ -80,7 +192,6 @@ func TestPauseHandshakeAndResume(t *testing.T) {
 	require.NoError(t, f.sync("x"))
 	assert.Contains(t, f.kubeWrites(), "create services x-standby")
 	assert.Contains(t, f.kubeWrites(), "update statefulsets x")
-	assert.Contains(t, f.kubeWrites(), "patch pods x-0")
 	sts := f.statefulSet("x")
 	assert.Equal(t, int32(3), *sts.Spec.Replicas)
 	assert.Equal(t, "docker.io/library/postgres:17", sts.Spec.Template.Spec.Containers[0].Image)
@@ -141,7 +252,7 @@ func TestDeletionPolicies(t *testing.T) {
 
 func TestDeletionWipeOutKeepsUserSecret(t *testing.T) {
 	pg := newPG("x", withAuthSecret("mine"))
-	f := provisioned(t, pg, userSecret("mine", map[string]string{"username": "u", "password": "p"}))
+	f := provisioned(t, pg, userSecret("mine", map[string]string{"username": "u", "password": "Long-Enough-1"}))
 	deletePG(t, f, kubedbv1.DeletionPolicyWipeOut)
 	require.NoError(t, f.sync("x"))
 	assert.True(t, f.exists("secret", "mine"))

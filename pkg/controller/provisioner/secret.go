@@ -112,12 +112,19 @@ func credentialFrom(sec *corev1.Secret) (*authCredential, error) {
 				msg: fmt.Sprintf("secret %s/%s has an empty %q", sec.Namespace, sec.Name, key)}
 		}
 	}
+	// The credential goes into the pods' environment and the standbys' passfile: check it
+	// against the same rules the ops-manager applies before a rotation.
 	user := string(sec.Data[corev1.BasicAuthUsernameKey])
-	if err := credential.ValidateRoleName(user); err != nil {
+	if err := credential.ValidatePodUsername(user); err != nil {
 		return nil, &userError{reason: ReasonAuthSecretInvalid,
 			msg: fmt.Sprintf("secret %s/%s has an invalid %q: %v", sec.Namespace, sec.Name, corev1.BasicAuthUsernameKey, err)}
 	}
-	return &authCredential{secretName: sec.Name, user: user, password: string(sec.Data[corev1.BasicAuthPasswordKey])}, nil
+	password := string(sec.Data[corev1.BasicAuthPasswordKey])
+	if err := credential.ValidatePodPassword(password); err != nil {
+		return nil, &userError{reason: ReasonAuthSecretInvalid,
+			msg: fmt.Sprintf("secret %s/%s has an invalid %q: %v", sec.Namespace, sec.Name, corev1.BasicAuthPasswordKey, err)}
+	}
+	return &authCredential{secretName: sec.Name, user: user, password: password}, nil
 }
 
 // isGeneratedSecret reports whether sec is the provisioner's "<name>-auth" for pg (owned, or
@@ -136,6 +143,13 @@ func (c *Controller) ensureGeneratedSecret(ctx context.Context, pg *kubedbv1.Pos
 	name := authSecretName(pg)
 	sec, err := c.getSecret(ctx, pg.Namespace, name)
 	if err == nil {
+		if replacement := sec.Annotations[kubedbv1.AuthSupersededByAnnotation]; replacement != "" {
+			// A rotation moved an earlier Postgres of this name to the user's Secret: the
+			// data on the kept PVCs expects that credential, not this one.
+			return nil, &userError{reason: ReasonAuthSecretSuperseded, msg: fmt.Sprintf(
+				"secret %s/%s was replaced by secret %s in a credential rotation and holds a credential the database no longer accepts; "+
+					"set spec.authSecret.name: %s (and externallyManaged: true)", pg.Namespace, name, replacement, replacement)}
+		}
 		return sec, c.adoptGeneratedSecret(ctx, pg, sec)
 	}
 	if !apierrors.IsNotFound(err) {

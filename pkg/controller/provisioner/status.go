@@ -3,7 +3,9 @@ package provisioner
 import (
 	"context"
 	"fmt"
+	"strings"
 
+	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -20,10 +22,12 @@ const (
 	ReasonProvisioningStarted  = "DatabaseProvisioningStartedSuccessfully"
 	ReasonAuthSecretNotFound   = "AuthSecretNotFound"
 	ReasonAuthSecretInvalid    = "AuthSecretInvalid"
+	ReasonAuthSecretSuperseded = "AuthSecretSuperseded"
 	ReasonUnsupportedVersion   = "UnsupportedVersion"
 	ReasonObjectConflict       = "ObjectConflict"
 	ReasonAllReplicasReady     = "AllReplicasReady"
 	ReasonReplicasNotReady     = "ReplicasNotReady"
+	ReasonStandbyNotStreaming  = "StandbyNotStreaming"
 	ReasonAcceptingConnection  = "DatabaseAcceptingConnectionRequest"
 	ReasonNotAcceptingConn     = "DatabaseNotAcceptingConnectionRequest"
 	ReasonCredentialUnknown    = "CredentialUnavailable"
@@ -69,6 +73,10 @@ type observation struct {
 	ready         int32
 	primaryReady  bool
 	standbysReady bool
+	// notStreaming are standbys the primary does not see streaming (checked only when the
+	// primary accepts the login); outdated are pods on an older StatefulSet revision.
+	notStreaming []string
+	outdated     map[string]bool
 }
 
 // observe looks at pg's pods and asks the HealthChecker about the primary, with cred (which
@@ -104,8 +112,61 @@ func (c *Controller) observe(ctx context.Context, pg *kubedbv1.Postgres, cred *a
 		obs.primaryErr = fmt.Errorf("primary service %s/%s not found", pg.Namespace, primaryServiceName(pg))
 		return obs
 	}
-	obs.primaryErr = c.health.CheckPrimary(ctx, PrimaryEndpoint{Service: svc, User: cred.user, Password: cred.password})
+	ep := PrimaryEndpoint{Service: svc, User: cred.user, Password: cred.password}
+	obs.primaryErr = c.health.CheckPrimary(ctx, ep)
+	if obs.primaryErr != nil || obs.desired < 2 {
+		return obs
+	}
+	for i := 1; i < int(obs.desired); i++ {
+		ep.Standbys = append(ep.Standbys, fmt.Sprintf("%s-%d", statefulSetName(pg), i))
+	}
+	streaming, err := c.health.StreamingStandbys(ctx, ep)
+	if err != nil {
+		klog.FromContext(ctx).Info("Cannot read replication state", "err", err.Error())
+		return obs
+	}
+	seen := map[string]bool{}
+	for _, name := range streaming {
+		seen[name] = true
+	}
+	for _, name := range ep.Standbys {
+		if !seen[name] {
+			obs.notStreaming = append(obs.notStreaming, name)
+		}
+	}
+	obs.outdated = c.outdatedPods(pg, pods)
 	return obs
+}
+
+// outdatedPods are pg's pods that run an older revision than the StatefulSet's template:
+// with the OnDelete strategy they pick up a new credential only when deleted.
+func (c *Controller) outdatedPods(pg *kubedbv1.Postgres, pods []*corev1.Pod) map[string]bool {
+	sts, err := c.statefulSetLister.StatefulSets(pg.Namespace).Get(statefulSetName(pg))
+	if err != nil || sts.Status.UpdateRevision == "" {
+		return nil
+	}
+	out := map[string]bool{}
+	for _, p := range pods {
+		if p.Labels[appsv1.ControllerRevisionHashLabelKey] != sts.Status.UpdateRevision {
+			out[p.Name] = true
+		}
+	}
+	return out
+}
+
+// replicationMessage says which standbys do not stream, and what to do about those on an
+// outdated pod revision.
+func replicationMessage(obs observation) string {
+	var parts []string
+	for _, name := range obs.notStreaming {
+		part := name
+		if obs.outdated[name] {
+			part += " (it runs an outdated pod revision and may hold an old credential: delete the pod to restart it)"
+		}
+		parts = append(parts, part)
+	}
+	return fmt.Sprintf("%d/%d replicas are ready; standbys not streaming from the primary: %s",
+		obs.ready, obs.desired, strings.Join(parts, ", "))
 }
 
 // applyObservation sets phase and conditions on st from obs, for generation.
@@ -134,10 +195,13 @@ func applyObservation(st *kubedbv1.PostgresStatus, obs observation, generation i
 		return
 	}
 
-	if obs.ready == obs.desired {
+	switch {
+	case obs.ready == obs.desired && len(obs.notStreaming) > 0:
+		set(kubedbv1.ConditionReplicaReady, metav1.ConditionFalse, ReasonStandbyNotStreaming, replicationMessage(obs))
+	case obs.ready == obs.desired:
 		set(kubedbv1.ConditionReplicaReady, metav1.ConditionTrue, ReasonAllReplicasReady,
 			fmt.Sprintf("%d/%d replicas are ready", obs.ready, obs.desired))
-	} else {
+	default:
 		set(kubedbv1.ConditionReplicaReady, metav1.ConditionFalse, ReasonReplicasNotReady,
 			fmt.Sprintf("%d/%d replicas are ready", obs.ready, obs.desired))
 	}
@@ -154,7 +218,7 @@ func applyObservation(st *kubedbv1.PostgresStatus, obs observation, generation i
 		set(kubedbv1.ConditionAcceptingConnection, metav1.ConditionFalse, ReasonNotAcceptingConn, obs.primaryErr.Error())
 	}
 
-	allUp := primaryOK && obs.standbysReady
+	allUp := primaryOK && obs.standbysReady && len(obs.notStreaming) == 0
 	switch {
 	case !provisioned && !allUp:
 		st.Phase = kubedbv1.DatabasePhaseProvisioning
@@ -185,6 +249,9 @@ func applyObservation(st *kubedbv1.PostgresStatus, obs observation, generation i
 func readyMessage(phase kubedbv1.DatabasePhase, obs observation) string {
 	switch phase {
 	case kubedbv1.DatabasePhaseCritical:
+		if len(obs.notStreaming) > 0 && obs.standbysReady {
+			return "The primary accepts connections but not every standby streams from it: " + replicationMessage(obs)
+		}
 		return fmt.Sprintf("The primary accepts connections but not every standby is ready (%d/%d replicas ready)", obs.ready, obs.desired)
 	case kubedbv1.DatabasePhaseNotReady:
 		return "The primary does not accept connections"

@@ -19,7 +19,9 @@ func TestStatusPhases(t *testing.T) {
 		replicas    int32
 		ready       []bool // per ordinal
 		primaryErr  error
-		phase       kubedbv1.DatabasePhase
+		// notStreaming are standbys missing from the primary's pg_stat_replication.
+		notStreaming []string
+		phase        kubedbv1.DatabasePhase
 		conds       map[string]metav1.ConditionStatus
 	}{
 		"first time all up": {
@@ -69,6 +71,17 @@ func TestStatusPhases(t *testing.T) {
 				kubedbv1.ConditionProvisioned:         metav1.ConditionTrue,
 			},
 		},
+		// A standby whose pod is Ready but whose replication broke (a credential it cannot
+		// use any more) is not Ready: the phase tells the truth about replication.
+		"standby not streaming is critical": {
+			provisioned: true, replicas: 3, ready: []bool{true, true, true}, notStreaming: []string{"x-1"},
+			phase: kubedbv1.DatabasePhaseCritical,
+			conds: map[string]metav1.ConditionStatus{
+				kubedbv1.ConditionReplicaReady:        metav1.ConditionFalse,
+				kubedbv1.ConditionAcceptingConnection: metav1.ConditionTrue,
+				kubedbv1.ConditionReady:               metav1.ConditionFalse,
+			},
+		},
 		"standby pod missing is critical": {
 			provisioned: true, replicas: 2, ready: []bool{true},
 			phase: kubedbv1.DatabasePhaseCritical,
@@ -95,8 +108,16 @@ func TestStatusPhases(t *testing.T) {
 			}
 			f := newFixture(t, []*kubedbv1.Postgres{pg}, objs...)
 			f.health.err = tc.primaryErr
+			f.health.notStreaming = map[string]bool{}
+			for _, name := range tc.notStreaming {
+				f.health.notStreaming[name] = true
+			}
 			require.NoError(t, f.sync("x"))
 			got := f.postgres("x")
+			for _, name := range tc.notStreaming {
+				assert.Contains(t, condition(got, kubedbv1.ConditionReplicaReady).Message, "not streaming from the primary: "+name)
+				assert.Equal(t, ReasonStandbyNotStreaming, condition(got, kubedbv1.ConditionReplicaReady).Reason)
+			}
 			assert.Equal(t, tc.phase, got.Status.Phase)
 			for typ, want := range tc.conds {
 				c := condition(got, typ)

@@ -18,7 +18,9 @@ import (
 //
 //  1. deletion: apply the deletion policy and release the finalizer;
 //  2. finalizer: make sure it is there;
-//  3. pause handshake: answer Paused=Unknown with True; while True, only observe status;
+//  3. pause handshake: answer Paused=Unknown with True for the request in status.pausedBy;
+//     while True, only observe status and label pod roles; drop a pause whose request is
+//     gone or ended;
 //  4. auth Secret: generate "<name>-auth" or check the user's;
 //  5. halt: remove StatefulSet and Services, keep data and Secret;
 //  6. version → image;
@@ -55,11 +57,18 @@ func (c *Controller) syncHandler(ctx context.Context, name cache.ObjectName) err
 		}
 	}
 
-	if paused := meta.FindStatusCondition(pg.Status.Conditions, kubedbv1.ConditionPaused); paused != nil {
-		switch paused.Status {
-		case metav1.ConditionUnknown:
+	if paused := meta.FindStatusCondition(pg.Status.Conditions, kubedbv1.ConditionPaused); paused != nil || pg.Status.PausedBy != nil {
+		held, err := c.pauseHeld(ctx, pg)
+		if err != nil {
+			return err
+		}
+		if !held {
+			if pg, err = c.dropPause(ctx, pg); err != nil {
+				return err
+			}
+		} else if paused.Status == metav1.ConditionUnknown {
 			return c.acknowledgePause(ctx, pg)
-		case metav1.ConditionTrue:
+		} else if paused.Status == metav1.ConditionTrue {
 			return c.syncPaused(ctx, pg)
 		}
 	}
@@ -123,45 +132,6 @@ func (c *Controller) handleStepError(ctx context.Context, pg *kubedbv1.Postgres,
 		c.recorder.Event(pg, corev1.EventTypeWarning, ue.reason, ue.msg)
 	}
 	return c.finishSync(ctx, pg, cred, ue)
-}
-
-// acknowledgePause answers the ops-manager's pause request. Nothing is written to workloads
-// in this sync, and later syncs leave them alone while the condition stays True.
-func (c *Controller) acknowledgePause(ctx context.Context, pg *kubedbv1.Postgres) error {
-	_, err := c.updateStatus(ctx, pg, func(st *kubedbv1.PostgresStatus) {
-		cond := meta.FindStatusCondition(st.Conditions, kubedbv1.ConditionPaused)
-		if cond == nil || cond.Status != metav1.ConditionUnknown {
-			return // withdrawn or already answered meanwhile
-		}
-		meta.SetStatusCondition(&st.Conditions, metav1.Condition{
-			Type:               kubedbv1.ConditionPaused,
-			Status:             metav1.ConditionTrue,
-			Reason:             ReasonPaused,
-			Message:            "The provisioner leaves workloads and the auth secret alone until this condition is removed",
-			ObservedGeneration: pg.Generation,
-		})
-	})
-	if err != nil {
-		return err
-	}
-	klog.FromContext(ctx).Info("Paused reconciliation of workloads")
-	c.recorder.Event(pg, corev1.EventTypeNormal, ReasonPaused, "Paused: workloads and the auth secret are left alone until the Paused condition is removed")
-	c.queue.AddAfter(cache.MetaObjectToName(pg), c.statusPeriod)
-	return nil
-}
-
-// syncPaused only observes: status is still kept honest while paused.
-func (c *Controller) syncPaused(ctx context.Context, pg *kubedbv1.Postgres) error {
-	_, cred, err := c.readAuthCredential(ctx, pg)
-	var ue *userError
-	if err != nil && !errors.As(err, &ue) {
-		return err
-	}
-	if err := c.writeStatus(ctx, pg, cred, nil); err != nil {
-		return err
-	}
-	c.queue.AddAfter(cache.MetaObjectToName(pg), c.statusPeriod)
-	return nil
 }
 
 // halt removes the StatefulSet (and so the pods) and the Services; PVCs, the ConfigMap and the

@@ -119,6 +119,23 @@ func TestSyncUserSecretProblems(t *testing.T) {
 			secret: userSecret("mine", map[string]string{"username": "admin", "password": ""}),
 			reason: ReasonAuthSecretInvalid, message: `secret demo/mine has an empty "password"`,
 		},
+		// What kubectl create secret --from-file gives from a file an editor wrote.
+		"password with a trailing newline": {
+			secret: userSecret("mine", map[string]string{"username": "admin", "password": "Long-Enough-1\n"}),
+			reason: ReasonAuthSecretInvalid,
+			message: `secret demo/mine has an invalid "password": invalid password: the password contains a control or ` +
+				`non-printable character (U+000A at byte 13)`,
+		},
+		"one-byte password": {
+			secret: userSecret("mine", map[string]string{"username": "admin", "password": "p"}),
+			reason: ReasonAuthSecretInvalid,
+			message: `secret demo/mine has an invalid "password": invalid password: it is 1 bytes long; the password must be 8 to 1024 bytes long`,
+		},
+		"reserved username": {
+			secret: userSecret("mine", map[string]string{"username": "pg_admin", "password": "Long-Enough-1"}),
+			reason: ReasonAuthSecretInvalid,
+			message: `secret demo/mine has an invalid "username": invalid role name: names starting with "pg_" are reserved by PostgreSQL`,
+		},
 	} {
 		t.Run(name, func(t *testing.T) {
 			var objs []runtimeObject
@@ -249,6 +266,23 @@ func TestSyncAdoptsOrphanedGeneratedSecret(t *testing.T) {
 	assert.Equal(t, "kept-password", string(sec.Data["password"]), "an adopted secret keeps its credential")
 	assert.True(t, isOwnedBy(sec, pg))
 	assert.Equal(t, "x-auth", f.postgres("x").Spec.AuthSecret.Name)
+}
+
+// After a rotation to a user's Secret, the generated Secret is marked superseded. A new
+// Postgres of the same name (recreated under a Delete or Halt policy, PVCs kept) must not
+// adopt its dead credential: it is told which Secret to name instead.
+func TestSyncRefusesSupersededGeneratedSecret(t *testing.T) {
+	pg := newPG("x")
+	old := generatedSecretFor(pg).(*corev1.Secret)
+	old.OwnerReferences = nil
+	old.Annotations = map[string]string{kubedbv1.AuthSupersededByAnnotation: "mine"}
+	f := newFixture(t, []*kubedbv1.Postgres{pg}, old)
+	require.NoError(t, f.sync("x"))
+	assert.False(t, f.exists("statefulset", "x"), "no pods start on a credential the data does not accept")
+	cond := condition(f.postgres("x"), kubedbv1.ConditionProvisioningStarted)
+	require.NotNil(t, cond)
+	assert.Equal(t, ReasonAuthSecretSuperseded, cond.Reason)
+	assert.Contains(t, cond.Message, "set spec.authSecret.name: mine")
 }
 
 func TestSyncMissingPostgresIsNoop(t *testing.T) {

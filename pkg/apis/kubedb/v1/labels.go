@@ -24,6 +24,11 @@ const (
 	// it; the provisioner preserves it.
 	AuthRotationAnnotation = "kubedb.com/auth-rotation"
 
+	// AuthSupersededByAnnotation on a generated auth Secret names the user's Secret that a
+	// rotation moved the database to: the generated one holds a credential PostgreSQL no
+	// longer accepts, so the provisioner never adopts it for a new Postgres of that name.
+	AuthSupersededByAnnotation = "kubedb.com/auth-superseded-by"
+
 	// Keys of an auth Secret.
 	AuthUsernameKey     = "username"
 	AuthPasswordKey     = "password"

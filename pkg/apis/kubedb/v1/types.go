@@ -4,6 +4,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/types"
 )
 
 // Resource names of the Postgres kind, as KubeDB names them.
@@ -364,6 +365,18 @@ type PostgresStatus struct {
 	// AuthSecret records when the credential last changed.
 	// +optional
 	AuthSecret *Age `json:"authSecret,omitempty"`
+	// PausedBy names the ops request that holds the pause (condition Paused), a pgops
+	// extension. The provisioner acknowledges a pause only for the request named here, and
+	// drops a pause whose request is gone, replaced or ended.
+	// +optional
+	PausedBy *OpsRequestReference `json:"pausedBy,omitempty"`
+}
+
+// OpsRequestReference names one ops request, by name and UID: a request deleted and
+// created again under the same name is another request.
+type OpsRequestReference struct {
+	Name string    `json:"name"`
+	UID  types.UID `json:"uid"`
 }
 
 // Age records when something was last updated.

@@ -3,6 +3,7 @@ package v1alpha1
 import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/types"
 )
 
 // Resource names of the PostgresOpsRequest kind, as KubeDB names them.
@@ -134,6 +135,36 @@ type OpsRequestStatus struct {
 	// +listMapKey=type
 	// +optional
 	Conditions []metav1.Condition `json:"conditions,omitempty"`
+	// RotateAuth is what a RotateAuth request acts on, decided once when it starts and
+	// never re-derived from caches afterwards (a pgops extension).
+	// +optional
+	RotateAuth *RotateAuthPlan `json:"rotateAuth,omitempty"`
+}
+
+// RotateAuthPlan records the objects and pods a RotateAuth works on. It holds names, never
+// a credential.
+type RotateAuthPlan struct {
+	// DatabaseUID is the UID of the Postgres when the request started: a Postgres deleted
+	// and created again under the same name is another database.
+	DatabaseUID types.UID `json:"databaseUID"`
+	// CurrentSecret is the auth Secret whose credential PostgreSQL accepted at the start.
+	CurrentSecret string `json:"currentSecret"`
+	// TargetSecret is the auth Secret the database uses once the new credential is set: the
+	// user's Secret for a user-provided credential, else CurrentSecret.
+	TargetSecret string `json:"targetSecret"`
+	// StagedSecret holds the new credential from before PostgreSQL changes until the request
+	// ends. It carries the ops-manager's finalizer, so nothing deletes it meanwhile.
+	StagedSecret string `json:"stagedSecret"`
+	// StorageType of the database at the start: an Ephemeral primary is never restarted,
+	// because its data lives only in the pod.
+	StorageType string `json:"storageType"`
+	// RestartPods are the pods to restart, in order: standbys from the highest ordinal
+	// down, then the primary unless its storage is Ephemeral.
+	// +optional
+	RestartPods []string `json:"restartPods,omitempty"`
+	// KeptPods are pods that keep running, with the reason in the RestartNodes condition.
+	// +optional
+	KeptPods []string `json:"keptPods,omitempty"`
 }
 
 // PostgresOpsRequestList is a list of PostgresOpsRequest.

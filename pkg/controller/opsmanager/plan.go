@@ -1,0 +1,161 @@
+package opsmanager
+
+import (
+	"context"
+	"fmt"
+
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	kubedbv1 "github.com/pgops/pgops/pkg/apis/kubedb/v1"
+	opsv1alpha1 "github.com/pgops/pgops/pkg/apis/ops/v1alpha1"
+	"github.com/pgops/pgops/pkg/credential"
+)
+
+// planRotation checks the request's input against the live Postgres and its Secrets, and
+// decides once what the rotation acts on. Nothing is changed: a bad input fails the request
+// before the database is paused. The plan is recorded in the request's status; later steps
+// use it, never a cache that may lag the ops-manager's own writes.
+func (c *Controller) planRotation(ctx context.Context, req *opsv1alpha1.PostgresOpsRequest) (*opsv1alpha1.RotateAuthPlan, error) {
+	pg, err := c.pgopsClient.KubedbV1().Postgreses(req.Namespace).Get(ctx, req.Spec.DatabaseRef.Name, metav1.GetOptions{})
+	if apierrors.IsNotFound(err) {
+		return nil, fatal(ReasonDatabaseNotFound, "Postgres %s/%s does not exist", req.Namespace, req.Spec.DatabaseRef.Name)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("reading Postgres %s: %w", req.Spec.DatabaseRef.Name, err)
+	}
+	if pg.Spec.AuthSecret == nil || pg.Spec.AuthSecret.Name == "" {
+		return nil, fmt.Errorf("Postgres %s has no auth Secret yet", pg.Name)
+	}
+	plan := &opsv1alpha1.RotateAuthPlan{
+		DatabaseUID:   pg.UID,
+		CurrentSecret: pg.Spec.AuthSecret.Name,
+		TargetSecret:  pg.Spec.AuthSecret.Name,
+		StagedSecret:  stagedSecretName(req),
+		StorageType:   string(kubedbv1.StorageTypeDurable),
+	}
+	if pg.Spec.StorageType == kubedbv1.StorageTypeEphemeral {
+		plan.StorageType = string(kubedbv1.StorageTypeEphemeral)
+	}
+
+	current, currentSecret, err := c.readCredential(ctx, pg.Namespace, plan.CurrentSecret)
+	if err != nil {
+		return nil, err
+	}
+	if ref := userSecretRef(req); ref != nil {
+		if _, err := c.checkUserSecret(ctx, req, pg, ref, current); err != nil {
+			return nil, err
+		}
+		plan.TargetSecret = ref.Name
+	} else if isImmutable(currentSecret) {
+		return nil, fatal(ReasonSecretInvalid,
+			"auth Secret %s is immutable, so a generated credential cannot be written into it; "+
+				"rotate to a Secret of your own with authentication.secretRef", currentSecret.Name)
+	}
+
+	replicas := int32(1)
+	if pg.Spec.Replicas != nil && *pg.Spec.Replicas > 0 {
+		replicas = *pg.Spec.Replicas
+	}
+	for ordinal := replicas - 1; ordinal >= 1; ordinal-- {
+		plan.RestartPods = append(plan.RestartPods, podName(pg.Name, ordinal))
+	}
+	primary := podName(pg.Name, 0)
+	if plan.StorageType == string(kubedbv1.StorageTypeEphemeral) {
+		// Evicting the primary would empty its emptyDir, and the entrypoint would initdb a new,
+		// empty cluster. It does not need the restart: it reads the password only at initdb,
+		// and the new one is set over SQL.
+		plan.KeptPods = append(plan.KeptPods, primary)
+	} else {
+		plan.RestartPods = append(plan.RestartPods, primary)
+	}
+	return plan, nil
+}
+
+func podName(statefulSet string, ordinal int32) string {
+	return fmt.Sprintf("%s-%d", statefulSet, ordinal)
+}
+
+// userSecretRef is the Secret a user-provided rotation takes its credential from, or nil.
+func userSecretRef(req *opsv1alpha1.PostgresOpsRequest) *opsv1alpha1.SecretReference {
+	if req.Spec.Authentication == nil {
+		return nil
+	}
+	return req.Spec.Authentication.SecretRef
+}
+
+// checkUserSecret reads and checks the credential a user provides: a Secret of the user's
+// (not the current one, not one pgops made for another purpose or database), mutable so the
+// previous credential can be recorded in it, with the database's username and a password
+// that pods can carry.
+func (c *Controller) checkUserSecret(ctx context.Context, req *opsv1alpha1.PostgresOpsRequest, pg *kubedbv1.Postgres,
+	ref *opsv1alpha1.SecretReference, current basicAuth) (basicAuth, error) {
+	if ref.Kind != "" && ref.Kind != "Secret" {
+		return basicAuth{}, fatal(ReasonInvalidRequest, "authentication.secretRef.kind must be Secret, got %q", ref.Kind)
+	}
+	if pg.Spec.AuthSecret != nil && ref.Name == pg.Spec.AuthSecret.Name {
+		// Rotating "to" the current Secret would lose the old credential before it is
+		// replaced in PostgreSQL.
+		return basicAuth{}, fatal(ReasonInvalidRequest,
+			"authentication.secretRef names %s, the database's current auth Secret; give a new Secret", ref.Name)
+	}
+	if other := c.otherDatabaseUsing(pg, ref.Name); other != "" {
+		return basicAuth{}, fatal(ReasonInvalidRequest,
+			"authentication.secretRef names %s, the auth Secret of Postgres %s; give a Secret of this database's own", ref.Name, other)
+	}
+	secret, err := c.kubeClient.CoreV1().Secrets(req.Namespace).Get(ctx, ref.Name, metav1.GetOptions{})
+	if apierrors.IsNotFound(err) {
+		return basicAuth{}, fatal(ReasonSecretInvalid, "Secret %s/%s named in authentication.secretRef does not exist", req.Namespace, ref.Name)
+	}
+	if err != nil {
+		return basicAuth{}, fmt.Errorf("reading Secret %s: %w", ref.Name, err)
+	}
+	if secret.Labels[LabelOpsRequestUID] != "" {
+		return basicAuth{}, fatal(ReasonInvalidRequest,
+			"Secret %s is a staged credential of a PostgresOpsRequest, not a Secret of yours; give another Secret", ref.Name)
+	}
+	if instance := secret.Labels[kubedbv1.LabelInstance]; secret.Labels[kubedbv1.LabelManagedBy] == kubedbv1.ManagedByValue && instance != pg.Name {
+		return basicAuth{}, fatal(ReasonInvalidRequest,
+			"Secret %s is managed by pgops for Postgres %s; give a Secret of this database's own", ref.Name, instance)
+	}
+	if isImmutable(secret) {
+		return basicAuth{}, fatal(ReasonSecretInvalid,
+			"Secret %s/%s is immutable: pgops records the previous credential in it as username.prev and password.prev; "+
+				"create it without immutable: true", req.Namespace, ref.Name)
+	}
+	auth, problem := basicAuthFrom(secret)
+	if problem != "" {
+		return basicAuth{}, fatal(ReasonSecretInvalid, "Secret %s/%s %s", req.Namespace, ref.Name, problem)
+	}
+	if auth.username != current.username {
+		return basicAuth{}, fatal(ReasonUsernameChanged, "%s: Secret %s has username %q, the database's is %q",
+			usernameCannotBeChanged, ref.Name, auth.username, current.username)
+	}
+	if err := credential.ValidatePodUsername(auth.username); err != nil {
+		return basicAuth{}, fatal(ReasonSecretInvalid, "Secret %s/%s: the username cannot be used: %v", req.Namespace, ref.Name, err)
+	}
+	if err := credential.ValidatePodPassword(auth.password); err != nil {
+		return basicAuth{}, fatal(ReasonSecretInvalid, "Secret %s/%s: the password cannot be used: %v", req.Namespace, ref.Name, err)
+	}
+	return auth, nil
+}
+
+// otherDatabaseUsing names another Postgres in pg's namespace whose auth Secret is name, if
+// any. The cache is enough here: this only refuses an input, it never acts on it.
+func (c *Controller) otherDatabaseUsing(pg *kubedbv1.Postgres, name string) string {
+	all, err := c.postgreses.Postgreses(pg.Namespace).List(everything)
+	if err != nil {
+		return ""
+	}
+	for _, other := range all {
+		if other.UID != pg.UID && other.Spec.AuthSecret != nil && other.Spec.AuthSecret.Name == name {
+			return other.Name
+		}
+	}
+	return ""
+}
+
+func isImmutable(secret *corev1.Secret) bool {
+	return secret.Immutable != nil && *secret.Immutable
+}

@@ -1,0 +1,32 @@
+package opsmanager
+
+import (
+	"fmt"
+
+	opsv1alpha1 "github.com/pgops/pgops/pkg/apis/ops/v1alpha1"
+	"github.com/pgops/pgops/pkg/credential"
+	"github.com/pgops/pgops/pkg/dbaddr"
+)
+
+// primaryTarget says how to reach the planned database's primary; the caller fills in who.
+// The primary Service must be controlled by the planned Postgres: a Service of another
+// database whose derived name collides (a database "x" has the governing Service "x-pods",
+// the very name of the primary Service of a database "x-pods") is never used.
+func (c *Controller) primaryTarget(req *opsv1alpha1.PostgresOpsRequest) (credential.Target, error) {
+	name := req.Spec.DatabaseRef.Name
+	svc, err := c.services.Services(req.Namespace).Get(name)
+	if err != nil {
+		return credential.Target{}, fmt.Errorf("finding the primary Service of Postgres %s: %w", name, err)
+	}
+	if err := checkOwnedByPlan(svc, req); err != nil {
+		return credential.Target{}, fmt.Errorf("primary Service: %w", err)
+	}
+	host, port, err := dbaddr.PrimaryTarget(c.cfg.HostMode, svc)
+	if err != nil {
+		return credential.Target{}, err
+	}
+	return credential.Target{
+		Host: host, Port: port, SSLMode: c.cfg.SSLMode,
+		ConnectTimeout: c.cfg.ConnectTimeout, ApplicationName: ControllerName,
+	}, nil
+}

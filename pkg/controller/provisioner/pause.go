@@ -1,0 +1,124 @@
+package provisioner
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/tools/cache"
+	"k8s.io/klog/v2"
+
+	kubedbv1 "github.com/pgops/pgops/pkg/apis/kubedb/v1"
+	opsv1alpha1 "github.com/pgops/pgops/pkg/apis/ops/v1alpha1"
+)
+
+// ReasonPauseDropped is the event reason when a pause without a live request is removed.
+const ReasonPauseDropped = "PauseDropped"
+
+// The pause belongs to an ops request: status.pausedBy names it, by name and UID, next to
+// the Paused condition. The provisioner honours a pause only while that request exists
+// under that UID and has not ended; otherwise (the request was deleted without its
+// finalizer, or a pause was set by hand) it drops the pause, so a database never stays
+// paused forever.
+
+// pauseHeld tells whether pg's pause belongs to a request that is still running. The request
+// is read live: the provisioner keeps no cache of ops requests.
+func (c *Controller) pauseHeld(ctx context.Context, pg *kubedbv1.Postgres) (bool, error) {
+	holder := pg.Status.PausedBy
+	if holder == nil || meta.FindStatusCondition(pg.Status.Conditions, kubedbv1.ConditionPaused) == nil {
+		return false, nil
+	}
+	req, err := c.pgopsClient.OpsV1alpha1().PostgresOpsRequests(pg.Namespace).Get(ctx, holder.Name, metav1.GetOptions{})
+	if apierrors.IsNotFound(err) {
+		return false, nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("reading PostgresOpsRequest %s that pauses postgres %s: %w", holder.Name, pg.Name, err)
+	}
+	switch req.Status.Phase {
+	case opsv1alpha1.OpsRequestPhaseSuccessful, opsv1alpha1.OpsRequestPhaseFailed, opsv1alpha1.OpsRequestPhaseSkipped:
+		return false, nil
+	}
+	return req.UID == holder.UID, nil
+}
+
+// dropPause removes a pause whose request is gone or ended, and says so in an event.
+func (c *Controller) dropPause(ctx context.Context, pg *kubedbv1.Postgres) (*kubedbv1.Postgres, error) {
+	holder := pg.Status.PausedBy
+	updated, err := c.updateStatus(ctx, pg, func(st *kubedbv1.PostgresStatus) {
+		if !apiequalHolder(st.PausedBy, holder) {
+			return // taken over meanwhile
+		}
+		meta.RemoveStatusCondition(&st.Conditions, kubedbv1.ConditionPaused)
+		st.PausedBy = nil
+	})
+	if err != nil {
+		return pg, err
+	}
+	who := "no PostgresOpsRequest"
+	if holder != nil {
+		who = fmt.Sprintf("PostgresOpsRequest %s (uid %s), which is gone or has ended", holder.Name, holder.UID)
+	}
+	klog.FromContext(ctx).Info("Dropped a pause without a running request", "holder", who)
+	c.recorder.Eventf(pg, corev1.EventTypeWarning, ReasonPauseDropped, "Resumed: the pause was held by %s", who)
+	return updated, nil
+}
+
+func apiequalHolder(a, b *kubedbv1.OpsRequestReference) bool {
+	if a == nil || b == nil {
+		return a == b
+	}
+	return *a == *b
+}
+
+// acknowledgePause answers the ops-manager's pause request, for the request named in
+// status.pausedBy. Nothing is written to workloads in this sync, and later syncs leave them
+// alone while the condition stays True.
+func (c *Controller) acknowledgePause(ctx context.Context, pg *kubedbv1.Postgres) error {
+	holder := pg.Status.PausedBy
+	_, err := c.updateStatus(ctx, pg, func(st *kubedbv1.PostgresStatus) {
+		cond := meta.FindStatusCondition(st.Conditions, kubedbv1.ConditionPaused)
+		if cond == nil || cond.Status != metav1.ConditionUnknown || !apiequalHolder(st.PausedBy, holder) {
+			return // withdrawn, answered or taken over meanwhile
+		}
+		meta.SetStatusCondition(&st.Conditions, metav1.Condition{
+			Type:               kubedbv1.ConditionPaused,
+			Status:             metav1.ConditionTrue,
+			Reason:             ReasonPaused,
+			Message:            fmt.Sprintf("Paused for PostgresOpsRequest %s: the provisioner leaves workloads and the auth secret alone until it resumes", holder.Name),
+			ObservedGeneration: pg.Generation,
+		})
+	})
+	if err != nil {
+		return err
+	}
+	klog.FromContext(ctx).Info("Paused reconciliation of workloads", "opsRequest", holder.Name)
+	c.recorder.Eventf(pg, corev1.EventTypeNormal, ReasonPaused,
+		"Paused for PostgresOpsRequest %s: workloads and the auth secret are left alone until it resumes", holder.Name)
+	c.queue.AddAfter(cache.MetaObjectToName(pg), c.statusPeriod)
+	return nil
+}
+
+// syncPaused only observes, and labels pod roles: status is kept honest while paused, and a
+// pod recreated during the pause (a restarted standby) still gets its role label, so the
+// standby Service has endpoints for the rest of the rotation. Labels are not workloads: the
+// StatefulSet and the Secret are left alone.
+func (c *Controller) syncPaused(ctx context.Context, pg *kubedbv1.Postgres) error {
+	_, cred, err := c.readAuthCredential(ctx, pg)
+	var ue *userError
+	if err != nil && !errors.As(err, &ue) {
+		return err
+	}
+	if err := c.labelPodRoles(ctx, pg); err != nil {
+		return err
+	}
+	if err := c.writeStatus(ctx, pg, cred, nil); err != nil {
+		return err
+	}
+	c.queue.AddAfter(cache.MetaObjectToName(pg), c.statusPeriod)
+	return nil
+}

@@ -22,7 +22,7 @@ func TestStatusPhases(t *testing.T) {
 		// notStreaming are standbys missing from the primary's pg_stat_replication.
 		notStreaming []string
 		phase        kubedbv1.DatabasePhase
-		conds       map[string]metav1.ConditionStatus
+		conds        map[string]metav1.ConditionStatus
 	}{
 		"first time all up": {
 			replicas: 2, ready: []bool{true, true},

@@ -127,13 +127,13 @@ func TestSyncUserSecretProblems(t *testing.T) {
 				`non-printable character (U+000A at byte 13)`,
 		},
 		"one-byte password": {
-			secret: userSecret("mine", map[string]string{"username": "admin", "password": "p"}),
-			reason: ReasonAuthSecretInvalid,
+			secret:  userSecret("mine", map[string]string{"username": "admin", "password": "p"}),
+			reason:  ReasonAuthSecretInvalid,
 			message: `secret demo/mine has an invalid "password": invalid password: it is 1 bytes long; the password must be 8 to 1024 bytes long`,
 		},
 		"reserved username": {
-			secret: userSecret("mine", map[string]string{"username": "pg_admin", "password": "Long-Enough-1"}),
-			reason: ReasonAuthSecretInvalid,
+			secret:  userSecret("mine", map[string]string{"username": "pg_admin", "password": "Long-Enough-1"}),
+			reason:  ReasonAuthSecretInvalid,
 			message: `secret demo/mine has an invalid "username": invalid role name: names starting with "pg_" are reserved by PostgreSQL`,
 		},
 	} {

@@ -39,6 +39,9 @@ func (c *Controller) planRotation(ctx context.Context, req *opsv1alpha1.Postgres
 		plan.StorageType = string(kubedbv1.StorageTypeEphemeral)
 	}
 
+	if err := c.checkWorkloadsOwned(pg); err != nil {
+		return nil, err
+	}
 	current, currentSecret, err := c.readCredential(ctx, pg.Namespace, plan.CurrentSecret)
 	if err != nil {
 		return nil, err
@@ -71,6 +74,29 @@ func (c *Controller) planRotation(ctx context.Context, req *opsv1alpha1.Postgres
 		plan.RestartPods = append(plan.RestartPods, primary)
 	}
 	return plan, nil
+}
+
+// checkWorkloadsOwned refuses a database whose primary Service or StatefulSet is controlled
+// by another object: two databases whose derived names collide ("x" has the governing
+// Service "x-pods", the primary Service of a database "x-pods"). The rotation would log in
+// to, or restart, the other database.
+func (c *Controller) checkWorkloadsOwned(pg *kubedbv1.Postgres) error {
+	owned := func(kind string, obj metav1.Object, err error) error {
+		if err != nil {
+			return fmt.Errorf("reading the %s of Postgres %s: %w", kind, pg.Name, err)
+		}
+		if owner := metav1.GetControllerOf(obj); owner == nil || owner.UID != pg.UID {
+			return fatal(ReasonNameConflict, "the %s %s is not controlled by Postgres %s: another object has its name; "+
+				"rename one of the two databases", kind, obj.GetName(), pg.Name)
+		}
+		return nil
+	}
+	svc, err := c.services.Services(pg.Namespace).Get(pg.Name)
+	if err := owned("primary Service", svc, err); err != nil {
+		return err
+	}
+	sts, err := c.statefulSets.StatefulSets(pg.Namespace).Get(pg.Name)
+	return owned("StatefulSet", sts, err)
 }
 
 func podName(statefulSet string, ordinal int32) string {

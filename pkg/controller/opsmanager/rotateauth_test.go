@@ -9,6 +9,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	clienttesting "k8s.io/client-go/testing"
@@ -425,8 +426,14 @@ func TestDeletedMidwayResumesTheDatabase(t *testing.T) {
 	require.NoError(t, err)
 	_, err = w.sync("rotate")
 	require.NoError(t, err)
-	assert.Empty(t, w.request("rotate").Finalizers)
+	w.requireGone("rotate")
 	assert.Nil(t, meta.FindStatusCondition(w.postgres().Status.Conditions, kubedbv1.ConditionPaused), "database resumed")
+}
+
+func (w *world) requireGone(name string) {
+	w.t.Helper()
+	_, err := w.pgops.OpsV1alpha1().PostgresOpsRequests(ns).Get(context.Background(), name, metav1.GetOptions{})
+	require.True(w.t, apierrors.IsNotFound(err), "request %s still exists: %v", name, err)
 }
 
 // BenchmarkGeneratedRotation measures the ops-manager's own cost of a whole rotation of a

@@ -11,6 +11,7 @@ import (
 	"github.com/stretchr/testify/require"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
@@ -51,6 +52,14 @@ type world struct {
 
 	// provisionerConfirmsPause makes the stand-in provisioner answer Paused=Unknown.
 	provisionerConfirmsPause bool
+	// frozen holds, per informer, the objects a lagging cache still shows: the controller's
+	// cache of that kind does not see later writes (its own included) until thawed.
+	frozen map[string][]runtime.Object
+	// denySecretUpdates makes every Secret update fail, holding a rotation between the
+	// ALTER ROLE and the Secret's update (the point of no return).
+	denySecretUpdates bool
+	// podsNeverReady makes restarted pods come back not Ready.
+	podsNeverReady bool
 }
 
 func newWorld(t testing.TB, replicas int32) *world {
@@ -71,6 +80,13 @@ func newWorld(t testing.TB, replicas int32) *world {
 		client.PrependReactor("create", "*", w.defaultMetadata)
 	}
 	w.kube.PrependReactor("create", "pods", w.evict)
+	w.kube.PrependReactor("delete", "secrets", w.deleteHonouringFinalizers)
+	w.kube.PrependReactor("update", "secrets", func(action clienttesting.Action) (bool, runtime.Object, error) {
+		if w.denySecretUpdates {
+			return true, nil, fmt.Errorf("fake: secrets update is forbidden")
+		}
+		return false, nil, nil
+	})
 
 	w.create(&corev1.Secret{
 		ObjectMeta: metav1.ObjectMeta{Name: dbName + "-auth", Namespace: ns, Labels: ownedLabels()},
@@ -176,6 +192,9 @@ func (w *world) evict(action clienttesting.Action) (bool, runtime.Object, error)
 		return true, nil, err
 	}
 	pod := w.readyPod(name, sts.Status.UpdateRevision)
+	if w.podsNeverReady {
+		pod.Status.Conditions = nil
+	}
 	w.uid++
 	pod.UID = types.UID(fmt.Sprintf("uid-%d", w.uid))
 	return true, nil, w.kube.Tracker().Add(pod)
@@ -217,6 +236,9 @@ func (w *world) newController() *Controller {
 		require.NoError(w.t, err)
 		items, err := meta.ExtractList(list)
 		require.NoError(w.t, err)
+		if frozen, ok := w.frozen[fmt.Sprintf("%T", list)]; ok {
+			items = frozen
+		}
 		for _, item := range items {
 			require.NoError(w.t, indexer.Add(item))
 		}
@@ -261,9 +283,100 @@ func (w *world) runUntilDone(name string, limit int) *opsv1alpha1.PostgresOpsReq
 	return nil
 }
 
-// react plays the provisioner (pause handshake) and the StatefulSet controller.
+// freeze makes the controller's cache of list's kind (for example &kubedbv1.PostgresList{})
+// keep showing what the API server holds now.
+func (w *world) freeze(list runtime.Object) {
+	w.t.Helper()
+	var err error
+	ctx := context.Background()
+	switch list.(type) {
+	case *kubedbv1.PostgresList:
+		list, err = w.pgops.KubedbV1().Postgreses("").List(ctx, metav1.ListOptions{})
+	case *appsv1.StatefulSetList:
+		list, err = w.kube.AppsV1().StatefulSets("").List(ctx, metav1.ListOptions{})
+	case *opsv1alpha1.PostgresOpsRequestList:
+		list, err = w.pgops.OpsV1alpha1().PostgresOpsRequests("").List(ctx, metav1.ListOptions{})
+	default:
+		w.t.Fatalf("cannot freeze %T", list)
+	}
+	require.NoError(w.t, err)
+	items, err := meta.ExtractList(list)
+	require.NoError(w.t, err)
+	if w.frozen == nil {
+		w.frozen = map[string][]runtime.Object{}
+	}
+	w.frozen[fmt.Sprintf("%T", list)] = items
+}
+
+// deleteHonouringFinalizers deletes like the API server: an object with finalizers only
+// gets a deletionTimestamp.
+func (w *world) deleteHonouringFinalizers(action clienttesting.Action) (bool, runtime.Object, error) {
+	del := action.(clienttesting.DeleteAction)
+	gvr := del.GetResource()
+	obj, err := w.kube.Tracker().Get(gvr, del.GetNamespace(), del.GetName())
+	if err != nil {
+		return true, nil, err
+	}
+	m := obj.(metav1.Object)
+	if opts := del.GetDeleteOptions(); opts.Preconditions != nil && opts.Preconditions.UID != nil && *opts.Preconditions.UID != m.GetUID() {
+		return true, nil, apierrors.NewConflict(gvr.GroupResource(), m.GetName(), fmt.Errorf("uid precondition failed"))
+	}
+	if len(m.GetFinalizers()) == 0 {
+		return true, obj, w.kube.Tracker().Delete(gvr, del.GetNamespace(), del.GetName())
+	}
+	if m.GetDeletionTimestamp() == nil {
+		now := metav1.NewTime(w.clock.Now())
+		m.SetDeletionTimestamp(&now)
+		return true, obj, w.kube.Tracker().Update(gvr, obj, del.GetNamespace())
+	}
+	return true, obj, nil
+}
+
+// finishDeletions removes Secrets and requests whose deletion waited for finalizers that
+// are gone now, as the API server does.
+func (w *world) finishDeletions() {
+	ctx := context.Background()
+	secrets, _ := w.kube.CoreV1().Secrets(ns).List(ctx, metav1.ListOptions{})
+	for _, s := range secrets.Items {
+		if s.DeletionTimestamp != nil && len(s.Finalizers) == 0 {
+			_ = w.kube.Tracker().Delete(corev1.SchemeGroupVersion.WithResource("secrets"), ns, s.Name)
+		}
+	}
+	reqs, _ := w.pgops.OpsV1alpha1().PostgresOpsRequests(ns).List(ctx, metav1.ListOptions{})
+	for _, r := range reqs.Items {
+		if r.DeletionTimestamp != nil && (len(r.Finalizers) == 0 || len(r.Finalizers) == 1 && r.Finalizers[0] == metav1.FinalizerDeleteDependents) {
+			_ = w.pgops.Tracker().Delete(opsv1alpha1.SchemeGroupVersion.WithResource("postgresopsrequests"), ns, r.Name)
+		}
+	}
+}
+
+// deleteForeground deletes a request as kubectl delete --cascade=foreground does: the
+// garbage collector deletes every dependent that names the request as an owner, while the
+// request waits for its finalizers.
+func (w *world) deleteForeground(name string) {
+	w.t.Helper()
+	ctx := context.Background()
+	req := w.request(name)
+	now := metav1.NewTime(w.clock.Now())
+	req.DeletionTimestamp = &now
+	req.Finalizers = append(req.Finalizers, metav1.FinalizerDeleteDependents)
+	require.NoError(w.t, w.pgops.Tracker().Update(opsv1alpha1.SchemeGroupVersion.WithResource("postgresopsrequests"), req, ns))
+	secrets, err := w.kube.CoreV1().Secrets(ns).List(ctx, metav1.ListOptions{})
+	require.NoError(w.t, err)
+	for _, s := range secrets.Items {
+		for _, ref := range s.OwnerReferences {
+			if ref.UID == req.UID {
+				require.NoError(w.t, w.kube.CoreV1().Secrets(ns).Delete(ctx, s.Name, metav1.DeleteOptions{}))
+			}
+		}
+	}
+}
+
+// react plays the provisioner (pause handshake), the StatefulSet controller and the API
+// server's end of deletions.
 func (w *world) react() {
 	ctx := context.Background()
+	defer w.finishDeletions()
 	pg, err := w.pgops.KubedbV1().Postgreses(ns).Get(ctx, dbName, metav1.GetOptions{})
 	if err == nil && w.provisionerConfirmsPause {
 		if cond := meta.FindStatusCondition(pg.Status.Conditions, kubedbv1.ConditionPaused); cond != nil && cond.Status == metav1.ConditionUnknown {

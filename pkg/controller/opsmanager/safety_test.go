@@ -1,0 +1,426 @@
+package opsmanager
+
+import (
+	"context"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	clienttesting "k8s.io/client-go/testing"
+	"k8s.io/utils/ptr"
+
+	kubedbv1 "github.com/pgops/pgops/pkg/apis/kubedb/v1"
+	opsv1alpha1 "github.com/pgops/pgops/pkg/apis/ops/v1alpha1"
+)
+
+// Scenarios from the issue "RotateAuth safety: never a lockout, never data loss". Each is
+// a way a rotation used to lock someone out or lose data.
+
+// syncUntil syncs name until done says so, failing after limit syncs.
+func (w *world) syncUntil(name string, limit int, done func(*opsv1alpha1.PostgresOpsRequest) bool) *opsv1alpha1.PostgresOpsRequest {
+	w.t.Helper()
+	for i := 0; i < limit; i++ {
+		_, _ = w.sync(name)
+		if req, err := w.pgops.OpsV1alpha1().PostgresOpsRequests(ns).Get(context.Background(), name, metav1.GetOptions{}); err == nil && done(req) {
+			return req
+		} else if apierrors.IsNotFound(err) {
+			w.t.Fatalf("request %s is gone", name)
+		}
+	}
+	w.t.Fatalf("request %s: condition not reached in %d syncs: %s", name, limit, describe(w.request(name)))
+	return nil
+}
+
+func atPointOfNoReturn(req *opsv1alpha1.PostgresOpsRequest) bool { return pastPointOfNoReturn(req) }
+
+func (w *world) evictions() []string {
+	var evicted []string
+	for _, action := range w.kube.Actions() {
+		if action.GetVerb() == "create" && action.GetSubresource() == "eviction" {
+			evicted = append(evicted, action.(clienttesting.CreateAction).GetObject().(metav1.Object).GetName())
+		}
+	}
+	return evicted
+}
+
+// requireCredentialWorks checks the end state every rotation must reach: the database is
+// resumed and the Secret it points at holds the password PostgreSQL has.
+func (w *world) requireCredentialWorks() string {
+	w.t.Helper()
+	pg := w.postgres()
+	require.Nil(w.t, meta.FindStatusCondition(pg.Status.Conditions, kubedbv1.ConditionPaused), "database resumed")
+	require.Nil(w.t, pg.Status.PausedBy)
+	secret := w.secret(pg.Spec.AuthSecret.Name)
+	require.Equal(w.t, w.db.password(superuser), string(secret.Data["password"]), "the auth Secret logs in")
+	return string(secret.Data["password"])
+}
+
+// Item 4: kubectl delete pgops X --cascade=foreground past the point of no return. The
+// garbage collector deletes the request's dependents; the staged credential is not one of
+// them (no owner reference) and a deletion by anyone only marks it (finalizer). Cleanup
+// rolls the Secret forward to the one password PostgreSQL has.
+func TestForegroundDeletionPastPointOfNoReturnKeepsTheCredential(t *testing.T) {
+	w := newWorld(t, 1)
+	w.denySecretUpdates = true
+	w.newRequest("rotate")
+	req := w.syncUntil("rotate", 30, atPointOfNoReturn)
+	staged := req.Status.RotateAuth.StagedSecret
+
+	w.deleteForeground("rotate")
+	require.NoError(t, w.kube.CoreV1().Secrets(ns).Delete(context.Background(), staged, metav1.DeleteOptions{}),
+		"a user deleting the staged Secret by hand")
+	for i := 0; i < 3; i++ {
+		_, err := w.sync("rotate")
+		require.Error(t, err, "the Secret cannot be updated yet: cleanup waits")
+	}
+	assert.NotNil(t, w.secret(staged).DeletionTimestamp, "the staged credential is only marked for deletion")
+
+	w.denySecretUpdates = false
+	for i := 0; i < 10; i++ {
+		if _, err := w.pgops.OpsV1alpha1().PostgresOpsRequests(ns).Get(context.Background(), "rotate", metav1.GetOptions{}); apierrors.IsNotFound(err) {
+			break
+		}
+		_, _ = w.sync("rotate")
+	}
+	w.requireGone("rotate")
+	password := w.requireCredentialWorks()
+	assert.NotEqual(t, oldPassword, password)
+	assert.Equal(t, 1, w.db.setCalls, "never a second password")
+	_, err := w.kube.CoreV1().Secrets(ns).Get(context.Background(), staged, metav1.GetOptions{})
+	assert.True(t, apierrors.IsNotFound(err), "the staged credential is released at the end")
+}
+
+// Item 4, running request: the staged Secret marked for deletion past the point of no
+// return is still the credential the request finishes with; no second password is made.
+func TestStagedCredentialMarkedForDeletionIsStillUsed(t *testing.T) {
+	w := newWorld(t, 3)
+	w.denySecretUpdates = true
+	w.newRequest("rotate")
+	req := w.syncUntil("rotate", 30, atPointOfNoReturn)
+	require.NoError(t, w.kube.CoreV1().Secrets(ns).Delete(context.Background(), req.Status.RotateAuth.StagedSecret, metav1.DeleteOptions{}))
+	w.denySecretUpdates = false
+
+	req = w.runUntilDone("rotate", 60)
+	require.Equal(t, opsv1alpha1.OpsRequestPhaseSuccessful, req.Status.Phase, describe(req))
+	w.requireCredentialWorks()
+	assert.Equal(t, 1, w.db.setCalls)
+}
+
+// Item 2: a user Secret named like something the operator creates (the old staged name
+// "<request>-staged-auth", the ConfigMap's and Services' names) is the user's: it is used as
+// the target and never deleted.
+func TestUserSecretNamedLikeOperatorObjectsSurvives(t *testing.T) {
+	for _, name := range []string{"rotate-staged-auth", dbName + "-scripts", dbName + "-pods", dbName + "-standby"} {
+		t.Run(name, func(t *testing.T) {
+			w := newWorld(t, 1)
+			w.userSecret(name, map[string]string{"username": superuser, "password": "Users-Own-Password-1"})
+			w.newRequest("rotate", userProvided(name))
+			req := w.runUntilDone("rotate", 50)
+			require.Equal(t, opsv1alpha1.OpsRequestPhaseSuccessful, req.Status.Phase, describe(req))
+			assert.Equal(t, name, w.postgres().Spec.AuthSecret.Name)
+			assert.Equal(t, "Users-Own-Password-1", w.requireCredentialWorks())
+		})
+	}
+}
+
+// Item 2, the other way round: Secrets that are not the user's to give are refused before
+// the pause.
+func TestForeignSecretsRefusedBeforePausing(t *testing.T) {
+	cases := map[string]func(w *world) string{
+		"another database's auth Secret": func(w *world) string {
+			w.create(&kubedbv1.Postgres{
+				ObjectMeta: metav1.ObjectMeta{Name: "other", Namespace: ns},
+				Spec:       kubedbv1.PostgresSpec{Version: "16.4", AuthSecret: &kubedbv1.SecretReference{Name: "shared"}},
+			})
+			w.userSecret("shared", map[string]string{"username": superuser, "password": "Users-Own-Password-1"})
+			return "shared"
+		},
+		"a Secret pgops manages for another database": func(w *world) string {
+			w.create(&corev1.Secret{
+				ObjectMeta: metav1.ObjectMeta{Name: "other-auth", Namespace: ns, Labels: map[string]string{
+					kubedbv1.LabelManagedBy: kubedbv1.ManagedByValue, kubedbv1.LabelInstance: "other"}},
+				Data: map[string][]byte{"username": []byte(superuser), "password": []byte("Users-Own-Password-1")},
+			})
+			return "other-auth"
+		},
+		"another request's staged credential": func(w *world) string {
+			w.create(&corev1.Secret{
+				ObjectMeta: metav1.ObjectMeta{Name: "pgops-rotation-x", Namespace: ns, Labels: map[string]string{LabelOpsRequestUID: "x"}},
+				Data:       map[string][]byte{"username": []byte(superuser), "password": []byte("Users-Own-Password-1")},
+			})
+			return "pgops-rotation-x"
+		},
+	}
+	for name, setup := range cases {
+		t.Run(name, func(t *testing.T) {
+			w := newWorld(t, 1)
+			secret := setup(w)
+			w.newRequest("rotate", userProvided(secret))
+			req := w.runUntilDone("rotate", 10)
+			require.Equal(t, opsv1alpha1.OpsRequestPhaseFailed, req.Status.Phase)
+			assert.Equal(t, ReasonInvalidRequest, condition(req, ConditionFailed).Reason, describe(req))
+			assert.Nil(t, condition(req, ConditionPauseDatabase), "never paused")
+			assert.Equal(t, oldPassword, w.db.password(superuser))
+		})
+	}
+}
+
+// Items 3 and 11: legal YAML, hostile values. Each is refused before the pause with a
+// message that names the rule, and never shows the password.
+func TestHostilePasswordsRefusedBeforePausing(t *testing.T) {
+	for name, tc := range map[string]struct{ password, rule string }{
+		"trailing newline":  {"Users-Own-Password-1\n", "control"},
+		"control character": {"Users\x1bOwn-Password", "control"},
+		"surrounding space": {" Users-Own-Password-1", "whitespace"},
+		"one byte":          {"x", "8 to 1024 bytes"},
+		"200 kB":            {strings.Repeat("p", 200<<10), "8 to 1024 bytes"},
+	} {
+		t.Run(name, func(t *testing.T) {
+			w := newWorld(t, 3)
+			w.userSecret("mine", map[string]string{"username": superuser, "password": tc.password})
+			w.newRequest("rotate", userProvided("mine"))
+			req := w.runUntilDone("rotate", 10)
+			require.Equal(t, opsv1alpha1.OpsRequestPhaseFailed, req.Status.Phase)
+			failed := condition(req, ConditionFailed)
+			assert.Equal(t, ReasonSecretInvalid, failed.Reason)
+			assert.Contains(t, failed.Message, tc.rule)
+			assert.Nil(t, condition(req, ConditionPauseDatabase), "never paused")
+			assert.Nil(t, meta.FindStatusCondition(w.postgres().Status.Conditions, kubedbv1.ConditionPaused))
+			assert.Equal(t, oldPassword, w.db.password(superuser))
+			if len(tc.password) > 2 {
+				w.assertNoSecretsLeaked(strings.TrimSpace(tc.password))
+			}
+		})
+	}
+}
+
+// Item 5: a Postgres cache that never sees the switch of spec.authSecret to the user's
+// Secret must not point the pods back at the old Secret.
+func TestLaggingPostgresCacheKeepsPodsOnTheNewSecret(t *testing.T) {
+	w := newWorld(t, 3)
+	w.userSecret("mine", map[string]string{"username": superuser, "password": "Users-Own-Password-1"})
+	w.freeze(&kubedbv1.PostgresList{})
+	w.newRequest("rotate", userProvided("mine"))
+	req := w.runUntilDone("rotate", 60)
+	require.Equal(t, opsv1alpha1.OpsRequestPhaseSuccessful, req.Status.Phase, describe(req))
+	sts, err := w.kube.AppsV1().StatefulSets(ns).Get(context.Background(), dbName, metav1.GetOptions{})
+	require.NoError(t, err)
+	for _, env := range sts.Spec.Template.Spec.Containers[0].Env {
+		assert.Equal(t, "mine", env.ValueFrom.SecretKeyRef.Name, env.Name)
+	}
+	w.requireCredentialWorks()
+}
+
+// Item 6: a cached Paused=True left by the previous request must not complete the next
+// request's PauseDatabase while the provisioner has not answered it.
+func TestStalePauseInCacheDoesNotCompleteTheNextPause(t *testing.T) {
+	w := newWorld(t, 1)
+	pg := w.postgres()
+	meta.SetStatusCondition(&pg.Status.Conditions, metav1.Condition{Type: kubedbv1.ConditionPaused, Status: metav1.ConditionTrue, Reason: "PausedByProvisioner"})
+	pg.Status.PausedBy = &kubedbv1.OpsRequestReference{Name: "previous", UID: "uid-previous"}
+	_, err := w.pgops.KubedbV1().Postgreses(ns).UpdateStatus(context.Background(), pg, metav1.UpdateOptions{})
+	require.NoError(t, err)
+	w.freeze(&kubedbv1.PostgresList{}) // the cache keeps showing the previous request's pause
+	pg.Status.Conditions, pg.Status.PausedBy = nil, nil
+	pg = w.postgres()
+	meta.RemoveStatusCondition(&pg.Status.Conditions, kubedbv1.ConditionPaused)
+	pg.Status.PausedBy = nil
+	_, err = w.pgops.KubedbV1().Postgreses(ns).UpdateStatus(context.Background(), pg, metav1.UpdateOptions{})
+	require.NoError(t, err)
+
+	w.provisionerConfirmsPause = false
+	w.newRequest("rotate")
+	for i := 0; i < 6; i++ {
+		_, _ = w.sync("rotate")
+	}
+	req := w.request("rotate")
+	assert.False(t, isTrue(req.Status.Conditions, ConditionPauseDatabase), describe(req))
+	assert.Equal(t, "rotate", w.postgres().Status.PausedBy.Name, "the pause is asked for this request")
+
+	w.provisionerConfirmsPause = true
+	delete(w.frozen, "*v1.PostgresList")
+	req = w.runUntilDone("rotate", 50)
+	require.Equal(t, opsv1alpha1.OpsRequestPhaseSuccessful, req.Status.Phase, describe(req))
+}
+
+// Item 6: the pause of a request that is gone is taken over, not waited on forever; the
+// pause of a running one is waited on.
+func TestPauseOfAGoneRequestIsTakenOver(t *testing.T) {
+	w := newWorld(t, 1)
+	pg := w.postgres()
+	meta.SetStatusCondition(&pg.Status.Conditions, metav1.Condition{Type: kubedbv1.ConditionPaused, Status: metav1.ConditionTrue, Reason: "PausedByProvisioner"})
+	pg.Status.PausedBy = &kubedbv1.OpsRequestReference{Name: "vanished", UID: "uid-vanished"}
+	_, err := w.pgops.KubedbV1().Postgreses(ns).UpdateStatus(context.Background(), pg, metav1.UpdateOptions{})
+	require.NoError(t, err)
+	w.newRequest("rotate")
+	req := w.runUntilDone("rotate", 50)
+	require.Equal(t, opsv1alpha1.OpsRequestPhaseSuccessful, req.Status.Phase, describe(req))
+	w.requireCredentialWorks()
+}
+
+// Item 1: an Ephemeral primary keeps running (its emptyDir is its data); standbys re-clone.
+func TestEphemeralPrimaryIsNeverEvicted(t *testing.T) {
+	for replicas, wantEvicted := range map[int32][]string{1: nil, 3: {"pg-2", "pg-1"}} {
+		w := newWorld(t, replicas)
+		pg := w.postgres()
+		pg.Spec.StorageType = kubedbv1.StorageTypeEphemeral
+		_, err := w.pgops.KubedbV1().Postgreses(ns).Update(context.Background(), pg, metav1.UpdateOptions{})
+		require.NoError(t, err)
+		w.newRequest("rotate")
+		req := w.runUntilDone("rotate", 60)
+		require.Equal(t, opsv1alpha1.OpsRequestPhaseSuccessful, req.Status.Phase, describe(req))
+		assert.Equal(t, wantEvicted, w.evictions(), "replicas=%d", replicas)
+		assert.Equal(t, []string{"pg-0"}, req.Status.RotateAuth.KeptPods)
+		assert.Contains(t, condition(req, ConditionRestartNodes).Message, "kept pg-0 running: storage is Ephemeral")
+		w.requireCredentialWorks()
+	}
+}
+
+// Item 10: a step that keeps failing transiently is retried with backoff, and each failed
+// sync also asks to be looked at by the step's deadline, so spec.timeout fires on time.
+func TestStepErrorsAreRecheckedByTheDeadline(t *testing.T) {
+	w := newWorld(t, 1)
+	w.db.unreachable = true
+	w.newRequest("rotate", func(r *opsv1alpha1.PostgresOpsRequest) { r.Spec.Timeout = &metav1.Duration{Duration: time.Minute} })
+	var res syncResult
+	var err error
+	for i := 0; i < 6 && err == nil; i++ {
+		res, err = w.sync("rotate")
+	}
+	require.Error(t, err)
+	assert.Greater(t, res.requeueAfter, time.Duration(0))
+	assert.LessOrEqual(t, res.requeueAfter, time.Minute+time.Second)
+}
+
+// Item 7: an immutable user Secret is refused before the pause (the previous credential
+// could not be recorded in it).
+func TestImmutableUserSecretRefusedBeforePausing(t *testing.T) {
+	w := newWorld(t, 1)
+	w.create(&corev1.Secret{
+		ObjectMeta: metav1.ObjectMeta{Name: "mine", Namespace: ns}, Immutable: ptr.To(true),
+		Data: map[string][]byte{"username": []byte(superuser), "password": []byte("Users-Own-Password-1")},
+	})
+	w.newRequest("rotate", userProvided("mine"))
+	req := w.runUntilDone("rotate", 10)
+	require.Equal(t, opsv1alpha1.OpsRequestPhaseFailed, req.Status.Phase)
+	assert.Contains(t, condition(req, ConditionFailed).Message, "is immutable")
+	assert.Nil(t, condition(req, ConditionPauseDatabase))
+}
+
+// Item 7: the user deletes their Secret, or makes it immutable, after PostgreSQL has the
+// new credential. The Secret is written again from the staged copy, and the request ends
+// with a Secret that logs in, never retrying forever.
+func TestUserSecretChangedPastPointOfNoReturn(t *testing.T) {
+	for name, change := range map[string]func(w *world){
+		"deleted": func(w *world) {
+			require.NoError(t, w.kube.CoreV1().Secrets(ns).Delete(context.Background(), "mine", metav1.DeleteOptions{}))
+		},
+		"made immutable": func(w *world) {
+			s := w.secret("mine")
+			s.Immutable = ptr.To(true)
+			require.NoError(t, w.kube.Tracker().Update(corev1.SchemeGroupVersion.WithResource("secrets"), s, ns))
+		},
+	} {
+		t.Run(name, func(t *testing.T) {
+			w := newWorld(t, 3)
+			w.userSecret("mine", map[string]string{"username": superuser, "password": "Users-Own-Password-1"})
+			w.denySecretUpdates = true
+			w.newRequest("rotate", userProvided("mine"))
+			w.syncUntil("rotate", 30, atPointOfNoReturn)
+			change(w)
+			w.denySecretUpdates = false
+			req := w.runUntilDone("rotate", 60)
+			require.Equal(t, opsv1alpha1.OpsRequestPhaseSuccessful, req.Status.Phase, describe(req))
+			assert.Equal(t, "mine", w.postgres().Spec.AuthSecret.Name)
+			assert.Equal(t, "Users-Own-Password-1", w.requireCredentialWorks())
+		})
+	}
+}
+
+// Item 8: a request deleted in the middle of RestartNodes on 3 replicas finishes the job in
+// cleanup: the standby still on the old revision is restarted; the primary, which does not
+// need it, is not.
+func TestDeletedMidRestartFinishesStandbyRestarts(t *testing.T) {
+	w := newWorld(t, 3)
+	w.newRequest("rotate")
+	w.syncUntil("rotate", 60, func(r *opsv1alpha1.PostgresOpsRequest) bool {
+		return isTrue(r.Status.Conditions, perPodCondition(ConditionCheckPodReady, "pg-2"))
+	})
+	req := w.request("rotate")
+	now := metav1.NewTime(w.clock.Now())
+	req.DeletionTimestamp = &now
+	require.NoError(t, w.pgops.Tracker().Update(opsv1alpha1.SchemeGroupVersion.WithResource("postgresopsrequests"), req, ns))
+	for i := 0; i < 20; i++ {
+		if _, err := w.pgops.OpsV1alpha1().PostgresOpsRequests(ns).Get(context.Background(), "rotate", metav1.GetOptions{}); apierrors.IsNotFound(err) {
+			break
+		}
+		_, err := w.sync("rotate")
+		require.NoError(t, err)
+	}
+	w.requireGone("rotate")
+	assert.Equal(t, []string{"pg-2", "pg-1"}, w.evictions())
+	pod, err := w.kube.CoreV1().Pods(ns).Get(context.Background(), "pg-1", metav1.GetOptions{})
+	require.NoError(t, err)
+	assert.Equal(t, "rev-"+string(req.UID), pod.Labels["controller-revision-hash"], "pg-1 carries the new credential")
+	w.requireCredentialWorks()
+}
+
+// Item 8: a request that times out in RestartNodes (a restarted standby never comes back)
+// still resumes, keeps the new credential and says which standby is left.
+func TestFailedInRestartNodesResumesAndNamesTheStandbysLeft(t *testing.T) {
+	w := newWorld(t, 3)
+	w.podsNeverReady = true
+	w.newRequest("rotate", func(r *opsv1alpha1.PostgresOpsRequest) { r.Spec.Timeout = &metav1.Duration{Duration: time.Minute} })
+	w.syncUntil("rotate", 60, func(r *opsv1alpha1.PostgresOpsRequest) bool {
+		return condition(r, perPodCondition(ConditionEvictPod, "pg-2")) != nil
+	})
+	for i := 0; i < 30; i++ {
+		w.clock.Step(20 * time.Second)
+		if _, err := w.pgops.OpsV1alpha1().PostgresOpsRequests(ns).Get(context.Background(), "rotate", metav1.GetOptions{}); err == nil {
+			if r := w.request("rotate"); isTerminal(r.Status.Phase) && !hasFinalizer(r) {
+				break
+			}
+		}
+		_, _ = w.sync("rotate")
+	}
+	req := w.request("rotate")
+	require.Equal(t, opsv1alpha1.OpsRequestPhaseFailed, req.Status.Phase, describe(req))
+	assert.False(t, hasFinalizer(req), describe(req))
+	assert.Equal(t, ReasonStandbysNotStarted, condition(req, ConditionRestartNodes).Reason, describe(req))
+	assert.Contains(t, condition(req, ConditionRestartNodes).Message, "pg-2, pg-1")
+	w.requireCredentialWorks()
+}
+
+// Item 9: after a rotation to a user's Secret, the generated Secret is marked superseded,
+// so a Postgres recreated under the same name is not started on its dead credential.
+func TestUserRotationMarksTheGeneratedSecretSuperseded(t *testing.T) {
+	w := newWorld(t, 1)
+	w.userSecret("mine", map[string]string{"username": superuser, "password": "Users-Own-Password-1"})
+	w.newRequest("rotate", userProvided("mine"))
+	req := w.runUntilDone("rotate", 50)
+	require.Equal(t, opsv1alpha1.OpsRequestPhaseSuccessful, req.Status.Phase, describe(req))
+	assert.Equal(t, "mine", w.secret(dbName+"-auth").Annotations[kubedbv1.AuthSupersededByAnnotation])
+}
+
+// Derived names of two databases collide: the Service named like this database's primary
+// is another database's. It is never logged in to; the request fails before the pause.
+func TestCollidingServiceOfAnotherDatabaseIsNeverUsed(t *testing.T) {
+	w := newWorld(t, 1)
+	svc, err := w.kube.CoreV1().Services(ns).Get(context.Background(), dbName, metav1.GetOptions{})
+	require.NoError(t, err)
+	svc.OwnerReferences[0].UID = "uid-of-another-database"
+	_, err = w.kube.CoreV1().Services(ns).Update(context.Background(), svc, metav1.UpdateOptions{})
+	require.NoError(t, err)
+	w.newRequest("rotate", func(r *opsv1alpha1.PostgresOpsRequest) { r.Spec.Timeout = &metav1.Duration{Duration: time.Minute} })
+	req := w.runUntilDone("rotate", 10)
+	require.Equal(t, opsv1alpha1.OpsRequestPhaseFailed, req.Status.Phase)
+	assert.Equal(t, ReasonNameConflict, condition(req, ConditionFailed).Reason, describe(req))
+	assert.Nil(t, condition(req, ConditionPauseDatabase))
+	assert.Equal(t, oldPassword, w.db.password(superuser))
+}

@@ -26,6 +26,7 @@ import (
 	"k8s.io/utils/ptr"
 
 	kubedbv1 "github.com/pgops/pgops/pkg/apis/kubedb/v1"
+	opsv1alpha1 "github.com/pgops/pgops/pkg/apis/ops/v1alpha1"
 	"github.com/pgops/pgops/pkg/controller/provisioner"
 	"github.com/pgops/pgops/pkg/credential"
 )
@@ -269,9 +270,29 @@ func TestMissingUserSecretIsReported(t *testing.T) {
 }
 
 // setPausedCondition sets (status != "") or removes the Paused condition on the Postgres's
-// status, as the ops-manager does.
+// status, as the ops-manager does. A pause belongs to a running request, so the test plays
+// the ops-manager: it stops the real one and holds the pause for a request "e2e-holder"
+// marked Progressing, which it deletes (and the ops-manager restarts) on resume.
 func setPausedCondition(t *testing.T, ctx context.Context, ns, db string, status metav1.ConditionStatus) {
 	t.Helper()
+	requests := env.pgops.OpsV1alpha1().PostgresOpsRequests(ns)
+	var holder *kubedbv1.OpsRequestReference
+	if status != "" {
+		req, err := requests.Get(ctx, "e2e-holder", metav1.GetOptions{})
+		if err != nil {
+			killOpsManager(t)
+			req, err = requests.Create(ctx, &opsv1alpha1.PostgresOpsRequest{
+				ObjectMeta: metav1.ObjectMeta{Name: "e2e-holder", Namespace: ns},
+				Spec: opsv1alpha1.PostgresOpsRequestSpec{Type: opsv1alpha1.OpsRequestTypeRotateAuth,
+					DatabaseRef: opsv1alpha1.DatabaseReference{Name: db}},
+			}, metav1.CreateOptions{})
+			require.NoError(t, err)
+			req.Status.Phase = opsv1alpha1.OpsRequestPhaseProgressing
+			req, err = requests.UpdateStatus(ctx, req, metav1.UpdateOptions{})
+			require.NoError(t, err)
+		}
+		holder = &kubedbv1.OpsRequestReference{Name: req.Name, UID: req.UID}
+	}
 	err := retry.RetryOnConflict(retry.DefaultRetry, func() error {
 		pg := getPostgres(t, ctx, ns, db)
 		if status == "" {
@@ -280,10 +301,16 @@ func setPausedCondition(t *testing.T, ctx context.Context, ns, db string, status
 			meta.SetStatusCondition(&pg.Status.Conditions, metav1.Condition{
 				Type: kubedbv1.ConditionPaused, Status: status, Reason: "E2ETest", Message: "paused by the e2e test"})
 		}
+		pg.Status.PausedBy = holder
 		_, err := env.pgops.KubedbV1().Postgreses(ns).UpdateStatus(ctx, pg, metav1.UpdateOptions{FieldManager: "pgops-e2e"})
 		return err
 	})
 	require.NoError(t, err)
+	if status == "" {
+		if err := requests.Delete(ctx, "e2e-holder", metav1.DeleteOptions{}); err == nil {
+			startOpsManager(t, ctx)
+		}
+	}
 }
 
 func envValue(c corev1.Container, name string) (string, bool) {

@@ -21,7 +21,8 @@ var (
 	hostMode       = flag.String("database-host-mode", string(dbaddr.ModeClusterIP), dbaddr.FlagUsage)
 	sslMode        = flag.String("database-sslmode", "prefer", "libpq sslmode for connections to databases: disable, allow, prefer, require, verify-ca or verify-full.")
 	connectTimeout = flag.Duration("database-connect-timeout", 10*time.Second, "Timeout for each connection to a database.")
-	passwordLength = flag.Int("password-length", credential.DefaultPasswordLength, "Length of generated passwords.")
+	passwordLength = flag.Int("password-length", credential.DefaultPasswordLength,
+		fmt.Sprintf("Length of generated passwords, %d to %d (the range of passwords pods accept).", credential.MinPodPasswordLength, credential.MaxPodPasswordLength))
 )
 
 func main() { operator.Main(opsmanager.ControllerName, run) }
@@ -30,6 +31,9 @@ func run(ctx context.Context, cfg *rest.Config, opts *operator.Options, health *
 	mode, err := dbaddr.ParseMode(*hostMode)
 	if err != nil {
 		return fmt.Errorf("--database-host-mode: %w", err)
+	}
+	if *passwordLength < credential.MinPodPasswordLength || *passwordLength > credential.MaxPodPasswordLength {
+		return fmt.Errorf("--password-length %d: must be %d to %d", *passwordLength, credential.MinPodPasswordLength, credential.MaxPodPasswordLength)
 	}
 	kubeClient, pgopsClient, err := operator.NewClients(cfg)
 	if err != nil {

@@ -57,8 +57,9 @@ func (c *Controller) cleanUp(ctx context.Context, req *opsv1alpha1.PostgresOpsRe
 }
 
 // rollForward makes the Secrets agree with PostgreSQL after a request stopped part-way,
-// and tells whether the new credential is (now) the published one. PostgreSQL is asked, not
-// the status: the operator may have died between the ALTER ROLE and recording it. It is never
+// and tells whether the new credential is (now) the published one. Past the recorded point
+// of no return PostgreSQL has the staged credential; before it, PostgreSQL is asked, because
+// the operator may have died between the ALTER ROLE and recording it. PostgreSQL is never
 // left with a credential no Secret holds.
 func (c *Controller) rollForward(ctx context.Context, req *opsv1alpha1.PostgresOpsRequest) (bool, error) {
 	plan := req.Status.RotateAuth
@@ -88,7 +89,40 @@ func (c *Controller) rollForward(ctx context.Context, req *opsv1alpha1.PostgresO
 	if isTrue(req.Status.Conditions, ConditionUpdateCredential) {
 		return true, nil
 	}
+	if !pastPointOfNoReturn(req) {
+		// The operator may have died between the ALTER ROLE and recording it: ask
+		// PostgreSQL which credential it has.
+		if ok, err := c.databaseHasStaged(ctx, req, staged); err != nil || !ok {
+			return false, err
+		}
+	}
+	// PostgreSQL has the staged credential (recorded, or just checked): publish it. This
+	// needs no connection, so it works while the database is down, or gone with its data
+	// kept for a Postgres of the same name.
+	klog.FromContext(ctx).Info("Rolling the Secret forward to the credential PostgreSQL has", "postgres", req.Spec.DatabaseRef.Name)
+	if err := c.publishCredential(ctx, req, staged); err != nil {
+		return false, err
+	}
+	msg := fmt.Sprintf("the request stopped after PostgreSQL accepted the new credential; Secret %s now holds it too", plan.TargetSecret)
+	setCondition(&req.Status.Conditions, ConditionUpdateCredential, metav1.ConditionTrue, ReasonRolledForward, msg, req.Generation, c.clock.Now())
+	if err := c.writeStatusInPlace(ctx, opsv1alpha1.OpsRequestStatus{}, req); err != nil {
+		return false, err
+	}
+	c.recorder.Event(req, corev1.EventTypeNormal, "CredentialRolledForward", msg)
+	return true, nil
+}
 
+// databaseHasStaged tells whether PostgreSQL rejects the current credential and accepts the
+// staged one. A database that is gone has nothing to roll forward.
+func (c *Controller) databaseHasStaged(ctx context.Context, req *opsv1alpha1.PostgresOpsRequest, staged basicAuth) (bool, error) {
+	plan := req.Status.RotateAuth
+	if _, err := c.liveDatabase(ctx, req); err != nil {
+		var gone *failure
+		if errors.As(err, &gone) {
+			return false, nil
+		}
+		return false, err
+	}
 	target, err := c.primaryTarget(req)
 	if err != nil {
 		return false, err
@@ -113,19 +147,8 @@ func (c *Controller) rollForward(ctx context.Context, req *opsv1alpha1.PostgresO
 	if !ok {
 		c.recorder.Eventf(req, corev1.EventTypeWarning, ReasonCredentialRejected,
 			"PostgreSQL rejects both the credential in Secret %s and the staged one", plan.CurrentSecret)
-		return false, nil
 	}
-	klog.FromContext(ctx).Info("Rolling the Secret forward to the credential PostgreSQL has", "postgres", req.Spec.DatabaseRef.Name)
-	if err := c.publishCredential(ctx, req, staged); err != nil {
-		return false, err
-	}
-	msg := fmt.Sprintf("the request stopped after PostgreSQL accepted the new credential; Secret %s now holds it too", plan.TargetSecret)
-	setCondition(&req.Status.Conditions, ConditionUpdateCredential, metav1.ConditionTrue, ReasonRolledForward, msg, req.Generation, c.clock.Now())
-	if err := c.writeStatusInPlace(ctx, opsv1alpha1.OpsRequestStatus{}, req); err != nil {
-		return false, err
-	}
-	c.recorder.Event(req, corev1.EventTypeNormal, "CredentialRolledForward", msg)
-	return true, nil
+	return ok, nil
 }
 
 // finishRestarts restarts, after a request stopped, the planned standbys that still run

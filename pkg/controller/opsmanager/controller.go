@@ -243,7 +243,9 @@ func (c *Controller) handleOwnedObject(obj interface{}) {
 
 func (c *Controller) enqueueActiveRequestsFor(namespace, database string) {
 	for _, req := range c.requestsFor(namespace, database) {
-		if !isTerminal(req.Status.Phase) || req.DeletionTimestamp != nil {
+		// An ended request still holding the finalizer may be finishing restarts in
+		// cleanup; one without it costs nothing per event.
+		if !isTerminal(req.Status.Phase) || req.DeletionTimestamp != nil || hasFinalizer(req) {
 			c.enqueue(req)
 		}
 	}

@@ -287,11 +287,14 @@ func (c *Controller) pointSpecAt(ctx context.Context, req *opsv1alpha1.PostgresO
 	postgreses := c.pgopsClient.KubedbV1().Postgreses(req.Namespace)
 	return retry.RetryOnConflict(retry.DefaultRetry, func() error {
 		latest, err := postgreses.Get(ctx, req.Spec.DatabaseRef.Name, metav1.GetOptions{})
+		if apierrors.IsNotFound(err) {
+			return nil // the database is gone; its Secret holds the credential its data has
+		}
 		if err != nil {
 			return err
 		}
 		if latest.UID != req.Status.RotateAuth.DatabaseUID {
-			return fatal(ReasonDatabaseReplaced, "Postgres %s was deleted and created again during the request", latest.Name)
+			return nil // another database of that name: not this request's to change
 		}
 		if latest.Spec.AuthSecret != nil && latest.Spec.AuthSecret.Name == target && latest.Spec.AuthSecret.ExternallyManaged {
 			return nil

@@ -405,7 +405,7 @@ func TestUserRotationMarksTheGeneratedSecretSuperseded(t *testing.T) {
 	w.newRequest("rotate", userProvided("mine"))
 	req := w.runUntilDone("rotate", 50)
 	require.Equal(t, opsv1alpha1.OpsRequestPhaseSuccessful, req.Status.Phase, describe(req))
-	assert.Equal(t, "mine", w.secret(dbName+"-auth").Annotations[kubedbv1.AuthSupersededByAnnotation])
+	assert.Equal(t, "mine", w.secret(dbName + "-auth").Annotations[kubedbv1.AuthSupersededByAnnotation])
 }
 
 // Derived names of two databases collide: the Service named like this database's primary

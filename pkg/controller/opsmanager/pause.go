@@ -8,6 +8,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/util/retry"
 
 	kubedbv1 "github.com/pgops/pgops/pkg/apis/kubedb/v1"
 	opsv1alpha1 "github.com/pgops/pgops/pkg/apis/ops/v1alpha1"
@@ -87,26 +88,33 @@ func heldBy(pg *kubedbv1.Postgres, req *opsv1alpha1.PostgresOpsRequest) bool {
 // credential changed.
 func (c *Controller) resumeDatabase(ctx context.Context, r *rotation) (outcome, error) {
 	changedAt := meta.FindStatusCondition(r.req.Status.Conditions, ConditionUpdateCredential).LastTransitionTime
-	pg, err := c.liveDatabase(ctx, r.req)
+	resumed := false
+	err := retry.RetryOnConflict(retry.DefaultRetry, func() error {
+		pg, err := c.liveDatabase(ctx, r.req)
+		if err != nil {
+			return err
+		}
+		recorded := pg.Status.AuthSecret != nil && pg.Status.AuthSecret.LastUpdateTimestamp != nil &&
+			!pg.Status.AuthSecret.LastUpdateTimestamp.Before(&changedAt)
+		if !pausedByRequest(pg, r.req) && recorded {
+			return nil
+		}
+		resumed = pausedByRequest(pg, r.req)
+		if resumed {
+			meta.RemoveStatusCondition(&pg.Status.Conditions, kubedbv1.ConditionPaused)
+			pg.Status.PausedBy = nil
+		}
+		pg.Status.AuthSecret = &kubedbv1.Age{LastUpdateTimestamp: &changedAt}
+		_, err = c.pgopsClient.KubedbV1().Postgreses(pg.Namespace).UpdateStatus(ctx, pg, metav1.UpdateOptions{FieldManager: FieldManager})
+		return err
+	})
 	if err != nil {
-		return outcome{}, err
+		return outcome{}, fmt.Errorf("resuming Postgres %s: %w", r.req.Spec.DatabaseRef.Name, err)
 	}
-	recorded := pg.Status.AuthSecret != nil && pg.Status.AuthSecret.LastUpdateTimestamp != nil &&
-		!pg.Status.AuthSecret.LastUpdateTimestamp.Before(&changedAt)
-	if !pausedByRequest(pg, r.req) && recorded {
-		return completed("Postgres %s is resumed", pg.Name), nil
+	if resumed {
+		c.recorder.Eventf(r.req, corev1.EventTypeNormal, "ResumeDatabase", "resumed Postgres %s", r.req.Spec.DatabaseRef.Name)
 	}
-	if pausedByRequest(pg, r.req) {
-		meta.RemoveStatusCondition(&pg.Status.Conditions, kubedbv1.ConditionPaused)
-		pg.Status.PausedBy = nil
-	}
-	pg.Status.AuthSecret = &kubedbv1.Age{LastUpdateTimestamp: &changedAt}
-	if _, err := c.pgopsClient.KubedbV1().Postgreses(pg.Namespace).UpdateStatus(ctx, pg,
-		metav1.UpdateOptions{FieldManager: FieldManager}); err != nil {
-		return outcome{}, fmt.Errorf("resuming Postgres %s: %w", pg.Name, err)
-	}
-	c.recorder.Eventf(r.req, corev1.EventTypeNormal, "ResumeDatabase", "resumed Postgres %s", pg.Name)
-	return completed("Postgres %s is resumed", pg.Name), nil
+	return completed("Postgres %s is resumed", r.req.Spec.DatabaseRef.Name), nil
 }
 
 // pausedByRequest tells whether pg's pause, asked or acknowledged, is req's.
@@ -120,23 +128,27 @@ func (c *Controller) resumeIfHeld(ctx context.Context, req *opsv1alpha1.Postgres
 	if meta.FindStatusCondition(req.Status.Conditions, ConditionPauseDatabase) == nil {
 		return nil // never asked for a pause
 	}
-	pg, err := c.pgopsClient.KubedbV1().Postgreses(req.Namespace).Get(ctx, req.Spec.DatabaseRef.Name, metav1.GetOptions{})
-	if apierrors.IsNotFound(err) {
-		return nil
-	}
-	if err != nil {
+	resumed := false
+	err := retry.RetryOnConflict(retry.DefaultRetry, func() error {
+		pg, err := c.pgopsClient.KubedbV1().Postgreses(req.Namespace).Get(ctx, req.Spec.DatabaseRef.Name, metav1.GetOptions{})
+		if apierrors.IsNotFound(err) {
+			return nil
+		}
+		if err != nil || !pausedByRequest(pg, req) {
+			return err
+		}
+		meta.RemoveStatusCondition(&pg.Status.Conditions, kubedbv1.ConditionPaused)
+		pg.Status.PausedBy = nil
+		_, err = c.pgopsClient.KubedbV1().Postgreses(pg.Namespace).UpdateStatus(ctx, pg, metav1.UpdateOptions{FieldManager: FieldManager})
+		resumed = err == nil
 		return err
+	})
+	if err != nil {
+		return fmt.Errorf("resuming Postgres %s: %w", req.Spec.DatabaseRef.Name, err)
 	}
-	if !pausedByRequest(pg, req) {
-		return nil
+	if resumed {
+		c.recorder.Eventf(req, corev1.EventTypeNormal, "ResumeDatabase", "resumed Postgres %s", req.Spec.DatabaseRef.Name)
 	}
-	meta.RemoveStatusCondition(&pg.Status.Conditions, kubedbv1.ConditionPaused)
-	pg.Status.PausedBy = nil
-	if _, err := c.pgopsClient.KubedbV1().Postgreses(pg.Namespace).UpdateStatus(ctx, pg,
-		metav1.UpdateOptions{FieldManager: FieldManager}); err != nil {
-		return fmt.Errorf("resuming Postgres %s: %w", pg.Name, err)
-	}
-	c.recorder.Eventf(req, corev1.EventTypeNormal, "ResumeDatabase", "resumed Postgres %s", pg.Name)
 	return nil
 }
 

@@ -39,9 +39,6 @@ func (c *Controller) planRotation(ctx context.Context, req *opsv1alpha1.Postgres
 		plan.StorageType = string(kubedbv1.StorageTypeEphemeral)
 	}
 
-	if err := c.checkWorkloadsOwned(pg); err != nil {
-		return nil, err
-	}
 	current, currentSecret, err := c.readCredential(ctx, pg.Namespace, plan.CurrentSecret)
 	if err != nil {
 		return nil, err
@@ -80,22 +77,26 @@ func (c *Controller) planRotation(ctx context.Context, req *opsv1alpha1.Postgres
 // by another object: two databases whose derived names collide ("x" has the governing
 // Service "x-pods", the primary Service of a database "x-pods"). The rotation would log in
 // to, or restart, the other database.
-func (c *Controller) checkWorkloadsOwned(pg *kubedbv1.Postgres) error {
+//
+// It runs once the database is ready for the request: a halted or still provisioning
+// database has no Service or StatefulSet to look at yet.
+func (c *Controller) checkWorkloadsOwned(req *opsv1alpha1.PostgresOpsRequest, plan *opsv1alpha1.RotateAuthPlan) error {
+	name := req.Spec.DatabaseRef.Name
 	owned := func(kind string, obj metav1.Object, err error) error {
 		if err != nil {
-			return fmt.Errorf("reading the %s of Postgres %s: %w", kind, pg.Name, err)
+			return fmt.Errorf("reading the %s of Postgres %s: %w", kind, name, err)
 		}
-		if owner := metav1.GetControllerOf(obj); owner == nil || owner.UID != pg.UID {
+		if owner := metav1.GetControllerOf(obj); owner == nil || owner.UID != plan.DatabaseUID {
 			return fatal(ReasonNameConflict, "the %s %s is not controlled by Postgres %s: another object has its name; "+
-				"rename one of the two databases", kind, obj.GetName(), pg.Name)
+				"rename one of the two databases", kind, obj.GetName(), name)
 		}
 		return nil
 	}
-	svc, err := c.services.Services(pg.Namespace).Get(pg.Name)
+	svc, err := c.services.Services(req.Namespace).Get(name)
 	if err := owned("primary Service", svc, err); err != nil {
 		return err
 	}
-	sts, err := c.statefulSets.StatefulSets(pg.Namespace).Get(pg.Name)
+	sts, err := c.statefulSets.StatefulSets(req.Namespace).Get(name)
 	return owned("StatefulSet", sts, err)
 }
 

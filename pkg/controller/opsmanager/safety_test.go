@@ -2,6 +2,7 @@ package opsmanager
 
 import (
 	"context"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -12,6 +13,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
 	clienttesting "k8s.io/client-go/testing"
 	"k8s.io/utils/ptr"
 
@@ -423,4 +425,26 @@ func TestCollidingServiceOfAnotherDatabaseIsNeverUsed(t *testing.T) {
 	assert.Equal(t, ReasonNameConflict, condition(req, ConditionFailed).Reason, describe(req))
 	assert.Nil(t, condition(req, ConditionPauseDatabase))
 	assert.Equal(t, oldPassword, w.db.password(superuser))
+}
+
+// Found by the e2e: ResumeDatabase's write reached the API server, the request's status
+// write after it did not (a conflict). The next sync sees no pause: that is the resume done,
+// not a pause lost.
+func TestResumeWhoseStatusWriteWasLostCompletes(t *testing.T) {
+	w := newWorld(t, 1)
+	lost := false
+	w.pgops.PrependReactor("update", "postgresopsrequests", func(action clienttesting.Action) (bool, runtime.Object, error) {
+		req, ok := action.(clienttesting.UpdateAction).GetObject().(*opsv1alpha1.PostgresOpsRequest)
+		if ok && !lost && action.GetSubresource() == "status" && isTrue(req.Status.Conditions, ConditionResumeDatabase) {
+			lost = true
+			return true, nil, apierrors.NewConflict(opsv1alpha1.Resource("postgresopsrequests"), req.Name, fmt.Errorf("fake: lost"))
+		}
+		return false, nil, nil
+	})
+	w.newRequest("rotate")
+	req := w.syncUntil("rotate", 50, func(r *opsv1alpha1.PostgresOpsRequest) bool {
+		return isTerminal(r.Status.Phase) && !hasFinalizer(r)
+	})
+	require.True(t, lost)
+	require.Equal(t, opsv1alpha1.OpsRequestPhaseSuccessful, req.Status.Phase, describe(req))
 }

@@ -87,6 +87,9 @@ func (c *Controller) schedule(ctx context.Context, req *opsv1alpha1.PostgresOpsR
 		return res, err
 	}
 
+	if err := c.checkWorkloadsOwned(req, plan); err != nil {
+		return c.failOrRetry(ctx, req, err, syncResult{})
+	}
 	req.Status.Phase = opsv1alpha1.OpsRequestPhaseProgressing
 	req.Status.RotateAuth = plan
 	msg := fmt.Sprintf("rotating the credential of Postgres %s", pg.Name)

@@ -119,7 +119,9 @@ func (c *Controller) progress(ctx context.Context, req *opsv1alpha1.PostgresOpsR
 		// sure the timeout fires.
 		deadline := syncResult{requeueAfter: timeout - elapsed + time.Second}
 
-		if s.condition != ConditionPauseDatabase {
+		// PauseDatabase takes the pause and ResumeDatabase gives it back (perhaps in an
+		// earlier sync whose status write was lost): neither needs to hold it.
+		if s.condition != ConditionPauseDatabase && s.condition != ConditionResumeDatabase {
 			if err := c.checkPauseHeld(ctx, r); err != nil {
 				return c.failOrRetry(ctx, r.req, err, deadline)
 			}

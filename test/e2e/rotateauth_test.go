@@ -268,12 +268,16 @@ spec: {type: RotateAuth, databaseRef: {name: ha-postgres}}
 // Crash safety: the ops-manager is SIGKILLed at a step boundary, or between the ALTER ROLE
 // and the Secret update, and started again. The request must still succeed, the Secret's
 // credential must log in and the old one must be rejected.
-func TestCrashSafety(t *testing.T) {
-	boundaries := []struct {
-		name string
-		// reached says when to kill.
-		reached func(*opsv1alpha1.PostgresOpsRequest) bool
-	}{
+// crashBoundary is a point of a rotation where the ops-manager is SIGKILLed.
+type crashBoundary struct {
+	name string
+	// reached says when to kill.
+	reached func(*opsv1alpha1.PostgresOpsRequest) bool
+}
+
+// crashBoundaries are the step boundaries of a rotation, and a point inside RestartNodes.
+func crashBoundaries() []crashBoundary {
+	return []crashBoundary{
 		{"after-start", conditionTrue(opsmanager.ConditionRotateAuth)},
 		{"after-pause", conditionTrue(opsmanager.ConditionPauseDatabase)},
 		{"after-update-credential", conditionTrue(opsmanager.ConditionUpdateCredential)},
@@ -288,6 +292,10 @@ func TestCrashSafety(t *testing.T) {
 		}},
 		{"after-restart", conditionTrue(opsmanager.ConditionRestartNodes)},
 	}
+}
+
+func TestCrashSafety(t *testing.T) {
+	boundaries := crashBoundaries()
 	for _, b := range boundaries {
 		t.Run(b.name, func(t *testing.T) {
 			ctx := testContext(t, 10*time.Minute)
@@ -318,6 +326,44 @@ func TestCrashSafety(t *testing.T) {
 		startOpsManager(t, ctx)
 		waitRequestEnded(t, ctx, rc.ns, "pgops-rotate-auth-generated")
 		rc.checkRotated(t, ctx, "pgops-rotate-auth-generated")
+	})
+}
+
+// The SIGKILL loop on the user-provided path and 3 replicas: one database rotated to a new
+// user Secret per boundary, the ops-manager killed there (and once between the ALTER ROLE and
+// the Secret update), each rotation checked before the next starts from its result.
+func TestCrashSafetyUserProvidedThreeReplicas(t *testing.T) {
+	ctx := testContext(t, 20*time.Minute)
+	rc := newRotationCase(t, ctx, 3)
+	rc.writeData(t, ctx)
+	rotate := func(t *testing.T, i int, kill func(t *testing.T, req string)) {
+		name, password := fmt.Sprintf("crash-%d", i), fmt.Sprintf("Crash-User-Password-%d", i)
+		watchForLeaks(t, password)
+		createUserSecret(t, ctx, rc.ns, name, rc.before.username, password)
+		applyRotateAuth(t, ctx, rc.ns, name, rc.db, name)
+		kill(t, name)
+		waitRequestEnded(t, ctx, rc.ns, name)
+		after := rc.checkRotated(t, ctx, name)
+		assert.Equal(t, password, after.password)
+		assert.Equal(t, name, getPostgres(t, ctx, rc.ns, rc.db).Spec.AuthSecret.Name)
+		rc.advance(t, ctx)
+	}
+	for i, b := range crashBoundaries() {
+		t.Run(b.name, func(t *testing.T) {
+			rotate(t, i, func(t *testing.T, req string) {
+				waitRequest(t, ctx, rc.ns, req, b.reached)
+				killAndRestartOpsManager(t, ctx)
+			})
+		})
+	}
+	t.Run("between-alter-role-and-secret-update", func(t *testing.T) {
+		rotate(t, len(crashBoundaries()), func(t *testing.T, req string) {
+			restore := withoutSecretUpdates(t, ctx)
+			waitRequest(t, ctx, rc.ns, req, credentialUnpublished)
+			killOpsManager(t)
+			restore()
+			startOpsManager(t, ctx)
+		})
 	})
 }
 

@@ -413,18 +413,28 @@ func TestUserRotationMarksTheGeneratedSecretSuperseded(t *testing.T) {
 // Derived names of two databases collide: the Service named like this database's primary
 // is another database's. It is never logged in to; the request fails before the pause.
 func TestCollidingServiceOfAnotherDatabaseIsNeverUsed(t *testing.T) {
-	w := newWorld(t, 1)
-	svc, err := w.kube.CoreV1().Services(ns).Get(context.Background(), dbName, metav1.GetOptions{})
-	require.NoError(t, err)
-	svc.OwnerReferences[0].UID = "uid-of-another-database"
-	_, err = w.kube.CoreV1().Services(ns).Update(context.Background(), svc, metav1.UpdateOptions{})
-	require.NoError(t, err)
-	w.newRequest("rotate", func(r *opsv1alpha1.PostgresOpsRequest) { r.Spec.Timeout = &metav1.Duration{Duration: time.Minute} })
-	req := w.runUntilDone("rotate", 10)
-	require.Equal(t, opsv1alpha1.OpsRequestPhaseFailed, req.Status.Phase)
-	assert.Equal(t, ReasonNameConflict, condition(req, ConditionFailed).Reason, describe(req))
-	assert.Nil(t, condition(req, ConditionPauseDatabase))
-	assert.Equal(t, oldPassword, w.db.password(superuser))
+	// The colliding database never becomes Ready (the provisioner reports ObjectConflict):
+	// the request fails at once rather than after waiting spec.timeout for it.
+	for _, phase := range []kubedbv1.DatabasePhase{kubedbv1.DatabasePhaseReady, kubedbv1.DatabasePhaseProvisioning} {
+		t.Run(string(phase), func(t *testing.T) {
+			w := newWorld(t, 1)
+			svc, err := w.kube.CoreV1().Services(ns).Get(context.Background(), dbName, metav1.GetOptions{})
+			require.NoError(t, err)
+			svc.OwnerReferences[0].UID = "uid-of-another-database"
+			_, err = w.kube.CoreV1().Services(ns).Update(context.Background(), svc, metav1.UpdateOptions{})
+			require.NoError(t, err)
+			pg := w.postgres()
+			pg.Status.Phase = phase
+			_, err = w.pgops.KubedbV1().Postgreses(ns).UpdateStatus(context.Background(), pg, metav1.UpdateOptions{})
+			require.NoError(t, err)
+			w.newRequest("rotate", func(r *opsv1alpha1.PostgresOpsRequest) { r.Spec.Timeout = &metav1.Duration{Duration: time.Minute} })
+			req := w.runUntilDone("rotate", 10)
+			require.Equal(t, opsv1alpha1.OpsRequestPhaseFailed, req.Status.Phase)
+			assert.Equal(t, ReasonNameConflict, condition(req, ConditionFailed).Reason, describe(req))
+			assert.Nil(t, condition(req, ConditionPauseDatabase))
+			assert.Equal(t, oldPassword, w.db.password(superuser))
+		})
+	}
 }
 
 // Found by the e2e: ResumeDatabase's write reached the API server, the request's status

@@ -2,6 +2,7 @@ package opsmanager
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sort"
 	"time"
@@ -72,6 +73,14 @@ func (c *Controller) schedule(ctx context.Context, req *opsv1alpha1.PostgresOpsR
 		return c.failOrRetry(ctx, req, err, syncResult{})
 	}
 
+	// A Service or StatefulSet of another object under this database's names fails the
+	// request at once; a missing one (halted, still provisioning) is waited for with the
+	// database.
+	ownership := c.checkWorkloadsOwned(req, plan)
+	var conflict *failure
+	if errors.As(ownership, &conflict) {
+		return syncResult{}, c.fail(ctx, req, conflict.reason, conflict.message)
+	}
 	if ready, why := databaseReadyFor(pg, req.Spec.Apply); !ready {
 		waitingSince := now
 		if cond := meta.FindStatusCondition(req.Status.Conditions, ConditionPending); cond != nil && cond.Reason == ReasonWaitingForDatabase {
@@ -87,8 +96,8 @@ func (c *Controller) schedule(ctx context.Context, req *opsv1alpha1.PostgresOpsR
 		return res, err
 	}
 
-	if err := c.checkWorkloadsOwned(req, plan); err != nil {
-		return c.failOrRetry(ctx, req, err, syncResult{})
+	if ownership != nil {
+		return syncResult{}, ownership
 	}
 	req.Status.Phase = opsv1alpha1.OpsRequestPhaseProgressing
 	req.Status.RotateAuth = plan

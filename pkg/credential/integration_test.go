@@ -399,6 +399,13 @@ func TestStandbyAcceptsNewPassword(t *testing.T) {
 	n, err := credential.StreamingStandbys(ctx, superTarget(primary))
 	require.NoError(t, err)
 	assert.Equal(t, 1, n, "StreamingStandbys on the primary")
+	names, err := credential.StreamingStandbyNames(ctx, superTarget(primary))
+	require.NoError(t, err)
+	assert.Len(t, names, 1, "StreamingStandbyNames on the primary: %v", names)
+	wrong := superTarget(primary)
+	wrong.Password = "not-the-password"
+	_, err = credential.StreamingStandbyNames(ctx, wrong)
+	assert.Equal(t, credential.ClassAuth, credential.Classify(err), "a rejected login is an auth error: %v", err)
 
 	st := superTarget(standby)
 	ok, err := credential.VerifyLogin(ctx, st, "replicated", "Old-Password-1")

@@ -253,6 +253,28 @@ func TestMissingUserSecretIsReported(t *testing.T) {
 	_, err := env.kube.AppsV1().StatefulSets(ns).Get(ctx, "byo", metav1.GetOptions{})
 	assert.True(t, apierrors.IsNotFound(err), "no StatefulSet without a credential")
 
+	// A Secret made with kubectl create secret --from-file from an editor's file ends with a
+	// newline, which pods cannot carry: refused before any pod exists, with the rule named.
+	_, err = env.kube.CoreV1().Secrets(ns).Create(ctx, &corev1.Secret{
+		ObjectMeta: metav1.ObjectMeta{Name: "byo-credential", Namespace: ns},
+		Type:       corev1.SecretTypeBasicAuth,
+		StringData: map[string]string{"username": "postgres", "password": "Byo-Password-2026\n"},
+	}, metav1.CreateOptions{})
+	require.NoError(t, err)
+	poll(t, ctx, "the unusable password to be reported", func(ctx context.Context) (bool, error) {
+		pg, err := env.pgops.KubedbV1().Postgreses(ns).Get(ctx, "byo", metav1.GetOptions{})
+		if err != nil {
+			return false, nil
+		}
+		last = pg
+		cond := meta.FindStatusCondition(pg.Status.Conditions, kubedbv1.ConditionProvisioningStarted)
+		return cond != nil && cond.Reason == provisioner.ReasonAuthSecretInvalid, nil
+	}, func() string { return describePostgres(last) })
+	assert.Contains(t, meta.FindStatusCondition(last.Status.Conditions, kubedbv1.ConditionProvisioningStarted).Message, "control")
+	_, err = env.kube.AppsV1().StatefulSets(ns).Get(ctx, "byo", metav1.GetOptions{})
+	assert.True(t, apierrors.IsNotFound(err), "no StatefulSet with a credential pods cannot carry")
+	require.NoError(t, env.kube.CoreV1().Secrets(ns).Delete(ctx, "byo-credential", metav1.DeleteOptions{}))
+
 	// Once the user creates the Secret, the database comes up with it; the Secret is never
 	// written.
 	const password = "Byo-Password-2026"

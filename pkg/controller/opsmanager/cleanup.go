@@ -38,11 +38,13 @@ func (c *Controller) cleanUp(ctx context.Context, req *opsv1alpha1.PostgresOpsRe
 	if err := c.resumeIfHeld(ctx, req); err != nil {
 		return syncResult{}, err
 	}
+	keepStaged := false
 	if req.Status.RotateAuth != nil && req.Status.Phase != opsv1alpha1.OpsRequestPhaseSuccessful {
-		published, err := c.rollForward(ctx, req)
+		published, uncertain, err := c.rollForward(ctx, req)
 		if err != nil {
 			return syncResult{}, err
 		}
+		keepStaged = uncertain
 		if published {
 			res, err := c.finishRestarts(ctx, req)
 			if err != nil || res.requeueAfter > 0 {
@@ -50,8 +52,10 @@ func (c *Controller) cleanUp(ctx context.Context, req *opsv1alpha1.PostgresOpsRe
 			}
 		}
 	}
-	if err := c.releaseStaged(ctx, req); err != nil {
-		return syncResult{}, err
+	if !keepStaged {
+		if err := c.releaseStaged(ctx, req); err != nil {
+			return syncResult{}, err
+		}
 	}
 	return syncResult{}, c.removeFinalizer(ctx, req)
 }
@@ -61,18 +65,22 @@ func (c *Controller) cleanUp(ctx context.Context, req *opsv1alpha1.PostgresOpsRe
 // of no return PostgreSQL has the staged credential; before it, PostgreSQL is asked, because
 // the operator may have died between the ALTER ROLE and recording it. PostgreSQL is never
 // left with a credential no Secret holds.
-func (c *Controller) rollForward(ctx context.Context, req *opsv1alpha1.PostgresOpsRequest) (bool, error) {
+//
+// uncertain says that PostgreSQL could not be asked (the database is gone or replaced)
+// while it may have the staged credential: the staged Secret is then kept, with a Warning
+// event naming it, because it may hold the only copy of the password the data has.
+func (c *Controller) rollForward(ctx context.Context, req *opsv1alpha1.PostgresOpsRequest) (published, uncertain bool, err error) {
 	plan := req.Status.RotateAuth
 	if meta.FindStatusCondition(req.Status.Conditions, ConditionUpdateCredential) == nil {
-		return false, nil // PostgreSQL was never touched
+		return false, false, nil // PostgreSQL was never touched
 	}
 	secret, err := c.getStaged(ctx, req)
 	var conflict *failure
 	if errors.As(err, &conflict) {
-		return false, nil // the name is someone else's: this request staged nothing
+		return false, false, nil // the name is someone else's: this request staged nothing
 	}
 	if err != nil {
-		return false, err
+		return false, false, err
 	}
 	if secret == nil {
 		if pastPointOfNoReturn(req) && !isTrue(req.Status.Conditions, ConditionUpdateCredential) {
@@ -80,20 +88,28 @@ func (c *Controller) rollForward(ctx context.Context, req *opsv1alpha1.PostgresO
 				"the staged credential Secret %s is gone, although PostgreSQL may have its credential; check that Secret %s logs in",
 				plan.StagedSecret, plan.TargetSecret)
 		}
-		return isTrue(req.Status.Conditions, ConditionUpdateCredential), nil
+		return isTrue(req.Status.Conditions, ConditionUpdateCredential), false, nil
 	}
 	staged, err := stagedFrom(secret)
 	if err != nil {
-		return false, nil
+		return false, false, nil
 	}
 	if isTrue(req.Status.Conditions, ConditionUpdateCredential) {
-		return true, nil
+		return true, false, nil
 	}
 	if !pastPointOfNoReturn(req) {
 		// The operator may have died between the ALTER ROLE and recording it: ask
 		// PostgreSQL which credential it has.
-		if ok, err := c.databaseHasStaged(ctx, req, staged); err != nil || !ok {
-			return false, err
+		ok, gone, err := c.databaseHasStaged(ctx, req, staged)
+		if gone {
+			c.recorder.Eventf(req, corev1.EventTypeWarning, "StagedCredentialKept",
+				"Postgres %s is gone, so it cannot be asked whether it already had the new credential; "+
+					"Secret %s keeps it (the previous one is in Secret %s): use whichever logs in, then delete Secret %s after removing its finalizer %s",
+				req.Spec.DatabaseRef.Name, plan.StagedSecret, plan.CurrentSecret, plan.StagedSecret, StagedCredentialFinalizer)
+			return false, true, nil
+		}
+		if err != nil || !ok {
+			return false, false, err
 		}
 	}
 	// PostgreSQL has the staged credential (recorded, or just checked): publish it. This
@@ -101,54 +117,54 @@ func (c *Controller) rollForward(ctx context.Context, req *opsv1alpha1.PostgresO
 	// kept for a Postgres of the same name.
 	klog.FromContext(ctx).Info("Rolling the Secret forward to the credential PostgreSQL has", "postgres", req.Spec.DatabaseRef.Name)
 	if err := c.publishCredential(ctx, req, staged); err != nil {
-		return false, err
+		return false, false, err
 	}
 	msg := fmt.Sprintf("the request stopped after PostgreSQL accepted the new credential; Secret %s now holds it too", plan.TargetSecret)
 	setCondition(&req.Status.Conditions, ConditionUpdateCredential, metav1.ConditionTrue, ReasonRolledForward, msg, req.Generation, c.clock.Now())
 	if err := c.writeStatusInPlace(ctx, opsv1alpha1.OpsRequestStatus{}, req); err != nil {
-		return false, err
+		return false, false, err
 	}
 	c.recorder.Event(req, corev1.EventTypeNormal, "CredentialRolledForward", msg)
-	return true, nil
+	return true, false, nil
 }
 
 // databaseHasStaged tells whether PostgreSQL rejects the current credential and accepts the
-// staged one. A database that is gone has nothing to roll forward.
-func (c *Controller) databaseHasStaged(ctx context.Context, req *opsv1alpha1.PostgresOpsRequest, staged basicAuth) (bool, error) {
+// staged one; gone says the database is gone or replaced, so it cannot be asked.
+func (c *Controller) databaseHasStaged(ctx context.Context, req *opsv1alpha1.PostgresOpsRequest, staged basicAuth) (has, gone bool, err error) {
 	plan := req.Status.RotateAuth
 	if _, err := c.liveDatabase(ctx, req); err != nil {
-		var gone *failure
-		if errors.As(err, &gone) {
-			return false, nil
+		var replaced *failure
+		if errors.As(err, &replaced) {
+			return false, true, nil
 		}
-		return false, err
+		return false, false, err
 	}
 	target, err := c.primaryTarget(req)
 	if err != nil {
-		return false, err
+		return false, false, err
 	}
 	current, _, err := c.readCredential(ctx, req.Namespace, plan.CurrentSecret)
 	if err != nil && !apierrors.IsNotFound(err) {
-		return false, err
+		return false, false, err
 	}
 	if err == nil && current != staged {
 		ok, err := c.db.VerifyLogin(ctx, target, current.username, current.password)
 		if err != nil {
-			return false, fmt.Errorf("checking the credential of Postgres %s after the request stopped: %w", req.Spec.DatabaseRef.Name, err)
+			return false, false, fmt.Errorf("checking the credential of Postgres %s after the request stopped: %w", req.Spec.DatabaseRef.Name, err)
 		}
 		if ok {
-			return false, nil // PostgreSQL kept the current credential
+			return false, false, nil // PostgreSQL kept the current credential
 		}
 	}
 	ok, err := c.db.VerifyLogin(ctx, target, staged.username, staged.password)
 	if err != nil {
-		return false, err
+		return false, false, err
 	}
 	if !ok {
 		c.recorder.Eventf(req, corev1.EventTypeWarning, ReasonCredentialRejected,
 			"PostgreSQL rejects both the credential in Secret %s and the staged one", plan.CurrentSecret)
 	}
-	return ok, nil
+	return ok, false, nil
 }
 
 // finishRestarts restarts, after a request stopped, the planned standbys that still run

@@ -228,6 +228,7 @@ func (c *Controller) putCredential(ctx context.Context, req *opsv1alpha1.Postgre
 		// Immutable, with a credential PostgreSQL no longer accepts: replace it.
 		replacement := secret.DeepCopy()
 		replacement.ResourceVersion, replacement.UID, replacement.CreationTimestamp = "", "", metav1.Time{}
+		replacement.ManagedFields, replacement.DeletionTimestamp, replacement.Generation = nil, nil, 0
 		setCredential(replacement, auth, prev, now)
 		uid, rv := secret.UID, secret.ResourceVersion
 		if err := secrets.Delete(ctx, name, metav1.DeleteOptions{Preconditions: &metav1.Preconditions{UID: &uid, ResourceVersion: &rv}}); err != nil &&

@@ -30,6 +30,10 @@ func (c *Controller) pauseDatabase(ctx context.Context, r *rotation) (outcome, e
 	if err != nil {
 		return outcome{}, err
 	}
+	if pg.DeletionTimestamp != nil {
+		// Its deletion waits for this request's pause; the pause would wait for nothing.
+		return outcome{}, fatal(ReasonDatabaseNotFound, "Postgres %s is being deleted", pg.Name)
+	}
 	paused := meta.FindStatusCondition(pg.Status.Conditions, kubedbv1.ConditionPaused)
 	switch holder := pg.Status.PausedBy; {
 	case holder != nil && holder.UID == r.req.UID && paused != nil && paused.Status == metav1.ConditionTrue:

@@ -458,3 +458,70 @@ func TestResumeWhoseStatusWriteWasLostCompletes(t *testing.T) {
 	require.True(t, lost)
 	require.Equal(t, opsv1alpha1.OpsRequestPhaseSuccessful, req.Status.Phase, describe(req))
 }
+
+// Found by review: a request that ended or was deleted but is still cleaning up (finishing
+// restarts, rolling forward) holds the database: the next request waits for it to release
+// the database, so two requests never evict pods or write the template at once.
+func TestNextRequestWaitsForThePreviousCleanup(t *testing.T) {
+	w := newWorld(t, 3)
+	w.newRequest("first")
+	w.syncUntil("first", 60, func(r *opsv1alpha1.PostgresOpsRequest) bool {
+		return isTrue(r.Status.Conditions, perPodCondition(ConditionCheckPodReady, "pg-2"))
+	})
+	first := w.request("first")
+	first.Status.Phase = opsv1alpha1.OpsRequestPhaseFailed
+	_, err := w.pgops.OpsV1alpha1().PostgresOpsRequests(ns).UpdateStatus(context.Background(), first, metav1.UpdateOptions{})
+	require.NoError(t, err)
+	w.newRequest("second")
+	for i := 0; i < 3; i++ {
+		_, _ = w.sync("second")
+	}
+	second := w.request("second")
+	assert.Equal(t, opsv1alpha1.OpsRequestPhasePending, second.Status.Phase, describe(second))
+	assert.Equal(t, ReasonWaitingForRequest, condition(second, ConditionPending).Reason)
+
+	w.runUntilDone("first", 30)
+	second = w.runUntilDone("second", 60)
+	require.Equal(t, opsv1alpha1.OpsRequestPhaseSuccessful, second.Status.Phase, describe(second))
+	w.requireCredentialWorks()
+}
+
+// Found by review: the operator died between the ALTER ROLE and recording it, and the
+// Postgres is deleted (its PVCs kept) before cleanup can ask PostgreSQL which password it
+// has. The staged Secret may hold the only copy: it is kept, and an event says so.
+func TestStagedCredentialKeptWhenTheDatabaseCannotBeAsked(t *testing.T) {
+	w := newWorld(t, 1)
+	w.db.setThenFail = true
+	w.newRequest("rotate")
+	req := w.syncUntil("rotate", 20, func(r *opsv1alpha1.PostgresOpsRequest) bool { return w.db.setCalls > 0 })
+	require.False(t, pastPointOfNoReturn(req), "nothing recorded the ALTER ROLE")
+	newPassword := w.db.password(superuser)
+	req.Status.Phase = opsv1alpha1.OpsRequestPhaseFailed
+	_, err := w.pgops.OpsV1alpha1().PostgresOpsRequests(ns).UpdateStatus(context.Background(), req, metav1.UpdateOptions{})
+	require.NoError(t, err)
+	require.NoError(t, w.pgops.KubedbV1().Postgreses(ns).Delete(context.Background(), dbName, metav1.DeleteOptions{}))
+
+	w.runUntilDone("rotate", 5)
+	staged := w.secret(req.Status.RotateAuth.StagedSecret)
+	assert.Equal(t, newPassword, string(staged.Data["password"]), "the only copy of the password is kept")
+	w.drainEvents()
+	assert.Contains(t, strings.Join(w.events, "\n"), "StagedCredentialKept")
+}
+
+// Found by review: a request waiting for the pause of a Postgres that is being deleted
+// fails at once (the deletion waits for the pause, the pause would wait for nothing).
+func TestPauseOfADatabaseBeingDeletedFails(t *testing.T) {
+	w := newWorld(t, 1)
+	w.provisionerConfirmsPause = false
+	w.newRequest("rotate")
+	w.syncUntil("rotate", 10, func(r *opsv1alpha1.PostgresOpsRequest) bool { return condition(r, ConditionPauseDatabase) != nil })
+	pg := w.postgres()
+	now := metav1.NewTime(w.clock.Now())
+	pg.DeletionTimestamp = &now
+	pg.Finalizers = []string{"kubedb.com/finalizer"}
+	require.NoError(t, w.pgops.Tracker().Update(kubedbv1.SchemeGroupVersion.WithResource("postgreses"), pg, ns))
+	req := w.runUntilDone("rotate", 10)
+	require.Equal(t, opsv1alpha1.OpsRequestPhaseFailed, req.Status.Phase)
+	assert.Contains(t, condition(req, ConditionFailed).Message, "is being deleted")
+	assert.Nil(t, w.postgres().Status.PausedBy, "the pause request is withdrawn")
+}

@@ -49,6 +49,11 @@ func (c *Controller) schedule(ctx context.Context, req *opsv1alpha1.PostgresOpsR
 		return syncResult{}, err
 	}
 
+	if pg.DeletionTimestamp != nil {
+		return syncResult{}, c.fail(ctx, req, ReasonDatabaseNotFound,
+			fmt.Sprintf("Postgres %s/%s is being deleted", req.Namespace, pg.Name))
+	}
+
 	older, newest := c.queuedAround(req)
 	if newest != nil {
 		req.Status.Phase = opsv1alpha1.OpsRequestPhaseSkipped
@@ -135,19 +140,27 @@ func (c *Controller) stayPending(ctx context.Context, req *opsv1alpha1.PostgresO
 
 // queuedAround looks at the other live requests for req's database. newest is the newest
 // Pending request of req's type created after req: it supersedes req, which then never
-// runs. Otherwise older is the request req waits for: the Progressing one, else the oldest
-// Pending one created before req.
+// runs. Otherwise older is the request req waits for: the one that has started and not yet
+// released the database (see startedAndNotReleased), else the oldest Pending one created
+// before req.
 func (c *Controller) queuedAround(req *opsv1alpha1.PostgresOpsRequest) (older, newest *opsv1alpha1.PostgresOpsRequest) {
 	siblings := c.requestsFor(req.Namespace, req.Spec.DatabaseRef.Name)
 	sort.Slice(siblings, func(i, j int) bool { return createdBefore(siblings[i], siblings[j]) })
 	var running, olderPending *opsv1alpha1.PostgresOpsRequest
 	for _, other := range siblings {
-		if other.UID == req.UID || other.DeletionTimestamp != nil {
+		if other.UID == req.UID {
+			continue
+		}
+		if startedAndNotReleased(other) {
+			// Still running, or ended or deleted but still cleaning up (rolling forward,
+			// finishing restarts): the next request must not touch the database meanwhile.
+			running = other
+			continue
+		}
+		if other.DeletionTimestamp != nil {
 			continue
 		}
 		switch other.Status.Phase {
-		case opsv1alpha1.OpsRequestPhaseProgressing:
-			running = other
 		case "", opsv1alpha1.OpsRequestPhasePending:
 			if createdBefore(other, req) {
 				if olderPending == nil {
@@ -165,6 +178,15 @@ func (c *Controller) queuedAround(req *opsv1alpha1.PostgresOpsRequest) (older, n
 		return running, nil
 	}
 	return olderPending, nil
+}
+
+// startedAndNotReleased tells whether req has started working on its database and not yet
+// released it: Progressing, or past its start with its finalizer still held.
+func startedAndNotReleased(req *opsv1alpha1.PostgresOpsRequest) bool {
+	if req.Status.Phase == opsv1alpha1.OpsRequestPhaseProgressing {
+		return true
+	}
+	return req.Status.RotateAuth != nil && hasFinalizer(req)
 }
 
 func createdBefore(a, b *opsv1alpha1.PostgresOpsRequest) bool {

@@ -461,6 +461,9 @@ type fakeDatabase struct {
 	standbys    int
 	setCalls    int
 	unreachable bool
+	// setThenFail makes SetPassword change the password and then report an error, as when
+	// the connection breaks after the commit.
+	setThenFail bool
 }
 
 func newFakeDatabase(passwords map[string]string, standbys int) *fakeDatabase {
@@ -497,6 +500,9 @@ func (d *fakeDatabase) SetPassword(_ context.Context, t credential.Target, role,
 	}
 	d.setCalls++
 	d.passwords[role] = password
+	if d.setThenFail {
+		return fmt.Errorf("fake: %w", credential.ErrUnreachable)
+	}
 	return nil
 }
 

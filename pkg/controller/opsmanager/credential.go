@@ -346,9 +346,17 @@ func databaseLabels(database string) map[string]string {
 	}
 }
 
-// markProgress records a step's progress mid-way, before its next action.
+// markProgress records a step's progress mid-way, before its next action. The step's
+// clock keeps running from when it started: a new reason does not extend its timeout.
 func (c *Controller) markProgress(ctx context.Context, r *rotation, condition, reason, message string) error {
+	var started metav1.Time
+	if cond := meta.FindStatusCondition(r.req.Status.Conditions, condition); cond != nil {
+		started = cond.LastTransitionTime
+	}
 	setCondition(&r.req.Status.Conditions, condition, metav1.ConditionFalse, reason, message, r.req.Generation, r.now)
+	if !started.IsZero() {
+		meta.FindStatusCondition(r.req.Status.Conditions, condition).LastTransitionTime = started
+	}
 	updated, err := c.writeStatus(ctx, r.req)
 	if err != nil {
 		return err

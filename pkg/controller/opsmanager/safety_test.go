@@ -525,3 +525,20 @@ func TestPauseOfADatabaseBeingDeletedFails(t *testing.T) {
 	assert.Contains(t, condition(req, ConditionFailed).Message, "is being deleted")
 	assert.Nil(t, w.postgres().Status.PausedBy, "the pause request is withdrawn")
 }
+
+// Found by review: reaching the point of no return must not restart UpdateCredential's
+// clock, or the step could run for twice spec.timeout.
+func TestPointOfNoReturnKeepsTheStepClock(t *testing.T) {
+	w := newWorld(t, 1)
+	w.denySecretUpdates = true
+	w.db.unreachable = true
+	w.newRequest("rotate")
+	req := w.syncUntil("rotate", 30, func(r *opsv1alpha1.PostgresOpsRequest) bool {
+		return condition(r, ConditionUpdateCredential) != nil
+	})
+	started := condition(req, ConditionUpdateCredential).LastTransitionTime
+	w.clock.Step(10 * time.Second)
+	w.db.unreachable = false
+	req = w.syncUntil("rotate", 30, atPointOfNoReturn)
+	assert.True(t, condition(req, ConditionUpdateCredential).LastTransitionTime.Equal(&started), describe(req))
+}

@@ -219,22 +219,27 @@ func TestLaggingPostgresCacheKeepsPodsOnTheNewSecret(t *testing.T) {
 	w.requireCredentialWorks()
 }
 
+// setPause makes the API server's Postgres paused (acknowledged) for holder, or not
+// paused when holder is nil.
+func (w *world) setPause(holder *kubedbv1.OpsRequestReference) {
+	w.t.Helper()
+	pg := w.postgres()
+	meta.RemoveStatusCondition(&pg.Status.Conditions, kubedbv1.ConditionPaused)
+	if holder != nil {
+		meta.SetStatusCondition(&pg.Status.Conditions, metav1.Condition{Type: kubedbv1.ConditionPaused, Status: metav1.ConditionTrue, Reason: "PausedByProvisioner"})
+	}
+	pg.Status.PausedBy = holder
+	_, err := w.pgops.KubedbV1().Postgreses(ns).UpdateStatus(context.Background(), pg, metav1.UpdateOptions{})
+	require.NoError(w.t, err)
+}
+
 // Item 6: a cached Paused=True left by the previous request must not complete the next
 // request's PauseDatabase while the provisioner has not answered it.
 func TestStalePauseInCacheDoesNotCompleteTheNextPause(t *testing.T) {
 	w := newWorld(t, 1)
-	pg := w.postgres()
-	meta.SetStatusCondition(&pg.Status.Conditions, metav1.Condition{Type: kubedbv1.ConditionPaused, Status: metav1.ConditionTrue, Reason: "PausedByProvisioner"})
-	pg.Status.PausedBy = &kubedbv1.OpsRequestReference{Name: "previous", UID: "uid-previous"}
-	_, err := w.pgops.KubedbV1().Postgreses(ns).UpdateStatus(context.Background(), pg, metav1.UpdateOptions{})
-	require.NoError(t, err)
+	w.setPause(&kubedbv1.OpsRequestReference{Name: "previous", UID: "uid-previous"})
 	w.freeze(&kubedbv1.PostgresList{}) // the cache keeps showing the previous request's pause
-	pg.Status.Conditions, pg.Status.PausedBy = nil, nil
-	pg = w.postgres()
-	meta.RemoveStatusCondition(&pg.Status.Conditions, kubedbv1.ConditionPaused)
-	pg.Status.PausedBy = nil
-	_, err = w.pgops.KubedbV1().Postgreses(ns).UpdateStatus(context.Background(), pg, metav1.UpdateOptions{})
-	require.NoError(t, err)
+	w.setPause(nil)
 
 	w.provisionerConfirmsPause = false
 	w.newRequest("rotate")
@@ -255,15 +260,31 @@ func TestStalePauseInCacheDoesNotCompleteTheNextPause(t *testing.T) {
 // pause of a running one is waited on.
 func TestPauseOfAGoneRequestIsTakenOver(t *testing.T) {
 	w := newWorld(t, 1)
-	pg := w.postgres()
-	meta.SetStatusCondition(&pg.Status.Conditions, metav1.Condition{Type: kubedbv1.ConditionPaused, Status: metav1.ConditionTrue, Reason: "PausedByProvisioner"})
-	pg.Status.PausedBy = &kubedbv1.OpsRequestReference{Name: "vanished", UID: "uid-vanished"}
-	_, err := w.pgops.KubedbV1().Postgreses(ns).UpdateStatus(context.Background(), pg, metav1.UpdateOptions{})
-	require.NoError(t, err)
+	w.setPause(&kubedbv1.OpsRequestReference{Name: "vanished", UID: "uid-vanished"})
 	w.newRequest("rotate")
 	req := w.runUntilDone("rotate", 50)
 	require.Equal(t, opsv1alpha1.OpsRequestPhaseSuccessful, req.Status.Phase, describe(req))
 	w.requireCredentialWorks()
+}
+
+func TestPauseOfARunningRequestIsWaitedOn(t *testing.T) {
+	w := newWorld(t, 1)
+	w.create(&opsv1alpha1.PostgresOpsRequest{
+		ObjectMeta: metav1.ObjectMeta{Name: "elsewhere", Namespace: ns},
+		Spec:       opsv1alpha1.PostgresOpsRequestSpec{Type: opsv1alpha1.OpsRequestTypeRotateAuth, DatabaseRef: opsv1alpha1.DatabaseReference{Name: "another"}},
+		Status:     opsv1alpha1.OpsRequestStatus{Phase: opsv1alpha1.OpsRequestPhaseProgressing},
+	})
+	holder, err := w.pgops.OpsV1alpha1().PostgresOpsRequests(ns).Get(context.Background(), "elsewhere", metav1.GetOptions{})
+	require.NoError(t, err)
+	w.setPause(&kubedbv1.OpsRequestReference{Name: holder.Name, UID: holder.UID})
+	w.newRequest("rotate")
+	for i := 0; i < 6; i++ {
+		_, _ = w.sync("rotate")
+	}
+	req := w.request("rotate")
+	assert.False(t, isTrue(req.Status.Conditions, ConditionPauseDatabase), describe(req))
+	assert.Contains(t, condition(req, ConditionPauseDatabase).Message, "paused by PostgresOpsRequest elsewhere")
+	assert.Equal(t, holder.UID, w.postgres().Status.PausedBy.UID, "the running request keeps its pause")
 }
 
 // Item 1: an Ephemeral primary keeps running (its emptyDir is its data); standbys re-clone.

@@ -226,6 +226,23 @@ func TestProvisionThreeReplicas(t *testing.T) {
 	requireNoStatefulSetChurn(t, ctx, ns, "ha")
 }
 
+// waitProvisioningBlocked waits until the provisioner reports, in ProvisioningStarted=False
+// with reason, why it cannot provision ns/db, and returns the Postgres and that condition.
+func waitProvisioningBlocked(t *testing.T, ctx context.Context, ns, db, reason string) (*kubedbv1.Postgres, *metav1.Condition) {
+	t.Helper()
+	var last *kubedbv1.Postgres
+	poll(t, ctx, "the provisioner to report "+reason, func(ctx context.Context) (bool, error) {
+		pg, err := env.pgops.KubedbV1().Postgreses(ns).Get(ctx, db, metav1.GetOptions{})
+		if err != nil {
+			return false, nil
+		}
+		last = pg
+		cond := meta.FindStatusCondition(pg.Status.Conditions, kubedbv1.ConditionProvisioningStarted)
+		return cond != nil && cond.Status == metav1.ConditionFalse && cond.Reason == reason, nil
+	}, func() string { return describePostgres(last) })
+	return last, meta.FindStatusCondition(last.Status.Conditions, kubedbv1.ConditionProvisioningStarted)
+}
+
 func TestMissingUserSecretIsReported(t *testing.T) {
 	ctx := testContext(t, provisionTimeout)
 	ns := newNamespace(t, ctx)
@@ -233,18 +250,7 @@ func TestMissingUserSecretIsReported(t *testing.T) {
 		pg.Spec.AuthSecret = &kubedbv1.SecretReference{Name: "byo-credential"}
 	})
 
-	var last *kubedbv1.Postgres
-	poll(t, ctx, "the missing Secret to be reported", func(ctx context.Context) (bool, error) {
-		pg, err := env.pgops.KubedbV1().Postgreses(ns).Get(ctx, "byo", metav1.GetOptions{})
-		if err != nil {
-			return false, nil
-		}
-		last = pg
-		cond := meta.FindStatusCondition(pg.Status.Conditions, kubedbv1.ConditionProvisioningStarted)
-		return cond != nil && cond.Status == metav1.ConditionFalse, nil
-	}, func() string { return describePostgres(last) })
-	cond := meta.FindStatusCondition(last.Status.Conditions, kubedbv1.ConditionProvisioningStarted)
-	assert.Equal(t, provisioner.ReasonAuthSecretNotFound, cond.Reason)
+	last, cond := waitProvisioningBlocked(t, ctx, ns, "byo", provisioner.ReasonAuthSecretNotFound)
 	assert.Contains(t, cond.Message, "secret "+ns+"/byo-credential not found")
 	assert.Equal(t, kubedbv1.DatabasePhaseProvisioning, last.Status.Phase)
 	poll(t, ctx, "a Warning event saying why", func(ctx context.Context) (bool, error) {
@@ -261,16 +267,8 @@ func TestMissingUserSecretIsReported(t *testing.T) {
 		StringData: map[string]string{"username": "postgres", "password": "Byo-Password-2026\n"},
 	}, metav1.CreateOptions{})
 	require.NoError(t, err)
-	poll(t, ctx, "the unusable password to be reported", func(ctx context.Context) (bool, error) {
-		pg, err := env.pgops.KubedbV1().Postgreses(ns).Get(ctx, "byo", metav1.GetOptions{})
-		if err != nil {
-			return false, nil
-		}
-		last = pg
-		cond := meta.FindStatusCondition(pg.Status.Conditions, kubedbv1.ConditionProvisioningStarted)
-		return cond != nil && cond.Reason == provisioner.ReasonAuthSecretInvalid, nil
-	}, func() string { return describePostgres(last) })
-	assert.Contains(t, meta.FindStatusCondition(last.Status.Conditions, kubedbv1.ConditionProvisioningStarted).Message, "control")
+	_, cond = waitProvisioningBlocked(t, ctx, ns, "byo", provisioner.ReasonAuthSecretInvalid)
+	assert.Contains(t, cond.Message, "control")
 	_, err = env.kube.AppsV1().StatefulSets(ns).Get(ctx, "byo", metav1.GetOptions{})
 	assert.True(t, apierrors.IsNotFound(err), "no StatefulSet with a credential pods cannot carry")
 	require.NoError(t, env.kube.CoreV1().Secrets(ns).Delete(ctx, "byo-credential", metav1.DeleteOptions{}))

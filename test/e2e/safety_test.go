@@ -294,19 +294,9 @@ func TestCollidingDerivedNames(t *testing.T) {
 	rc.writeData(t, ctx)
 
 	createPostgres(t, ctx, ns, "x-pods", 1)
-	var last *kubedbv1.Postgres
-	poll(t, ctx, "the provisioner to report the conflict", func(ctx context.Context) (bool, error) {
-		pg, err := env.pgops.KubedbV1().Postgreses(ns).Get(ctx, "x-pods", metav1.GetOptions{})
-		if err != nil {
-			return false, nil
-		}
-		last = pg
-		cond := meta.FindStatusCondition(pg.Status.Conditions, kubedbv1.ConditionProvisioningStarted)
-		return pg.Spec.AuthSecret != nil && cond != nil && cond.Status == metav1.ConditionFalse &&
-			cond.Reason == provisioner.ReasonObjectConflict, nil
-	}, func() string { return describePostgres(last) })
-	assert.Contains(t, meta.FindStatusCondition(last.Status.Conditions, kubedbv1.ConditionProvisioningStarted).Message,
-		"Service "+ns+"/x-pods exists and is not controlled by this Postgres")
+	last, cond := waitProvisioningBlocked(t, ctx, ns, "x-pods", provisioner.ReasonObjectConflict)
+	require.NotNil(t, last.Spec.AuthSecret, "the auth Secret is made before the conflicting Service")
+	assert.Contains(t, cond.Message, "Service "+ns+"/x-pods exists and is not controlled by this Postgres")
 	watchForLeaks(t, authCredential(t, ctx, ns, "x-pods").password)
 
 	t.Run("rotating x-pods", func(t *testing.T) {

@@ -18,9 +18,9 @@ import (
 
 // Reasons of the cleanup of a request that stopped past the point of no return.
 const (
-	ReasonRolledForward      = "RolledForward"
-	ReasonFinishingRestarts  = "FinishingRestarts"
-	ReasonStandbysNotStarted = "StandbysNeedRestart"
+	ReasonRolledForward       = "RolledForward"
+	ReasonFinishingRestarts   = "FinishingRestarts"
+	ReasonStandbysNeedRestart = "StandbysNeedRestart"
 )
 
 // cleanUp runs for a request that has ended, or is being deleted before it ended. Whatever
@@ -205,11 +205,11 @@ func (c *Controller) finishRestarts(ctx context.Context, req *opsv1alpha1.Postgr
 	if elapsed > timeout {
 		msg := fmt.Sprintf("gave up restarting standbys after %s; a standby on an old pod revision must be deleted to pick up the credential in Secret %s: %s",
 			timeout, plan.TargetSecret, strings.Join(standbys, ", "))
-		setCondition(&req.Status.Conditions, ConditionRestartNodes, metav1.ConditionFalse, ReasonStandbysNotStarted, msg, req.Generation, now)
+		setCondition(&req.Status.Conditions, ConditionRestartNodes, metav1.ConditionFalse, ReasonStandbysNeedRestart, msg, req.Generation, now)
 		if err := c.writeStatusInPlace(ctx, before, req); err != nil {
 			return syncResult{}, err
 		}
-		c.recorder.Event(req, corev1.EventTypeWarning, ReasonStandbysNotStarted, msg)
+		c.recorder.Event(req, corev1.EventTypeWarning, ReasonStandbysNeedRestart, msg)
 		return syncResult{}, nil
 	}
 	deadline := syncResult{requeueAfter: timeout - elapsed + time.Second}

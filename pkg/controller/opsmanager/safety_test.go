@@ -39,6 +39,14 @@ func (w *world) syncUntil(name string, limit int, done func(*opsv1alpha1.Postgre
 	return nil
 }
 
+// syncUntilRestarted syncs request name until pod has been restarted and is ready again.
+func (w *world) syncUntilRestarted(name, pod string) *opsv1alpha1.PostgresOpsRequest {
+	w.t.Helper()
+	return w.syncUntil(name, 60, func(r *opsv1alpha1.PostgresOpsRequest) bool {
+		return isTrue(r.Status.Conditions, perPodCondition(ConditionCheckPodReady, pod))
+	})
+}
+
 func atPointOfNoReturn(req *opsv1alpha1.PostgresOpsRequest) bool { return pastPointOfNoReturn(req) }
 
 func (w *world) evictions() []string {
@@ -372,9 +380,7 @@ func TestUserSecretChangedPastPointOfNoReturn(t *testing.T) {
 func TestDeletedMidRestartFinishesStandbyRestarts(t *testing.T) {
 	w := newWorld(t, 3)
 	w.newRequest("rotate")
-	w.syncUntil("rotate", 60, func(r *opsv1alpha1.PostgresOpsRequest) bool {
-		return isTrue(r.Status.Conditions, perPodCondition(ConditionCheckPodReady, "pg-2"))
-	})
+	w.syncUntilRestarted("rotate", "pg-2")
 	req := w.request("rotate")
 	now := metav1.NewTime(w.clock.Now())
 	req.DeletionTimestamp = &now
@@ -415,7 +421,7 @@ func TestFailedInRestartNodesResumesAndNamesTheStandbysLeft(t *testing.T) {
 	req := w.request("rotate")
 	require.Equal(t, opsv1alpha1.OpsRequestPhaseFailed, req.Status.Phase, describe(req))
 	assert.False(t, hasFinalizer(req), describe(req))
-	assert.Equal(t, ReasonStandbysNotStarted, condition(req, ConditionRestartNodes).Reason, describe(req))
+	assert.Equal(t, ReasonStandbysNeedRestart, condition(req, ConditionRestartNodes).Reason, describe(req))
 	assert.Contains(t, condition(req, ConditionRestartNodes).Message, "pg-2, pg-1")
 	w.requireCredentialWorks()
 }
@@ -486,9 +492,7 @@ func TestResumeWhoseStatusWriteWasLostCompletes(t *testing.T) {
 func TestNextRequestWaitsForThePreviousCleanup(t *testing.T) {
 	w := newWorld(t, 3)
 	w.newRequest("first")
-	w.syncUntil("first", 60, func(r *opsv1alpha1.PostgresOpsRequest) bool {
-		return isTrue(r.Status.Conditions, perPodCondition(ConditionCheckPodReady, "pg-2"))
-	})
+	w.syncUntilRestarted("first", "pg-2")
 	first := w.request("first")
 	first.Status.Phase = opsv1alpha1.OpsRequestPhaseFailed
 	_, err := w.pgops.OpsV1alpha1().PostgresOpsRequests(ns).UpdateStatus(context.Background(), first, metav1.UpdateOptions{})

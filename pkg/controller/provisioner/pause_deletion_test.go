@@ -131,9 +131,17 @@ func TestPauseIsAcknowledgedForTheNamedRequestOnly(t *testing.T) {
 	assert.Contains(t, condition(pg, kubedbv1.ConditionPaused).Message, "rotate")
 }
 
-func TestDeletionWaitsWhileAPauseIsRequested(t *testing.T) {
+// Deletion waits while a running request holds the pause, asked (Unknown) or acknowledged
+// (True); once the request has ended, the pause goes and deletion proceeds.
+func TestDeletionWaitsWhileAPauseIsHeld(t *testing.T) {
+	for _, status := range []metav1.ConditionStatus{metav1.ConditionUnknown, metav1.ConditionTrue} {
+		t.Run(string(status), func(t *testing.T) { deletionWaitsForPause(t, status) })
+	}
+}
+
+func deletionWaitsForPause(t *testing.T, status metav1.ConditionStatus) {
 	f := provisioned(t, newPG("x"))
-	setPaused(t, f, metav1.ConditionUnknown, false)
+	setPaused(t, f, status, false)
 	deletePG(t, f, kubedbv1.DeletionPolicyWipeOut)
 	require.NoError(t, f.sync("x"))
 	assert.Empty(t, f.kubeWrites())
@@ -281,15 +289,6 @@ func TestDeletionDoNotTerminate(t *testing.T) {
 	assert.False(t, f.exists("statefulset", "x"))
 	assert.True(t, f.exists("pvc", "data-x-0"))
 	assert.NotContains(t, f.postgres("x").Finalizers, Finalizer)
-}
-
-func TestDeletionWaitsWhilePaused(t *testing.T) {
-	f := provisioned(t, newPG("x"))
-	setPaused(t, f, metav1.ConditionTrue, false)
-	deletePG(t, f, kubedbv1.DeletionPolicyWipeOut)
-	require.NoError(t, f.sync("x"))
-	assert.Empty(t, f.kubeWrites())
-	assert.Contains(t, f.postgres("x").Finalizers, Finalizer)
 }
 
 func TestHaltAndResume(t *testing.T) {

@@ -6,6 +6,9 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"os"
+	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -733,4 +736,97 @@ func TestNoSecretsInPgStatStatements(t *testing.T) {
 		assert.NotContains(t, all, secret)
 	}
 	assert.NotContains(t, all, "PASSWORD")
+}
+
+// TestRepointStandbyWithoutRestart: a running standby whose primary_conninfo names a
+// passfile (as a pgops standby's does) is given the new password without a restart: the
+// passfile is rewritten 0600 by the server, a reconnect authenticates with it, neither
+// server's log shows the password, and a second write changes nothing.
+func TestRepointStandbyWithoutRestart(t *testing.T) {
+	t.Parallel()
+	primary := pgtest.Start(t)
+	ctx := ctxT(t)
+	standby := pgtest.StartStandby(t, primary)
+	standby.WaitForReplay(t, primary.CurrentLSN(t), time.Minute)
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("standby log:\n%s", standby.LogContents())
+		}
+	})
+	// Set the standby up as the pgops entrypoint does: the credential in a passfile named by
+	// primary_conninfo, and application_name the pod's name.
+	user := primary.SuperUser
+	passfile := filepath.Join(filepath.Dir(standby.DataDir), ".pgpass")
+	standby.Exec(t, fmt.Sprintf("COPY (SELECT %s) TO PROGRAM %s WITH (FORMAT csv, DELIMITER E'\\x02', QUOTE E'\\x01')",
+		pq.QuoteLiteral("*:*:*:"+user+":"+primary.SuperPassword), pq.QuoteLiteral("umask 077; cat > "+passfile)))
+	standby.Exec(t, fmt.Sprintf("ALTER SYSTEM SET primary_conninfo = %s", pq.QuoteLiteral(fmt.Sprintf(
+		"host=%s port=%d user=%s passfile='%s' application_name=db-1", primary.Host, primary.Port, user, passfile))))
+	for _, s := range []*pgtest.Server{primary, standby} {
+		s.Exec(t, "ALTER SYSTEM SET log_statement = 'all'")
+		s.Exec(t, "SELECT pg_reload_conf()")
+	}
+	waitForStandby(t, ctx, superTarget(primary), "db-1")
+
+	const newPassword = `N3w pa'ss\word:x`
+	require.NoError(t, credential.SetPassword(ctx, superTarget(primary), user, newPassword))
+	primary.SuperPassword, standby.SuperPassword = newPassword, newPassword // for pgtest's own queries
+	standby.WaitForReplay(t, primary.CurrentLSN(t), time.Minute)
+
+	state, err := credential.CheckStandby(ctx, superTarget(standby), user, newPassword)
+	require.NoError(t, err)
+	assert.Equal(t, credential.StandbyState{ApplicationName: "db-1", Streaming: true}, state,
+		"the WAL receiver's connection from before the change still streams")
+
+	written, err := credential.WriteStandbyPassfile(ctx, superTarget(standby), user, newPassword)
+	require.NoError(t, err)
+	assert.True(t, written)
+	assert.Equal(t, "-rw-------", fileMode(t, passfile), "libpq ignores a passfile others can read")
+	state, err = credential.CheckStandby(ctx, superTarget(standby), user, newPassword)
+	require.NoError(t, err)
+	assert.Equal(t, credential.StandbyState{ApplicationName: "db-1", PassfileCurrent: true, Streaming: true}, state,
+		"written, but the WAL receiver has not reconnected yet")
+
+	require.NoError(t, credential.ReconnectStandby(ctx, superTarget(primary), state.ApplicationName))
+	require.Eventually(t, func() bool {
+		state, err = credential.CheckStandby(ctx, superTarget(standby), user, newPassword)
+		return err == nil && state.ReconnectedSince && state.Streaming
+	}, time.Minute, 20*time.Millisecond, "the standby reconnects with the new password: %+v %v", state, err)
+	waitForStandby(t, ctx, superTarget(primary), "db-1")
+
+	written, err = credential.WriteStandbyPassfile(ctx, superTarget(standby), user, newPassword)
+	require.NoError(t, err)
+	assert.False(t, written, "a passfile already holding the credential is left alone")
+	state, err = credential.CheckStandby(ctx, superTarget(standby), user, "another-password")
+	require.NoError(t, err)
+	assert.False(t, state.PassfileCurrent, "another password is not the one in the passfile")
+	assert.False(t, state.ReconnectedSince)
+
+	_, err = credential.WriteStandbyPassfile(ctx, superTarget(primary), user, newPassword)
+	assert.ErrorIs(t, err, credential.ErrNotStandby)
+	_, err = credential.CheckStandby(ctx, superTarget(primary), user, newPassword)
+	assert.ErrorIs(t, err, credential.ErrNotStandby)
+
+	for name, s := range map[string]*pgtest.Server{"primary": primary, "standby": standby} {
+		log := s.LogContents()
+		assert.Contains(t, log, "pg_is_in_recovery", "%s: statements are logged", name)
+		for _, secret := range []string{"pa'ss", "pa''ss", `pa\'ss`, "word:x", `word\:x`} {
+			assert.NotContains(t, log, secret, "%s: the password is not in the server log", name)
+		}
+	}
+}
+
+// waitForStandby waits until the primary behind target sees the standby name streaming.
+func waitForStandby(t *testing.T, ctx context.Context, target credential.Target, name string) {
+	t.Helper()
+	require.Eventually(t, func() bool {
+		names, err := credential.StreamingStandbyNames(ctx, target)
+		return err == nil && slices.Contains(names, name)
+	}, time.Minute, 20*time.Millisecond, "standby %s streams", name)
+}
+
+func fileMode(t *testing.T, path string) string {
+	t.Helper()
+	fi, err := os.Stat(path)
+	require.NoError(t, err)
+	return fi.Mode().String()
 }

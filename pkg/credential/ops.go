@@ -80,18 +80,9 @@ func setVerifier(ctx context.Context, target Target, role, verifier, op string, 
 
 	fail := func(err error) error { return wrapErr(ctx, op, err, true, secrets...) }
 
-	var version int
-	var hasPGSS bool
-	if err := conn.QueryRowContext(ctx,
-		`SELECT current_setting('server_version_num')::int,
-		        current_setting('pg_stat_statements.track_utility', true) IS NOT NULL`,
-	).Scan(&version, &hasPGSS); err != nil {
+	quiet, err := quietSettings(ctx, conn, "SET LOCAL")
+	if err != nil {
 		return fail(err)
-	}
-	if version >= 120000 {
-		if _, err := conn.ExecContext(ctx, `SET log_transaction_sample_rate = 0`); err != nil {
-			return fail(err)
-		}
 	}
 	tx, err := conn.BeginTx(ctx, nil)
 	if err != nil {
@@ -99,26 +90,10 @@ func setVerifier(ctx context.Context, target Target, role, verifier, op string, 
 	}
 	defer func() { _ = tx.Rollback() }() // no-op after Commit
 
-	stmts := []string{
-		`SET LOCAL log_statement = 'none'`,
-		`SET LOCAL log_min_error_statement = 'panic'`,
-		`SET LOCAL log_min_duration_statement = -1`,
-		// Parse-tree dumps: PostgreSQL 16+ can print utility statements,
-		// literal included.
-		`SET LOCAL debug_print_parse = off`,
-		`SET LOCAL debug_print_rewritten = off`,
-		`SET LOCAL debug_print_plan = off`,
-	}
-	if version >= 130000 {
-		stmts = append(stmts, `SET LOCAL log_min_duration_sample = -1`)
-	}
-	if hasPGSS {
-		stmts = append(stmts, `SET LOCAL pg_stat_statements.track_utility = off`)
-	}
 	// The settings carry no secret, so they go in one round trip; the ALTER
 	// ROLE must be a statement of its own, sent after they took effect (a
 	// multi-statement string is logged as a whole before any of it runs).
-	if _, err := tx.ExecContext(ctx, strings.Join(stmts, "; ")); err != nil {
+	if _, err := tx.ExecContext(ctx, quiet); err != nil {
 		return fail(err)
 	}
 	alter := "ALTER ROLE " + pq.QuoteIdentifier(role) + " PASSWORD " + pq.QuoteLiteral(verifier)
@@ -216,4 +191,43 @@ func StoredSecret(ctx context.Context, target Target, role string) (string, erro
 		return "", wrapErr(ctx, op, err, true)
 	}
 	return secret.String, nil
+}
+
+// quietSettings returns the statements (joined with "; ", each starting with set: "SET" for
+// the session, "SET LOCAL" for a transaction) that keep the next statement out of every
+// log PostgreSQL writes and out of pg_stat_statements. The session-wide
+// log_transaction_sample_rate, decided at BEGIN, is set on conn at once.
+func quietSettings(ctx context.Context, conn *sql.Conn, set string) (string, error) {
+	var version int
+	var hasPGSS bool
+	if err := conn.QueryRowContext(ctx,
+		`SELECT current_setting('server_version_num')::int,
+		        current_setting('pg_stat_statements.track_utility', true) IS NOT NULL`,
+	).Scan(&version, &hasPGSS); err != nil {
+		return "", err
+	}
+	if version >= 120000 {
+		if _, err := conn.ExecContext(ctx, `SET log_transaction_sample_rate = 0`); err != nil {
+			return "", err
+		}
+	}
+	settings := []string{
+		`log_statement = 'none'`,
+		`log_min_error_statement = 'panic'`,
+		`log_min_duration_statement = -1`,
+		// Parse-tree dumps: PostgreSQL 16+ can print utility statements, literal included.
+		`debug_print_parse = off`,
+		`debug_print_rewritten = off`,
+		`debug_print_plan = off`,
+	}
+	if version >= 130000 {
+		settings = append(settings, `log_min_duration_sample = -1`)
+	}
+	if hasPGSS {
+		settings = append(settings, `pg_stat_statements.track_utility = off`)
+	}
+	for i := range settings {
+		settings[i] = set + " " + settings[i]
+	}
+	return strings.Join(settings, "; "), nil
 }

@@ -16,7 +16,9 @@
 #
 # The password never appears in argv, in the log or in postgresql.conf: initdb reads it from
 # a 0600 file that is removed afterwards, and standbys authenticate through a 0600 passfile
-# rewritten on every start (so a rotated credential takes effect with a restart).
+# rewritten from the environment on every start. A RotateAuth in restart mode None rewrites
+# that passfile in a running standby instead (through the server, docs/architecture.md);
+# the next start reads the same credential from the Secret.
 set -euo pipefail
 set +x
 
@@ -71,6 +73,8 @@ pgpass_escape() {
 # write_passfile: the credential for connecting to the primary, readable only by us.
 write_passfile() {
 	local tmp
+	# A side file the ops-manager's rewrite left behind if it stopped half-way.
+	rm -f "$passfile.pgops"
 	tmp="$(mktemp "$base/.pgpass.XXXXXX")"
 	printf '*:*:*:%s:%s\n' "$(pgpass_escape "$POSTGRES_USER")" "$(pgpass_escape "$POSTGRES_PASSWORD")" >"$tmp"
 	chmod 0600 "$tmp"

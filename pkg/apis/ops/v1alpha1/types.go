@@ -46,6 +46,11 @@ type PostgresOpsRequestSpec struct {
 	// +optional
 	Authentication *AuthSpec `json:"authentication,omitempty"`
 
+	// RotateAuth tunes a RotateAuth: which pods restart (a pgops extension; KubeDB
+	// manifests, which lack it, get KubeDB's behaviour).
+	// +optional
+	RotateAuth *RotateAuthOptions `json:"rotateAuth,omitempty"`
+
 	// Timeout bounds each step of the operation, for example "5m". Default 10m.
 	// +optional
 	Timeout *metav1.Duration `json:"timeout,omitempty"`
@@ -77,6 +82,31 @@ type OpsRequestType string
 const (
 	// OpsRequestTypeRotateAuth replaces the database's superuser credential.
 	OpsRequestTypeRotateAuth OpsRequestType = "RotateAuth"
+)
+
+// RotateAuthOptions tunes a RotateAuth.
+type RotateAuthOptions struct {
+	// Restart says which pods restart to pick up the new credential:
+	//   - AllPods (default, as KubeDB): every pod, standbys first, the primary last;
+	//   - StandbysOnly: standbys one at a time; the primary keeps running and keeps every
+	//     client session (it needs no restart: the password is set over SQL);
+	//   - None: no pod restarts; running hot standbys are re-pointed at the new credential
+	//     over SQL. A standby that cannot be (a Warm standby accepts no connections; one
+	//     whose pod names a Secret other than the new one would lose replication at its
+	//     next container start) is restarted instead, and RestartNodes says so.
+	// +kubebuilder:default=AllPods
+	// +optional
+	Restart RestartMode `json:"restart,omitempty"`
+}
+
+// RestartMode says which pods a RotateAuth restarts.
+// +kubebuilder:validation:Enum=AllPods;StandbysOnly;None
+type RestartMode string
+
+const (
+	RestartAllPods      RestartMode = "AllPods"
+	RestartStandbysOnly RestartMode = "StandbysOnly"
+	RestartNone         RestartMode = "None"
 )
 
 // ApplyOption says when an operation may start.
@@ -158,13 +188,24 @@ type RotateAuthPlan struct {
 	// StorageType of the database at the start: an Ephemeral primary is never restarted,
 	// because its data lives only in the pod.
 	StorageType string `json:"storageType"`
+	// RestartMode is spec.rotateAuth.restart, defaulted (AllPods when unset).
+	// +optional
+	RestartMode RestartMode `json:"restartMode,omitempty"`
 	// RestartPods are the pods to restart, in order: standbys from the highest ordinal
-	// down, then the primary unless its storage is Ephemeral.
+	// down, then the primary when the mode is AllPods and its storage is not Ephemeral.
 	// +optional
 	RestartPods []string `json:"restartPods,omitempty"`
+	// RepointPods are running standbys given the new credential over SQL instead of a
+	// restart (mode None).
+	// +optional
+	RepointPods []string `json:"repointPods,omitempty"`
 	// KeptPods are pods that keep running, with the reason in the RestartNodes condition.
 	// +optional
 	KeptPods []string `json:"keptPods,omitempty"`
+	// Notes say why a pod is restarted or kept other than its mode alone says (an
+	// Ephemeral primary, a Warm standby, a pod naming another Secret).
+	// +optional
+	Notes []string `json:"notes,omitempty"`
 }
 
 // PostgresOpsRequestList is a list of PostgresOpsRequest.

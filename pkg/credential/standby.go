@@ -1,0 +1,234 @@
+package credential
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"strings"
+
+	"github.com/lib/pq"
+)
+
+// ErrNotStandby is returned by [WriteStandbyPassfile] and [CheckStandby] for a server that
+// is not in recovery.
+var ErrNotStandby = errors.New("the server is not a standby")
+
+// StandbyState is what a standby says about its connection to the primary.
+type StandbyState struct {
+	// ApplicationName is the standby's application_name in primary_conninfo: its name in
+	// the primary's pg_stat_replication.
+	ApplicationName string
+	// PassfileCurrent tells whether the passfile primary_conninfo names holds exactly the
+	// credential asked about.
+	PassfileCurrent bool
+	// ReconnectedSince tells whether the WAL receiver connected after WriteStandbyPassfile
+	// last wrote that file, so its connection authenticated with it.
+	ReconnectedSince bool
+	// Streaming tells whether the WAL receiver streams (pg_stat_wal_receiver).
+	Streaming bool
+}
+
+// WriteStandbyPassfile makes the passfile that the hot standby's primary_conninfo names
+// (a pgops standby authenticates to its primary through one) hold user and password, so
+// that its next connection to the primary uses them, without a restart. It tells whether it
+// wrote anything: a passfile already holding them is left alone.
+//
+// The file is written by the server, as the user it runs as, with COPY … TO PROGRAM (a
+// hot standby allows it): the credential reaches the program on its standard input, never
+// in its arguments, and the program writes a side file with umask 077 (libpq ignores a
+// passfile others can read) and renames it into place, so a reconnecting WAL receiver never
+// reads half a file. A comment line records when it was written by the standby's clock,
+// for [CheckStandby]. The COPY statement is sent after the same logging settings as
+// [SetPassword] took effect for the session, so no statement, error or duration log and no
+// pg_stat_statements entry shows the password. Nothing in the configuration changes:
+// PostgreSQL would log a changed primary_conninfo, password included, at reload.
+// target.User must be a superuser.
+func WriteStandbyPassfile(ctx context.Context, target Target, user, password string) (written bool, err error) {
+	const op = "write standby passfile"
+	if err := validatePasswordBasic(password); err != nil {
+		return false, err
+	}
+	db, conn, err := target.open(ctx, op)
+	if err != nil {
+		return false, err
+	}
+	defer closeQuietly(db, conn)
+	fail := func(err error) error { return standbyErr(ctx, op, err, password, target.Password) }
+
+	_, passfile, err := standbyConnInfo(ctx, conn)
+	if err != nil {
+		return false, fail(err)
+	}
+	line := passfileLine(user, password)
+	if held, _, err := passfileHolds(ctx, conn, passfile, line); err != nil || held {
+		return false, fail(err)
+	}
+	quiet, err := quietSettings(ctx, conn, "SET")
+	if err != nil {
+		return false, fail(err)
+	}
+	if _, err := conn.ExecContext(ctx, quiet); err != nil {
+		return false, fail(err)
+	}
+	side := passfile + ".pgops"
+	program := "umask 077 && cat > " + shellQuote(side) + " && mv -f " + shellQuote(side) + " " + shellQuote(passfile)
+	// CSV with a delimiter and a quote character no credential contains (ValidatePodPassword
+	// refuses control characters) writes each row verbatim, where text format would double
+	// backslashes.
+	copyTo := "COPY (VALUES (" + pq.QuoteLiteral(passfileStamp) + " || pg_catalog.clock_timestamp()::text), (" +
+		pq.QuoteLiteral(line) + ")) TO PROGRAM " + pq.QuoteLiteral(program) +
+		` WITH (FORMAT csv, DELIMITER E'\x02', QUOTE E'\x01')`
+	if _, err := conn.ExecContext(ctx, copyTo); err != nil {
+		return false, fail(err)
+	}
+	return true, nil
+}
+
+// CheckStandby tells what the hot standby behind target says about its connection to the
+// primary, for the credential user and password. target.User must be a superuser.
+func CheckStandby(ctx context.Context, target Target, user, password string) (StandbyState, error) {
+	const op = "check standby"
+	db, conn, err := target.open(ctx, op)
+	if err != nil {
+		return StandbyState{}, err
+	}
+	defer closeQuietly(db, conn)
+	fail := func(err error) error { return standbyErr(ctx, op, err, password, target.Password) }
+
+	params, passfile, err := standbyConnInfo(ctx, conn)
+	if err != nil {
+		return StandbyState{}, fail(err)
+	}
+	var state StandbyState
+	state.ApplicationName, _ = connInfoValue(params, "application_name")
+	held, writtenAt, err := passfileHolds(ctx, conn, passfile, passfileLine(user, password))
+	if err != nil {
+		return StandbyState{}, fail(err)
+	}
+	state.PassfileCurrent = held
+	var status sql.NullString
+	var since sql.NullBool
+	err = conn.QueryRowContext(ctx, `
+		SELECT (SELECT status FROM pg_catalog.pg_stat_wal_receiver),
+		       (SELECT backend_start > $1::timestamptz FROM pg_catalog.pg_stat_activity
+		         WHERE backend_type = 'walreceiver' ORDER BY backend_start DESC LIMIT 1)`,
+		nullIfEmpty(writtenAt)).Scan(&status, &since)
+	if err != nil {
+		return StandbyState{}, fail(err)
+	}
+	state.Streaming = status.String == "streaming"
+	state.ReconnectedSince = held && writtenAt != "" && since.Valid && since.Bool
+	return state, nil
+}
+
+// ReconnectStandby ends, on the primary behind target, the WAL sender of the standby whose
+// application_name is name: the standby's WAL receiver reconnects at once, authenticating
+// with its passfile. Replication pauses for the moment of the reconnect; no client session
+// is touched. target.User must be a superuser.
+func ReconnectStandby(ctx context.Context, target Target, name string) error {
+	const op = "reconnect standby"
+	if name == "" {
+		return fmt.Errorf("credential: %s: %w: empty standby name", op, ErrInvalidTarget)
+	}
+	db, conn, err := target.open(ctx, op)
+	if err != nil {
+		return err
+	}
+	defer closeQuietly(db, conn)
+	_, err = conn.ExecContext(ctx,
+		`SELECT pg_catalog.pg_terminate_backend(pid) FROM pg_catalog.pg_stat_replication WHERE application_name = $1`, name)
+	return wrapErr(ctx, op, err, false, target.Password)
+}
+
+// passfileStamp starts the comment line WriteStandbyPassfile puts first in a passfile
+// (libpq skips lines starting with #), followed by the time of writing.
+const passfileStamp = "# written by pgops at "
+
+// standbyConnInfo reads the standby's primary_conninfo and the absolute passfile it names.
+// A standby given its password inline, or no passfile, is not one pgops set up.
+func standbyConnInfo(ctx context.Context, conn *sql.Conn) ([]connInfoParam, string, error) {
+	params, err := primaryConnInfo(ctx, conn)
+	if err != nil {
+		return nil, "", err
+	}
+	if _, inline := connInfoValue(params, "password"); inline {
+		return nil, "", fmt.Errorf("primary_conninfo carries a password itself, so a passfile would not be used")
+	}
+	passfile, ok := connInfoValue(params, "passfile")
+	if !ok || !strings.HasPrefix(passfile, "/") {
+		return nil, "", fmt.Errorf("primary_conninfo names no absolute passfile")
+	}
+	return params, passfile, nil
+}
+
+// passfileHolds tells whether the passfile at path holds line as its credential, and when
+// WriteStandbyPassfile wrote it ("" if it did not).
+func passfileHolds(ctx context.Context, conn *sql.Conn, path, line string) (held bool, writtenAt string, err error) {
+	var content sql.NullString
+	if err := conn.QueryRowContext(ctx, `SELECT pg_catalog.pg_read_file($1, 0, 65536, true)`, path).Scan(&content); err != nil {
+		return false, "", err
+	}
+	for _, l := range strings.Split(content.String, "\n") {
+		switch {
+		case strings.HasPrefix(l, passfileStamp):
+			writtenAt = strings.TrimPrefix(l, passfileStamp)
+		case l == "" || strings.HasPrefix(l, "#"):
+		default:
+			// libpq uses the first matching line; every pgops line matches everything.
+			return l == line, writtenAt, nil
+		}
+	}
+	return false, writtenAt, nil
+}
+
+// passfileLine is a .pgpass line matching every host, port and database for user
+// (':' and '\' escaped with '\').
+func passfileLine(user, password string) string {
+	escape := strings.NewReplacer(`\`, `\\`, `:`, `\:`)
+	return "*:*:*:" + escape.Replace(user) + ":" + escape.Replace(password)
+}
+
+// shellQuote quotes s for a POSIX shell.
+func shellQuote(s string) string {
+	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
+}
+
+func nullIfEmpty(s string) any {
+	if s == "" {
+		return nil
+	}
+	return s
+}
+
+// primaryConnInfo reads and parses the standby's primary_conninfo.
+func primaryConnInfo(ctx context.Context, conn *sql.Conn) ([]connInfoParam, error) {
+	var inRecovery bool
+	var conninfo string
+	if err := conn.QueryRowContext(ctx,
+		`SELECT pg_catalog.pg_is_in_recovery(), pg_catalog.current_setting('primary_conninfo')`,
+	).Scan(&inRecovery, &conninfo); err != nil {
+		return nil, err
+	}
+	if !inRecovery {
+		return nil, ErrNotStandby
+	}
+	params, err := parseConnInfo(conninfo)
+	if err != nil {
+		return nil, fmt.Errorf("primary_conninfo cannot be read: %w", err)
+	}
+	if _, ok := connInfoValue(params, "host"); !ok {
+		if _, ok := connInfoValue(params, "hostaddr"); !ok {
+			return nil, fmt.Errorf("primary_conninfo names no host: the standby does not stream from a primary")
+		}
+	}
+	return params, nil
+}
+
+// standbyErr is wrapErr with the secrets redacted, keeping ErrNotStandby for errors.Is.
+func standbyErr(ctx context.Context, op string, err error, secrets ...string) error {
+	if errors.Is(err, ErrNotStandby) {
+		return fmt.Errorf("credential: %s: %w", op, ErrNotStandby)
+	}
+	return wrapErr(ctx, op, err, true, secrets...)
+}

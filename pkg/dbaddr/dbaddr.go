@@ -61,3 +61,30 @@ func ServicePort(svc *corev1.Service) int {
 	}
 	return kubedbv1.PostgresPort
 }
+
+// PodTarget is the host and port at which mode reaches the PostgreSQL of one pod: its pod
+// IP (ClusterIP mode, and an empty mode), or its name under the StatefulSet's governing
+// Service, "<hostname>.<subdomain>.<namespace>.svc" (DNS mode). The port is the container
+// port named "db", else 5432.
+func PodTarget(mode Mode, pod *corev1.Pod) (host string, port int, err error) {
+	if mode == ModeDNS {
+		if pod.Spec.Hostname == "" || pod.Spec.Subdomain == "" {
+			return "", 0, fmt.Errorf("pod %s/%s has no hostname under a governing Service", pod.Namespace, pod.Name)
+		}
+		host = pod.Spec.Hostname + "." + pod.Spec.Subdomain + "." + pod.Namespace + ".svc"
+	} else {
+		host = pod.Status.PodIP
+		if host == "" {
+			return "", 0, fmt.Errorf("pod %s/%s has no IP yet", pod.Namespace, pod.Name)
+		}
+	}
+	port = kubedbv1.PostgresPort
+	for _, c := range pod.Spec.Containers {
+		for _, p := range c.Ports {
+			if p.Name == "db" {
+				port = int(p.ContainerPort)
+			}
+		}
+	}
+	return host, port, nil
+}

@@ -51,3 +51,26 @@ func TestPrimaryTarget(t *testing.T) {
 		assert.ErrorContains(t, err, "has no ClusterIP yet")
 	}
 }
+
+func TestPodTarget(t *testing.T) {
+	pod := &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Name: "pg-1", Namespace: "demo"},
+		Spec: corev1.PodSpec{Hostname: "pg-1", Subdomain: "pg-pods", Containers: []corev1.Container{{
+			Name: "postgres", Ports: []corev1.ContainerPort{{Name: "metrics", ContainerPort: 9187}, {Name: "db", ContainerPort: 5433}},
+		}}},
+		Status: corev1.PodStatus{PodIP: "10.0.0.7"},
+	}
+	host, port, err := PodTarget(ModeClusterIP, pod)
+	require.NoError(t, err)
+	assert.Equal(t, "10.0.0.7", host)
+	assert.Equal(t, 5433, port)
+	host, _, err = PodTarget(ModeDNS, pod)
+	require.NoError(t, err)
+	assert.Equal(t, "pg-1.pg-pods.demo.svc", host)
+
+	pod.Status.PodIP, pod.Spec.Subdomain = "", ""
+	_, _, err = PodTarget(ModeClusterIP, pod)
+	assert.ErrorContains(t, err, "has no IP yet")
+	_, _, err = PodTarget(ModeDNS, pod)
+	assert.ErrorContains(t, err, "no hostname")
+}

@@ -168,9 +168,10 @@ func (c *Controller) databaseHasStaged(ctx context.Context, req *opsv1alpha1.Pos
 }
 
 // finishRestarts restarts, after a request stopped, the planned standbys that still run
-// a pod revision from before the new credential: their next reconnect to the primary would
-// fail. The primary is left alone: it does not need the restart. Bounded by spec.timeout;
-// past it, a Warning event names the standbys left, and the Postgres's phase shows them.
+// a pod revision from before the new credential, and re-points those the plan re-points
+// (mode None): their next reconnect to the primary would fail otherwise. The primary is
+// left alone: it does not need the restart. Bounded by spec.timeout; past it, a Warning
+// event names the standbys left, and the Postgres's phase shows them.
 func (c *Controller) finishRestarts(ctx context.Context, req *opsv1alpha1.PostgresOpsRequest) (syncResult, error) {
 	plan := req.Status.RotateAuth
 	primary := podName(req.Spec.DatabaseRef.Name, 0)
@@ -180,7 +181,7 @@ func (c *Controller) finishRestarts(ctx context.Context, req *opsv1alpha1.Postgr
 			standbys = append(standbys, name)
 		}
 	}
-	if len(standbys) == 0 || isTrue(req.Status.Conditions, ConditionRestartNodes) {
+	if len(standbys)+len(plan.RepointPods) == 0 || isTrue(req.Status.Conditions, ConditionRestartNodes) {
 		return syncResult{}, nil
 	}
 	written, err := c.pointStatefulSetAt(ctx, req, plan.TargetSecret)
@@ -204,7 +205,7 @@ func (c *Controller) finishRestarts(ctx context.Context, req *opsv1alpha1.Postgr
 	elapsed := now.Sub(cond.LastTransitionTime.Time)
 	if elapsed > timeout {
 		msg := fmt.Sprintf("gave up restarting standbys after %s; a standby on an old pod revision must be deleted to pick up the credential in Secret %s: %s",
-			timeout, plan.TargetSecret, strings.Join(standbys, ", "))
+			timeout, plan.TargetSecret, strings.Join(append(standbys, plan.RepointPods...), ", "))
 		setCondition(&req.Status.Conditions, ConditionRestartNodes, metav1.ConditionFalse, ReasonStandbysNeedRestart, msg, req.Generation, now)
 		if err := c.writeStatusInPlace(ctx, before, req); err != nil {
 			return syncResult{}, err
@@ -221,18 +222,39 @@ func (c *Controller) finishRestarts(ctx context.Context, req *opsv1alpha1.Postgr
 	if !templateObserved(sts, written) {
 		return deadline, c.writeStatusInPlace(ctx, before, req)
 	}
+	stopped := func(out outcome) (syncResult, error) {
+		setCondition(&req.Status.Conditions, ConditionRestartNodes, metav1.ConditionFalse, ReasonFinishingRestarts,
+			"the request stopped; "+out.message, req.Generation, now)
+		if out.recheckAfter > 0 && out.recheckAfter < deadline.requeueAfter {
+			deadline.requeueAfter = out.recheckAfter
+		}
+		return deadline, c.writeStatusInPlace(ctx, before, req)
+	}
 	for _, name := range standbys {
 		out, done, err := c.restartPod(ctx, r, sts, name)
 		if err != nil {
 			return deadline, err
 		}
 		if !done {
-			setCondition(&req.Status.Conditions, ConditionRestartNodes, metav1.ConditionFalse, ReasonFinishingRestarts,
-				"the request stopped; "+out.message, req.Generation, now)
-			return deadline, c.writeStatusInPlace(ctx, before, req)
+			return stopped(out)
 		}
 	}
-	msg := fmt.Sprintf("the request stopped; restarted standbys %s with the credential in Secret %s", strings.Join(standbys, ", "), plan.TargetSecret)
+	if len(plan.RepointPods) > 0 {
+		auth, _, err := c.targetCredential(ctx, req)
+		if err != nil {
+			return deadline, err
+		}
+		for _, name := range plan.RepointPods {
+			out, done, err := c.repointStandby(ctx, r, sts, auth, name)
+			if err != nil {
+				return deadline, err
+			}
+			if !done {
+				return stopped(out)
+			}
+		}
+	}
+	msg := fmt.Sprintf("the request stopped; standbys %s carry the credential in Secret %s", strings.Join(append(standbys, plan.RepointPods...), ", "), plan.TargetSecret)
 	setCondition(&req.Status.Conditions, ConditionRestartNodes, metav1.ConditionTrue, ReasonCompleted, msg, req.Generation, now)
 	if err := c.writeStatusInPlace(ctx, before, req); err != nil {
 		return syncResult{}, err

@@ -19,10 +19,13 @@ const (
 	ConditionRestartNodes       = "RestartNodes"
 	ConditionEvictPod           = "EvictPod"
 	ConditionCheckPodReady      = "CheckPodReady"
-	ConditionResumeDatabase     = "ResumeDatabase"
-	ConditionSuccessful         = "Successful"
-	ConditionFailed             = "Failed"
-	ConditionSkipped            = "Skipped"
+	// ConditionRepointStandby is per standby given the new credential without a restart
+	// (restart mode None; a pgops extension).
+	ConditionRepointStandby = "RepointStandby"
+	ConditionResumeDatabase = "ResumeDatabase"
+	ConditionSuccessful     = "Successful"
+	ConditionFailed         = "Failed"
+	ConditionSkipped        = "Skipped"
 )
 
 // Reasons a step's condition carries while it runs.

@@ -18,13 +18,16 @@ import (
 
 // Reasons UpdateCredential fails with.
 const (
-	ReasonSecretInvalid       = "InvalidSecret"
-	ReasonUsernameChanged     = "UsernameChanged"
-	ReasonCredentialRejected  = "CredentialRejected"
-	ReasonNameConflict        = "NameConflict"
-	ReasonCredentialLost      = "StagedCredentialLost"
-	usernameCannotBeChanged   = "database username cannot be changed"
-	generatedPasswordFallback = credential.DefaultPasswordLength
+	ReasonSecretInvalid      = "InvalidSecret"
+	ReasonUsernameChanged    = "UsernameChanged"
+	ReasonCredentialRejected = "CredentialRejected"
+	ReasonNameConflict       = "NameConflict"
+	ReasonCredentialLost     = "StagedCredentialLost"
+	// ReasonOldCredentialAccepted ends RestartNodes when the primary still accepts the
+	// replaced password.
+	ReasonOldCredentialAccepted = "OldCredentialAccepted"
+	usernameCannotBeChanged     = "database username cannot be changed"
+	generatedPasswordFallback   = credential.DefaultPasswordLength
 )
 
 // basicAuth is a username and password. Its String never shows the password.

@@ -18,6 +18,13 @@ type Database interface {
 	VerifyLogin(ctx context.Context, target credential.Target, user, password string) (bool, error)
 	// StreamingStandbys counts the standbys streaming from the primary behind target.
 	StreamingStandbys(ctx context.Context, target credential.Target) (int, error)
+	// WriteStandbyPassfile gives the running standby behind target user/password for its
+	// next connection to the primary; it tells whether it wrote anything.
+	WriteStandbyPassfile(ctx context.Context, target credential.Target, user, password string) (bool, error)
+	// CheckStandby says whether the standby behind target connects with user/password.
+	CheckStandby(ctx context.Context, target credential.Target, user, password string) (credential.StandbyState, error)
+	// ReconnectStandby makes the standby named name reconnect to the primary behind target.
+	ReconnectStandby(ctx context.Context, target credential.Target, name string) error
 }
 
 // PostgreSQL is the production Database.
@@ -39,4 +46,16 @@ func (PostgreSQL) VerifyLogin(ctx context.Context, t credential.Target, user, pa
 
 func (PostgreSQL) StreamingStandbys(ctx context.Context, t credential.Target) (int, error) {
 	return credential.StreamingStandbys(ctx, t)
+}
+
+func (PostgreSQL) WriteStandbyPassfile(ctx context.Context, t credential.Target, user, password string) (bool, error) {
+	return credential.WriteStandbyPassfile(ctx, t, user, password)
+}
+
+func (PostgreSQL) CheckStandby(ctx context.Context, t credential.Target, user, password string) (credential.StandbyState, error) {
+	return credential.CheckStandby(ctx, t, user, password)
+}
+
+func (PostgreSQL) ReconnectStandby(ctx context.Context, t credential.Target, name string) error {
+	return credential.ReconnectStandby(ctx, t, name)
 }

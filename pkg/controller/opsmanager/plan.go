@@ -3,6 +3,7 @@ package opsmanager
 import (
 	"context"
 	"fmt"
+	"slices"
 
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -54,23 +55,67 @@ func (c *Controller) planRotation(ctx context.Context, req *opsv1alpha1.Postgres
 				"rotate to a Secret of your own with authentication.secretRef", currentSecret.Name)
 	}
 
+	plan.RestartMode = restartMode(req)
+	planPods(plan, pg)
+	return plan, nil
+}
+
+// restartMode is the request's spec.rotateAuth.restart, AllPods when unset.
+func restartMode(req *opsv1alpha1.PostgresOpsRequest) opsv1alpha1.RestartMode {
+	if req.Spec.RotateAuth == nil || req.Spec.RotateAuth.Restart == "" {
+		return opsv1alpha1.RestartAllPods
+	}
+	return req.Spec.RotateAuth.Restart
+}
+
+// planPods decides which pods restart, which standbys are re-pointed while running and
+// which pods are kept, from the plan's mode, storage and Secrets (docs/architecture.md,
+// "Restart modes"):
+//   - standbys restart from the highest ordinal down; in mode None each is re-pointed
+//     instead, unless it is Warm (it accepts no connection to re-point it through) or its
+//     pod names another Secret than the target (its next container start would read the old
+//     credential from there and lose replication);
+//   - the primary restarts last, in mode AllPods only, and never when its storage is
+//     Ephemeral (a restart would erase its data). It needs no restart in any mode: the new
+//     password is set over SQL and pods read it only at initdb.
+func planPods(plan *opsv1alpha1.RotateAuthPlan, pg *kubedbv1.Postgres) {
 	replicas := int32(1)
 	if pg.Spec.Replicas != nil && *pg.Spec.Replicas > 0 {
 		replicas = *pg.Spec.Replicas
 	}
+	warm := pg.Spec.StandbyMode != nil && *pg.Spec.StandbyMode == kubedbv1.StandbyModeWarm
 	for ordinal := replicas - 1; ordinal >= 1; ordinal-- {
-		plan.RestartPods = append(plan.RestartPods, podName(pg.Name, ordinal))
+		name := podName(pg.Name, ordinal)
+		switch {
+		case plan.RestartMode != opsv1alpha1.RestartNone:
+			plan.RestartPods = append(plan.RestartPods, name)
+		case warm:
+			plan.RestartPods = append(plan.RestartPods, name)
+			plan.Notes = appendOnce(plan.Notes, "restarting the standbys: they are Warm, so they accept no connection through which to re-point them")
+		case plan.TargetSecret != plan.CurrentSecret:
+			plan.RestartPods = append(plan.RestartPods, name)
+			plan.Notes = appendOnce(plan.Notes, fmt.Sprintf("restarting the standbys: their pods name Secret %s, "+
+				"so a restart of their container after the rotation would read the old credential and lose replication", plan.CurrentSecret))
+		default:
+			plan.RepointPods = append(plan.RepointPods, name)
+		}
 	}
 	primary := podName(pg.Name, 0)
-	if plan.StorageType == string(kubedbv1.StorageTypeEphemeral) {
-		// Evicting the primary would empty its emptyDir, and the entrypoint would initdb a new,
-		// empty cluster. It does not need the restart: it reads the password only at initdb,
-		// and the new one is set over SQL.
+	switch {
+	case plan.RestartMode != opsv1alpha1.RestartAllPods:
 		plan.KeptPods = append(plan.KeptPods, primary)
-	} else {
+	case plan.StorageType == string(kubedbv1.StorageTypeEphemeral):
+		plan.KeptPods = append(plan.KeptPods, primary)
+	default:
 		plan.RestartPods = append(plan.RestartPods, primary)
 	}
-	return plan, nil
+}
+
+func appendOnce(list []string, s string) []string {
+	if slices.Contains(list, s) {
+		return list
+	}
+	return append(list, s)
 }
 
 // checkWorkloadsOwned refuses a database whose primary Service or StatefulSet is controlled

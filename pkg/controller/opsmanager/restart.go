@@ -13,6 +13,7 @@ import (
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
+	kubedbv1 "github.com/pgops/pgops/pkg/apis/kubedb/v1"
 	opsv1alpha1 "github.com/pgops/pgops/pkg/apis/ops/v1alpha1"
 )
 
@@ -20,18 +21,20 @@ import (
 // standbys reconnect: no informer reports replication.
 const replicationPollInterval = time.Second
 
-// restartNodes restarts the plan's pods one at a time, in the plan's order (standbys from
-// the highest ordinal, then the primary unless its storage is Ephemeral), so that each comes
-// up with the credential from its new environment. A pod counts as restarted when it runs
-// the StatefulSet's update revision (it was recreated from the new template) and is Ready.
-// The step ends when every standby streams from the primary again.
+// restartNodes brings every pod the plan names onto the new credential, one at a time, in
+// the plan's order: RestartPods are restarted (standbys from the highest ordinal, then the
+// primary in mode AllPods unless its storage is Ephemeral), so that each comes up with the
+// credential from its new environment; RepointPods, running standbys, are given it without
+// a restart (repoint.go). A pod counts as restarted when it runs the StatefulSet's update
+// revision (it was recreated from the new template) and is Ready. The step ends when every
+// standby streams from the primary again and the primary refuses the old credential.
 func (c *Controller) restartNodes(ctx context.Context, r *rotation) (outcome, error) {
 	plan := r.req.Status.RotateAuth
 	sts, err := c.plannedStatefulSet(r.req)
 	if err != nil {
 		return outcome{}, err
 	}
-	if !revisionObserved(sts) {
+	if len(plan.RestartPods) > 0 && !revisionObserved(sts) {
 		return waiting("waiting for the StatefulSet controller to observe StatefulSet %s", sts.Name), nil
 	}
 	for _, name := range plan.RestartPods {
@@ -42,9 +45,19 @@ func (c *Controller) restartNodes(ctx context.Context, r *rotation) (outcome, er
 		setCondition(&r.req.Status.Conditions, perPodCondition(ConditionCheckPodReady, name), metav1.ConditionTrue,
 			ReasonCompleted, fmt.Sprintf("pod %s restarted and ready", name), r.req.Generation, r.now)
 	}
+	auth, prev, err := c.targetCredential(ctx, r.req)
+	if err != nil {
+		return outcome{}, err
+	}
+	for _, name := range plan.RepointPods {
+		out, done, err := c.repointStandby(ctx, r, sts, auth, name)
+		if !done || err != nil {
+			return out, err
+		}
+	}
 
-	if standbys := len(plan.RestartPods) + len(plan.KeptPods) - 1; standbys > 0 {
-		streaming, err := c.streamingStandbys(ctx, r.req)
+	if standbys := len(plan.RestartPods) + len(plan.RepointPods) + len(plan.KeptPods) - 1; standbys > 0 {
+		streaming, err := c.streamingStandbys(ctx, r.req, auth)
 		if err != nil {
 			return outcome{}, err
 		}
@@ -54,23 +67,81 @@ func (c *Controller) restartNodes(ctx context.Context, r *rotation) (outcome, er
 			return out, nil
 		}
 	}
-	setCondition(&r.req.Status.Conditions, ConditionCheckPodReady, metav1.ConditionTrue, ReasonCompleted,
-		"every restarted pod is ready", r.req.Generation, r.now)
-	return completed("%s; standbys stream again", restartSummary(plan)), nil
+	if err := c.checkOldCredentialRefused(ctx, r.req, prev, auth); err != nil {
+		return outcome{}, err
+	}
+	if len(plan.RestartPods) > 0 {
+		setCondition(&r.req.Status.Conditions, ConditionCheckPodReady, metav1.ConditionTrue, ReasonCompleted,
+			"every restarted pod is ready", r.req.Generation, r.now)
+	}
+	return completed("%s; standbys stream again; the old credential is refused", restartSummary(plan)), nil
+}
+
+// targetCredential reads the credential the rotation published and the previous one the
+// target Secret records (nil when it records none, or the same).
+func (c *Controller) targetCredential(ctx context.Context, req *opsv1alpha1.PostgresOpsRequest) (basicAuth, *basicAuth, error) {
+	auth, secret, err := c.readCredential(ctx, req.Namespace, req.Status.RotateAuth.TargetSecret)
+	if err != nil {
+		return basicAuth{}, nil, err
+	}
+	prev := basicAuth{
+		username: string(secret.Data[kubedbv1.AuthPrevUsernameKey]),
+		password: string(secret.Data[kubedbv1.AuthPrevPasswordKey]),
+	}
+	if prev.username == "" || prev.password == "" || prev == auth {
+		return auth, nil, nil
+	}
+	return auth, &prev, nil
+}
+
+// checkOldCredentialRefused makes sure the primary refuses the credential the rotation
+// replaced: a rotation whose old password still logs in has not rotated anything.
+func (c *Controller) checkOldCredentialRefused(ctx context.Context, req *opsv1alpha1.PostgresOpsRequest, prev *basicAuth, auth basicAuth) error {
+	if prev == nil || prev.password == auth.password {
+		return nil
+	}
+	target, err := c.primaryTarget(req)
+	if err != nil {
+		return err
+	}
+	ok, err := c.db.VerifyLogin(ctx, target, prev.username, prev.password)
+	if err != nil {
+		return fmt.Errorf("checking that the old credential is refused: %w", err)
+	}
+	if ok {
+		return fatal(ReasonOldCredentialAccepted, "the primary still accepts the old password of %s: check pg_hba.conf for trust or password-less rules", prev.username)
+	}
+	return nil
 }
 
 // restartSummary says what was and was not restarted, and why.
 func restartSummary(plan *opsv1alpha1.RotateAuthPlan) string {
-	msg := fmt.Sprintf("restarted %s", strings.Join(plan.RestartPods, ", "))
-	if len(plan.RestartPods) == 0 {
-		msg = "restarted no pod"
+	parts := []string{"restarted no pod"}
+	if len(plan.RestartPods) > 0 {
+		parts[0] = "restarted " + strings.Join(plan.RestartPods, ", ")
+	}
+	if len(plan.RepointPods) > 0 {
+		parts = append(parts, "gave the running standbys "+strings.Join(plan.RepointPods, ", ")+" the new credential without a restart")
 	}
 	if len(plan.KeptPods) > 0 {
-		msg += fmt.Sprintf("; kept %s running: storage is Ephemeral, so a restart would erase its data, "+
-			"and the primary does not need one (the new password is set over SQL; pods read it only at initdb)",
-			strings.Join(plan.KeptPods, ", "))
+		why := "the primary does not need a restart"
+		if planRestartMode(plan) == opsv1alpha1.RestartAllPods {
+			why = "storage is Ephemeral, so a restart would erase its data, and the primary does not need one"
+		}
+		parts = append(parts, fmt.Sprintf("kept %s running: %s (the new password is set over SQL; pods read it only at initdb)",
+			strings.Join(plan.KeptPods, ", "), why))
 	}
-	return msg
+	parts = append(parts, plan.Notes...)
+	return fmt.Sprintf("restart mode %s: %s", planRestartMode(plan), strings.Join(parts, "; "))
+}
+
+// planRestartMode is the plan's restart mode; plans recorded before modes existed restart
+// all pods.
+func planRestartMode(plan *opsv1alpha1.RotateAuthPlan) opsv1alpha1.RestartMode {
+	if plan.RestartMode == "" {
+		return opsv1alpha1.RestartAllPods
+	}
+	return plan.RestartMode
 }
 
 // restartPod moves one pod towards running the update revision and being Ready: done when
@@ -140,12 +211,8 @@ func (c *Controller) evictPod(ctx context.Context, r *rotation, pod *corev1.Pod)
 }
 
 // streamingStandbys asks the primary how many standbys stream from it, logging in with the
-// plan's target credential (PostgreSQL has it from UpdateCredential on).
-func (c *Controller) streamingStandbys(ctx context.Context, req *opsv1alpha1.PostgresOpsRequest) (int, error) {
-	auth, _, err := c.readCredential(ctx, req.Namespace, req.Status.RotateAuth.TargetSecret)
-	if err != nil {
-		return 0, err
-	}
+// target credential auth (PostgreSQL has it from UpdateCredential on).
+func (c *Controller) streamingStandbys(ctx context.Context, req *opsv1alpha1.PostgresOpsRequest, auth basicAuth) (int, error) {
 	target, err := c.primaryTarget(req)
 	if err != nil {
 		return 0, err

@@ -47,6 +47,24 @@ func (w *world) syncUntilRestarted(name, pod string) *opsv1alpha1.PostgresOpsReq
 	})
 }
 
+// deleteAndCleanUp marks request name deleted and syncs until its cleanup let it go.
+func (w *world) deleteAndCleanUp(name string) *opsv1alpha1.PostgresOpsRequest {
+	w.t.Helper()
+	req := w.request(name)
+	now := metav1.NewTime(w.clock.Now())
+	req.DeletionTimestamp = &now
+	require.NoError(w.t, w.pgops.Tracker().Update(opsv1alpha1.SchemeGroupVersion.WithResource("postgresopsrequests"), req, ns))
+	for i := 0; i < 40; i++ {
+		if _, err := w.pgops.OpsV1alpha1().PostgresOpsRequests(ns).Get(context.Background(), name, metav1.GetOptions{}); apierrors.IsNotFound(err) {
+			break
+		}
+		_, err := w.sync(name)
+		require.NoError(w.t, err)
+	}
+	w.requireGone(name)
+	return req
+}
+
 func atPointOfNoReturn(req *opsv1alpha1.PostgresOpsRequest) bool { return pastPointOfNoReturn(req) }
 
 func (w *world) evictions() []string {
@@ -381,18 +399,7 @@ func TestDeletedMidRestartFinishesStandbyRestarts(t *testing.T) {
 	w := newWorld(t, 3)
 	w.newRequest("rotate")
 	w.syncUntilRestarted("rotate", "pg-2")
-	req := w.request("rotate")
-	now := metav1.NewTime(w.clock.Now())
-	req.DeletionTimestamp = &now
-	require.NoError(t, w.pgops.Tracker().Update(opsv1alpha1.SchemeGroupVersion.WithResource("postgresopsrequests"), req, ns))
-	for i := 0; i < 20; i++ {
-		if _, err := w.pgops.OpsV1alpha1().PostgresOpsRequests(ns).Get(context.Background(), "rotate", metav1.GetOptions{}); apierrors.IsNotFound(err) {
-			break
-		}
-		_, err := w.sync("rotate")
-		require.NoError(t, err)
-	}
-	w.requireGone("rotate")
+	req := w.deleteAndCleanUp("rotate")
 	assert.Equal(t, []string{"pg-2", "pg-1"}, w.evictions())
 	pod, err := w.kube.CoreV1().Pods(ns).Get(context.Background(), "pg-1", metav1.GetOptions{})
 	require.NoError(t, err)

@@ -3,6 +3,9 @@ package opsmanager
 import (
 	"fmt"
 
+	appsv1 "k8s.io/api/apps/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
 	opsv1alpha1 "github.com/pgops/pgops/pkg/apis/ops/v1alpha1"
 	"github.com/pgops/pgops/pkg/credential"
 	"github.com/pgops/pgops/pkg/dbaddr"
@@ -22,6 +25,29 @@ func (c *Controller) primaryTarget(req *opsv1alpha1.PostgresOpsRequest) (credent
 		return credential.Target{}, fmt.Errorf("primary Service: %w", err)
 	}
 	host, port, err := dbaddr.PrimaryTarget(c.cfg.HostMode, svc)
+	if err != nil {
+		return credential.Target{}, err
+	}
+	return credential.Target{
+		Host: host, Port: port, SSLMode: c.cfg.SSLMode,
+		ConnectTimeout: c.cfg.ConnectTimeout, ApplicationName: ControllerName,
+	}, nil
+}
+
+// podTarget says how to reach the PostgreSQL of the planned database's pod name, from the
+// cache: the pod must be controlled by the planned StatefulSet, running and Ready.
+func (c *Controller) podTarget(req *opsv1alpha1.PostgresOpsRequest, sts *appsv1.StatefulSet, name string) (credential.Target, error) {
+	pod, err := c.pods.Pods(req.Namespace).Get(name)
+	if err != nil {
+		return credential.Target{}, fmt.Errorf("reading pod %s: %w", name, err)
+	}
+	if owner := metav1.GetControllerOf(pod); owner == nil || owner.UID != sts.UID {
+		return credential.Target{}, fmt.Errorf("pod %s is not controlled by StatefulSet %s", name, sts.Name)
+	}
+	if pod.DeletionTimestamp != nil || !podReady(pod) {
+		return credential.Target{}, fmt.Errorf("pod %s is not ready", name)
+	}
+	host, port, err := dbaddr.PodTarget(c.cfg.HostMode, pod)
 	if err != nil {
 		return credential.Target{}, err
 	}

@@ -149,7 +149,7 @@ func (w *world) readyPod(name, revision string) *corev1.Pod {
 	}
 	return &corev1.Pod{
 		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns, Labels: labels, OwnerReferences: owner},
-		Status: corev1.PodStatus{Conditions: []corev1.PodCondition{
+		Status: corev1.PodStatus{PodIP: podIPPrefix + name, Conditions: []corev1.PodCondition{
 			{Type: corev1.PodReady, Status: corev1.ConditionTrue},
 		}},
 	}
@@ -454,20 +454,32 @@ func describe(req *opsv1alpha1.PostgresOpsRequest) string {
 	return b.String()
 }
 
-// fakeDatabase is an in-memory PostgreSQL: roles with passwords, and a replication count.
+// podIPPrefix makes a fake pod's IP from its name: the fake database tells its standbys
+// apart by the host a target names.
+const podIPPrefix = "ip-"
+
+// fakeDatabase is an in-memory PostgreSQL: roles with passwords, a replication count, and
+// per standby (by host) the password in its passfile and whether its WAL receiver has
+// reconnected since that was written.
 type fakeDatabase struct {
 	mu          sync.Mutex
 	passwords   map[string]string
 	standbys    int
 	setCalls    int
 	unreachable bool
+	// acceptAnyPassword is pg_hba.conf "trust": every password logs in.
+	acceptAnyPassword bool
+	passfiles         map[string]string
+	reconnected       map[string]bool
+	passfileWrites    int
+	reconnects        int
 	// setThenFail makes SetPassword change the password and then report an error, as when
 	// the connection breaks after the commit.
 	setThenFail bool
 }
 
 func newFakeDatabase(passwords map[string]string, standbys int) *fakeDatabase {
-	return &fakeDatabase{passwords: passwords, standbys: standbys}
+	return &fakeDatabase{passwords: passwords, standbys: standbys, passfiles: map[string]string{}, reconnected: map[string]bool{}}
 }
 
 func (d *fakeDatabase) login(t credential.Target) error {
@@ -477,7 +489,7 @@ func (d *fakeDatabase) login(t credential.Target) error {
 	if t.Host == "" {
 		return fmt.Errorf("fake: no host")
 	}
-	if p, ok := d.passwords[t.User]; !ok || p != t.Password {
+	if p, ok := d.passwords[t.User]; !ok || (p != t.Password && !d.acceptAnyPassword) {
 		return fmt.Errorf("fake: %w", credential.ErrAuthFailed)
 	}
 	return nil
@@ -524,6 +536,58 @@ func (d *fakeDatabase) StreamingStandbys(_ context.Context, t credential.Target)
 		return 0, err
 	}
 	return d.standbys, nil
+}
+
+func (d *fakeDatabase) WriteStandbyPassfile(_ context.Context, t credential.Target, _, password string) (bool, error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if err := d.standbyLogin(t); err != nil {
+		return false, err
+	}
+	if d.passfiles[t.Host] == password {
+		return false, nil
+	}
+	d.passfileWrites++
+	d.passfiles[t.Host], d.reconnected[t.Host] = password, false
+	return true, nil
+}
+
+func (d *fakeDatabase) CheckStandby(_ context.Context, t credential.Target, _, password string) (credential.StandbyState, error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if err := d.standbyLogin(t); err != nil {
+		return credential.StandbyState{}, err
+	}
+	current := d.passfiles[t.Host] == password
+	return credential.StandbyState{
+		ApplicationName: strings.TrimPrefix(t.Host, podIPPrefix), PassfileCurrent: current,
+		ReconnectedSince: current && d.reconnected[t.Host], Streaming: true,
+	}, nil
+}
+
+func (d *fakeDatabase) ReconnectStandby(_ context.Context, t credential.Target, name string) error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if err := d.login(t); err != nil {
+		return err
+	}
+	d.reconnects++
+	d.reconnected[podIPPrefix+name] = true
+	return nil
+}
+
+// standbyLogin logs in to a standby, which only pod IPs reach.
+func (d *fakeDatabase) standbyLogin(t credential.Target) error {
+	if !strings.HasPrefix(t.Host, podIPPrefix) {
+		return fmt.Errorf("fake: %s is not a standby's address", t.Host)
+	}
+	return d.login(t)
+}
+
+func (d *fakeDatabase) passfile(pod string) string {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.passfiles[podIPPrefix+pod]
 }
 
 func (d *fakeDatabase) password(role string) string {

@@ -1,0 +1,87 @@
+package opsmanager
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	opsv1alpha1 "github.com/pgops/pgops/pkg/apis/ops/v1alpha1"
+)
+
+// repointPollInterval is how often a re-point looks again at a standby that reconnects:
+// a WAL receiver reconnects within milliseconds, and no informer reports it.
+const repointPollInterval = 50 * time.Millisecond
+
+// repointStandby gives the running standby name the new credential without a restart
+// (restart mode None), one stage per call, each checked live on the standby first so a
+// crash anywhere repeats nothing that is done:
+//  1. its passfile gets the new credential (written by the standby's server);
+//  2. its WAL sender on the primary is ended, so the WAL receiver reconnects, and that
+//     connection authenticates with the new credential (the old one is refused by now);
+//  3. done when the WAL receiver streams on a connection made since the passfile was
+//     written.
+//
+// The pod keeps its environment: it names the target Secret, which holds the same
+// credential, so the pod's next start writes the same passfile (planPods restarts the
+// standbys whose pods name another Secret).
+func (c *Controller) repointStandby(ctx context.Context, r *rotation, sts *appsv1.StatefulSet, auth basicAuth, name string) (outcome, bool, error) {
+	standby, err := c.podTarget(r.req, sts, name)
+	if err != nil {
+		return waiting("waiting for standby %s: %v", name, err), false, nil
+	}
+	standby.User, standby.Password = auth.username, auth.password
+	state, err := c.db.CheckStandby(ctx, standby, auth.username, auth.password)
+	if err != nil {
+		return outcome{}, false, fmt.Errorf("checking standby %s: %w", name, err)
+	}
+	condition := perPodCondition(ConditionRepointStandby, name)
+	switch {
+	case !state.PassfileCurrent:
+		if _, err := c.db.WriteStandbyPassfile(ctx, standby, auth.username, auth.password); err != nil {
+			return outcome{}, false, fmt.Errorf("giving standby %s the new credential: %w", name, err)
+		}
+		setCondition(&r.req.Status.Conditions, condition, metav1.ConditionFalse, ReasonInProgress,
+			fmt.Sprintf("wrote the new credential into the passfile of standby %s", name), r.req.Generation, r.now)
+		return again("giving standby %s the new credential", name), false, nil
+	case !state.ReconnectedSince:
+		primary, err := c.primaryTarget(r.req)
+		if err != nil {
+			return outcome{}, false, err
+		}
+		primary.User, primary.Password = auth.username, auth.password
+		if err := c.db.ReconnectStandby(ctx, primary, state.ApplicationName); err != nil {
+			return outcome{}, false, fmt.Errorf("reconnecting standby %s: %w", name, err)
+		}
+		setCondition(&r.req.Status.Conditions, condition, metav1.ConditionFalse, ReasonInProgress,
+			fmt.Sprintf("standby %s reconnects to the primary with the new credential", name), r.req.Generation, r.now)
+		return again("waiting for standby %s to reconnect with the new credential", name), false, nil
+	case !state.Streaming:
+		return again("waiting for standby %s to stream again", name), false, nil
+	}
+	msg := fmt.Sprintf("standby %s streams with the new credential, without a restart", name)
+	if setCondition(&r.req.Status.Conditions, condition, metav1.ConditionTrue, ReasonCompleted, msg, r.req.Generation, r.now) {
+		c.recorder.Event(r.req, corev1.EventTypeNormal, ConditionRepointStandby, msg)
+	}
+	return outcome{}, true, nil
+}
+
+// again is waiting, looked at again shortly.
+func again(format string, args ...any) outcome {
+	out := waiting(format, args...)
+	out.recheckAfter = repointPollInterval
+	return out
+}
+
+// repointed tells whether the plan re-points standby name instead of restarting it.
+func repointed(plan *opsv1alpha1.RotateAuthPlan, name string) bool {
+	for _, p := range plan.RepointPods {
+		if p == name {
+			return true
+		}
+	}
+	return false
+}

@@ -180,7 +180,35 @@ func (c *Controller) publishCredential(ctx context.Context, req *opsv1alpha1.Pos
 	if err := c.pointSpecAt(ctx, req, plan.TargetSecret, now); err != nil {
 		return err
 	}
+	if err := c.recordActiveSecret(ctx, req, plan.TargetSecret); err != nil {
+		return err
+	}
 	return c.markSuperseded(ctx, req, plan.CurrentSecret, plan.TargetSecret)
+}
+
+// recordActiveSecret records in status.authSecret.name of the request's Postgres that the
+// target Secret now holds the credential PostgreSQL accepts, so the provisioner points the
+// pods at it and does not take the switch of spec.authSecret.name for a change to rotate to.
+func (c *Controller) recordActiveSecret(ctx context.Context, req *opsv1alpha1.PostgresOpsRequest, target string) error {
+	postgreses := c.pgopsClient.KubedbV1().Postgreses(req.Namespace)
+	return retry.RetryOnConflict(retry.DefaultRetry, func() error {
+		latest, err := postgreses.Get(ctx, req.Spec.DatabaseRef.Name, metav1.GetOptions{})
+		if apierrors.IsNotFound(err) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		if latest.UID != req.Status.RotateAuth.DatabaseUID || (latest.Status.AuthSecret != nil && latest.Status.AuthSecret.Name == target) {
+			return nil
+		}
+		if latest.Status.AuthSecret == nil {
+			latest.Status.AuthSecret = &kubedbv1.AuthSecretStatus{}
+		}
+		latest.Status.AuthSecret.Name = target
+		_, err = postgreses.UpdateStatus(ctx, latest, metav1.UpdateOptions{FieldManager: FieldManager})
+		return err
+	})
 }
 
 // putCredential makes Secret name hold auth as its credential, and prev (when given, else

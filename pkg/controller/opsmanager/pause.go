@@ -89,7 +89,7 @@ func heldBy(pg *kubedbv1.Postgres, req *opsv1alpha1.PostgresOpsRequest) bool {
 }
 
 // resumeDatabase hands the database back to the provisioner and records when its
-// credential changed.
+// credential changed and in which Secret.
 func (c *Controller) resumeDatabase(ctx context.Context, r *rotation) (outcome, error) {
 	changedAt := meta.FindStatusCondition(r.req.Status.Conditions, ConditionUpdateCredential).LastTransitionTime
 	resumed := false
@@ -98,8 +98,9 @@ func (c *Controller) resumeDatabase(ctx context.Context, r *rotation) (outcome, 
 		if err != nil {
 			return err
 		}
+		target := r.req.Status.RotateAuth.TargetSecret
 		recorded := pg.Status.AuthSecret != nil && pg.Status.AuthSecret.LastUpdateTimestamp != nil &&
-			!pg.Status.AuthSecret.LastUpdateTimestamp.Before(&changedAt)
+			!pg.Status.AuthSecret.LastUpdateTimestamp.Before(&changedAt) && pg.Status.AuthSecret.Name == target
 		if !pausedByRequest(pg, r.req) && recorded {
 			return nil
 		}
@@ -108,7 +109,7 @@ func (c *Controller) resumeDatabase(ctx context.Context, r *rotation) (outcome, 
 			meta.RemoveStatusCondition(&pg.Status.Conditions, kubedbv1.ConditionPaused)
 			pg.Status.PausedBy = nil
 		}
-		pg.Status.AuthSecret = &kubedbv1.Age{LastUpdateTimestamp: &changedAt}
+		pg.Status.AuthSecret = &kubedbv1.AuthSecretStatus{LastUpdateTimestamp: &changedAt, Name: target}
 		_, err = c.pgopsClient.KubedbV1().Postgreses(pg.Namespace).UpdateStatus(ctx, pg, metav1.UpdateOptions{FieldManager: FieldManager})
 		return err
 	})

@@ -29,10 +29,12 @@ func (c *Controller) planRotation(ctx context.Context, req *opsv1alpha1.Postgres
 	if pg.Spec.AuthSecret == nil || pg.Spec.AuthSecret.Name == "" {
 		return nil, fmt.Errorf("Postgres %s has no auth Secret yet", pg.Name)
 	}
+	// The current Secret is the one PostgreSQL accepts: after a change of
+	// spec.authSecret.name, the Secret the database still runs on.
 	plan := &opsv1alpha1.RotateAuthPlan{
 		DatabaseUID:   pg.UID,
-		CurrentSecret: pg.Spec.AuthSecret.Name,
-		TargetSecret:  pg.Spec.AuthSecret.Name,
+		CurrentSecret: pg.ActiveAuthSecretName(),
+		TargetSecret:  pg.ActiveAuthSecretName(),
 		StagedSecret:  stagedSecretName(req),
 		StorageType:   string(kubedbv1.StorageTypeDurable),
 	}
@@ -45,7 +47,7 @@ func (c *Controller) planRotation(ctx context.Context, req *opsv1alpha1.Postgres
 		return nil, err
 	}
 	if ref := userSecretRef(req); ref != nil {
-		if _, err := c.checkUserSecret(ctx, req, pg, ref, current); err != nil {
+		if _, err := c.checkUserSecret(ctx, req, pg, ref, plan.CurrentSecret, current); err != nil {
 			return nil, err
 		}
 		plan.TargetSecret = ref.Name
@@ -162,11 +164,11 @@ func userSecretRef(req *opsv1alpha1.PostgresOpsRequest) *opsv1alpha1.SecretRefer
 // previous credential can be recorded in it, with the database's username and a password
 // that pods can carry.
 func (c *Controller) checkUserSecret(ctx context.Context, req *opsv1alpha1.PostgresOpsRequest, pg *kubedbv1.Postgres,
-	ref *opsv1alpha1.SecretReference, current basicAuth) (basicAuth, error) {
+	ref *opsv1alpha1.SecretReference, currentSecret string, current basicAuth) (basicAuth, error) {
 	if ref.Kind != "" && ref.Kind != "Secret" {
 		return basicAuth{}, fatal(ReasonInvalidRequest, "authentication.secretRef.kind must be Secret, got %q", ref.Kind)
 	}
-	if pg.Spec.AuthSecret != nil && ref.Name == pg.Spec.AuthSecret.Name {
+	if ref.Name == currentSecret {
 		// Rotating "to" the current Secret would lose the old credential before it is
 		// replaced in PostgreSQL.
 		return basicAuth{}, fatal(ReasonInvalidRequest,

@@ -73,7 +73,7 @@ func (c *Controller) stageCredential(ctx context.Context, r *rotation, current b
 		if err != nil {
 			return basicAuth{}, fmt.Errorf("reading Postgres %s: %w", r.req.Spec.DatabaseRef.Name, err)
 		}
-		if staged, err = c.checkUserSecret(ctx, r.req, pg, ref, current); err != nil {
+		if staged, err = c.checkUserSecret(ctx, r.req, pg, ref, plan.CurrentSecret, current); err != nil {
 			return basicAuth{}, err
 		}
 	} else {

@@ -24,6 +24,7 @@ import (
 	"k8s.io/klog/v2"
 
 	kubedbv1 "github.com/pgops/pgops/pkg/apis/kubedb/v1"
+	opsv1alpha1 "github.com/pgops/pgops/pkg/apis/ops/v1alpha1"
 	"github.com/pgops/pgops/pkg/dbaddr"
 	versioned "github.com/pgops/pgops/pkg/generated/clientset/versioned"
 	pgopsscheme "github.com/pgops/pgops/pkg/generated/clientset/versioned/scheme"
@@ -66,6 +67,7 @@ type Controller struct {
 	serviceLister     corelisters.ServiceLister
 	podLister         corelisters.PodLister
 	secretLister      corelisters.SecretLister
+	requestIndexer    cache.Indexer
 	configMapLister   corelisters.ConfigMapLister
 	cachesSynced      []cache.InformerSynced
 
@@ -89,6 +91,10 @@ func New(ctx context.Context, kubeClient kubernetes.Interface, pgopsClient versi
 	utilruntime.Must(pgopsscheme.AddToScheme(scheme.Scheme))
 
 	pgInformer := pgopsInformers.Kubedb().V1().Postgreses()
+	requestInformer := pgopsInformers.Ops().V1alpha1().PostgresOpsRequests()
+	if err := requestInformer.Informer().AddIndexers(cache.Indexers{requestsByDatabase: indexRequestByDatabase}); err != nil {
+		return nil, fmt.Errorf("adding request index: %w", err)
+	}
 	stsInformer := kubeInformers.Apps().V1().StatefulSets()
 	svcInformer := kubeInformers.Core().V1().Services()
 	podInformer := kubeInformers.Core().V1().Pods()
@@ -120,6 +126,7 @@ func New(ctx context.Context, kubeClient kubernetes.Interface, pgopsClient versi
 		serviceLister:     svcInformer.Lister(),
 		podLister:         podInformer.Lister(),
 		secretLister:      secretInformer.Lister(),
+		requestIndexer:    requestInformer.Informer().GetIndexer(),
 		configMapLister:   cmInformer.Lister(),
 		queue: workqueue.NewTypedRateLimitingQueueWithConfig(
 			workqueue.DefaultTypedControllerRateLimiter[cache.ObjectName](),
@@ -151,6 +158,16 @@ func New(ctx context.Context, kubeClient kubernetes.Interface, pgopsClient versi
 		DeleteFunc: c.handleObject,
 	}
 	c.cachesSynced = append(c.cachesSynced, pgInformer.Informer().HasSynced)
+	// An ops request ending, or being created or deleted, can change what the provisioner
+	// does about rotations of its database.
+	if _, err := requestInformer.Informer().AddEventHandler(cache.ResourceEventHandlerFuncs{
+		AddFunc:    c.enqueueRequestDatabase,
+		UpdateFunc: func(_, newObj interface{}) { c.enqueueRequestDatabase(newObj) },
+		DeleteFunc: c.enqueueRequestDatabase,
+	}); err != nil {
+		return nil, fmt.Errorf("adding PostgresOpsRequest event handler: %w", err)
+	}
+	c.cachesSynced = append(c.cachesSynced, requestInformer.Informer().HasSynced)
 	for _, inf := range []cache.SharedIndexInformer{stsInformer.Informer(), svcInformer.Informer(),
 		podInformer.Informer(), secretInformer.Informer(), cmInformer.Informer()} {
 		if _, err := inf.AddEventHandler(owned); err != nil {
@@ -181,6 +198,16 @@ func (c *Controller) enqueuePostgres(obj interface{}) {
 		return
 	}
 	c.queue.Add(name)
+}
+
+// enqueueRequestDatabase enqueues the Postgres an ops request is for.
+func (c *Controller) enqueueRequestDatabase(obj interface{}) {
+	if d, ok := obj.(cache.DeletedFinalStateUnknown); ok {
+		obj = d.Obj
+	}
+	if r, ok := obj.(*opsv1alpha1.PostgresOpsRequest); ok {
+		c.queue.Add(cache.ObjectName{Namespace: r.Namespace, Name: r.Spec.DatabaseRef.Name})
+	}
 }
 
 // handleObject enqueues the Postgres that owns obj: directly through its controller owner

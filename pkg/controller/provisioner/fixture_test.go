@@ -27,6 +27,7 @@ import (
 	"k8s.io/utils/ptr"
 
 	kubedbv1 "github.com/pgops/pgops/pkg/apis/kubedb/v1"
+	"github.com/pgops/pgops/pkg/credential"
 	"github.com/pgops/pgops/pkg/generated/clientset/versioned/fake"
 	pgopsinformers "github.com/pgops/pgops/pkg/generated/informers/externalversions"
 )
@@ -40,6 +41,8 @@ type stubHealth struct {
 	calls []PrimaryEndpoint
 	// notStreaming are standbys the stub primary does not see in pg_stat_replication.
 	notStreaming map[string]bool
+	// refused are passwords the stub primary rejects as a wrong credential.
+	refused map[string]bool
 }
 
 func (s *stubHealth) StreamingStandbys(_ context.Context, ep PrimaryEndpoint) ([]string, error) {
@@ -61,6 +64,9 @@ func (s *stubHealth) CheckPrimary(_ context.Context, ep PrimaryEndpoint) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.calls = append(s.calls, ep)
+	if s.refused[ep.Password] {
+		return fmt.Errorf("stub: %w", credential.ErrAuthFailed)
+	}
 	return s.err
 }
 
@@ -164,6 +170,14 @@ func (f *fixture) refresh() {
 		objs = append(objs, &secrets.Items[i])
 	}
 	replace(f.kubeInf.Core().V1().Secrets().Informer(), objs)
+
+	reqs, err := f.pgops.OpsV1alpha1().PostgresOpsRequests("").List(ctx, metav1.ListOptions{})
+	require.NoError(f.t, err)
+	items = nil
+	for i := range reqs.Items {
+		items = append(items, &reqs.Items[i])
+	}
+	require.NoError(f.t, f.pgInf.Ops().V1alpha1().PostgresOpsRequests().Informer().GetIndexer().Replace(items, ""))
 
 	cms, err := f.kube.CoreV1().ConfigMaps("").List(ctx, metav1.ListOptions{})
 	require.NoError(f.t, err)

@@ -116,6 +116,10 @@ func (c *Controller) syncPaused(ctx context.Context, pg *kubedbv1.Postgres) erro
 	if err := c.labelPodRoles(ctx, pg); err != nil {
 		return err
 	}
+	if cond := meta.FindStatusCondition(pg.Status.Conditions, ConditionCredentialRotation); cred != nil && cond != nil {
+		// Nothing is decided about rotations while paused: the condition stays as it is.
+		cred.note = &rotationNote{status: cond.Status, reason: cond.Reason, message: cond.Message}
+	}
 	if err := c.writeStatus(ctx, pg, cred, nil); err != nil {
 		return err
 	}

@@ -19,11 +19,18 @@ type authCredential struct {
 	secretName string
 	user       string
 	password   string
+	// adoptedFrom is the Secret the database ran on before this sync found that PostgreSQL
+	// accepts secretName's credential (a finished change of spec.authSecret.name).
+	adoptedFrom string
+	// note is the CredentialRotation condition this sync wants (rotation.go).
+	note *rotationNote
 }
 
 // ensureAuthSecret makes sure pg has a usable auth Secret. With spec.authSecret.name empty it
 // generates (or adopts) "<name>-auth" and writes the name back into the spec; the returned
-// Postgres is then the updated one. A user's Secret is only read, never written.
+// Postgres is then the updated one. A user's Secret is only read, never written. When
+// spec.authSecret.name names another Secret than the one the database runs on
+// (status.authSecret.name), authSecretChange decides which the pods use.
 func (c *Controller) ensureAuthSecret(ctx context.Context, pg *kubedbv1.Postgres) (*kubedbv1.Postgres, *authCredential, error) {
 	if pg.Spec.AuthSecret == nil || pg.Spec.AuthSecret.Name == "" {
 		sec, err := c.ensureGeneratedSecret(ctx, pg)
@@ -53,6 +60,10 @@ func (c *Controller) ensureAuthSecret(ctx context.Context, pg *kubedbv1.Postgres
 		}
 		return pg, cred, nil
 	}
+	if active := pg.ActiveAuthSecretName(); active != pg.Spec.AuthSecret.Name {
+		cred, err := c.authSecretChange(ctx, pg)
+		return pg, cred, err
+	}
 	sec, err := c.loadAuthSecret(ctx, pg)
 	if err != nil {
 		return pg, nil, err
@@ -64,17 +75,15 @@ func (c *Controller) ensureAuthSecret(ctx context.Context, pg *kubedbv1.Postgres
 	return pg, cred, err
 }
 
-// readAuthCredential reads the credential without writing anything.
+// readAuthCredential reads the credential of the Secret the database runs on
+// (status.authSecret.name, else spec.authSecret.name) without writing anything.
 func (c *Controller) readAuthCredential(ctx context.Context, pg *kubedbv1.Postgres) (*kubedbv1.Postgres, *authCredential, error) {
-	if pg.Spec.AuthSecret == nil || pg.Spec.AuthSecret.Name == "" {
+	name := pg.ActiveAuthSecretName()
+	if name == "" {
 		return pg, nil, &userError{reason: ReasonAuthSecretNotFound,
 			msg: fmt.Sprintf("spec.authSecret.name is empty and secret %s/%s is not generated yet", pg.Namespace, authSecretName(pg))}
 	}
-	sec, err := c.loadAuthSecret(ctx, pg)
-	if err != nil {
-		return pg, nil, err
-	}
-	cred, err := credentialFrom(sec)
+	cred, err := c.credentialNamed(ctx, pg, name)
 	return pg, cred, err
 }
 

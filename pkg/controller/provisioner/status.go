@@ -269,9 +269,18 @@ func (c *Controller) writeStatus(ctx context.Context, pg *kubedbv1.Postgres, cre
 	obs := c.observe(ctx, pg, cred, blocked)
 	generation := pg.Generation
 	oldPhase := pg.Status.Phase
-	updated, err := c.updateStatus(ctx, pg, func(st *kubedbv1.PostgresStatus) { applyObservation(st, obs, generation) })
+	before := meta.FindStatusCondition(pg.Status.Conditions, ConditionCredentialRotation)
+	now := c.now()
+	updated, err := c.updateStatus(ctx, pg, func(st *kubedbv1.PostgresStatus) {
+		applyObservation(st, obs, generation)
+		applyCredentialStatus(st, cred, generation, now)
+	})
 	if err != nil {
 		return err
+	}
+	if after := meta.FindStatusCondition(updated.Status.Conditions, ConditionCredentialRotation); after != nil &&
+		after.Status == metav1.ConditionFalse && (before == nil || before.Message != after.Message) {
+		c.recorder.Event(updated, corev1.EventTypeWarning, after.Reason, after.Message)
 	}
 	if newPhase := updated.Status.Phase; newPhase != oldPhase && oldPhase != "" {
 		typ := corev1.EventTypeNormal

@@ -21,8 +21,10 @@ import (
 //  3. pause handshake: answer Paused=Unknown with True for the request in status.pausedBy;
 //     while True, only observe status and label pod roles; drop a pause whose request is
 //     gone or ended;
-//  4. auth Secret: generate "<name>-auth" or check the user's;
+//  4. auth Secret: generate "<name>-auth" or check the user's; a change of its name to a
+//     Secret PostgreSQL does not accept yet becomes a RotateAuth (rotation.go);
 //  5. halt: remove StatefulSet and Services, keep data and Secret;
+//     else a rotation on the rotateAfter schedule, and pruning of the requests pgops made;
 //  6. version → image;
 //  7. ConfigMap, Services (primary first), StatefulSet, pod role labels;
 //  8. status, then a requeue after the status period to keep the phase honest.
@@ -84,6 +86,12 @@ func (c *Controller) syncHandler(ctx context.Context, name cache.ObjectName) err
 		}
 		return c.finishSync(ctx, pg, cred, nil)
 	}
+	if cred.note == nil {
+		cred.note = c.scheduleRotation(ctx, pg, cred)
+	}
+	if err := c.pruneRequests(ctx, pg); err != nil {
+		return err
+	}
 
 	image, err := c.images.Image(pg.Spec.Version)
 	if err != nil {
@@ -109,12 +117,17 @@ func (c *Controller) syncHandler(ctx context.Context, name cache.ObjectName) err
 	return c.finishSync(ctx, pg, cred, nil)
 }
 
-// finishSync writes the status and schedules the next look.
+// finishSync writes the status and schedules the next look: after the status period, or
+// sooner when a rotation is due.
 func (c *Controller) finishSync(ctx context.Context, pg *kubedbv1.Postgres, cred *authCredential, blocked *userError) error {
 	if err := c.writeStatus(ctx, pg, cred, blocked); err != nil {
 		return err
 	}
-	c.queue.AddAfter(cache.MetaObjectToName(pg), c.statusPeriod)
+	next := c.statusPeriod
+	if cred != nil && cred.note != nil && cred.note.recheck > 0 && cred.note.recheck < next {
+		next = cred.note.recheck
+	}
+	c.queue.AddAfter(cache.MetaObjectToName(pg), next)
 	return nil
 }
 

@@ -217,9 +217,20 @@ type SecretReference struct {
 	// +optional
 	ActiveFrom *metav1.Time `json:"activeFrom,omitempty"`
 
-	// RotateAfter is accepted for compatibility with KubeDB; pgops rotates only on request.
+	// RotateAfter makes pgops rotate a generated credential by itself once it is older than
+	// this (from the Secret's kubedb.com/auth-active-from, else activeFrom, else the Secret's
+	// creation): the provisioner creates a RotateAuth PostgresOpsRequest labelled
+	// ops.kubedb.com/trigger=scheduled. A Secret of the user's (externallyManaged) is never
+	// rotated on a schedule.
 	// +optional
 	RotateAfter *metav1.Duration `json:"rotateAfter,omitempty"`
+
+	// RotationRestart is the restart mode (spec.rotateAuth.restart) of the RotateAuth
+	// requests pgops creates by itself: on the rotateAfter schedule, and for a change of
+	// name to a Secret PostgreSQL does not accept yet (a pgops extension). Default AllPods.
+	// +kubebuilder:validation:Enum=AllPods;StandbysOnly;None
+	// +optional
+	RotationRestart string `json:"rotationRestart,omitempty"`
 }
 
 // PodTemplateSpec customizes the database pods, a subset of KubeDB's offshoot template.
@@ -362,9 +373,10 @@ type PostgresStatus struct {
 	// +listMapKey=type
 	// +optional
 	Conditions []metav1.Condition `json:"conditions,omitempty"`
-	// AuthSecret records when the credential last changed.
+	// AuthSecret records when the credential last changed and which Secret holds the one
+	// PostgreSQL accepts.
 	// +optional
-	AuthSecret *Age `json:"authSecret,omitempty"`
+	AuthSecret *AuthSecretStatus `json:"authSecret,omitempty"`
 	// PausedBy names the ops request that holds the pause (condition Paused), a pgops
 	// extension. The provisioner acknowledges a pause only for the request named here, and
 	// drops a pause whose request is gone, replaced or ended.
@@ -379,10 +391,16 @@ type OpsRequestReference struct {
 	UID  types.UID `json:"uid"`
 }
 
-// Age records when something was last updated.
-type Age struct {
+// AuthSecretStatus records the credential in use.
+type AuthSecretStatus struct {
+	// LastUpdateTimestamp is when the credential last changed.
 	// +optional
 	LastUpdateTimestamp *metav1.Time `json:"lastUpdateTimestamp,omitempty"`
+	// Name is the Secret whose credential PostgreSQL accepts, the one the pods use (a pgops
+	// extension). It differs from spec.authSecret.name while a change of that name is
+	// rotated to: until the rotation ends, the database keeps running on this one.
+	// +optional
+	Name string `json:"name,omitempty"`
 }
 
 // PostgresList is a list of Postgres.

@@ -57,7 +57,7 @@ func TestPostgresJSONRoundTrip(t *testing.T) {
 		Status: v1.PostgresStatus{
 			Phase:      v1.DatabasePhaseReady,
 			Conditions: []metav1.Condition{{Type: v1.ConditionReady, Status: metav1.ConditionTrue, Reason: "AllReplicasReady", LastTransitionTime: activeFrom}},
-			AuthSecret: &v1.Age{LastUpdateTimestamp: &activeFrom},
+			AuthSecret: &v1.AuthSecretStatus{LastUpdateTimestamp: &activeFrom},
 		},
 	}
 	apitest.JSONRoundTrip(t, pg, func() runtime.Object { return &v1.Postgres{} })

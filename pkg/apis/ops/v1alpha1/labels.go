@@ -1,0 +1,24 @@
+package v1alpha1
+
+// Labels on the PostgresOpsRequests the operators create by themselves (a pgops extension).
+const (
+	// LabelTrigger says why pgops created a request: TriggerScheduled or
+	// TriggerAuthSecretChanged. Requests without it are the user's.
+	LabelTrigger = "ops.kubedb.com/trigger"
+	// TriggerScheduled: the credential became older than spec.authSecret.rotateAfter.
+	TriggerScheduled = "scheduled"
+	// TriggerAuthSecretChanged: spec.authSecret.name was changed to a Secret whose
+	// credential PostgreSQL did not accept yet.
+	TriggerAuthSecretChanged = "auth-secret-changed"
+	// LabelRotationDue on a scheduled request is when the rotation fell due, in Unix seconds.
+	LabelRotationDue = "ops.kubedb.com/rotation-due"
+)
+
+// Ended tells whether phase is final.
+func (phase OpsRequestPhase) Ended() bool {
+	switch phase {
+	case OpsRequestPhaseSuccessful, OpsRequestPhaseFailed, OpsRequestPhaseSkipped:
+		return true
+	}
+	return false
+}

@@ -1,0 +1,400 @@
+package provisioner
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"sort"
+	"strconv"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/klog/v2"
+
+	kubedbv1 "github.com/pgops/pgops/pkg/apis/kubedb/v1"
+	opsv1alpha1 "github.com/pgops/pgops/pkg/apis/ops/v1alpha1"
+	"github.com/pgops/pgops/pkg/credential"
+)
+
+// The provisioner creates RotateAuth requests by itself in two cases, and the ops-manager
+// carries them out like any other (docs/architecture.md, "Rotations pgops starts"):
+//   - scheduled: a generated credential is older than spec.authSecret.rotateAfter;
+//   - a change of spec.authSecret.name to a Secret PostgreSQL does not accept yet: the
+//     database keeps running on the Secret it has (status.authSecret.name) until the
+//     rotation to the new one ends.
+//
+// The condition CredentialRotation on the Postgres says what is going on.
+const (
+	ConditionCredentialRotation = "CredentialRotation"
+
+	ReasonRotationScheduled       = "Scheduled"
+	ReasonRotationRequested       = "RotationRequested"
+	ReasonRotationFailed          = "RotationFailed"
+	ReasonRotationExternal        = "ExternallyManaged"
+	ReasonAuthSecretChangeRefused = "AuthSecretChangeRefused"
+	ReasonAuthSecretChanged       = "AuthSecretChanged"
+
+	// autoRequestHistory is how many ended requests pgops created keep per database.
+	autoRequestHistory = 5
+	// rotationRetryBase and rotationRetryMax bound the backoff after a failed scheduled
+	// rotation: base × 2^(failures-1), at most max.
+	rotationRetryBase = time.Minute
+	rotationRetryMax  = time.Hour
+)
+
+// rotationNote is the CredentialRotation condition a sync wants on the Postgres.
+type rotationNote struct {
+	status  metav1.ConditionStatus
+	reason  string
+	message string
+	// recheck asks for another look then (a due time, a retry), zero for none.
+	recheck time.Duration
+}
+
+// requestsOf lists the ops requests for pg from the cache.
+func (c *Controller) requestsOf(pg *kubedbv1.Postgres) []*opsv1alpha1.PostgresOpsRequest {
+	objs, err := c.requestIndexer.ByIndex(requestsByDatabase, pg.Namespace+"/"+pg.Name)
+	if err != nil {
+		return nil
+	}
+	out := make([]*opsv1alpha1.PostgresOpsRequest, 0, len(objs))
+	for _, obj := range objs {
+		if r, ok := obj.(*opsv1alpha1.PostgresOpsRequest); ok {
+			out = append(out, r)
+		}
+	}
+	sort.Slice(out, func(i, j int) bool {
+		if !out[i].CreationTimestamp.Equal(&out[j].CreationTimestamp) {
+			return out[i].CreationTimestamp.Before(&out[j].CreationTimestamp)
+		}
+		return out[i].Name < out[j].Name
+	})
+	return out
+}
+
+// requestsByDatabase indexes ops requests by "<namespace>/<spec.databaseRef.name>".
+const requestsByDatabase = "byDatabase"
+
+func indexRequestByDatabase(obj interface{}) ([]string, error) {
+	r, ok := obj.(*opsv1alpha1.PostgresOpsRequest)
+	if !ok {
+		return nil, nil
+	}
+	return []string{r.Namespace + "/" + r.Spec.DatabaseRef.Name}, nil
+}
+
+// openRequest is the first request for pg that has not ended or still cleans up (its
+// finalizer is held), or nil.
+func openRequest(requests []*opsv1alpha1.PostgresOpsRequest) *opsv1alpha1.PostgresOpsRequest {
+	for _, r := range requests {
+		if !r.Status.Phase.Ended() || len(r.Finalizers) > 0 {
+			return r
+		}
+	}
+	return nil
+}
+
+// authSecretChange handles a spec.authSecret.name that differs from the Secret the database
+// runs on (status.authSecret.name). It returns the credential the pods must use now:
+//   - the new Secret's, adopted, when PostgreSQL already accepts it (for example after a
+//     rotation to it that the ops-manager finished);
+//   - else the running one's, while a RotateAuth to the new Secret is created and runs, or
+//     while the new Secret cannot be used (the note says why).
+func (c *Controller) authSecretChange(ctx context.Context, pg *kubedbv1.Postgres) (*authCredential, error) {
+	active, wanted := pg.ActiveAuthSecretName(), pg.Spec.AuthSecret.Name
+	running, runErr := c.credentialNamed(ctx, pg, active)
+	next, nextErr := c.credentialNamed(ctx, pg, wanted)
+
+	if nextErr == nil {
+		accepted, err := c.primaryAccepts(ctx, pg, next)
+		if err != nil && runErr == nil {
+			// Cannot tell yet (the primary is down or starting): keep what works.
+			running.note = &rotationNote{status: metav1.ConditionFalse, reason: ReasonAuthSecretChanged, recheck: c.statusPeriod,
+				message: fmt.Sprintf("spec.authSecret.name names Secret %s; the database keeps running on Secret %s until the primary can be asked whether it accepts it: %v", wanted, active, err)}
+			return running, nil
+		}
+		if accepted {
+			next.adoptedFrom = active
+			c.recorder.Eventf(pg, corev1.EventTypeNormal, ReasonAuthSecretAdopted, "PostgreSQL accepts the credential in Secret %s: the pods use it from now on", wanted)
+			return next, nil
+		}
+	}
+	if runErr != nil {
+		// Nothing to run on: the Secret the database ran on is gone or unusable.
+		return nil, runErr
+	}
+	var ue *userError
+	if errors.As(nextErr, &ue) {
+		running.note = &rotationNote{status: metav1.ConditionFalse, reason: ReasonAuthSecretChangeRefused,
+			message: fmt.Sprintf("spec.authSecret.name names Secret %s, which cannot be used: %s; the database keeps running on Secret %s", wanted, ue.msg, active)}
+		return running, nil
+	}
+	if nextErr != nil {
+		return nil, nextErr
+	}
+	if next.user != running.user {
+		running.note = &rotationNote{status: metav1.ConditionFalse, reason: ReasonAuthSecretChangeRefused,
+			message: fmt.Sprintf("spec.authSecret.name names Secret %s with username %q, but the database's is %q and cannot be changed; the database keeps running on Secret %s",
+				wanted, next.user, running.user, active)}
+		return running, nil
+	}
+	running.note = c.requestRotationTo(ctx, pg, active, wanted)
+	return running, nil
+}
+
+// requestRotationTo makes sure a RotateAuth from active to the Secret wanted exists for this
+// generation of pg, and says how it goes. Its name is derived from the Secret and the
+// generation, so a failed one is not retried in a loop: changing spec.authSecret.name again,
+// or deleting the request, tries again.
+func (c *Controller) requestRotationTo(ctx context.Context, pg *kubedbv1.Postgres, active, wanted string) *rotationNote {
+	sum := sha256.Sum256([]byte(wanted + "/" + strconv.FormatInt(pg.Generation, 10)))
+	name := fmt.Sprintf("%s-rotate-to-%s", pg.Name, hex.EncodeToString(sum[:5]))
+	requests := c.requestsOf(pg)
+	for _, r := range requests {
+		if r.Name != name {
+			continue
+		}
+		if r.Status.Phase == opsv1alpha1.OpsRequestPhaseFailed || r.Status.Phase == opsv1alpha1.OpsRequestPhaseSkipped {
+			return &rotationNote{status: metav1.ConditionFalse, reason: ReasonRotationFailed,
+				message: fmt.Sprintf("the rotation to Secret %s (PostgresOpsRequest %s) ended %s: %s; the database keeps running on Secret %s. "+
+					"Fix Secret %s and delete the request to try again", wanted, name, r.Status.Phase, endMessage(r), active, wanted)}
+		}
+		return &rotationNote{status: metav1.ConditionTrue, reason: ReasonRotationRequested,
+			message: fmt.Sprintf("spec.authSecret.name names Secret %s, whose credential PostgreSQL does not accept yet: rotating to it with PostgresOpsRequest %s; "+
+				"the pods keep Secret %s until it ends", wanted, name, active)}
+	}
+	if open := openRequest(requests); open != nil {
+		return &rotationNote{status: metav1.ConditionTrue, reason: ReasonAuthSecretChanged,
+			message: fmt.Sprintf("spec.authSecret.name names Secret %s; waiting for PostgresOpsRequest %s to end before rotating to it; the database keeps running on Secret %s",
+				wanted, open.Name, active)}
+	}
+	req := c.autoRequest(pg, name, opsv1alpha1.TriggerAuthSecretChanged)
+	req.Spec.Authentication = &opsv1alpha1.AuthSpec{SecretRef: &opsv1alpha1.SecretReference{Kind: "Secret", Name: wanted}}
+	if err := c.createRequest(ctx, pg, req, fmt.Sprintf("spec.authSecret.name changed to Secret %s: rotating to it", wanted)); err != nil {
+		return &rotationNote{status: metav1.ConditionFalse, reason: ReasonAuthSecretChanged, recheck: c.statusPeriod,
+			message: fmt.Sprintf("creating the rotation to Secret %s: %v", wanted, err)}
+	}
+	return &rotationNote{status: metav1.ConditionTrue, reason: ReasonRotationRequested,
+		message: fmt.Sprintf("spec.authSecret.name names Secret %s, whose credential PostgreSQL does not accept yet: rotating to it with PostgresOpsRequest %s; "+
+			"the pods keep Secret %s until it ends", wanted, name, active)}
+}
+
+// scheduleRotation creates a RotateAuth when the generated credential in use is older than
+// spec.authSecret.rotateAfter, and says when the next one is due.
+func (c *Controller) scheduleRotation(ctx context.Context, pg *kubedbv1.Postgres, cred *authCredential) *rotationNote {
+	if pg.Spec.AuthSecret == nil || pg.Spec.AuthSecret.RotateAfter == nil || pg.Spec.AuthSecret.RotateAfter.Duration <= 0 {
+		return nil
+	}
+	every := pg.Spec.AuthSecret.RotateAfter.Duration
+	sec, err := c.getSecret(ctx, pg.Namespace, cred.secretName)
+	if err != nil {
+		return &rotationNote{status: metav1.ConditionFalse, reason: ReasonRotationScheduled, recheck: c.statusPeriod,
+			message: fmt.Sprintf("reading Secret %s to schedule its rotation: %v", cred.secretName, err)}
+	}
+	if pg.Spec.AuthSecret.ExternallyManaged || !isGeneratedSecret(sec, pg) {
+		return &rotationNote{status: metav1.ConditionFalse, reason: ReasonRotationExternal,
+			message: fmt.Sprintf("Secret %s is the user's (externallyManaged), so pgops never rotates it on a schedule; rotateAfter is ignored. "+
+				"Rotate it with a PostgresOpsRequest", sec.Name)}
+	}
+	due := credentialSince(pg, sec).Add(every)
+	now := c.now()
+	requests := c.requestsOf(pg)
+	if open := openRequest(requests); open != nil {
+		return &rotationNote{status: metav1.ConditionTrue, reason: ReasonRotationRequested,
+			message: fmt.Sprintf("PostgresOpsRequest %s is running; the credential in Secret %s fell due for rotation at %s", open.Name, sec.Name, formatTime(due))}
+	}
+	if now.Before(due) {
+		return &rotationNote{status: metav1.ConditionTrue, reason: ReasonRotationScheduled, recheck: due.Sub(now),
+			message: fmt.Sprintf("the credential in Secret %s is rotated every %s; the next rotation is due at %s", sec.Name, every, formatTime(due))}
+	}
+
+	dueLabel := strconv.FormatInt(due.Unix(), 10)
+	var failed []*opsv1alpha1.PostgresOpsRequest
+	for _, r := range requests {
+		if r.Labels[opsv1alpha1.LabelTrigger] == opsv1alpha1.TriggerScheduled && r.Labels[opsv1alpha1.LabelRotationDue] == dueLabel &&
+			r.Status.Phase != opsv1alpha1.OpsRequestPhaseSuccessful {
+			failed = append(failed, r)
+		}
+	}
+	if n := len(failed); n > 0 {
+		last := failed[n-1]
+		retryAt := endedAt(last).Add(rotationBackoff(n))
+		if now.Before(retryAt) {
+			return &rotationNote{status: metav1.ConditionFalse, reason: ReasonRotationFailed, recheck: retryAt.Sub(now),
+				message: fmt.Sprintf("the scheduled rotation %s ended %s: %s; trying again at %s (attempt %d)",
+					last.Name, last.Status.Phase, endMessage(last), formatTime(retryAt), n+1)}
+		}
+	}
+	name := fmt.Sprintf("%s-rotate-auth-%s-%d", pg.Name, due.UTC().Format("20060102t150405z"), len(failed)+1)
+	req := c.autoRequest(pg, name, opsv1alpha1.TriggerScheduled)
+	req.Labels[opsv1alpha1.LabelRotationDue] = dueLabel
+	if err := c.createRequest(ctx, pg, req, fmt.Sprintf("the credential in Secret %s is older than rotateAfter (%s): rotating it", sec.Name, every)); err != nil {
+		return &rotationNote{status: metav1.ConditionFalse, reason: ReasonRotationScheduled, recheck: c.statusPeriod,
+			message: fmt.Sprintf("creating the scheduled rotation: %v", err)}
+	}
+	return &rotationNote{status: metav1.ConditionTrue, reason: ReasonRotationRequested,
+		message: fmt.Sprintf("the credential in Secret %s fell due for rotation at %s: rotating it with PostgresOpsRequest %s", sec.Name, formatTime(due), name)}
+}
+
+// credentialSince is when the credential in sec became active: its auth-active-from
+// annotation, else spec.authSecret.activeFrom, else the Secret's creation.
+func credentialSince(pg *kubedbv1.Postgres, sec *corev1.Secret) time.Time {
+	if v := sec.Annotations[kubedbv1.AuthActiveFromAnnotation]; v != "" {
+		if t, err := time.Parse(time.RFC3339, v); err == nil {
+			return t
+		}
+	}
+	if pg.Spec.AuthSecret != nil && pg.Spec.AuthSecret.ActiveFrom != nil {
+		return pg.Spec.AuthSecret.ActiveFrom.Time
+	}
+	return sec.CreationTimestamp.Time
+}
+
+// rotationBackoff is how long to wait after the failures-th failed attempt.
+func rotationBackoff(failures int) time.Duration {
+	d := rotationRetryBase
+	for i := 1; i < failures && d < rotationRetryMax; i++ {
+		d *= 2
+	}
+	return min(d, rotationRetryMax)
+}
+
+// endedAt is when r ended: its Failed, Skipped or Successful condition's time, else its
+// creation.
+func endedAt(r *opsv1alpha1.PostgresOpsRequest) time.Time {
+	for _, typ := range []string{"Failed", "Skipped", "Successful"} {
+		if cond := meta.FindStatusCondition(r.Status.Conditions, typ); cond != nil {
+			return cond.LastTransitionTime.Time
+		}
+	}
+	return r.CreationTimestamp.Time
+}
+
+// endMessage is what r's final condition says.
+func endMessage(r *opsv1alpha1.PostgresOpsRequest) string {
+	for _, typ := range []string{"Failed", "Skipped"} {
+		if cond := meta.FindStatusCondition(r.Status.Conditions, typ); cond != nil {
+			return cond.Reason + ": " + cond.Message
+		}
+	}
+	return "no reason given"
+}
+
+// autoRequest is a RotateAuth for pg that pgops creates by itself: owned by the Postgres
+// (deleted with it), labelled with its database and trigger, in pg's chosen restart mode.
+func (c *Controller) autoRequest(pg *kubedbv1.Postgres, name, trigger string) *opsv1alpha1.PostgresOpsRequest {
+	labels := ownedLabels(pg)
+	labels[opsv1alpha1.LabelTrigger] = trigger
+	req := &opsv1alpha1.PostgresOpsRequest{
+		ObjectMeta: metav1.ObjectMeta{
+			Name: name, Namespace: pg.Namespace, Labels: labels,
+			OwnerReferences: []metav1.OwnerReference{ownerRef(pg)},
+		},
+		Spec: opsv1alpha1.PostgresOpsRequestSpec{
+			Type:        opsv1alpha1.OpsRequestTypeRotateAuth,
+			DatabaseRef: opsv1alpha1.DatabaseReference{Name: pg.Name},
+			Apply:       opsv1alpha1.ApplyOptionIfReady,
+		},
+	}
+	if mode := pg.Spec.AuthSecret.RotationRestart; mode != "" {
+		req.Spec.RotateAuth = &opsv1alpha1.RotateAuthOptions{Restart: opsv1alpha1.RestartMode(mode)}
+	}
+	return req
+}
+
+// createRequest creates req (one that exists already is fine: the cache lagged) and says why.
+func (c *Controller) createRequest(ctx context.Context, pg *kubedbv1.Postgres, req *opsv1alpha1.PostgresOpsRequest, why string) error {
+	_, err := c.pgopsClient.OpsV1alpha1().PostgresOpsRequests(pg.Namespace).Create(ctx, req, metav1.CreateOptions{FieldManager: FieldManager})
+	if apierrors.IsAlreadyExists(err) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	klog.FromContext(ctx).Info("Created a RotateAuth request", "request", klog.KObj(req), "trigger", req.Labels[opsv1alpha1.LabelTrigger])
+	c.recorder.Eventf(pg, corev1.EventTypeNormal, ReasonRotationRequested, "%s with PostgresOpsRequest %s", why, req.Name)
+	return nil
+}
+
+// pruneRequests deletes the oldest ended requests pgops created for pg beyond the last
+// autoRequestHistory. A request still cleaning up (finalizer held) is never counted as ended.
+func (c *Controller) pruneRequests(ctx context.Context, pg *kubedbv1.Postgres) error {
+	var ended []*opsv1alpha1.PostgresOpsRequest
+	for _, r := range c.requestsOf(pg) {
+		if r.Labels[opsv1alpha1.LabelTrigger] != "" && r.Status.Phase.Ended() && len(r.Finalizers) == 0 && r.DeletionTimestamp == nil &&
+			isOwnedBy(r, pg) {
+			ended = append(ended, r)
+		}
+	}
+	for len(ended) > autoRequestHistory {
+		old := ended[0]
+		ended = ended[1:]
+		uid := old.UID
+		err := c.pgopsClient.OpsV1alpha1().PostgresOpsRequests(pg.Namespace).Delete(ctx, old.Name,
+			metav1.DeleteOptions{Preconditions: &metav1.Preconditions{UID: &uid}})
+		if err != nil && !apierrors.IsNotFound(err) && !apierrors.IsConflict(err) {
+			return fmt.Errorf("pruning PostgresOpsRequest %s: %w", old.Name, err)
+		}
+	}
+	return nil
+}
+
+// primaryAccepts tells whether pg's primary accepts cred: false, nil when it refuses it.
+func (c *Controller) primaryAccepts(ctx context.Context, pg *kubedbv1.Postgres, cred *authCredential) (bool, error) {
+	svc, err := c.serviceLister.Services(pg.Namespace).Get(primaryServiceName(pg))
+	if err != nil {
+		return false, fmt.Errorf("finding the primary Service: %w", err)
+	}
+	err = c.health.CheckPrimary(ctx, PrimaryEndpoint{Service: svc, User: cred.user, Password: cred.password})
+	if err == nil {
+		return true, nil
+	}
+	if credential.Classify(err) == credential.ClassAuth {
+		return false, nil
+	}
+	return false, err
+}
+
+// credentialNamed reads and checks the credential in Secret name.
+func (c *Controller) credentialNamed(ctx context.Context, pg *kubedbv1.Postgres, name string) (*authCredential, error) {
+	sec, err := c.getSecret(ctx, pg.Namespace, name)
+	if apierrors.IsNotFound(err) {
+		return nil, &userError{reason: ReasonAuthSecretNotFound, msg: fmt.Sprintf("secret %s/%s not found", pg.Namespace, name)}
+	}
+	if err != nil {
+		return nil, fmt.Errorf("reading secret %s/%s: %w", pg.Namespace, name, err)
+	}
+	return credentialFrom(sec)
+}
+
+// applyCredentialStatus records in st the Secret the pods use and the CredentialRotation
+// condition cred carries. The name is only ever set where none is recorded, or moved from
+// the Secret this sync adopted from: a write of the ops-manager's in between is never undone.
+func applyCredentialStatus(st *kubedbv1.PostgresStatus, cred *authCredential, generation int64, now time.Time) {
+	if cred == nil {
+		return
+	}
+	switch {
+	case st.AuthSecret == nil:
+		st.AuthSecret = &kubedbv1.AuthSecretStatus{Name: cred.secretName}
+	case st.AuthSecret.Name == "":
+		st.AuthSecret.Name = cred.secretName
+	case cred.adoptedFrom != "" && st.AuthSecret.Name == cred.adoptedFrom:
+		st.AuthSecret.Name = cred.secretName
+	}
+	if cred.note == nil {
+		meta.RemoveStatusCondition(&st.Conditions, ConditionCredentialRotation)
+		return
+	}
+	meta.SetStatusCondition(&st.Conditions, metav1.Condition{
+		Type: ConditionCredentialRotation, Status: cred.note.status, Reason: cred.note.reason, Message: cred.note.message,
+		ObservedGeneration: generation, LastTransitionTime: metav1.NewTime(now),
+	})
+}
+
+func formatTime(t time.Time) string { return t.UTC().Format(time.RFC3339) }

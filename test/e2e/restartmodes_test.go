@@ -3,6 +3,7 @@ package e2e
 import (
 	"context"
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 
@@ -26,7 +27,9 @@ func applyRotateAuthWithRestart(t *testing.T, ctx context.Context, ns, name, db 
 // TestZeroDowntimeRotation rotates a 3-replica database twice while pgbench writes to its
 // primary: in mode StandbysOnly the standbys restart and the primary keeps every session; in
 // mode None no pod restarts at all. Neither loses a client or a transaction, and afterwards a
-// deleted standby comes back with the new credential and streams.
+// deleted standby comes back with the new credential and streams. Then a GitOps change of
+// spec.authSecret.name to a Secret of the user's becomes a rotation to it (one database
+// serves all three, to keep the suite short).
 func TestZeroDowntimeRotation(t *testing.T) {
 	ctx := testContext(t, 12*time.Minute)
 	rc := newRotationCase(t, ctx, 3)
@@ -75,4 +78,88 @@ func TestZeroDowntimeRotation(t *testing.T) {
 		names, err = credential.StreamingStandbyNames(ctx, target)
 		return err == nil && contains(names, standby), nil
 	}, func() string { return fmt.Sprintf("streaming: %v", names) })
+	rc.advance(t, ctx)
+
+	rotateOnAuthSecretChange(t, ctx, rc)
+}
+
+// rotateOnAuthSecretChange points spec.authSecret.name of rc's database at a new Secret of
+// the user's, as a GitOps tool would, and checks that pgops rotates to it (restart mode
+// StandbysOnly, chosen in spec.authSecret.rotationRestart) while the pods keep the
+// credential that works until then.
+func rotateOnAuthSecretChange(t *testing.T, ctx context.Context, rc *rotationCase) {
+	t.Helper()
+	const password = "From-Git-Password-2026"
+	watchForLeaks(t, password)
+	createUserSecret(t, ctx, rc.ns, "from-git", rc.before.username, password)
+	out, err := env.cluster.Kubectl(ctx, "-n", rc.ns, "patch", "postgres", rc.db, "--type=merge", "-p",
+		`{"spec":{"authSecret":{"name":"from-git","rotationRestart":"StandbysOnly"}}}`)
+	require.NoError(t, err, string(out))
+
+	var name string
+	poll(t, ctx, "a RotateAuth for the changed spec.authSecret.name", func(ctx context.Context) (bool, error) {
+		reqs, err := env.pgops.OpsV1alpha1().PostgresOpsRequests(rc.ns).List(ctx, metav1.ListOptions{
+			LabelSelector: opsv1alpha1.LabelTrigger + "=" + opsv1alpha1.TriggerAuthSecretChanged})
+		if err != nil || len(reqs.Items) == 0 {
+			return false, nil
+		}
+		require.Len(t, reqs.Items, 1)
+		name = reqs.Items[0].Name
+		return true, nil
+	}, func() string { return describePostgresNow(t, rc.ns, rc.db) })
+	req := waitRequestEnded(t, ctx, rc.ns, name)
+	require.NotNil(t, req.Spec.Authentication)
+	assert.Equal(t, "from-git", req.Spec.Authentication.SecretRef.Name)
+	assert.Equal(t, opsv1alpha1.RestartStandbysOnly, req.Status.RotateAuth.RestartMode)
+	for pod := range rc.podUIDs {
+		rc.fates[pod] = podRestarted
+		if pod == rc.primary() {
+			rc.fates[pod] = podKept
+		}
+	}
+	after := rc.checkRotated(t, ctx, name)
+	assert.Equal(t, password, after.password)
+	pg := getPostgres(t, ctx, rc.ns, rc.db)
+	assert.Equal(t, "from-git", pg.Status.AuthSecret.Name, describePostgres(pg))
+	assert.True(t, pg.Spec.AuthSecret.ExternallyManaged)
+}
+
+// TestScheduledRotation: a Postgres whose generated credential must be rotated every few
+// seconds gets exactly one scheduled request per period, each ending with a working new
+// credential.
+func TestScheduledRotation(t *testing.T) {
+	ctx := testContext(t, 6*time.Minute)
+	rc := newRotationCase(t, ctx, 1, func(s string) string {
+		return strings.Replace(s, "  deletionPolicy: WipeOut", "  authSecret:\n    rotateAfter: 8s\n    rotationRestart: None\n  deletionPolicy: WipeOut", 1)
+	})
+	scheduled := func(ctx context.Context) []opsv1alpha1.PostgresOpsRequest {
+		reqs, err := env.pgops.OpsV1alpha1().PostgresOpsRequests(rc.ns).List(ctx, metav1.ListOptions{
+			LabelSelector: opsv1alpha1.LabelTrigger + "=" + opsv1alpha1.TriggerScheduled})
+		require.NoError(t, err)
+		return reqs.Items
+	}
+	for period := 1; period <= 2; period++ {
+		var reqs []opsv1alpha1.PostgresOpsRequest
+		poll(t, ctx, fmt.Sprintf("scheduled rotation %d", period), func(ctx context.Context) (bool, error) {
+			reqs = scheduled(ctx)
+			return len(reqs) >= period && reqs[len(reqs)-1].Status.Phase.Ended() && len(reqs[len(reqs)-1].Finalizers) == 0, nil
+		}, func() string { return describePostgresNow(t, rc.ns, rc.db) })
+		require.Len(t, reqs, period, "one scheduled request per period")
+		dues := map[string]bool{}
+		for _, r := range reqs {
+			dues[r.Labels[opsv1alpha1.LabelRotationDue]] = true
+		}
+		assert.Len(t, dues, period, "each for its own due time")
+		rc.fates[rc.primary()] = podKept
+		rc.checkRotated(t, ctx, reqs[period-1].Name)
+		rc.advance(t, ctx)
+	}
+}
+
+// describePostgresNow describes a Postgres for a failure message, with a context of its
+// own: the test's may have expired.
+func describePostgresNow(t *testing.T, ns, name string) string {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	return describePostgres(getPostgres(t, ctx, ns, name))
 }

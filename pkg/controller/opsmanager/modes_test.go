@@ -33,8 +33,10 @@ func TestPlanPodsPerRestartMode(t *testing.T) {
 			want: plan{restart: []string{"pg-2", "pg-1", "pg-0"}}},
 		{name: "unset means AllPods", mode: "", replicas: 2, want: plan{restart: []string{"pg-1", "pg-0"}}},
 		{name: "AllPods keeps an Ephemeral primary", mode: opsv1alpha1.RestartAllPods, replicas: 2,
-			mutate: func(_ *kubedbv1.Postgres, p *opsv1alpha1.RotateAuthPlan) { p.StorageType = string(kubedbv1.StorageTypeEphemeral) },
-			want:   plan{restart: []string{"pg-1"}, kept: []string{"pg-0"}}},
+			mutate: func(_ *kubedbv1.Postgres, p *opsv1alpha1.RotateAuthPlan) {
+				p.StorageType = string(kubedbv1.StorageTypeEphemeral)
+			},
+			want: plan{restart: []string{"pg-1"}, kept: []string{"pg-0"}}},
 		{name: "StandbysOnly keeps the primary", mode: opsv1alpha1.RestartStandbysOnly, replicas: 3,
 			want: plan{restart: []string{"pg-2", "pg-1"}, kept: []string{"pg-0"}}},
 		{name: "StandbysOnly on one replica restarts nothing", mode: opsv1alpha1.RestartStandbysOnly, replicas: 1,
@@ -44,8 +46,10 @@ func TestPlanPodsPerRestartMode(t *testing.T) {
 		{name: "None on one replica restarts nothing", mode: opsv1alpha1.RestartNone, replicas: 1,
 			want: plan{kept: []string{"pg-0"}}},
 		{name: "None restarts Warm standbys", mode: opsv1alpha1.RestartNone, replicas: 2,
-			mutate: func(pg *kubedbv1.Postgres, _ *opsv1alpha1.RotateAuthPlan) { pg.Spec.StandbyMode = ptr.To(kubedbv1.StandbyModeWarm) },
-			want:   plan{restart: []string{"pg-1"}, kept: []string{"pg-0"}}, note: "Warm"},
+			mutate: func(pg *kubedbv1.Postgres, _ *opsv1alpha1.RotateAuthPlan) {
+				pg.Spec.StandbyMode = ptr.To(kubedbv1.StandbyModeWarm)
+			},
+			want: plan{restart: []string{"pg-1"}, kept: []string{"pg-0"}}, note: "Warm"},
 		{name: "None restarts standbys whose pods name another Secret", mode: opsv1alpha1.RestartNone, replicas: 2,
 			mutate: func(_ *kubedbv1.Postgres, p *opsv1alpha1.RotateAuthPlan) { p.TargetSecret = "mine" },
 			want:   plan{restart: []string{"pg-1"}, kept: []string{"pg-0"}}, note: "name Secret pg-auth"},
@@ -82,7 +86,7 @@ func TestStandbysOnlyNeverRestartsThePrimary(t *testing.T) {
 	msg := condition(req, ConditionRestartNodes).Message
 	assert.Contains(t, msg, "restart mode StandbysOnly: restarted pg-2, pg-1; kept pg-0 running: the primary does not need a restart")
 	assert.Contains(t, msg, "the old credential is refused")
-	assert.Equal(t, string(w.secret(dbName+"-auth").Data["password"]), w.db.password(superuser))
+	assert.Equal(t, string(w.secret(dbName + "-auth").Data["password"]), w.db.password(superuser))
 }
 
 // Every sync runs on a freshly started controller (world.sync), so this also shows that a

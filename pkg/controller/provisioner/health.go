@@ -92,7 +92,8 @@ func (h *SQLHealthChecker) CheckPrimary(ctx context.Context, ep PrimaryEndpoint)
 		}
 	}
 	if !ok {
-		return fmt.Errorf("primary %s:%d rejected the credential of user %q from the auth secret", host, port, ep.User)
+		// Wrapped so that callers can tell a refused credential from a primary that is down.
+		return fmt.Errorf("primary %s:%d rejected the credential of user %q from the auth secret (%w)", host, port, ep.User, credential.ErrAuthFailed)
 	}
 	return nil
 }

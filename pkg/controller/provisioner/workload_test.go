@@ -16,6 +16,7 @@ import (
 	"k8s.io/utils/ptr"
 
 	kubedbv1 "github.com/pgops/pgops/pkg/apis/kubedb/v1"
+	"github.com/pgops/pgops/pkg/credential"
 	"github.com/pgops/pgops/pkg/dbaddr"
 	"github.com/pgops/pgops/pkg/pgtest"
 )
@@ -318,6 +319,7 @@ func TestSQLHealthChecker(t *testing.T) {
 	require.Error(t, err)
 	assert.Contains(t, err.Error(), "rejected the credential")
 	assert.NotContains(t, err.Error(), "not-it")
+	assert.Equal(t, credential.ClassAuth, credential.Classify(err), "a refused credential is told apart from a primary that is down")
 
 	srv.Stop()
 	start := time.Now()

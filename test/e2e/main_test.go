@@ -146,14 +146,14 @@ func startOperator(ctx context.Context, name string) (*testenv.Operator, error) 
 
 func operatorLog(name string) string { return filepath.Join(env.workDir, name+".log") }
 
-func killOpsManager(t *testing.T) {
+func killOpsManager(t testing.TB) {
 	t.Helper()
 	env.mu.Lock()
 	defer env.mu.Unlock()
 	env.opsManager.Kill()
 }
 
-func startOpsManager(t *testing.T, ctx context.Context) {
+func startOpsManager(t testing.TB, ctx context.Context) {
 	t.Helper()
 	env.mu.Lock()
 	defer env.mu.Unlock()
@@ -164,7 +164,7 @@ func startOpsManager(t *testing.T, ctx context.Context) {
 
 // killAndRestartOpsManager SIGKILLs the ops-manager, as a node failure would, and starts a
 // new one, which must take over from the request's status alone.
-func killAndRestartOpsManager(t *testing.T, ctx context.Context) {
+func killAndRestartOpsManager(t testing.TB, ctx context.Context) {
 	killOpsManager(t)
 	startOpsManager(t, ctx)
 }
@@ -185,7 +185,7 @@ func startStandbyOpsManager(ctx context.Context) (*testenv.Operator, error) {
 }
 
 // promote SIGKILLs the leading ops-manager and makes standby the one later tests use.
-func promote(t *testing.T, standby *testenv.Operator) {
+func promote(t testing.TB, standby *testenv.Operator) {
 	t.Helper()
 	env.mu.Lock()
 	defer env.mu.Unlock()
@@ -193,7 +193,7 @@ func promote(t *testing.T, standby *testenv.Operator) {
 	env.opsManager = standby
 }
 
-func testContext(t *testing.T, timeout time.Duration) context.Context {
+func testContext(t testing.TB, timeout time.Duration) context.Context {
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	t.Cleanup(cancel)
 	return ctx
@@ -204,7 +204,7 @@ var namespaceSeq struct {
 	n int
 }
 
-func newNamespace(t *testing.T, ctx context.Context) string {
+func newNamespace(t testing.TB, ctx context.Context) string {
 	t.Helper()
 	namespaceSeq.Lock()
 	namespaceSeq.n++
@@ -220,7 +220,7 @@ func newNamespace(t *testing.T, ctx context.Context) string {
 
 // applyExample applies examples/<file> with kubectl into namespace ns (the examples name
 // namespace demo), after edit if not nil.
-func applyExample(t *testing.T, ctx context.Context, ns, file string, edit func(string) string) {
+func applyExample(t testing.TB, ctx context.Context, ns, file string, edit func(string) string) {
 	t.Helper()
 	data, err := os.ReadFile(testenv.Path("examples", file))
 	require.NoError(t, err)
@@ -231,7 +231,7 @@ func applyExample(t *testing.T, ctx context.Context, ns, file string, edit func(
 	kubectlApply(t, ctx, manifest)
 }
 
-func kubectlApply(t *testing.T, ctx context.Context, manifest string) {
+func kubectlApply(t testing.TB, ctx context.Context, manifest string) {
 	t.Helper()
 	file := filepath.Join(t.TempDir(), "manifest.yaml")
 	require.NoError(t, os.WriteFile(file, []byte(manifest), 0o600))
@@ -239,21 +239,21 @@ func kubectlApply(t *testing.T, ctx context.Context, manifest string) {
 	require.NoError(t, err, string(out))
 }
 
-func getPostgres(t *testing.T, ctx context.Context, ns, name string) *kubedbv1.Postgres {
+func getPostgres(t testing.TB, ctx context.Context, ns, name string) *kubedbv1.Postgres {
 	t.Helper()
 	pg, err := env.pgops.KubedbV1().Postgreses(ns).Get(ctx, name, metav1.GetOptions{})
 	require.NoError(t, err)
 	return pg
 }
 
-func getRequest(t *testing.T, ctx context.Context, ns, name string) *opsv1alpha1.PostgresOpsRequest {
+func getRequest(t testing.TB, ctx context.Context, ns, name string) *opsv1alpha1.PostgresOpsRequest {
 	t.Helper()
 	req, err := env.pgops.OpsV1alpha1().PostgresOpsRequests(ns).Get(ctx, name, metav1.GetOptions{})
 	require.NoError(t, err)
 	return req
 }
 
-func getSecret(t *testing.T, ctx context.Context, ns, name string) *corev1.Secret {
+func getSecret(t testing.TB, ctx context.Context, ns, name string) *corev1.Secret {
 	t.Helper()
 	s, err := env.kube.CoreV1().Secrets(ns).Get(ctx, name, metav1.GetOptions{})
 	require.NoError(t, err)
@@ -261,7 +261,7 @@ func getSecret(t *testing.T, ctx context.Context, ns, name string) *corev1.Secre
 }
 
 // poll waits for cond, failing the test with describe() when ctx runs out.
-func poll(t *testing.T, ctx context.Context, what string, cond func(ctx context.Context) (bool, error), describe func() string) {
+func poll(t testing.TB, ctx context.Context, what string, cond func(ctx context.Context) (bool, error), describe func() string) {
 	t.Helper()
 	err := wait.PollUntilContextCancel(ctx, 250*time.Millisecond, true, cond)
 	if err != nil {
@@ -269,7 +269,7 @@ func poll(t *testing.T, ctx context.Context, what string, cond func(ctx context.
 	}
 }
 
-func waitPostgresPhase(t *testing.T, ctx context.Context, ns, name string, phase kubedbv1.DatabasePhase) {
+func waitPostgresPhase(t testing.TB, ctx context.Context, ns, name string, phase kubedbv1.DatabasePhase) {
 	t.Helper()
 	var last *kubedbv1.Postgres
 	poll(t, ctx, fmt.Sprintf("Postgres %s/%s to be %s", ns, name, phase), func(ctx context.Context) (bool, error) {
@@ -282,7 +282,7 @@ func waitPostgresPhase(t *testing.T, ctx context.Context, ns, name string, phase
 	}, func() string { return describePostgres(last) })
 }
 
-func waitRequest(t *testing.T, ctx context.Context, ns, name string, cond func(*opsv1alpha1.PostgresOpsRequest) bool) *opsv1alpha1.PostgresOpsRequest {
+func waitRequest(t testing.TB, ctx context.Context, ns, name string, cond func(*opsv1alpha1.PostgresOpsRequest) bool) *opsv1alpha1.PostgresOpsRequest {
 	t.Helper()
 	var last *opsv1alpha1.PostgresOpsRequest
 	poll(t, ctx, fmt.Sprintf("PostgresOpsRequest %s/%s", ns, name), func(ctx context.Context) (bool, error) {
@@ -298,7 +298,7 @@ func waitRequest(t *testing.T, ctx context.Context, ns, name string, cond func(*
 
 // waitRequestEnded waits until the request has ended and the ops-manager has cleaned up
 // after it (its finalizer is gone).
-func waitRequestEnded(t *testing.T, ctx context.Context, ns, name string) *opsv1alpha1.PostgresOpsRequest {
+func waitRequestEnded(t testing.TB, ctx context.Context, ns, name string) *opsv1alpha1.PostgresOpsRequest {
 	t.Helper()
 	return waitRequest(t, ctx, ns, name, func(r *opsv1alpha1.PostgresOpsRequest) bool {
 		switch r.Status.Phase {
@@ -334,7 +334,7 @@ func describePostgres(pg *kubedbv1.Postgres) string {
 }
 
 // authCredential reads the credential in the database's auth Secret.
-func authCredential(t *testing.T, ctx context.Context, ns, db string) credentialPair {
+func authCredential(t testing.TB, ctx context.Context, ns, db string) credentialPair {
 	t.Helper()
 	pg := getPostgres(t, ctx, ns, db)
 	require.NotNil(t, pg.Spec.AuthSecret)
@@ -343,14 +343,14 @@ func authCredential(t *testing.T, ctx context.Context, ns, db string) credential
 }
 
 // primaryTarget reaches the primary through its Service's ClusterIP, as the operators do.
-func primaryTarget(t *testing.T, ctx context.Context, ns, db string) credential.Target {
+func primaryTarget(t testing.TB, ctx context.Context, ns, db string) credential.Target {
 	t.Helper()
 	svc, err := env.kube.CoreV1().Services(ns).Get(ctx, db, metav1.GetOptions{})
 	require.NoError(t, err)
 	return credential.Target{Host: svc.Spec.ClusterIP, Port: kubedbv1.PostgresPort, SSLMode: "disable", ConnectTimeout: 10 * time.Second}
 }
 
-func podUIDs(t *testing.T, ctx context.Context, ns, db string) map[string]types.UID {
+func podUIDs(t testing.TB, ctx context.Context, ns, db string) map[string]types.UID {
 	t.Helper()
 	pods, err := env.kube.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{LabelSelector: kubedbv1.LabelInstance + "=" + db})
 	require.NoError(t, err)
@@ -361,7 +361,7 @@ func podUIDs(t *testing.T, ctx context.Context, ns, db string) map[string]types.
 	return uids
 }
 
-func setHalted(t *testing.T, ctx context.Context, ns, db string, halted bool) {
+func setHalted(t testing.TB, ctx context.Context, ns, db string, halted bool) {
 	t.Helper()
 	patch := fmt.Sprintf(`{"spec":{"halted":%t}}`, halted)
 	_, err := env.pgops.KubedbV1().Postgreses(ns).Patch(ctx, db, types.MergePatchType, []byte(patch), metav1.PatchOptions{})
@@ -370,7 +370,7 @@ func setHalted(t *testing.T, ctx context.Context, ns, db string, halted bool) {
 
 // withoutSecretUpdates takes update and patch on Secrets away from the ops-manager's
 // ClusterRole; the returned func gives them back.
-func withoutSecretUpdates(t *testing.T, ctx context.Context) func() {
+func withoutSecretUpdates(t testing.TB, ctx context.Context) func() {
 	t.Helper()
 	roles := env.kube.RbacV1().ClusterRoles()
 	original, err := roles.Get(ctx, "pgops-ops-manager", metav1.GetOptions{})
@@ -401,7 +401,7 @@ func withoutSecretUpdates(t *testing.T, ctx context.Context) func() {
 
 // watchForLeaks registers secrets that must never show up in the operators' logs, the
 // PostgreSQL server logs, events, or any status; the check runs when the test ends.
-func watchForLeaks(t *testing.T, secrets ...string) {
+func watchForLeaks(t testing.TB, secrets ...string) {
 	t.Helper()
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)

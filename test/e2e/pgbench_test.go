@@ -41,7 +41,7 @@ func (w lockedWriter) Write(b []byte) (int, error) {
 
 // startPgbench initialises pgbench's tables through target as user/password and starts 4
 // clients at a modest rate (the machine also runs the control plane and every pod).
-func startPgbench(t *testing.T, ctx context.Context, target credential.Target, user, password string) *pgbenchClient {
+func startPgbench(t testing.TB, ctx context.Context, target credential.Target, user, password string) *pgbenchClient {
 	t.Helper()
 	bin, err := pgtest.BinDir()
 	require.NoError(t, err)
@@ -67,11 +67,15 @@ func startPgbench(t *testing.T, ctx context.Context, target credential.Target, u
 
 var progressLine = regexp.MustCompile(`(?m)^progress: ([0-9.]+) s, ([0-9.]+) tps, .*?(?:, ([0-9]+) failed)?$`)
 
-// progress is pgbench's progress lines so far: per second, transactions and failures.
+var abortedClient = regexp.MustCompile(`(?m)client [0-9]+ aborted`)
+
+// progress is pgbench's progress lines so far: per second, transactions and failures, and
+// its clients aborted (a session the server ended).
 type progress struct {
 	seconds      []float64
 	tps          []float64
 	failed       int
+	aborted      int
 	abortedLines []string
 }
 
@@ -86,6 +90,7 @@ func (p *pgbenchClient) progress() progress {
 		failed, _ := strconv.Atoi(m[3])
 		pr.seconds, pr.tps, pr.failed = append(pr.seconds, sec), append(pr.tps, tps), pr.failed+failed
 	}
+	pr.aborted = len(abortedClient.FindAllString(text, -1))
 	for _, line := range strings.Split(text, "\n") {
 		if strings.Contains(line, "aborted") || strings.Contains(line, "terminating connection") {
 			pr.abortedLines = append(pr.abortedLines, line)
@@ -95,7 +100,7 @@ func (p *pgbenchClient) progress() progress {
 }
 
 // waitProgress waits until pgbench has reported n more seconds of progress.
-func (p *pgbenchClient) waitProgress(t *testing.T, n int) {
+func (p *pgbenchClient) waitProgress(t testing.TB, n int) {
 	t.Helper()
 	start := len(p.progress().seconds)
 	deadline := time.Now().Add(time.Minute)
@@ -112,9 +117,27 @@ func (p *pgbenchClient) waitProgress(t *testing.T, n int) {
 }
 
 // stop ends pgbench after two more seconds of progress, and returns what it reported.
-func (p *pgbenchClient) stop(t *testing.T) progress {
+func (p *pgbenchClient) stop(t testing.TB) progress {
 	t.Helper()
 	p.waitProgress(t, 2)
+	_ = p.cmd.Process.Signal(syscall.SIGINT)
+	<-p.done
+	return p.progress()
+}
+
+// stopAfterRecovery is stop for a run whose clients may all have been aborted (pgbench
+// then ends by itself).
+func (p *pgbenchClient) stopAfterRecovery(t testing.TB) progress {
+	t.Helper()
+	select {
+	case err := <-p.done:
+		p.done <- err
+		return p.progress()
+	default:
+	}
+	if p.progress().aborted < 4 {
+		return p.stop(t)
+	}
 	_ = p.cmd.Process.Signal(syscall.SIGINT)
 	<-p.done
 	return p.progress()

@@ -37,7 +37,7 @@ const provisionTimeout = 8 * time.Minute
 
 // createPostgres creates a Postgres like examples/10-postgres.yaml (durable storage of class
 // "standard", WipeOut) with replicas members, after mutate.
-func createPostgres(t *testing.T, ctx context.Context, ns, name string, replicas int32, mutate ...func(*kubedbv1.Postgres)) {
+func createPostgres(t testing.TB, ctx context.Context, ns, name string, replicas int32, mutate ...func(*kubedbv1.Postgres)) {
 	t.Helper()
 	pg := &kubedbv1.Postgres{
 		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns},
@@ -63,8 +63,16 @@ func createPostgres(t *testing.T, ctx context.Context, ns, name string, replicas
 }
 
 // openDB opens a connection pool to PostgreSQL at host:5432 as user.
-func openDB(t *testing.T, host, user, password string) *sql.DB {
+func openDB(t testing.TB, host, user, password string) *sql.DB {
 	t.Helper()
+	db := openDBQuietly(host, user, password)
+	t.Cleanup(func() { db.Close() })
+	return db
+}
+
+// openDBQuietly is a handle of one connection to the "postgres" database at host; the
+// caller closes it.
+func openDBQuietly(host, user, password string) *sql.DB {
 	dsn := url.URL{
 		Scheme:   "postgres",
 		User:     url.UserPassword(user, password),
@@ -72,21 +80,19 @@ func openDB(t *testing.T, host, user, password string) *sql.DB {
 		Path:     "/postgres",
 		RawQuery: "sslmode=disable&connect_timeout=10&application_name=pgops-e2e",
 	}
-	db, err := sql.Open("postgres", dsn.String())
-	require.NoError(t, err)
+	db, _ := sql.Open("postgres", dsn.String()) // lib/pq's Open only registers the DSN
 	db.SetMaxOpenConns(1)
-	t.Cleanup(func() { db.Close() })
 	return db
 }
 
-func getPod(t *testing.T, ctx context.Context, ns, name string) *corev1.Pod {
+func getPod(t testing.TB, ctx context.Context, ns, name string) *corev1.Pod {
 	t.Helper()
 	pod, err := env.kube.CoreV1().Pods(ns).Get(ctx, name, metav1.GetOptions{})
 	require.NoError(t, err)
 	return pod
 }
 
-func getStatefulSet(t *testing.T, ctx context.Context, ns, name string) *appsv1.StatefulSet {
+func getStatefulSet(t testing.TB, ctx context.Context, ns, name string) *appsv1.StatefulSet {
 	t.Helper()
 	sts, err := env.kube.AppsV1().StatefulSets(ns).Get(ctx, name, metav1.GetOptions{})
 	require.NoError(t, err)
@@ -110,7 +116,7 @@ func hasEvent(ctx context.Context, ns, db, reason, substr string) bool {
 // requireNoStatefulSetChurn checks that the provisioner never updated ns/db's StatefulSet
 // although it synced it many times: the desired StatefulSet matches what the API server
 // stores, defaults included, so drift correction does not write on every sync.
-func requireNoStatefulSetChurn(t *testing.T, ctx context.Context, ns, db string) {
+func requireNoStatefulSetChurn(t testing.TB, ctx context.Context, ns, db string) {
 	t.Helper()
 	assert.False(t, hasEvent(ctx, ns, db, provisioner.ReasonStatefulSetUpdated, ""), "no StatefulSetUpdated event")
 	data, err := os.ReadFile(operatorLog("provisioner"))
@@ -125,7 +131,7 @@ func requireNoStatefulSetChurn(t *testing.T, ctx context.Context, ns, db string)
 
 // checkPrimaryLogin logs in through the primary Service's ClusterIP with the auth Secret's
 // credential, as a client would.
-func checkPrimaryLogin(t *testing.T, ctx context.Context, ns, db string) credentialPair {
+func checkPrimaryLogin(t testing.TB, ctx context.Context, ns, db string) credentialPair {
 	t.Helper()
 	cred := authCredential(t, ctx, ns, db)
 	watchForLeaks(t, cred.password)
@@ -228,7 +234,7 @@ func TestProvisionThreeReplicas(t *testing.T) {
 
 // waitProvisioningBlocked waits until the provisioner reports, in ProvisioningStarted=False
 // with reason, why it cannot provision ns/db, and returns the Postgres and that condition.
-func waitProvisioningBlocked(t *testing.T, ctx context.Context, ns, db, reason string) (*kubedbv1.Postgres, *metav1.Condition) {
+func waitProvisioningBlocked(t testing.TB, ctx context.Context, ns, db, reason string) (*kubedbv1.Postgres, *metav1.Condition) {
 	t.Helper()
 	var last *kubedbv1.Postgres
 	poll(t, ctx, "the provisioner to report "+reason, func(ctx context.Context) (bool, error) {
@@ -293,7 +299,7 @@ func TestMissingUserSecretIsReported(t *testing.T) {
 // status, as the ops-manager does. A pause belongs to a running request, so the test plays
 // the ops-manager: it stops the real one and holds the pause for a request "e2e-holder"
 // marked Progressing, which it deletes (and the ops-manager restarts) on resume.
-func setPausedCondition(t *testing.T, ctx context.Context, ns, db string, status metav1.ConditionStatus) {
+func setPausedCondition(t testing.TB, ctx context.Context, ns, db string, status metav1.ConditionStatus) {
 	t.Helper()
 	requests := env.pgops.OpsV1alpha1().PostgresOpsRequests(ns)
 	var holder *kubedbv1.OpsRequestReference

@@ -18,7 +18,7 @@ import (
 
 // applyRotateAuthWithRestart applies a generated-credential RotateAuth name for db in
 // restart mode mode.
-func applyRotateAuthWithRestart(t *testing.T, ctx context.Context, ns, name, db string, mode opsv1alpha1.RestartMode) {
+func applyRotateAuthWithRestart(t testing.TB, ctx context.Context, ns, name, db string, mode opsv1alpha1.RestartMode) {
 	t.Helper()
 	kubectlApply(t, ctx, fmt.Sprintf("apiVersion: ops.kubedb.com/v1alpha1\nkind: PostgresOpsRequest\nmetadata: {name: %s, namespace: %s}\n"+
 		"spec: {type: RotateAuth, databaseRef: {name: %s}, timeout: 5m, rotateAuth: {restart: %s}}\n", name, ns, db, mode))
@@ -33,6 +33,7 @@ func applyRotateAuthWithRestart(t *testing.T, ctx context.Context, ns, name, db 
 func TestZeroDowntimeRotation(t *testing.T) {
 	ctx := testContext(t, 12*time.Minute)
 	rc := newRotationCase(t, ctx, 3)
+	deleteWhenDone(t, rc)
 	rc.writeData(t, ctx)
 
 	for _, mode := range []opsv1alpha1.RestartMode{opsv1alpha1.RestartStandbysOnly, opsv1alpha1.RestartNone} {
@@ -87,7 +88,7 @@ func TestZeroDowntimeRotation(t *testing.T) {
 // the user's, as a GitOps tool would, and checks that pgops rotates to it (restart mode
 // StandbysOnly, chosen in spec.authSecret.rotationRestart) while the pods keep the
 // credential that works until then.
-func rotateOnAuthSecretChange(t *testing.T, ctx context.Context, rc *rotationCase) {
+func rotateOnAuthSecretChange(t testing.TB, ctx context.Context, rc *rotationCase) {
 	t.Helper()
 	const password = "From-Git-Password-2026"
 	watchForLeaks(t, password)
@@ -132,6 +133,7 @@ func TestScheduledRotation(t *testing.T) {
 	rc := newRotationCase(t, ctx, 1, func(s string) string {
 		return strings.Replace(s, "  deletionPolicy: WipeOut", "  authSecret:\n    rotateAfter: 8s\n    rotationRestart: None\n  deletionPolicy: WipeOut", 1)
 	})
+	deleteWhenDone(t, rc) // else it rotates every 8 s for the rest of the suite
 	scheduled := func(ctx context.Context) []opsv1alpha1.PostgresOpsRequest {
 		reqs, err := env.pgops.OpsV1alpha1().PostgresOpsRequests(rc.ns).List(ctx, metav1.ListOptions{
 			LabelSelector: opsv1alpha1.LabelTrigger + "=" + opsv1alpha1.TriggerScheduled})
@@ -158,8 +160,18 @@ func TestScheduledRotation(t *testing.T) {
 
 // describePostgresNow describes a Postgres for a failure message, with a context of its
 // own: the test's may have expired.
-func describePostgresNow(t *testing.T, ns, name string) string {
+func describePostgresNow(t testing.TB, ns, name string) string {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	return describePostgres(getPostgres(t, ctx, ns, name))
+}
+
+// deleteWhenDone deletes rc's Postgres (WipeOut) once the test is done, without waiting, so
+// that its pods do not load the machine for the rest of the suite.
+func deleteWhenDone(t testing.TB, rc *rotationCase) {
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		_ = env.pgops.KubedbV1().Postgreses(rc.ns).Delete(ctx, rc.db, metav1.DeleteOptions{})
+	})
 }

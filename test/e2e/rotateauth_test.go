@@ -43,7 +43,7 @@ type credentialPair struct{ username, password string }
 
 // newRotationCase applies examples' Postgres with replicas, after edits, and waits for it to
 // be Ready.
-func newRotationCase(t *testing.T, ctx context.Context, replicas int, edits ...func(string) string) *rotationCase {
+func newRotationCase(t testing.TB, ctx context.Context, replicas int, edits ...func(string) string) *rotationCase {
 	t.Helper()
 	ns := newNamespace(t, ctx)
 	applyExample(t, ctx, ns, "10-postgres.yaml", func(s string) string {
@@ -58,7 +58,7 @@ func newRotationCase(t *testing.T, ctx context.Context, replicas int, edits ...f
 
 // rotationCaseFor waits for the Postgres ns/db of replicas members to be Ready and records
 // its credential and pods.
-func rotationCaseFor(t *testing.T, ctx context.Context, ns, db string, replicas int) *rotationCase {
+func rotationCaseFor(t testing.TB, ctx context.Context, ns, db string, replicas int) *rotationCase {
 	t.Helper()
 	waitPostgresPhase(t, ctx, ns, db, kubedbv1.DatabasePhaseReady)
 	rc := &rotationCase{ns: ns, db: db, replicas: replicas, fates: map[string]podFate{}}
@@ -73,14 +73,14 @@ func (rc *rotationCase) primary() string { return rc.db + "-0" }
 
 // advance makes the database's current credential and pods the ones the next rotation
 // starts from.
-func (rc *rotationCase) advance(t *testing.T, ctx context.Context) {
+func (rc *rotationCase) advance(t testing.TB, ctx context.Context) {
 	t.Helper()
 	rc.before = authCredential(t, ctx, rc.ns, rc.db)
 	rc.podUIDs = podUIDs(t, ctx, rc.ns, rc.db)
 }
 
 // checkRotated asserts what every successful rotation must leave behind.
-func (rc *rotationCase) checkRotated(t *testing.T, ctx context.Context, reqName string) credentialPair {
+func (rc *rotationCase) checkRotated(t testing.TB, ctx context.Context, reqName string) credentialPair {
 	t.Helper()
 	req := getRequest(t, ctx, rc.ns, reqName)
 	require.Equal(t, opsv1alpha1.OpsRequestPhaseSuccessful, req.Status.Phase, describeRequest(req))
@@ -96,7 +96,7 @@ func (rc *rotationCase) checkRotated(t *testing.T, ctx context.Context, reqName 
 // ended (even deleted): the auth Secret holds a new credential that logs in, the old one is
 // refused, pods were restarted as rc.fates says, standbys stream, the database is Ready and
 // resumed, and the data is still there.
-func (rc *rotationCase) checkCredentialRotated(t *testing.T, ctx context.Context) credentialPair {
+func (rc *rotationCase) checkCredentialRotated(t testing.TB, ctx context.Context) credentialPair {
 	t.Helper()
 	pg := getPostgres(t, ctx, rc.ns, rc.db)
 	secret := getSecret(t, ctx, rc.ns, pg.Spec.AuthSecret.Name)
@@ -225,7 +225,7 @@ func TestBadInputFailsClearlyAndLeavesTheDatabaseWorking(t *testing.T) {
 }
 
 // checkUntouched asserts that the database is resumed and its original credential works.
-func (rc *rotationCase) checkUntouched(t *testing.T, ctx context.Context) {
+func (rc *rotationCase) checkUntouched(t testing.TB, ctx context.Context) {
 	t.Helper()
 	pg := getPostgres(t, ctx, rc.ns, rc.db)
 	assert.Nil(t, meta.FindStatusCondition(pg.Status.Conditions, kubedbv1.ConditionPaused), "the database is not paused")
@@ -336,7 +336,7 @@ func TestCrashSafetyUserProvidedThreeReplicas(t *testing.T) {
 	ctx := testContext(t, 20*time.Minute)
 	rc := newRotationCase(t, ctx, 3)
 	rc.writeData(t, ctx)
-	rotate := func(t *testing.T, i int, kill func(t *testing.T, req string)) {
+	rotate := func(t testing.TB, i int, kill func(t testing.TB, req string)) {
 		name, password := fmt.Sprintf("crash-%d", i), fmt.Sprintf("Crash-User-Password-%d", i)
 		watchForLeaks(t, password)
 		createUserSecret(t, ctx, rc.ns, name, rc.before.username, password)
@@ -350,14 +350,14 @@ func TestCrashSafetyUserProvidedThreeReplicas(t *testing.T) {
 	}
 	for i, b := range crashBoundaries() {
 		t.Run(b.name, func(t *testing.T) {
-			rotate(t, i, func(t *testing.T, req string) {
+			rotate(t, i, func(t testing.TB, req string) {
 				waitRequest(t, ctx, rc.ns, req, b.reached)
 				killAndRestartOpsManager(t, ctx)
 			})
 		})
 	}
 	t.Run("between-alter-role-and-secret-update", func(t *testing.T) {
-		rotate(t, len(crashBoundaries()), func(t *testing.T, req string) {
+		rotate(t, len(crashBoundaries()), func(t testing.TB, req string) {
 			restore := withoutSecretUpdates(t, ctx)
 			waitRequest(t, ctx, rc.ns, req, credentialUnpublished)
 			killOpsManager(t)

@@ -35,7 +35,7 @@ const safetyTimeout = 15 * time.Minute
 const dataNote = "written before the request"
 
 // writeData creates a table with a row on the primary; the checks of rc read it back.
-func (rc *rotationCase) writeData(t *testing.T, ctx context.Context) {
+func (rc *rotationCase) writeData(t testing.TB, ctx context.Context) {
 	t.Helper()
 	db := openDB(t, primaryTarget(t, ctx, rc.ns, rc.db).Host, rc.before.username, rc.before.password)
 	_, err := db.ExecContext(ctx, `CREATE TABLE e2e_kept (id int PRIMARY KEY, note text)`)
@@ -47,7 +47,7 @@ func (rc *rotationCase) writeData(t *testing.T, ctx context.Context) {
 
 // checkData reads writeData's row back, with the auth Secret's credential, through the
 // primary Service and on every standby (after replication, or a fresh clone).
-func (rc *rotationCase) checkData(t *testing.T, ctx context.Context) {
+func (rc *rotationCase) checkData(t testing.TB, ctx context.Context) {
 	t.Helper()
 	if !rc.wroteData {
 		return
@@ -83,7 +83,7 @@ func ephemeralStorage(manifest string) string {
 
 // applyRotateAuth applies a RotateAuth request name for the Postgres db, to the user's
 // Secret secret unless it is "" (then to a generated credential).
-func applyRotateAuth(t *testing.T, ctx context.Context, ns, name, db, secret string) {
+func applyRotateAuth(t testing.TB, ctx context.Context, ns, name, db, secret string) {
 	t.Helper()
 	auth := ""
 	if secret != "" {
@@ -95,7 +95,7 @@ func applyRotateAuth(t *testing.T, ctx context.Context, ns, name, db, secret str
 
 // createUserSecret creates a basic-auth Secret of the user's, with the client rather than
 // kubectl: kubectl apply would also store it in an annotation, which a large Secret overflows.
-func createUserSecret(t *testing.T, ctx context.Context, ns, name, username, password string, mutate ...func(*corev1.Secret)) {
+func createUserSecret(t testing.TB, ctx context.Context, ns, name, username, password string, mutate ...func(*corev1.Secret)) {
 	t.Helper()
 	s := &corev1.Secret{
 		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns},
@@ -111,7 +111,7 @@ func createUserSecret(t *testing.T, ctx context.Context, ns, name, username, pas
 
 // requireFailedBeforePause waits for request name to end, and asserts that it Failed with
 // reason and a message containing message, before it asked for a pause.
-func requireFailedBeforePause(t *testing.T, ctx context.Context, ns, name, reason, message string) *opsv1alpha1.PostgresOpsRequest {
+func requireFailedBeforePause(t testing.TB, ctx context.Context, ns, name, reason, message string) *opsv1alpha1.PostgresOpsRequest {
 	t.Helper()
 	req := waitRequestEnded(t, ctx, ns, name)
 	require.Equal(t, opsv1alpha1.OpsRequestPhaseFailed, req.Status.Phase, describeRequest(req))
@@ -132,14 +132,14 @@ func credentialUnpublished(r *opsv1alpha1.PostgresOpsRequest) bool {
 }
 
 // deleteRequest runs kubectl delete pgops name with args, without waiting for it to go.
-func deleteRequest(t *testing.T, ctx context.Context, ns, name string, args ...string) {
+func deleteRequest(t testing.TB, ctx context.Context, ns, name string, args ...string) {
 	t.Helper()
 	out, err := env.cluster.Kubectl(ctx, append([]string{"delete", "pgops", name, "-n", ns, "--wait=false"}, args...)...)
 	require.NoError(t, err, string(out))
 }
 
 // waitRequestGone waits until request name no longer exists.
-func waitRequestGone(t *testing.T, ctx context.Context, ns, name string) {
+func waitRequestGone(t testing.TB, ctx context.Context, ns, name string) {
 	t.Helper()
 	var last *opsv1alpha1.PostgresOpsRequest
 	poll(t, ctx, fmt.Sprintf("PostgresOpsRequest %s/%s to be gone", ns, name), func(ctx context.Context) (bool, error) {
@@ -154,14 +154,14 @@ func waitRequestGone(t *testing.T, ctx context.Context, ns, name string) {
 	}, func() string { return describeRequest(last) })
 }
 
-func requireSecretGone(t *testing.T, ctx context.Context, ns, name string) {
+func requireSecretGone(t testing.TB, ctx context.Context, ns, name string) {
 	t.Helper()
 	_, err := env.kube.CoreV1().Secrets(ns).Get(ctx, name, metav1.GetOptions{})
 	assert.True(t, apierrors.IsNotFound(err), "Secret %s is gone: %v", name, err)
 }
 
 // checkPlan asserts the plan the request recorded when it started.
-func (rc *rotationCase) checkPlan(t *testing.T, ctx context.Context, req *opsv1alpha1.PostgresOpsRequest,
+func (rc *rotationCase) checkPlan(t testing.TB, ctx context.Context, req *opsv1alpha1.PostgresOpsRequest,
 	target string, storage kubedbv1.StorageType, restart, kept []string) {
 	t.Helper()
 	plan := req.Status.RotateAuth
@@ -178,7 +178,7 @@ func (rc *rotationCase) checkPlan(t *testing.T, ctx context.Context, req *opsv1a
 // checkStaged asserts that req's staged credential exists as the ops-manager made it: its
 // own by label, held by its finalizer, owned by nothing (so never garbage collected), and
 // not being deleted.
-func checkStaged(t *testing.T, ctx context.Context, req *opsv1alpha1.PostgresOpsRequest) {
+func checkStaged(t testing.TB, ctx context.Context, req *opsv1alpha1.PostgresOpsRequest) {
 	t.Helper()
 	s := getSecret(t, ctx, req.Namespace, req.Status.RotateAuth.StagedSecret)
 	assert.Equal(t, string(req.UID), s.Labels[opsmanager.LabelOpsRequestUID])
@@ -433,7 +433,7 @@ func TestDeletedMidRestartNodes(t *testing.T) {
 		assert.Equal(t, sts.Status.UpdateRevision, pod.Labels[appsv1.ControllerRevisionHashLabelKey],
 			"standby %s runs the pod revision with the new credential", standby)
 	}
-	assert.True(t, hasEvent(ctx, rc.ns, name, opsmanager.ConditionRestartNodes, "the request stopped; restarted standbys"),
+	assert.True(t, hasEvent(ctx, rc.ns, name, opsmanager.ConditionRestartNodes, "the request stopped; standbys"),
 		"cleanup restarted the standbys")
 	requireSecretGone(t, ctx, rc.ns, req.Status.RotateAuth.StagedSecret)
 }

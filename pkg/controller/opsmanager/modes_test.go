@@ -157,3 +157,17 @@ func TestNoneDeletedMidwayRepointsTheRest(t *testing.T) {
 	assert.Empty(t, w.evictions())
 	w.requireCredentialWorks()
 }
+
+// A rotation pgops created for a change of spec.authSecret.name that the user changed
+// again since is refused before anything is touched.
+func TestRotationForAnAuthSecretChangedAgainIsRefused(t *testing.T) {
+	w := newWorld(t, 1)
+	w.userSecret("from-git", map[string]string{"username": superuser, "password": "From-Git-Password-1"})
+	w.newRequest("rotate", userProvided("from-git"), func(r *opsv1alpha1.PostgresOpsRequest) {
+		r.Labels = map[string]string{opsv1alpha1.LabelTrigger: opsv1alpha1.TriggerAuthSecretChanged}
+	})
+	req := w.runUntilDone("rotate", 20)
+	require.Equal(t, opsv1alpha1.OpsRequestPhaseFailed, req.Status.Phase, describe(req))
+	assert.Contains(t, condition(req, ConditionFailed).Message, "names pg-auth now, not from-git")
+	assert.Equal(t, oldPassword, w.db.password(superuser))
+}

@@ -47,6 +47,12 @@ func (c *Controller) planRotation(ctx context.Context, req *opsv1alpha1.Postgres
 		return nil, err
 	}
 	if ref := userSecretRef(req); ref != nil {
+		if req.Labels[opsv1alpha1.LabelTrigger] == opsv1alpha1.TriggerAuthSecretChanged && pg.Spec.AuthSecret.Name != ref.Name {
+			// pgops created this request for a change of spec.authSecret.name that has been
+			// changed again (or back) since: rotating would undo the user's latest word.
+			return nil, fatal(ReasonInvalidRequest, "spec.authSecret.name of Postgres %s names %s now, not %s: this rotation is no longer wanted",
+				pg.Name, pg.Spec.AuthSecret.Name, ref.Name)
+		}
 		if _, err := c.checkUserSecret(ctx, req, pg, ref, plan.CurrentSecret, current); err != nil {
 			return nil, err
 		}

@@ -176,8 +176,11 @@ chmod 0700 "$PGDATA"
 # postgres does not need the password: keep it out of the server processes' environment.
 unset POSTGRES_PASSWORD
 log "starting postgres as $([ "$ordinal" = 0 ] && echo primary || echo standby) on ${POD_IP}:${PGPORT}"
+# wal_retrieve_retry_interval: a standby whose primary restarted (a rotation, a node drain)
+# tries to stream again after 1 s, not after PostgreSQL's default 5 s.
 exec postgres -D "$PGDATA" \
 	-c listen_addresses="$POD_IP" \
 	-c port="$PGPORT" \
 	-c unix_socket_directories= \
-	-c hot_standby="$hot_standby"
+	-c hot_standby="$hot_standby" \
+	-c wal_retrieve_retry_interval=1s

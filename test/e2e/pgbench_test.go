@@ -67,7 +67,9 @@ func startPgbench(t testing.TB, ctx context.Context, target credential.Target, u
 
 var progressLine = regexp.MustCompile(`(?m)^progress: ([0-9.]+) s, ([0-9.]+) tps, .*?(?:, ([0-9]+) failed)?$`)
 
-var abortedClient = regexp.MustCompile(`(?m)client [0-9]+ aborted`)
+// abortedClient matches pgbench's "client 2 aborted in command 4" and PostgreSQL 15's
+// "client 2 script 0 aborted in command 4 query 0".
+var abortedClient = regexp.MustCompile(`client [0-9]+ (?:script [0-9]+ )?aborted`)
 
 // progress is pgbench's progress lines so far: per second, transactions and failures, and
 // its clients aborted (a session the server ended).

@@ -12,7 +12,6 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	clienttesting "k8s.io/client-go/testing"
 
 	kubedbv1 "github.com/pgops/pgops/pkg/apis/kubedb/v1"
 	opsv1alpha1 "github.com/pgops/pgops/pkg/apis/ops/v1alpha1"
@@ -123,14 +122,7 @@ func TestPodsRestartStandbysFirst(t *testing.T) {
 	w := newWorld(t, 3)
 	w.newRequest("rotate")
 	w.runUntilDone("rotate", 50)
-	var evicted []string
-	for _, action := range w.kube.Actions() {
-		if action.GetVerb() == "create" && action.GetSubresource() == "eviction" {
-			obj := action.(clienttesting.CreateAction).GetObject()
-			evicted = append(evicted, obj.(metav1.Object).GetName())
-		}
-	}
-	assert.Equal(t, []string{"pg-2", "pg-1", "pg-0"}, evicted)
+	assert.Equal(t, []string{"pg-2", "pg-1", "pg-0"}, w.evictions())
 }
 
 func TestUserProvidedRotation(t *testing.T) {

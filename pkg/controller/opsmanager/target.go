@@ -24,14 +24,7 @@ func (c *Controller) primaryTarget(req *opsv1alpha1.PostgresOpsRequest) (credent
 	if err := checkOwnedByPlan(svc, req); err != nil {
 		return credential.Target{}, fmt.Errorf("primary Service: %w", err)
 	}
-	host, port, err := dbaddr.PrimaryTarget(c.cfg.HostMode, svc)
-	if err != nil {
-		return credential.Target{}, err
-	}
-	return credential.Target{
-		Host: host, Port: port, SSLMode: c.cfg.SSLMode,
-		ConnectTimeout: c.cfg.ConnectTimeout, ApplicationName: ControllerName,
-	}, nil
+	return c.target(dbaddr.PrimaryTarget(c.cfg.HostMode, svc))
 }
 
 // podTarget says how to reach the PostgreSQL of the planned database's pod name, from the
@@ -47,7 +40,11 @@ func (c *Controller) podTarget(req *opsv1alpha1.PostgresOpsRequest, sts *appsv1.
 	if pod.DeletionTimestamp != nil || !podReady(pod) {
 		return credential.Target{}, fmt.Errorf("pod %s is not ready", name)
 	}
-	host, port, err := dbaddr.PodTarget(c.cfg.HostMode, pod)
+	return c.target(dbaddr.PodTarget(c.cfg.HostMode, pod))
+}
+
+// target is how the ops-manager connects to host:port.
+func (c *Controller) target(host string, port int, err error) (credential.Target, error) {
 	if err != nil {
 		return credential.Target{}, err
 	}

@@ -28,7 +28,9 @@ import (
 //     database keeps running on the Secret it has (status.authSecret.name) until the
 //     rotation to the new one ends.
 //
-// The condition CredentialRotation on the Postgres says what is going on.
+// The condition CredentialRotation on the Postgres says what is going on: True while
+// rotations go as they should, False when the user must act (with a Warning event),
+// Unknown while something transient is retried.
 const (
 	ConditionCredentialRotation = "CredentialRotation"
 
@@ -114,7 +116,7 @@ func (c *Controller) authSecretChange(ctx context.Context, pg *kubedbv1.Postgres
 		accepted, err := c.primaryAccepts(ctx, pg, next)
 		if err != nil && runErr == nil {
 			// Cannot tell yet (the primary is down or starting): keep what works.
-			running.note = &rotationNote{status: metav1.ConditionFalse, reason: ReasonAuthSecretChanged, recheck: c.statusPeriod,
+			running.note = &rotationNote{status: metav1.ConditionUnknown, reason: ReasonAuthSecretChanged, recheck: c.statusPeriod,
 				message: fmt.Sprintf("spec.authSecret.name names Secret %s; the database keeps running on Secret %s until the primary can be asked whether it accepts it: %v", wanted, active, err)}
 			return running, nil
 		}
@@ -176,7 +178,7 @@ func (c *Controller) requestRotationTo(ctx context.Context, pg *kubedbv1.Postgre
 	req := c.autoRequest(pg, name, opsv1alpha1.TriggerAuthSecretChanged)
 	req.Spec.Authentication = &opsv1alpha1.AuthSpec{SecretRef: &opsv1alpha1.SecretReference{Kind: "Secret", Name: wanted}}
 	if err := c.createRequest(ctx, pg, req, fmt.Sprintf("spec.authSecret.name changed to Secret %s: rotating to it", wanted)); err != nil {
-		return &rotationNote{status: metav1.ConditionFalse, reason: ReasonAuthSecretChanged, recheck: c.statusPeriod,
+		return &rotationNote{status: metav1.ConditionUnknown, reason: ReasonAuthSecretChanged, recheck: c.statusPeriod,
 			message: fmt.Sprintf("creating the rotation to Secret %s: %v", wanted, err)}
 	}
 	return &rotationNote{status: metav1.ConditionTrue, reason: ReasonRotationRequested,
@@ -193,7 +195,7 @@ func (c *Controller) scheduleRotation(ctx context.Context, pg *kubedbv1.Postgres
 	every := pg.Spec.AuthSecret.RotateAfter.Duration
 	sec, err := c.getSecret(ctx, pg.Namespace, cred.secretName)
 	if err != nil {
-		return &rotationNote{status: metav1.ConditionFalse, reason: ReasonRotationScheduled, recheck: c.statusPeriod,
+		return &rotationNote{status: metav1.ConditionUnknown, reason: ReasonRotationScheduled, recheck: c.statusPeriod,
 			message: fmt.Sprintf("reading Secret %s to schedule its rotation: %v", cred.secretName, err)}
 	}
 	if pg.Spec.AuthSecret.ExternallyManaged || !isGeneratedSecret(sec, pg) {
@@ -234,7 +236,7 @@ func (c *Controller) scheduleRotation(ctx context.Context, pg *kubedbv1.Postgres
 	req := c.autoRequest(pg, name, opsv1alpha1.TriggerScheduled)
 	req.Labels[opsv1alpha1.LabelRotationDue] = dueLabel
 	if err := c.createRequest(ctx, pg, req, fmt.Sprintf("the credential in Secret %s is older than rotateAfter (%s): rotating it", sec.Name, every)); err != nil {
-		return &rotationNote{status: metav1.ConditionFalse, reason: ReasonRotationScheduled, recheck: c.statusPeriod,
+		return &rotationNote{status: metav1.ConditionUnknown, reason: ReasonRotationScheduled, recheck: c.statusPeriod,
 			message: fmt.Sprintf("creating the scheduled rotation: %v", err)}
 	}
 	return &rotationNote{status: metav1.ConditionTrue, reason: ReasonRotationRequested,

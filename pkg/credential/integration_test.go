@@ -766,13 +766,17 @@ func TestRepointStandbyWithoutRestart(t *testing.T) {
 		s.Exec(t, "SELECT pg_reload_conf()")
 	}
 	waitForStandby(t, ctx, superTarget(primary), "db-1")
+	state, err := credential.CheckStandby(ctx, superTarget(standby), user, primary.SuperPassword)
+	require.NoError(t, err)
+	assert.Equal(t, credential.StandbyState{ApplicationName: "db-1", PassfileCurrent: true, ReconnectedSince: true, Streaming: true}, state,
+		"a passfile written before the connection (as the entrypoint does at start) needs no reconnect")
 
 	const newPassword = `N3w pa'ss\word:x`
 	require.NoError(t, credential.SetPassword(ctx, superTarget(primary), user, newPassword))
 	primary.SuperPassword, standby.SuperPassword = newPassword, newPassword // for pgtest's own queries
 	standby.WaitForReplay(t, primary.CurrentLSN(t), time.Minute)
 
-	state, err := credential.CheckStandby(ctx, superTarget(standby), user, newPassword)
+	state, err = credential.CheckStandby(ctx, superTarget(standby), user, newPassword)
 	require.NoError(t, err)
 	assert.Equal(t, credential.StandbyState{ApplicationName: "db-1", Streaming: true}, state,
 		"the WAL receiver's connection from before the change still streams")

@@ -199,11 +199,12 @@ func StoredSecret(ctx context.Context, target Target, role string) (string, erro
 // log_transaction_sample_rate, decided at BEGIN, is set on conn at once.
 func quietSettings(ctx context.Context, conn *sql.Conn, set string) (string, error) {
 	var version int
-	var hasPGSS bool
+	var hasPGSS, hasAutoExplain bool
 	if err := conn.QueryRowContext(ctx,
 		`SELECT current_setting('server_version_num')::int,
-		        current_setting('pg_stat_statements.track_utility', true) IS NOT NULL`,
-	).Scan(&version, &hasPGSS); err != nil {
+		        current_setting('pg_stat_statements.track_utility', true) IS NOT NULL,
+		        current_setting('auto_explain.log_min_duration', true) IS NOT NULL`,
+	).Scan(&version, &hasPGSS, &hasAutoExplain); err != nil {
 		return "", err
 	}
 	if version >= 120000 {
@@ -225,6 +226,10 @@ func quietSettings(ctx context.Context, conn *sql.Conn, set string) (string, err
 	}
 	if hasPGSS {
 		settings = append(settings, `pg_stat_statements.track_utility = off`)
+	}
+	if hasAutoExplain {
+		// auto_explain logs the plans of statements that run the executor, such as COPY (query).
+		settings = append(settings, `auto_explain.log_min_duration = -1`)
 	}
 	for i := range settings {
 		settings[i] = set + " " + settings[i]

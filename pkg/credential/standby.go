@@ -23,7 +23,8 @@ type StandbyState struct {
 	// credential asked about.
 	PassfileCurrent bool
 	// ReconnectedSince tells whether the WAL receiver connected after WriteStandbyPassfile
-	// last wrote that file, so its connection authenticated with it.
+	// last wrote that file, so its connection authenticated with it; a passfile the pod's
+	// entrypoint wrote at its start counts as read by every connection.
 	ReconnectedSince bool
 	// Streaming tells whether the WAL receiver streams (pg_stat_wal_receiver).
 	Streaming bool
@@ -35,7 +36,8 @@ type StandbyState struct {
 // wrote anything: a passfile already holding them is left alone.
 //
 // The file is written by the server, as the user it runs as, with COPY … TO PROGRAM (a
-// hot standby allows it): the credential reaches the program on its standard input, never
+// hot standby allows it): the credential reaches the server as a bind parameter (never in a
+// statement's text, so not in pg_stat_activity) and the program on its standard input, never
 // in its arguments, and the program writes a side file with umask 077 (libpq ignores a
 // passfile others can read) and renames it into place, so a reconnecting WAL receiver never
 // reads half a file. A comment line records when it was written by the standby's clock,
@@ -76,10 +78,19 @@ func WriteStandbyPassfile(ctx context.Context, target Target, user, password str
 	// CSV with a delimiter and a quote character no credential contains (ValidatePodPassword
 	// refuses control characters) writes each row verbatim, where text format would double
 	// backslashes.
-	copyTo := "COPY (VALUES (" + pq.QuoteLiteral(passfileStamp) + " || pg_catalog.clock_timestamp()::text), (" +
-		pq.QuoteLiteral(line) + ")) TO PROGRAM " + pq.QuoteLiteral(program) +
+	// COPY takes no bind parameters, and a literal would show the password in
+	// pg_stat_activity.query: the line travels as a parameter into a setting of this session
+	// only, which the COPY reads.
+	if _, err := conn.ExecContext(ctx, `SELECT pg_catalog.set_config('pgops.passfile_line', $1, false)`, line); err != nil {
+		return false, fail(err)
+	}
+	copyTo := "COPY (VALUES (" + pq.QuoteLiteral(passfileStamp) + " || pg_catalog.clock_timestamp()::text), " +
+		"(pg_catalog.current_setting('pgops.passfile_line'))) TO PROGRAM " + pq.QuoteLiteral(program) +
 		` WITH (FORMAT csv, DELIMITER E'\x02', QUOTE E'\x01')`
 	if _, err := conn.ExecContext(ctx, copyTo); err != nil {
+		return false, fail(err)
+	}
+	if _, err := conn.ExecContext(ctx, `RESET pgops.passfile_line`); err != nil {
 		return false, fail(err)
 	}
 	return true, nil
@@ -118,7 +129,10 @@ func CheckStandby(ctx context.Context, target Target, user, password string) (St
 		return StandbyState{}, fail(err)
 	}
 	state.Streaming = status.String == "streaming"
-	state.ReconnectedSince = held && writtenAt != "" && since.Valid && since.Bool
+	// A passfile without the stamp was written by the pod's entrypoint before the server
+	// started (a standby restarted since the credential was published): every connection
+	// of this server used it.
+	state.ReconnectedSince = held && (writtenAt == "" || (since.Valid && since.Bool))
 	return state, nil
 }
 

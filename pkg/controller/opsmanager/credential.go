@@ -328,13 +328,23 @@ func (c *Controller) pointSpecAt(ctx context.Context, req *opsv1alpha1.PostgresO
 		if latest.UID != req.Status.RotateAuth.DatabaseUID {
 			return nil // another database of that name: not this request's to change
 		}
-		if latest.Spec.AuthSecret != nil && latest.Spec.AuthSecret.Name == target && latest.Spec.AuthSecret.ExternallyManaged {
+		ref := latest.Spec.AuthSecret
+		if ref == nil {
+			ref = &kubedbv1.SecretReference{}
+		}
+		if ref.Name == target && ref.ExternallyManaged {
 			return nil
 		}
-		activeFrom := metav1.NewTime(now)
-		latest.Spec.AuthSecret = &kubedbv1.SecretReference{
-			Name: target, Kind: "Secret", ExternallyManaged: true, ActiveFrom: &activeFrom,
+		if ref.Name != target && ref.Name != req.Status.RotateAuth.CurrentSecret && ref.Name != "" {
+			// The user named yet another Secret since the request started: theirs is the
+			// latest word (the provisioner rotates to it next); status.authSecret.name still
+			// says which Secret PostgreSQL accepts.
+			return nil
 		}
+		// Only the reference changes: rotateAfter, rotationRestart and the rest stay.
+		activeFrom := metav1.NewTime(now)
+		ref.Name, ref.Kind, ref.ExternallyManaged, ref.ActiveFrom = target, "Secret", true, &activeFrom
+		latest.Spec.AuthSecret = ref
 		_, err = postgreses.Update(ctx, latest, metav1.UpdateOptions{FieldManager: FieldManager})
 		return err
 	})

@@ -1,7 +1,9 @@
 package opsmanager
 
 import (
+	"context"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -170,4 +172,25 @@ func TestRotationForAnAuthSecretChangedAgainIsRefused(t *testing.T) {
 	require.Equal(t, opsv1alpha1.OpsRequestPhaseFailed, req.Status.Phase, describe(req))
 	assert.Contains(t, condition(req, ConditionFailed).Message, "names pg-auth now, not from-git")
 	assert.Equal(t, oldPassword, w.db.password(superuser))
+}
+
+// Publishing to the user's Secret changes only the reference in spec.authSecret: the
+// schedule and the restart mode of later rotations stay.
+func TestUserRotationKeepsTheRestOfSpecAuthSecret(t *testing.T) {
+	w := newWorld(t, 1)
+	pg := w.postgres()
+	pg.Spec.AuthSecret.RotateAfter = &metav1.Duration{Duration: time.Hour}
+	pg.Spec.AuthSecret.RotationRestart = string(opsv1alpha1.RestartNone)
+	_, err := w.pgops.KubedbV1().Postgreses(ns).Update(context.Background(), pg, metav1.UpdateOptions{})
+	require.NoError(t, err)
+	w.userSecret("mine", map[string]string{"username": superuser, "password": "Users-Own-Password-1"})
+	w.newRequest("rotate", userProvided("mine"))
+	req := w.runUntilDone("rotate", 30)
+	require.Equal(t, opsv1alpha1.OpsRequestPhaseSuccessful, req.Status.Phase, describe(req))
+	ref := w.postgres().Spec.AuthSecret
+	assert.Equal(t, "mine", ref.Name)
+	assert.True(t, ref.ExternallyManaged)
+	assert.Equal(t, time.Hour, ref.RotateAfter.Duration)
+	assert.Equal(t, string(opsv1alpha1.RestartNone), ref.RotationRestart)
+	assert.Equal(t, "mine", w.postgres().Status.AuthSecret.Name)
 }

@@ -109,41 +109,46 @@ func openRequest(requests []*opsv1alpha1.PostgresOpsRequest) *opsv1alpha1.Postgr
 //     while the new Secret cannot be used (the note says why).
 func (c *Controller) authSecretChange(ctx context.Context, pg *kubedbv1.Postgres) (*authCredential, error) {
 	active, wanted := pg.ActiveAuthSecretName(), pg.Spec.AuthSecret.Name
-	running, runErr := c.credentialNamed(ctx, pg, active)
-	next, nextErr := c.credentialNamed(ctx, pg, wanted)
-
-	if nextErr == nil {
-		accepted, err := c.primaryAccepts(ctx, pg, next)
-		if err != nil && runErr == nil {
-			// Cannot tell yet (the primary is down or starting): keep what works.
-			running.note = &rotationNote{status: metav1.ConditionUnknown, reason: ReasonAuthSecretChanged, recheck: c.statusPeriod,
-				message: fmt.Sprintf("spec.authSecret.name names Secret %s; the database keeps running on Secret %s until the primary can be asked whether it accepts it: %v", wanted, active, err)}
-			return running, nil
-		}
-		if accepted {
-			next.adoptedFrom = active
-			c.recorder.Eventf(pg, corev1.EventTypeNormal, ReasonAuthSecretAdopted, "PostgreSQL accepts the credential in Secret %s: the pods use it from now on", wanted)
-			return next, nil
-		}
-	}
-	if runErr != nil {
-		// Nothing to run on: the Secret the database ran on is gone or unusable.
-		return nil, runErr
-	}
+	running, err := c.credentialNamed(ctx, pg, active)
 	var ue *userError
-	if errors.As(nextErr, &ue) {
+	if errors.As(err, &ue) {
+		// Without the credential PostgreSQL accepts, nothing can be rotated, and the new
+		// Secret is never adopted on a login alone (it may be another role's).
+		return nil, &userError{reason: ue.reason, msg: fmt.Sprintf(
+			"Secret %s holds the credential PostgreSQL accepts and cannot be read (%s): restore it; "+
+				"spec.authSecret.name names Secret %s, which pgops rotates to once it can", active, ue.msg, wanted)}
+	}
+	if err != nil {
+		return nil, err
+	}
+	next, err := c.credentialNamed(ctx, pg, wanted)
+	if errors.As(err, &ue) {
 		running.note = &rotationNote{status: metav1.ConditionFalse, reason: ReasonAuthSecretChangeRefused,
 			message: fmt.Sprintf("spec.authSecret.name names Secret %s, which cannot be used: %s; the database keeps running on Secret %s", wanted, ue.msg, active)}
 		return running, nil
 	}
-	if nextErr != nil {
-		return nil, nextErr
+	if err != nil {
+		return nil, err
 	}
 	if next.user != running.user {
 		running.note = &rotationNote{status: metav1.ConditionFalse, reason: ReasonAuthSecretChangeRefused,
 			message: fmt.Sprintf("spec.authSecret.name names Secret %s with username %q, but the database's is %q and cannot be changed; the database keeps running on Secret %s",
 				wanted, next.user, running.user, active)}
 		return running, nil
+	}
+	accepted := next.password == running.password
+	if !accepted {
+		if accepted, err = c.primaryAccepts(ctx, pg, next); err != nil {
+			// Cannot tell yet (the primary is down or starting): keep what works.
+			running.note = &rotationNote{status: metav1.ConditionUnknown, reason: ReasonAuthSecretChanged, recheck: c.statusPeriod,
+				message: fmt.Sprintf("spec.authSecret.name names Secret %s; the database keeps running on Secret %s until the primary can be asked whether it accepts it: %v", wanted, active, err)}
+			return running, nil
+		}
+	}
+	if accepted {
+		next.adoptedFrom = active
+		c.recorder.Eventf(pg, corev1.EventTypeNormal, ReasonAuthSecretAdopted, "PostgreSQL accepts the credential in Secret %s: the pods use it from now on", wanted)
+		return next, nil
 	}
 	running.note = c.requestRotationTo(ctx, pg, active, wanted)
 	return running, nil
@@ -215,26 +220,31 @@ func (c *Controller) scheduleRotation(ctx context.Context, pg *kubedbv1.Postgres
 			message: fmt.Sprintf("the credential in Secret %s is rotated every %s; the next rotation is due at %s", sec.Name, every, formatTime(due))}
 	}
 
+	// Attempts for this due time are numbered from the highest that still exists, so pruning
+	// an old one never makes a new attempt collide with a kept one.
 	dueLabel := strconv.FormatInt(due.Unix(), 10)
-	var failed []*opsv1alpha1.PostgresOpsRequest
+	var last *opsv1alpha1.PostgresOpsRequest
+	attempts := 0
 	for _, r := range requests {
-		if r.Labels[opsv1alpha1.LabelTrigger] == opsv1alpha1.TriggerScheduled && r.Labels[opsv1alpha1.LabelRotationDue] == dueLabel &&
-			r.Status.Phase != opsv1alpha1.OpsRequestPhaseSuccessful {
-			failed = append(failed, r)
+		if r.Labels[opsv1alpha1.LabelTrigger] != opsv1alpha1.TriggerScheduled || r.Labels[opsv1alpha1.LabelRotationDue] != dueLabel {
+			continue
+		}
+		if n, err := strconv.Atoi(r.Labels[opsv1alpha1.LabelRotationAttempt]); err == nil && n > attempts {
+			attempts, last = n, r
 		}
 	}
-	if n := len(failed); n > 0 {
-		last := failed[n-1]
-		retryAt := endedAt(last).Add(rotationBackoff(n))
+	if last != nil {
+		retryAt := endedAt(last).Add(rotationBackoff(attempts))
 		if now.Before(retryAt) {
 			return &rotationNote{status: metav1.ConditionFalse, reason: ReasonRotationFailed, recheck: retryAt.Sub(now),
 				message: fmt.Sprintf("the scheduled rotation %s ended %s: %s; trying again at %s (attempt %d)",
-					last.Name, last.Status.Phase, endMessage(last), formatTime(retryAt), n+1)}
+					last.Name, last.Status.Phase, endMessage(last), formatTime(retryAt), attempts+1)}
 		}
 	}
-	name := fmt.Sprintf("%s-rotate-auth-%s-%d", pg.Name, due.UTC().Format("20060102t150405z"), len(failed)+1)
+	name := fmt.Sprintf("%s-rotate-auth-%s-%d", pg.Name, due.UTC().Format("20060102t150405z"), attempts+1)
 	req := c.autoRequest(pg, name, opsv1alpha1.TriggerScheduled)
 	req.Labels[opsv1alpha1.LabelRotationDue] = dueLabel
+	req.Labels[opsv1alpha1.LabelRotationAttempt] = strconv.Itoa(attempts + 1)
 	if err := c.createRequest(ctx, pg, req, fmt.Sprintf("the credential in Secret %s is older than rotateAfter (%s): rotating it", sec.Name, every)); err != nil {
 		return &rotationNote{status: metav1.ConditionUnknown, reason: ReasonRotationScheduled, recheck: c.statusPeriod,
 			message: fmt.Sprintf("creating the scheduled rotation: %v", err)}

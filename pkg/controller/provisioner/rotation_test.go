@@ -296,3 +296,50 @@ func TestInvalidAuthSecretChangeKeepsTheDatabaseRunning(t *testing.T) {
 		})
 	}
 }
+
+// Another role's Secret is never adopted, even when PostgreSQL accepts its login.
+func TestAuthSecretChangeToAnotherRoleIsNeverAdopted(t *testing.T) {
+	f := gitopsFixture(t, "app", "App-Password-123")
+	f.mustSync("x")
+	f.refresh()
+	assert.Empty(t, f.requests())
+	assert.Equal(t, "x-auth", f.postgres("x").Status.AuthSecret.Name)
+	assert.Equal(t, "x-auth", f.podSecret())
+	assert.Equal(t, ReasonAuthSecretChangeRefused, condition(f.postgres("x"), ConditionCredentialRotation).Reason)
+}
+
+// The Secret PostgreSQL accepts deleted together with the rename (one Git commit): nothing
+// is adopted on a login alone, and the Postgres says which Secret to restore.
+func TestAuthSecretChangeWithTheRunningSecretGone(t *testing.T) {
+	f := gitopsFixture(t, "postgres", "From-Git-Password-1")
+	require.NoError(t, f.kube.CoreV1().Secrets(testNS).Delete(f.ctx, "x-auth", metav1.DeleteOptions{}))
+	f.refresh()
+	f.mustSync("x")
+	f.refresh()
+	assert.Empty(t, f.requests())
+	assert.Equal(t, "x-auth", f.postgres("x").Status.AuthSecret.Name)
+	cond := condition(f.postgres("x"), kubedbv1.ConditionProvisioningStarted)
+	require.NotNil(t, cond)
+	assert.Contains(t, cond.Message, "Secret x-auth holds the credential PostgreSQL accepts and cannot be read")
+	assert.Contains(t, cond.Message, "restore it")
+}
+
+// Pruning the oldest failed attempts never makes a new attempt collide with a kept one.
+func TestScheduledAttemptsOutlivePruning(t *testing.T) {
+	f := provisioned(t, newPG("x", rotateEvery(time.Hour, "")))
+	at := fixtureNow.Add(time.Hour)
+	for attempt := 1; attempt <= 7; attempt++ {
+		f.setClock(at)
+		f.mustSync("x")
+		f.refresh()
+		name := fmt.Sprintf("x-rotate-auth-20250102t040405z-%d", attempt)
+		_, err := f.pgops.OpsV1alpha1().PostgresOpsRequests(testNS).Get(f.ctx, name, metav1.GetOptions{})
+		require.NoError(t, err, "attempt %d is created", attempt)
+		f.endRequest(name, opsv1alpha1.OpsRequestPhaseFailed, at)
+		at = at.Add(2 * time.Hour) // past the longest backoff
+	}
+	f.setClock(at)
+	f.mustSync("x")
+	f.refresh()
+	assert.Len(t, f.requests(), autoRequestHistory+1, "five ended ones kept, and the eighth attempt")
+}

@@ -12,6 +12,8 @@ const (
 	TriggerAuthSecretChanged = "auth-secret-changed"
 	// LabelRotationDue on a scheduled request is when the rotation fell due, in Unix seconds.
 	LabelRotationDue = "ops.kubedb.com/rotation-due"
+	// LabelRotationAttempt on a scheduled request counts the attempts for its due time, from 1.
+	LabelRotationAttempt = "ops.kubedb.com/rotation-attempt"
 )
 
 // Ended tells whether phase is final.

@@ -8,19 +8,8 @@ import "context"
 // a rotation is only done once they stream again. target.User must be a superuser or hold
 // pg_monitor to see the rows.
 func StreamingStandbys(ctx context.Context, target Target) (int, error) {
-	const op = "count streaming standbys"
-	db, conn, err := target.open(ctx, op)
-	if err != nil {
-		return 0, err
-	}
-	defer closeQuietly(db, conn)
-	var n int
-	err = conn.QueryRowContext(ctx,
-		`SELECT count(*) FROM pg_catalog.pg_stat_replication WHERE state = 'streaming'`).Scan(&n)
-	if err != nil {
-		return 0, wrapErr(ctx, op, err, false, target.Password)
-	}
-	return n, nil
+	names, err := StreamingStandbyNames(ctx, target)
+	return len(names), err
 }
 
 // StreamingStandbyNames logs in to the primary behind target and returns the

@@ -301,11 +301,7 @@ func waitRequest(t testing.TB, ctx context.Context, ns, name string, cond func(*
 func waitRequestEnded(t testing.TB, ctx context.Context, ns, name string) *opsv1alpha1.PostgresOpsRequest {
 	t.Helper()
 	return waitRequest(t, ctx, ns, name, func(r *opsv1alpha1.PostgresOpsRequest) bool {
-		switch r.Status.Phase {
-		case opsv1alpha1.OpsRequestPhaseSuccessful, opsv1alpha1.OpsRequestPhaseFailed, opsv1alpha1.OpsRequestPhaseSkipped:
-			return len(r.Finalizers) == 0
-		}
-		return false
+		return r.Status.Phase.Ended() && len(r.Finalizers) == 0
 	})
 }
 

@@ -6,6 +6,8 @@ import (
 
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	opsv1alpha1 "github.com/pgops/pgops/pkg/apis/ops/v1alpha1"
 )
 
 // Condition types on a PostgresOpsRequest. The step names are KubeDB's; where KubeDB says
@@ -23,9 +25,9 @@ const (
 	// (restart mode None; a pgops extension).
 	ConditionRepointStandby = "RepointStandby"
 	ConditionResumeDatabase = "ResumeDatabase"
-	ConditionSuccessful     = "Successful"
-	ConditionFailed         = "Failed"
-	ConditionSkipped        = "Skipped"
+	ConditionSuccessful     = opsv1alpha1.ConditionSuccessful
+	ConditionFailed         = opsv1alpha1.ConditionFailed
+	ConditionSkipped        = opsv1alpha1.ConditionSkipped
 )
 
 // Reasons a step's condition carries while it runs.

@@ -245,7 +245,7 @@ func (c *Controller) enqueueActiveRequestsFor(namespace, database string) {
 	for _, req := range c.requestsFor(namespace, database) {
 		// An ended request still holding the finalizer may be finishing restarts in
 		// cleanup; one without it costs nothing per event.
-		if !isTerminal(req.Status.Phase) || req.DeletionTimestamp != nil || hasFinalizer(req) {
+		if !req.Status.Phase.Ended() || req.DeletionTimestamp != nil || hasFinalizer(req) {
 			c.enqueue(req)
 		}
 	}

@@ -166,7 +166,7 @@ func (c *Controller) requestActive(ctx context.Context, namespace string, ref ku
 	if err != nil {
 		return false, fmt.Errorf("reading PostgresOpsRequest %s: %w", ref.Name, err)
 	}
-	return holder.UID == ref.UID && !isTerminal(holder.Status.Phase), nil
+	return holder.UID == ref.UID && !holder.Status.Phase.Ended(), nil
 }
 
 // liveDatabase reads the request's Postgres from the API server and checks that it is the

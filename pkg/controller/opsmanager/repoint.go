@@ -8,8 +8,6 @@ import (
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-
-	opsv1alpha1 "github.com/pgops/pgops/pkg/apis/ops/v1alpha1"
 )
 
 // repointPollInterval is how often a re-point looks again at a standby that reconnects:
@@ -29,6 +27,10 @@ const repointPollInterval = 50 * time.Millisecond
 // credential, so the pod's next start writes the same passfile (planPods restarts the
 // standbys whose pods name another Secret).
 func (c *Controller) repointStandby(ctx context.Context, r *rotation, sts *appsv1.StatefulSet, auth basicAuth, name string) (outcome, bool, error) {
+	condition := perPodCondition(ConditionRepointStandby, name)
+	if isTrue(r.req.Status.Conditions, condition) {
+		return outcome{}, true, nil // verified in an earlier sync; RestartNodes checks replication at the end
+	}
 	standby, err := c.podTarget(r.req, sts, name)
 	if err != nil {
 		return waiting("waiting for standby %s: %v", name, err), false, nil
@@ -38,7 +40,6 @@ func (c *Controller) repointStandby(ctx context.Context, r *rotation, sts *appsv
 	if err != nil {
 		return outcome{}, false, fmt.Errorf("checking standby %s: %w", name, err)
 	}
-	condition := perPodCondition(ConditionRepointStandby, name)
 	switch {
 	case !state.PassfileCurrent:
 		if _, err := c.db.WriteStandbyPassfile(ctx, standby, auth.username, auth.password); err != nil {
@@ -74,14 +75,4 @@ func again(format string, args ...any) outcome {
 	out := waiting(format, args...)
 	out.recheckAfter = repointPollInterval
 	return out
-}
-
-// repointed tells whether the plan re-points standby name instead of restarting it.
-func repointed(plan *opsv1alpha1.RotateAuthPlan, name string) bool {
-	for _, p := range plan.RepointPods {
-		if p == name {
-			return true
-		}
-	}
-	return false
 }

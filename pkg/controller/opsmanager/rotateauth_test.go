@@ -338,7 +338,7 @@ func TestResumesFromStatusAtEveryStepBoundary(t *testing.T) {
 				require.NoError(t, err)
 			}
 		}
-		if isTerminal(req.Status.Phase) && !hasFinalizer(req) {
+		if req.Status.Phase.Ended() && !hasFinalizer(req) {
 			break
 		}
 	}

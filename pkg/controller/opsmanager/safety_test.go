@@ -419,7 +419,7 @@ func TestFailedInRestartNodesResumesAndNamesTheStandbysLeft(t *testing.T) {
 	for i := 0; i < 30; i++ {
 		w.clock.Step(20 * time.Second)
 		if _, err := w.pgops.OpsV1alpha1().PostgresOpsRequests(ns).Get(context.Background(), "rotate", metav1.GetOptions{}); err == nil {
-			if r := w.request("rotate"); isTerminal(r.Status.Phase) && !hasFinalizer(r) {
+			if r := w.request("rotate"); r.Status.Phase.Ended() && !hasFinalizer(r) {
 				break
 			}
 		}
@@ -487,7 +487,7 @@ func TestResumeWhoseStatusWriteWasLostCompletes(t *testing.T) {
 	})
 	w.newRequest("rotate")
 	req := w.syncUntil("rotate", 50, func(r *opsv1alpha1.PostgresOpsRequest) bool {
-		return isTerminal(r.Status.Phase) && !hasFinalizer(r)
+		return r.Status.Phase.Ended() && !hasFinalizer(r)
 	})
 	require.True(t, lost)
 	require.Equal(t, opsv1alpha1.OpsRequestPhaseSuccessful, req.Status.Phase, describe(req))

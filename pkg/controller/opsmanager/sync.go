@@ -87,14 +87,6 @@ func (c *Controller) patchFinalizers(ctx context.Context, req *opsv1alpha1.Postg
 		metav1.PatchOptions{FieldManager: FieldManager})
 }
 
-func isTerminal(phase opsv1alpha1.OpsRequestPhase) bool {
-	switch phase {
-	case opsv1alpha1.OpsRequestPhaseSuccessful, opsv1alpha1.OpsRequestPhaseFailed, opsv1alpha1.OpsRequestPhaseSkipped:
-		return true
-	}
-	return false
-}
-
 // writeStatus persists req's status through the status subresource.
 func (c *Controller) writeStatus(ctx context.Context, req *opsv1alpha1.PostgresOpsRequest) (*opsv1alpha1.PostgresOpsRequest, error) {
 	req.Status.ObservedGeneration = req.Generation

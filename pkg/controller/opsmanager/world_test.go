@@ -275,7 +275,7 @@ func (w *world) runUntilDone(name string, limit int) *opsv1alpha1.PostgresOpsReq
 		_, err := w.sync(name)
 		require.NoError(w.t, err)
 		req := w.request(name)
-		if isTerminal(req.Status.Phase) && !hasFinalizer(req) {
+		if req.Status.Phase.Ended() && !hasFinalizer(req) {
 			return req
 		}
 	}

@@ -13,7 +13,6 @@ import (
 	"k8s.io/klog/v2"
 
 	kubedbv1 "github.com/pgops/pgops/pkg/apis/kubedb/v1"
-	opsv1alpha1 "github.com/pgops/pgops/pkg/apis/ops/v1alpha1"
 )
 
 // ReasonPauseDropped is the event reason when a pause without a live request is removed.
@@ -39,11 +38,7 @@ func (c *Controller) pauseHeld(ctx context.Context, pg *kubedbv1.Postgres) (bool
 	if err != nil {
 		return false, fmt.Errorf("reading PostgresOpsRequest %s that pauses postgres %s: %w", holder.Name, pg.Name, err)
 	}
-	switch req.Status.Phase {
-	case opsv1alpha1.OpsRequestPhaseSuccessful, opsv1alpha1.OpsRequestPhaseFailed, opsv1alpha1.OpsRequestPhaseSkipped:
-		return false, nil
-	}
-	return req.UID == holder.UID, nil
+	return req.UID == holder.UID && !req.Status.Phase.Ended(), nil
 }
 
 // dropPause removes a pause whose request is gone or ended, and says so in an event.
@@ -115,10 +110,6 @@ func (c *Controller) syncPaused(ctx context.Context, pg *kubedbv1.Postgres) erro
 	}
 	if err := c.labelPodRoles(ctx, pg); err != nil {
 		return err
-	}
-	if cond := meta.FindStatusCondition(pg.Status.Conditions, ConditionCredentialRotation); cred != nil && cond != nil {
-		// Nothing is decided about rotations while paused: the condition stays as it is.
-		cred.note = &rotationNote{status: cond.Status, reason: cond.Reason, message: cond.Message}
 	}
 	if err := c.writeStatus(ctx, pg, cred, nil); err != nil {
 		return err

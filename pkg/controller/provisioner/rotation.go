@@ -49,7 +49,11 @@ const (
 	rotationRetryMax  = time.Hour
 )
 
-// rotationNote is the CredentialRotation condition a sync wants on the Postgres.
+// noRotation says that nothing about rotations concerns the database: the condition goes.
+var noRotation = &rotationNote{}
+
+// rotationNote is the CredentialRotation condition a sync wants on the Postgres: nil when
+// the sync decided nothing about rotations (a paused database), noRotation for none.
 type rotationNote struct {
 	status  metav1.ConditionStatus
 	reason  string
@@ -195,7 +199,7 @@ func (c *Controller) requestRotationTo(ctx context.Context, pg *kubedbv1.Postgre
 // spec.authSecret.rotateAfter, and says when the next one is due.
 func (c *Controller) scheduleRotation(ctx context.Context, pg *kubedbv1.Postgres, cred *authCredential) *rotationNote {
 	if pg.Spec.AuthSecret == nil || pg.Spec.AuthSecret.RotateAfter == nil || pg.Spec.AuthSecret.RotateAfter.Duration <= 0 {
-		return nil
+		return noRotation
 	}
 	every := pg.Spec.AuthSecret.RotateAfter.Duration
 	sec, err := c.getSecret(ctx, pg.Namespace, cred.secretName)
@@ -279,7 +283,7 @@ func rotationBackoff(failures int) time.Duration {
 // endedAt is when r ended: its Failed, Skipped or Successful condition's time, else its
 // creation.
 func endedAt(r *opsv1alpha1.PostgresOpsRequest) time.Time {
-	for _, typ := range []string{"Failed", "Skipped", "Successful"} {
+	for _, typ := range []string{opsv1alpha1.ConditionFailed, opsv1alpha1.ConditionSkipped, opsv1alpha1.ConditionSuccessful} {
 		if cond := meta.FindStatusCondition(r.Status.Conditions, typ); cond != nil {
 			return cond.LastTransitionTime.Time
 		}
@@ -289,7 +293,7 @@ func endedAt(r *opsv1alpha1.PostgresOpsRequest) time.Time {
 
 // endMessage is what r's final condition says.
 func endMessage(r *opsv1alpha1.PostgresOpsRequest) string {
-	for _, typ := range []string{"Failed", "Skipped"} {
+	for _, typ := range []string{opsv1alpha1.ConditionFailed, opsv1alpha1.ConditionSkipped} {
 		if cond := meta.FindStatusCondition(r.Status.Conditions, typ); cond != nil {
 			return cond.Reason + ": " + cond.Message
 		}
@@ -374,12 +378,9 @@ func (c *Controller) primaryAccepts(ctx context.Context, pg *kubedbv1.Postgres, 
 
 // credentialNamed reads and checks the credential in Secret name.
 func (c *Controller) credentialNamed(ctx context.Context, pg *kubedbv1.Postgres, name string) (*authCredential, error) {
-	sec, err := c.getSecret(ctx, pg.Namespace, name)
-	if apierrors.IsNotFound(err) {
-		return nil, &userError{reason: ReasonAuthSecretNotFound, msg: fmt.Sprintf("secret %s/%s not found", pg.Namespace, name)}
-	}
+	sec, err := c.loadSecret(ctx, pg, name)
 	if err != nil {
-		return nil, fmt.Errorf("reading secret %s/%s: %w", pg.Namespace, name, err)
+		return nil, err
 	}
 	return credentialFrom(sec)
 }
@@ -399,7 +400,10 @@ func applyCredentialStatus(st *kubedbv1.PostgresStatus, cred *authCredential, ge
 	case cred.adoptedFrom != "" && st.AuthSecret.Name == cred.adoptedFrom:
 		st.AuthSecret.Name = cred.secretName
 	}
-	if cred.note == nil {
+	switch cred.note {
+	case nil:
+		return
+	case noRotation:
 		meta.RemoveStatusCondition(&st.Conditions, ConditionCredentialRotation)
 		return
 	}

@@ -343,3 +343,14 @@ func TestScheduledAttemptsOutlivePruning(t *testing.T) {
 	f.refresh()
 	assert.Len(t, f.requests(), autoRequestHistory+1, "five ended ones kept, and the eighth attempt")
 }
+
+// While paused, nothing is decided about rotations: the condition stays as it was.
+func TestPauseKeepsTheRotationCondition(t *testing.T) {
+	f := provisioned(t, newPG("x", rotateEvery(time.Hour, "")))
+	require.Equal(t, ReasonRotationScheduled, condition(f.postgres("x"), ConditionCredentialRotation).Reason)
+	setPaused(t, f, metav1.ConditionTrue, false)
+	f.mustSync("x")
+	cond := condition(f.postgres("x"), ConditionCredentialRotation)
+	require.NotNil(t, cond)
+	assert.Equal(t, ReasonRotationScheduled, cond.Reason)
+}

@@ -90,7 +90,11 @@ func (c *Controller) readAuthCredential(ctx context.Context, pg *kubedbv1.Postgr
 // loadAuthSecret reads the Secret named in spec.authSecret.name: from the cache when it is
 // labelled as ours, else with a direct GET (users' Secrets are not cached).
 func (c *Controller) loadAuthSecret(ctx context.Context, pg *kubedbv1.Postgres) (*corev1.Secret, error) {
-	name := pg.Spec.AuthSecret.Name
+	return c.loadSecret(ctx, pg, pg.Spec.AuthSecret.Name)
+}
+
+// loadSecret reads Secret name in pg's namespace; a missing one is a problem the user fixes.
+func (c *Controller) loadSecret(ctx context.Context, pg *kubedbv1.Postgres, name string) (*corev1.Secret, error) {
 	sec, err := c.getSecret(ctx, pg.Namespace, name)
 	if apierrors.IsNotFound(err) {
 		return nil, &userError{reason: ReasonAuthSecretNotFound, msg: fmt.Sprintf("secret %s/%s not found", pg.Namespace, name)}

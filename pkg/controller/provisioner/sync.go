@@ -84,6 +84,9 @@ func (c *Controller) syncHandler(ctx context.Context, name cache.ObjectName) err
 		if err := c.halt(ctx, pg); err != nil {
 			return err
 		}
+		if cred.note == nil {
+			cred.note = noRotation
+		}
 		return c.finishSync(ctx, pg, cred, nil)
 	}
 	if cred.note == nil {

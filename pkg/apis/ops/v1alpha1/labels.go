@@ -16,6 +16,13 @@ const (
 	LabelRotationAttempt = "ops.kubedb.com/rotation-attempt"
 )
 
+// Condition types of an ops request's final phase (KubeDB's names).
+const (
+	ConditionSuccessful = "Successful"
+	ConditionFailed     = "Failed"
+	ConditionSkipped    = "Skipped"
+)
+
 // Ended tells whether phase is final.
 func (phase OpsRequestPhase) Ended() bool {
 	switch phase {

@@ -190,8 +190,13 @@ func (c *Cluster) startControllerManager(ctx context.Context, pt ports) error {
 		fmt.Sprintf("--secure-port=%d", pt.kcm),
 		"--leader-elect=false",
 		// nodeipam and nodelifecycle would fight kwok's fake nodes; the token
-		// controllers are for legacy secret-based tokens, TokenRequest replaces them.
-		"--controllers=*,-nodeipam,-nodelifecycle,-serviceaccount-token,-bootstrapsigner,-tokencleaner",
+		// controllers are for legacy secret-based tokens, TokenRequest replaces them. The
+		// endpoint controllers are replaced by the node agent's service proxy, which reads
+		// pods itself: the API server refuses the loopback pod IPs in Endpoints and
+		// EndpointSlices, so those controllers would retry forever, patching an event for
+		// every Service every few seconds and burning the API server's CPU.
+		"--controllers=*,-nodeipam,-nodelifecycle,-serviceaccount-token,-bootstrapsigner,-tokencleaner," +
+			"-endpoint,-endpointslice,-endpointslicemirroring",
 		"--service-account-private-key-file="+c.path("pki", "sa.key"),
 		// Published to every namespace as ConfigMap kube-root-ca.crt.
 		"--root-ca-file="+c.path("pki", "apiserver.crt"),

@@ -71,9 +71,8 @@ func (c *Controller) cleanUp(ctx context.Context, req *opsv1alpha1.PostgresOpsRe
 // event naming it, because it may hold the only copy of the password the data has.
 func (c *Controller) rollForward(ctx context.Context, req *opsv1alpha1.PostgresOpsRequest) (published, uncertain bool, err error) {
 	plan := req.Status.RotateAuth
-	if meta.FindStatusCondition(req.Status.Conditions, ConditionUpdateCredential) == nil {
-		return false, false, nil // PostgreSQL was never touched
-	}
+	// Whether PostgreSQL was touched is decided by the staged Secret, not by a condition:
+	// the status write after the ALTER ROLE may have been lost with the operator.
 	secret, err := c.getStaged(ctx, req)
 	var conflict *failure
 	if errors.As(err, &conflict) {

@@ -77,6 +77,8 @@ type Controller struct {
 	db       Database
 	cfg      Config
 	clock    clock.PassiveClock
+	// written holds the ops-manager's latest writes of requests the cache has not shown yet.
+	written writtenRequests
 }
 
 // New wires the controller to its informers. kubeInformers must be filtered to the
@@ -127,9 +129,9 @@ func New(kubeClient kubernetes.Interface, pgopsClient pgopsclient.Interface,
 	}
 
 	if _, err := requestInformer.Informer().AddEventHandler(cache.ResourceEventHandlerFuncs{
-		AddFunc:    c.handleRequest,
-		UpdateFunc: func(_, obj interface{}) { c.handleRequest(obj) },
-		DeleteFunc: c.handleRequest,
+		AddFunc:    func(obj interface{}) { c.handleRequest(obj, true) },
+		UpdateFunc: func(old, obj interface{}) { c.handleRequest(obj, releasedOrQueued(old, obj)) },
+		DeleteFunc: func(obj interface{}) { c.handleRequest(obj, true) },
 	}); err != nil {
 		return nil, err
 	}
@@ -184,9 +186,12 @@ func (c *Controller) enqueue(obj interface{}) {
 	c.queue.Add(name)
 }
 
-// handleRequest enqueues the request and the other requests for its database: those
-// queued behind it start when it ends.
-func (c *Controller) handleRequest(obj interface{}) {
+// handleRequest enqueues the request, and when wakeSiblings says it may have changed what
+// the others for its database wait for, those of them that have not ended: queued requests
+// start when it releases the database, and an older Pending one is superseded by a new one.
+// Ended requests cost nothing per event, and a running request's progress does not wake
+// the others.
+func (c *Controller) handleRequest(obj interface{}, wakeSiblings bool) {
 	if tombstone, ok := obj.(cache.DeletedFinalStateUnknown); ok {
 		obj = tombstone.Obj
 	}
@@ -194,10 +199,27 @@ func (c *Controller) handleRequest(obj interface{}) {
 	if !ok {
 		return
 	}
-	for _, sibling := range c.requestsFor(req.Namespace, req.Spec.DatabaseRef.Name) {
-		c.enqueue(sibling)
-	}
 	c.enqueue(req)
+	if !wakeSiblings {
+		return
+	}
+	for _, sibling := range c.requestsFor(req.Namespace, req.Spec.DatabaseRef.Name) {
+		if sibling.UID != req.UID && !sibling.Status.Phase.Ended() {
+			c.enqueue(sibling)
+		}
+	}
+}
+
+// releasedOrQueued tells whether an update of a request can change what the other requests
+// for its database wait for: its phase changed, it is being deleted, or its finalizer (which
+// holds the database during cleanup) came or went.
+func releasedOrQueued(oldObj, newObj interface{}) bool {
+	old, ok1 := oldObj.(*opsv1alpha1.PostgresOpsRequest)
+	req, ok2 := newObj.(*opsv1alpha1.PostgresOpsRequest)
+	if !ok1 || !ok2 {
+		return true
+	}
+	return old.Status.Phase != req.Status.Phase || req.DeletionTimestamp != nil || hasFinalizer(old) != hasFinalizer(req)
 }
 
 // handlePostgres wakes the requests that wait on the database.

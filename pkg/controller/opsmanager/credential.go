@@ -38,7 +38,7 @@ func (b basicAuth) String() string { return b.username + ":<redacted>" }
 // updateCredential is the crash-safe core of RotateAuth, in the style of AWS Secrets
 // Manager's rotation:
 //  1. stage the new credential in the request's own Secret, which carries a finalizer, before
-//     touching PostgreSQL;
+//     touching PostgreSQL: while that Secret exists, PostgreSQL may have its credential;
 //  2. set it in PostgreSQL, logging in with the current credential, or, if that is
 //     rejected, checking that the staged one already works (a crash after step 2);
 //  3. check that the new credential logs in;
@@ -64,14 +64,12 @@ func (c *Controller) updateCredential(ctx context.Context, r *rotation) (outcome
 	if err := c.setInDatabase(ctx, r.req, target, current, staged); err != nil {
 		return outcome{}, err
 	}
-	if !pastPointOfNoReturn(r.req) {
-		// Record the point of no return: from here on, the staged credential is the one
-		// PostgreSQL accepts, and a failure rolls the Secrets forward to it.
-		if err := c.markProgress(ctx, r, ConditionUpdateCredential, ReasonDatabaseUpdated,
-			"the new credential is set in PostgreSQL; updating the Secret"); err != nil {
-			return outcome{}, err
-		}
-	}
+	// The point of no return: from here on, the staged credential is the one PostgreSQL
+	// accepts. The mark reaches the API server with this sync's status write, or with a
+	// retry's when the Secret update below fails. A crash before then loses nothing: the
+	// staged Secret stays, and the next sync (or cleanUp) asks PostgreSQL which credential
+	// it has.
+	noteProgress(r, ConditionUpdateCredential, ReasonDatabaseUpdated, "the new credential is set in PostgreSQL; updating the Secret")
 	ok, err := c.db.VerifyLogin(ctx, target, staged.username, staged.password)
 	if err != nil {
 		return outcome{}, fmt.Errorf("checking the new credential: %w", err)
@@ -387,9 +385,9 @@ func databaseLabels(database string) map[string]string {
 	}
 }
 
-// markProgress records a step's progress mid-way, before its next action. The step's
-// clock keeps running from when it started: a new reason does not extend its timeout.
-func (c *Controller) markProgress(ctx context.Context, r *rotation, condition, reason, message string) error {
+// noteProgress records a step's progress mid-way, in memory. The step's clock keeps
+// running from when it started: a new reason does not extend its timeout.
+func noteProgress(r *rotation, condition, reason, message string) {
 	var started metav1.Time
 	if cond := meta.FindStatusCondition(r.req.Status.Conditions, condition); cond != nil {
 		started = cond.LastTransitionTime
@@ -398,10 +396,4 @@ func (c *Controller) markProgress(ctx context.Context, r *rotation, condition, r
 	if !started.IsZero() {
 		meta.FindStatusCondition(r.req.Status.Conditions, condition).LastTransitionTime = started
 	}
-	updated, err := c.writeStatus(ctx, r.req)
-	if err != nil {
-		return err
-	}
-	r.req = updated
-	return nil
 }

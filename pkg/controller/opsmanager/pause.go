@@ -2,6 +2,7 @@ package opsmanager
 
 import (
 	"context"
+	"errors"
 	"fmt"
 
 	corev1 "k8s.io/api/core/v1"
@@ -79,8 +80,25 @@ func (c *Controller) checkPauseHeld(ctx context.Context, r *rotation) error {
 	if heldBy(pg, r.req) {
 		return nil
 	}
+	if resumeRecorded(pg, r.req) {
+		return errAlreadyResumed
+	}
 	return fatal(ReasonPauseLost, "the pause of Postgres %s was removed while the request was running; "+
 		"the database was resumed, and the credential is checked and rolled forward if PostgreSQL already has the new one", pg.Name)
+}
+
+// errAlreadyResumed says that this request's ResumeDatabase already ran, in a sync whose
+// status write was lost: every step before it had completed in that sync.
+var errAlreadyResumed = errors.New("the database was already resumed by this request")
+
+// resumeRecorded tells whether pg records this request's resume: the credential change at
+// the time UpdateCredential completed, in the target Secret.
+func resumeRecorded(pg *kubedbv1.Postgres, req *opsv1alpha1.PostgresOpsRequest) bool {
+	changed := meta.FindStatusCondition(req.Status.Conditions, ConditionUpdateCredential)
+	if changed == nil || changed.Status != metav1.ConditionTrue || pg.Status.AuthSecret == nil || pg.Status.AuthSecret.LastUpdateTimestamp == nil {
+		return false
+	}
+	return !pg.Status.AuthSecret.LastUpdateTimestamp.Before(&changed.LastTransitionTime) && pg.Status.AuthSecret.Name == req.Status.RotateAuth.TargetSecret
 }
 
 func heldBy(pg *kubedbv1.Postgres, req *opsv1alpha1.PostgresOpsRequest) bool {
@@ -99,9 +117,7 @@ func (c *Controller) resumeDatabase(ctx context.Context, r *rotation) (outcome, 
 			return err
 		}
 		target := r.req.Status.RotateAuth.TargetSecret
-		recorded := pg.Status.AuthSecret != nil && pg.Status.AuthSecret.LastUpdateTimestamp != nil &&
-			!pg.Status.AuthSecret.LastUpdateTimestamp.Before(&changedAt) && pg.Status.AuthSecret.Name == target
-		if !pausedByRequest(pg, r.req) && recorded {
+		if !pausedByRequest(pg, r.req) && resumeRecorded(pg, r.req) {
 			return nil
 		}
 		resumed = pausedByRequest(pg, r.req)
@@ -128,11 +144,9 @@ func pausedByRequest(pg *kubedbv1.Postgres, req *opsv1alpha1.PostgresOpsRequest)
 }
 
 // resumeIfHeld removes req's pause, if the database still carries it. A pause of another
-// request is left alone.
+// request is left alone. The Postgres is always read: the pause may have been asked in a
+// sync whose status write was lost.
 func (c *Controller) resumeIfHeld(ctx context.Context, req *opsv1alpha1.PostgresOpsRequest) error {
-	if meta.FindStatusCondition(req.Status.Conditions, ConditionPauseDatabase) == nil {
-		return nil // never asked for a pause
-	}
 	resumed := false
 	err := retry.RetryOnConflict(retry.DefaultRetry, func() error {
 		pg, err := c.pgopsClient.KubedbV1().Postgreses(req.Namespace).Get(ctx, req.Spec.DatabaseRef.Name, metav1.GetOptions{})

@@ -18,8 +18,10 @@ import (
 )
 
 // replicationPollInterval is how often RestartNodes looks at pg_stat_replication while
-// standbys reconnect: no informer reports replication.
-const replicationPollInterval = time.Second
+// standbys reconnect: no informer reports replication. The restarted primary's Ready event
+// wakes the first look; standbys retry it every wal_retrieve_retry_interval (1 s, set by the
+// entrypoint), so they stream within a second of it, and a look costs one login.
+const replicationPollInterval = 200 * time.Millisecond
 
 // restartNodes brings every pod the plan names onto the new credential, one at a time, in
 // the plan's order: RestartPods are restarted (standbys from the highest ordinal, then the
@@ -149,7 +151,7 @@ func planRestartMode(plan *opsv1alpha1.RotateAuthPlan) opsv1alpha1.RestartMode {
 func (c *Controller) restartPod(ctx context.Context, r *rotation, sts *appsv1.StatefulSet, name string) (out outcome, done bool, err error) {
 	pod, err := c.pods.Pods(sts.Namespace).Get(name)
 	if apierrors.IsNotFound(err) {
-		return waiting("waiting for pod %s to be recreated", name), false, nil
+		return restarting(name), false, nil
 	}
 	if err != nil {
 		return outcome{}, false, err
@@ -162,9 +164,16 @@ func (c *Controller) restartPod(ctx context.Context, r *rotation, sts *appsv1.St
 		return out, false, err
 	}
 	if pod.DeletionTimestamp != nil || !podReady(pod) {
-		return waiting("waiting for the restarted pod %s to be ready", name), false, nil
+		return restarting(name), false, nil
 	}
 	return outcome{}, true, nil
+}
+
+// restarting is what RestartNodes says from a pod's eviction until it is back and Ready:
+// one message for the whole restart, so its stages (terminating, recreated, starting) cost
+// no status writes.
+func restarting(pod string) outcome {
+	return waiting("restarting pod %s: waiting for it to come back ready", pod)
 }
 
 // plannedStatefulSet is the database's StatefulSet from the cache, checked to belong to the
@@ -184,7 +193,7 @@ func (c *Controller) plannedStatefulSet(req *opsv1alpha1.PostgresOpsRequest) (*a
 // already going away.
 func (c *Controller) evictPod(ctx context.Context, r *rotation, pod *corev1.Pod) (outcome, error) {
 	if pod.DeletionTimestamp != nil {
-		return waiting("waiting for pod %s to terminate", pod.Name), nil
+		return restarting(pod.Name), nil
 	}
 	err := c.kubeClient.CoreV1().Pods(pod.Namespace).EvictV1(ctx, &policyv1.Eviction{
 		ObjectMeta:    metav1.ObjectMeta{Name: pod.Name, Namespace: pod.Namespace},
@@ -195,7 +204,7 @@ func (c *Controller) evictPod(ctx context.Context, r *rotation, pod *corev1.Pod)
 		return waiting("a PodDisruptionBudget does not allow evicting pod %s yet", pod.Name), nil
 	case apierrors.IsNotFound(err), apierrors.IsConflict(err):
 		// Already gone, or replaced since the cache saw it.
-		return waiting("waiting for pod %s to be recreated", pod.Name), nil
+		return restarting(pod.Name), nil
 	case err != nil:
 		return outcome{}, fmt.Errorf("evicting pod %s: %w", pod.Name, err)
 	}
@@ -207,7 +216,7 @@ func (c *Controller) evictPod(ctx context.Context, r *rotation, pod *corev1.Pod)
 			ReasonInProgress, fmt.Sprintf("waiting for pod %s to come back ready", pod.Name), r.req.Generation, r.now)
 	}
 	c.recorder.Event(r.req, corev1.EventTypeNormal, ConditionEvictPod, msg)
-	return waiting("restarting pod %s", pod.Name), nil
+	return restarting(pod.Name), nil
 }
 
 // streamingStandbys asks the primary how many standbys stream from it, logging in with the

@@ -30,7 +30,7 @@ const (
 
 var everything = labels.Everything()
 
-// schedule decides whether a Pending request starts, waits, is skipped or fails:
+// schedule decides, in memory, whether a Pending request starts, waits, is skipped or fails:
 //   - one request per database is Progressing at a time, in creation order;
 //   - of several Pending requests of one type for one database, only the newest runs;
 //   - apply IfReady waits for phase Ready, Always only for the database to be provisioned;
@@ -38,20 +38,21 @@ var everything = labels.Everything()
 func (c *Controller) schedule(ctx context.Context, req *opsv1alpha1.PostgresOpsRequest) (syncResult, error) {
 	now := c.clock.Now()
 	if req.Spec.Type != opsv1alpha1.OpsRequestTypeRotateAuth {
-		return syncResult{}, c.fail(ctx, req, ReasonInvalidRequest, fmt.Sprintf("unsupported type %q", req.Spec.Type))
+		c.fail(ctx, req, ReasonInvalidRequest, fmt.Sprintf("unsupported type %q", req.Spec.Type))
+		return syncResult{}, nil
 	}
 	pg, err := c.postgreses.Postgreses(req.Namespace).Get(req.Spec.DatabaseRef.Name)
 	if apierrors.IsNotFound(err) {
-		return syncResult{}, c.fail(ctx, req, ReasonDatabaseNotFound,
-			fmt.Sprintf("Postgres %s/%s does not exist", req.Namespace, req.Spec.DatabaseRef.Name))
+		c.fail(ctx, req, ReasonDatabaseNotFound, fmt.Sprintf("Postgres %s/%s does not exist", req.Namespace, req.Spec.DatabaseRef.Name))
+		return syncResult{}, nil
 	}
 	if err != nil {
 		return syncResult{}, err
 	}
 
 	if pg.DeletionTimestamp != nil {
-		return syncResult{}, c.fail(ctx, req, ReasonDatabaseNotFound,
-			fmt.Sprintf("Postgres %s/%s is being deleted", req.Namespace, pg.Name))
+		c.fail(ctx, req, ReasonDatabaseNotFound, fmt.Sprintf("Postgres %s/%s is being deleted", req.Namespace, pg.Name))
+		return syncResult{}, nil
 	}
 
 	older, newest := c.queuedAround(req)
@@ -60,16 +61,11 @@ func (c *Controller) schedule(ctx context.Context, req *opsv1alpha1.PostgresOpsR
 		msg := fmt.Sprintf("superseded by the newer PostgresOpsRequest %s", newest.Name)
 		setCondition(&req.Status.Conditions, ConditionSkipped, metav1.ConditionTrue, ReasonSuperseded, msg, req.Generation, now)
 		setCondition(&req.Status.Conditions, ConditionPending, metav1.ConditionFalse, ReasonSuperseded, msg, req.Generation, now)
-		if _, err := c.writeStatus(ctx, req); err != nil {
-			return syncResult{}, err
-		}
-		c.recorder.Event(req, corev1.EventTypeNormal, ConditionSkipped, msg)
-		recordEnded(req)
 		return syncResult{}, nil
 	}
 	if older != nil {
-		return c.stayPending(ctx, req, ReasonWaitingForRequest,
-			fmt.Sprintf("waiting for PostgresOpsRequest %s to finish", older.Name))
+		c.stayPending(req, ReasonWaitingForRequest, fmt.Sprintf("waiting for PostgresOpsRequest %s to finish", older.Name))
+		return syncResult{}, nil
 	}
 
 	// Reject bad input before the database is paused, and decide what the rotation acts on.
@@ -84,7 +80,8 @@ func (c *Controller) schedule(ctx context.Context, req *opsv1alpha1.PostgresOpsR
 	ownership := c.checkWorkloadsOwned(req, plan)
 	var conflict *failure
 	if errors.As(ownership, &conflict) {
-		return syncResult{}, c.fail(ctx, req, conflict.reason, conflict.message)
+		c.fail(ctx, req, conflict.reason, conflict.message)
+		return syncResult{}, nil
 	}
 	if ready, why := databaseReadyFor(pg, req.Spec.Apply); !ready {
 		waitingSince := now
@@ -93,12 +90,11 @@ func (c *Controller) schedule(ctx context.Context, req *opsv1alpha1.PostgresOpsR
 		}
 		timeout := stepTimeout(req)
 		if now.Sub(waitingSince) > timeout {
-			return syncResult{}, c.fail(ctx, req, ReasonDatabaseNotReady,
-				fmt.Sprintf("Postgres %s was not ready within %s: %s", pg.Name, timeout, why))
+			c.fail(ctx, req, ReasonDatabaseNotReady, fmt.Sprintf("Postgres %s was not ready within %s: %s", pg.Name, timeout, why))
+			return syncResult{}, nil
 		}
-		res, err := c.stayPending(ctx, req, ReasonWaitingForDatabase, why)
-		res.requeueAfter = timeout - now.Sub(waitingSince) + time.Second
-		return res, err
+		c.stayPending(req, ReasonWaitingForDatabase, why)
+		return syncResult{requeueAfter: timeout - now.Sub(waitingSince) + time.Second}, nil
 	}
 
 	if ownership != nil {
@@ -109,33 +105,12 @@ func (c *Controller) schedule(ctx context.Context, req *opsv1alpha1.PostgresOpsR
 	msg := fmt.Sprintf("rotating the credential of Postgres %s", pg.Name)
 	setCondition(&req.Status.Conditions, ConditionPending, metav1.ConditionFalse, "Started", msg, req.Generation, now)
 	setCondition(&req.Status.Conditions, ConditionRotateAuth, metav1.ConditionTrue, "Started", msg, req.Generation, now)
-	if _, err := c.writeStatus(ctx, req); err != nil {
-		return syncResult{}, err
-	}
 	c.recorder.Event(req, corev1.EventTypeNormal, "Starting", msg)
 	return syncResult{}, nil
 }
 
-// recordPlan plans a request that is already Progressing without a plan and records it.
-func (c *Controller) recordPlan(ctx context.Context, req *opsv1alpha1.PostgresOpsRequest) error {
-	plan, err := c.planRotation(ctx, req)
-	if err != nil {
-		return err
-	}
-	req.Status.RotateAuth = plan
-	updated, err := c.writeStatus(ctx, req)
-	if err != nil {
-		return err
-	}
-	*req = *updated
-	return nil
-}
-
-func (c *Controller) stayPending(ctx context.Context, req *opsv1alpha1.PostgresOpsRequest, reason, message string) (syncResult, error) {
-	before := *req.Status.DeepCopy()
+func (c *Controller) stayPending(req *opsv1alpha1.PostgresOpsRequest, reason, message string) {
 	setCondition(&req.Status.Conditions, ConditionPending, metav1.ConditionTrue, reason, message, req.Generation, c.clock.Now())
-	_, err := c.writeStatusIfChanged(ctx, before, req)
-	return syncResult{}, err
 }
 
 // queuedAround looks at the other live requests for req's database. newest is the newest

@@ -23,8 +23,13 @@ func (c *Controller) updateStatefulSets(ctx context.Context, r *rotation) (outco
 	if err != nil {
 		return outcome{}, err
 	}
+	if len(r.req.Status.RotateAuth.RestartPods) == 0 {
+		// No pod restarts in this rotation, so nothing waits for the new revision: a pod
+		// started later (re-created, or after its container exits) gets the new template.
+		return completed("StatefulSet %s uses Secret %s (generation %d)", written.Name, secretName, written.Generation), nil
+	}
 	// The write's own answer says which generation holds the new template; the cache tells
-	// when the StatefulSet controller has observed it.
+	// when the StatefulSet controller has observed it, so pods restart onto its revision.
 	sts, err := c.statefulSets.StatefulSets(r.req.Namespace).Get(written.Name)
 	if err != nil || !templateObserved(sts, written) {
 		return waiting("waiting for the StatefulSet controller to observe the new pod template"), nil

@@ -42,8 +42,9 @@ type step struct {
 }
 
 // rotation is what a step works on: the request (whose status holds the plan and which the
-// step may extend, for example with per-pod conditions) and the database as the cache has
-// it, for cheap checks only: decisions read the plan or the API server.
+// step may extend in memory, for example with per-pod conditions; the sync writes it) and
+// the database as the cache has it, for cheap checks only: decisions read the plan or the
+// API server.
 type rotation struct {
 	req *opsv1alpha1.PostgresOpsRequest
 	pg  *kubedbv1.Postgres
@@ -75,15 +76,18 @@ func fatal(reason, format string, args ...any) error {
 	return &failure{reason: reason, message: fmt.Sprintf(format, args...)}
 }
 
-// progress runs the steps of a Progressing request from the first one not yet done. Every
-// return carries a recheck no later than the running step's deadline, errors included, so
-// spec.timeout fires on time whatever the retry backoff.
+// progress runs the steps of a Progressing request from the first one not yet done, as
+// far as they go in this sync, changing the status in memory only: the sync writes it once.
+// Every return carries a recheck no later than the running step's deadline, errors
+// included, so spec.timeout fires on time whatever the retry backoff.
 func (c *Controller) progress(ctx context.Context, req *opsv1alpha1.PostgresOpsRequest) (syncResult, error) {
 	if req.Status.RotateAuth == nil {
 		// A request started by an earlier version of the ops-manager: plan it now.
-		if err := c.recordPlan(ctx, req); err != nil {
+		plan, err := c.planRotation(ctx, req)
+		if err != nil {
 			return c.failOrRetry(ctx, req, err, syncResult{})
 		}
+		req.Status.RotateAuth = plan
 	}
 	pg, err := c.postgreses.Postgreses(req.Namespace).Get(req.Spec.DatabaseRef.Name)
 	if apierrors.IsNotFound(err) {
@@ -98,22 +102,17 @@ func (c *Controller) progress(ctx context.Context, req *opsv1alpha1.PostgresOpsR
 	timeout := stepTimeout(req)
 
 	for _, s := range rotateAuthSteps {
-		if isTrue(r.req.Status.Conditions, s.condition) {
+		if isTrue(req.Status.Conditions, s.condition) {
 			continue
 		}
-		before := *r.req.Status.DeepCopy()
-		if meta.FindStatusCondition(r.req.Status.Conditions, s.condition) == nil {
-			setCondition(&r.req.Status.Conditions, s.condition, metav1.ConditionFalse, ReasonInProgress, s.starting, r.req.Generation, r.now)
-			if r.req, err = c.writeStatus(ctx, r.req); err != nil {
-				return syncResult{}, err
-			}
-			before = *r.req.Status.DeepCopy()
+		if meta.FindStatusCondition(req.Status.Conditions, s.condition) == nil {
+			setCondition(&req.Status.Conditions, s.condition, metav1.ConditionFalse, ReasonInProgress, s.starting, req.Generation, r.now)
 		}
-		cond := meta.FindStatusCondition(r.req.Status.Conditions, s.condition)
+		cond := meta.FindStatusCondition(req.Status.Conditions, s.condition)
 		elapsed := r.now.Sub(cond.LastTransitionTime.Time)
 		if elapsed > timeout {
-			return syncResult{}, c.fail(ctx, r.req, "StepTimedOut",
-				fmt.Sprintf("step %s did not finish within %s: %s", s.condition, timeout, cond.Message))
+			c.fail(ctx, req, "StepTimedOut", fmt.Sprintf("step %s did not finish within %s: %s", s.condition, timeout, cond.Message))
+			return syncResult{}, nil
 		}
 		// Informers wake the request when what it waits for changes; this recheck makes
 		// sure the timeout fires.
@@ -122,51 +121,44 @@ func (c *Controller) progress(ctx context.Context, req *opsv1alpha1.PostgresOpsR
 		// PauseDatabase takes the pause and ResumeDatabase gives it back (perhaps in an
 		// earlier sync whose status write was lost): neither needs to hold it.
 		if s.condition != ConditionPauseDatabase && s.condition != ConditionResumeDatabase {
-			if err := c.checkPauseHeld(ctx, r); err != nil {
-				return c.failOrRetry(ctx, r.req, err, deadline)
+			err := c.checkPauseHeld(ctx, r)
+			if errors.Is(err, errAlreadyResumed) {
+				setCondition(&req.Status.Conditions, s.condition, metav1.ConditionTrue, ReasonCompleted,
+					"completed before the database was resumed, in a sync whose status write was lost", req.Generation, r.now)
+				continue
+			}
+			if err != nil {
+				return c.failOrRetry(ctx, req, err, deadline)
 			}
 		}
 		out, err := s.run(c, ctx, r)
 		var permanent *failure
 		if errors.As(err, &permanent) {
-			return syncResult{}, c.fail(ctx, r.req, permanent.reason, fmt.Sprintf("%s: %s", s.condition, permanent.message))
+			c.fail(ctx, req, permanent.reason, fmt.Sprintf("%s: %s", s.condition, permanent.message))
+			return syncResult{}, nil
 		}
 		// The step may have recorded progress of its own (a new reason) on the way.
-		cond = meta.FindStatusCondition(r.req.Status.Conditions, s.condition)
+		cond = meta.FindStatusCondition(req.Status.Conditions, s.condition)
 		if err != nil {
 			// Transient: say so on the condition, then retry with backoff, and look again at
 			// the deadline at the latest.
-			setCondition(&r.req.Status.Conditions, s.condition, metav1.ConditionFalse, cond.Reason, "retrying: "+err.Error(), r.req.Generation, r.now)
-			if _, werr := c.writeStatusIfChanged(ctx, before, r.req); werr != nil {
-				return deadline, errors.Join(err, werr)
-			}
+			setCondition(&req.Status.Conditions, s.condition, metav1.ConditionFalse, cond.Reason, "retrying: "+err.Error(), req.Generation, r.now)
 			return deadline, err
 		}
 		if !out.done {
-			setCondition(&r.req.Status.Conditions, s.condition, metav1.ConditionFalse, cond.Reason, out.message, r.req.Generation, r.now)
-			if _, err := c.writeStatusIfChanged(ctx, before, r.req); err != nil {
-				return deadline, err
-			}
+			setCondition(&req.Status.Conditions, s.condition, metav1.ConditionFalse, cond.Reason, out.message, req.Generation, r.now)
 			if out.recheckAfter > 0 && out.recheckAfter < deadline.requeueAfter {
 				deadline.requeueAfter = out.recheckAfter
 			}
 			return deadline, nil
 		}
-		setCondition(&r.req.Status.Conditions, s.condition, metav1.ConditionTrue, ReasonCompleted, out.message, r.req.Generation, r.now)
-		if r.req, err = c.writeStatus(ctx, r.req); err != nil {
-			return deadline, err
-		}
-		c.recorder.Event(r.req, corev1.EventTypeNormal, s.condition, out.message)
+		setCondition(&req.Status.Conditions, s.condition, metav1.ConditionTrue, ReasonCompleted, out.message, req.Generation, r.now)
+		c.recorder.Event(req, corev1.EventTypeNormal, s.condition, out.message)
 	}
 
-	r.req.Status.Phase = opsv1alpha1.OpsRequestPhaseSuccessful
-	msg := fmt.Sprintf("rotated the credential of Postgres %s/%s", r.req.Namespace, r.pg.Name)
-	setCondition(&r.req.Status.Conditions, ConditionSuccessful, metav1.ConditionTrue, ReasonCompleted, msg, r.req.Generation, r.now)
-	if _, err := c.writeStatus(ctx, r.req); err != nil {
-		return syncResult{}, err
-	}
-	c.recorder.Event(r.req, corev1.EventTypeNormal, ConditionSuccessful, msg)
-	recordEnded(r.req)
+	req.Status.Phase = opsv1alpha1.OpsRequestPhaseSuccessful
+	setCondition(&req.Status.Conditions, ConditionSuccessful, metav1.ConditionTrue, ReasonCompleted,
+		fmt.Sprintf("rotated the credential of Postgres %s/%s", req.Namespace, r.pg.Name), req.Generation, r.now)
 	return syncResult{}, nil
 }
 
@@ -175,7 +167,8 @@ func (c *Controller) progress(ctx context.Context, req *opsv1alpha1.PostgresOpsR
 func (c *Controller) failOrRetry(ctx context.Context, req *opsv1alpha1.PostgresOpsRequest, err error, res syncResult) (syncResult, error) {
 	var permanent *failure
 	if errors.As(err, &permanent) {
-		return syncResult{}, c.fail(ctx, req, permanent.reason, permanent.message)
+		c.fail(ctx, req, permanent.reason, permanent.message)
+		return syncResult{}, nil
 	}
 	return res, err
 }

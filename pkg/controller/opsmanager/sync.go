@@ -3,12 +3,14 @@ package opsmanager
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	apiequality "k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/tools/cache"
@@ -24,28 +26,50 @@ type syncResult struct{ requeueAfter time.Duration }
 // syncHandler moves one request along. Every decision is taken from the request's
 // persisted status and the cluster's current state, so it can run any number of times,
 // on any replica, after any crash.
+//
+// The status is written once per sync, after every step that could complete in it (see
+// docs/architecture.md, "Write budget"). No step needs its own progress durable before its
+// next action: each one checks the cluster live before it acts, and cleanUp decides from
+// the staged Secret and PostgreSQL, never from a condition that may not have been written.
 func (c *Controller) syncHandler(ctx context.Context, key cache.ObjectName) (syncResult, error) {
-	cached, err := c.requests.PostgresOpsRequests(key.Namespace).Get(key.Name)
+	req, err := c.currentRequest(key)
 	if apierrors.IsNotFound(err) {
 		return syncResult{}, nil
 	}
 	if err != nil {
 		return syncResult{}, err
 	}
-	req := cached.DeepCopy()
-
-	switch {
-	case req.DeletionTimestamp != nil:
-		return c.cleanUp(ctx, req)
-	case req.Status.Phase == "":
-		return syncResult{}, c.admit(ctx, req)
-	case req.Status.Phase == opsv1alpha1.OpsRequestPhasePending:
-		return c.schedule(ctx, req)
-	case req.Status.Phase == opsv1alpha1.OpsRequestPhaseProgressing:
-		return c.progress(ctx, req)
-	default:
+	if req.DeletionTimestamp != nil || req.Status.Phase.Ended() {
 		return c.cleanUp(ctx, req)
 	}
+
+	before := *req.Status.DeepCopy()
+	res, err := c.advance(ctx, req)
+	if werr := c.writeStatusInPlace(ctx, before, req); werr != nil {
+		return res, errors.Join(err, werr)
+	}
+	if err != nil || !req.Status.Phase.Ended() {
+		return res, err
+	}
+	c.announceEnd(req)
+	return c.cleanUp(ctx, req)
+}
+
+// advance takes a live request as far as it can go in this sync, changing only its status
+// in memory: admitted, scheduled, then its steps.
+func (c *Controller) advance(ctx context.Context, req *opsv1alpha1.PostgresOpsRequest) (syncResult, error) {
+	if req.Status.Phase == "" {
+		if err := c.admit(ctx, req); err != nil {
+			return syncResult{}, err
+		}
+	}
+	if req.Status.Phase == opsv1alpha1.OpsRequestPhasePending {
+		res, err := c.schedule(ctx, req)
+		if err != nil || req.Status.Phase != opsv1alpha1.OpsRequestPhaseProgressing {
+			return res, err
+		}
+	}
+	return c.progress(ctx, req)
 }
 
 // admit adds the finalizer, then makes a new request Pending.
@@ -55,13 +79,30 @@ func (c *Controller) admit(ctx context.Context, req *opsv1alpha1.PostgresOpsRequ
 		if err != nil {
 			return fmt.Errorf("adding finalizer: %w", err)
 		}
-		req = updated
+		*req = *updated
 	}
 	req.Status.Phase = opsv1alpha1.OpsRequestPhasePending
 	setCondition(&req.Status.Conditions, ConditionPending, metav1.ConditionTrue, "Admitted",
 		"the request is queued", req.Generation, c.clock.Now())
-	_, err := c.writeStatus(ctx, req)
-	return err
+	return nil
+}
+
+// announceEnd tells, once the ended status is stored, how the request ended: an event with
+// the final condition's message, and the ended-requests metric.
+func (c *Controller) announceEnd(req *opsv1alpha1.PostgresOpsRequest) {
+	kind := map[opsv1alpha1.OpsRequestPhase]string{
+		opsv1alpha1.OpsRequestPhaseSuccessful: ConditionSuccessful,
+		opsv1alpha1.OpsRequestPhaseFailed:     ConditionFailed,
+		opsv1alpha1.OpsRequestPhaseSkipped:    ConditionSkipped,
+	}[req.Status.Phase]
+	if cond := meta.FindStatusCondition(req.Status.Conditions, kind); cond != nil {
+		typ := corev1.EventTypeNormal
+		if kind == ConditionFailed {
+			typ = corev1.EventTypeWarning
+		}
+		c.recorder.Event(req, typ, kind, cond.Message)
+	}
+	recordEnded(req)
 }
 
 func hasFinalizer(req *opsv1alpha1.PostgresOpsRequest) bool {
@@ -83,8 +124,13 @@ func (c *Controller) patchFinalizers(ctx context.Context, req *opsv1alpha1.Postg
 	if err != nil {
 		return nil, err
 	}
-	return c.pgopsClient.OpsV1alpha1().PostgresOpsRequests(req.Namespace).Patch(ctx, req.Name, types.MergePatchType, patch,
+	updated, err := c.pgopsClient.OpsV1alpha1().PostgresOpsRequests(req.Namespace).Patch(ctx, req.Name, types.MergePatchType, patch,
 		metav1.PatchOptions{FieldManager: FieldManager})
+	if err != nil {
+		return nil, err
+	}
+	c.written.remember(req.ResourceVersion, updated)
+	return updated, nil
 }
 
 // writeStatus persists req's status through the status subresource.
@@ -95,22 +141,19 @@ func (c *Controller) writeStatus(ctx context.Context, req *opsv1alpha1.PostgresO
 	if err != nil {
 		return nil, fmt.Errorf("writing status: %w", err)
 	}
+	c.written.remember(req.ResourceVersion, updated)
 	return updated, nil
-}
-
-// writeStatusIfChanged persists req's status unless it equals before's.
-func (c *Controller) writeStatusIfChanged(ctx context.Context, before opsv1alpha1.OpsRequestStatus, req *opsv1alpha1.PostgresOpsRequest) (*opsv1alpha1.PostgresOpsRequest, error) {
-	if apiequality.Semantic.DeepEqual(before, req.Status) {
-		return req, nil
-	}
-	return c.writeStatus(ctx, req)
 }
 
 // writeStatusInPlace persists req's status unless it equals before's, and makes req the
 // stored object, so the next write (a finalizer patch guarded by resourceVersion) does not
 // conflict with this one.
 func (c *Controller) writeStatusInPlace(ctx context.Context, before opsv1alpha1.OpsRequestStatus, req *opsv1alpha1.PostgresOpsRequest) error {
-	updated, err := c.writeStatusIfChanged(ctx, before, req)
+	req.Status.ObservedGeneration = req.Generation
+	if apiequality.Semantic.DeepEqual(before, req.Status) {
+		return nil
+	}
+	updated, err := c.writeStatus(ctx, req)
 	if err != nil {
 		return err
 	}
@@ -118,18 +161,12 @@ func (c *Controller) writeStatusInPlace(ctx context.Context, before opsv1alpha1.
 	return nil
 }
 
-// fail ends the request as Failed with a message a user can act on. The database is
-// resumed and its credential checked by cleanUp on the next sync.
-func (c *Controller) fail(ctx context.Context, req *opsv1alpha1.PostgresOpsRequest, reason, message string) error {
+// fail ends the request as Failed with a message a user can act on, in memory; the sync
+// writes it. The database is resumed and its credential checked by cleanUp.
+func (c *Controller) fail(ctx context.Context, req *opsv1alpha1.PostgresOpsRequest, reason, message string) {
 	klog.FromContext(ctx).Info("Request failed", "reason", reason, "message", message)
 	req.Status.Phase = opsv1alpha1.OpsRequestPhaseFailed
 	setCondition(&req.Status.Conditions, ConditionFailed, metav1.ConditionTrue, reason, message, req.Generation, c.clock.Now())
-	if _, err := c.writeStatus(ctx, req); err != nil {
-		return err
-	}
-	c.recorder.Event(req, corev1.EventTypeWarning, ConditionFailed, message)
-	recordEnded(req)
-	return nil
 }
 
 // stepTimeout is spec.timeout, or the default.

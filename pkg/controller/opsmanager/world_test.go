@@ -60,6 +60,9 @@ type world struct {
 	denySecretUpdates bool
 	// podsNeverReady makes restarted pods come back not Ready.
 	podsNeverReady bool
+	// writes counts the controller's own writes ("verb resource[/subresource]"), not the
+	// stand-ins'.
+	writes map[string]int
 }
 
 func newWorld(t testing.TB, replicas int32) *world {
@@ -262,10 +265,39 @@ func (w *world) sync(name string) (syncResult, error) {
 	w.t.Helper()
 	c := w.newController()
 	defer c.queue.ShutDown()
+	kubeBefore, pgopsBefore := len(w.kube.Actions()), len(w.pgops.Actions())
 	res, err := c.syncHandler(context.Background(), cache.ObjectName{Namespace: ns, Name: name})
+	w.countWrites(w.kube.Actions()[kubeBefore:])
+	w.countWrites(w.pgops.Actions()[pgopsBefore:])
 	w.drainEvents()
 	w.react()
 	return res, err
+}
+
+// countWrites adds the writes among actions to w.writes.
+func (w *world) countWrites(actions []clienttesting.Action) {
+	if w.writes == nil {
+		w.writes = map[string]int{}
+	}
+	for _, a := range actions {
+		switch a.GetVerb() {
+		case "create", "update", "patch", "delete":
+			key := a.GetVerb() + " " + a.GetResource().Resource
+			if a.GetSubresource() != "" {
+				key += "/" + a.GetSubresource()
+			}
+			w.writes[key]++
+		}
+	}
+}
+
+// totalWrites is the number of writes the controller made.
+func (w *world) totalWrites() int {
+	n := 0
+	for _, count := range w.writes {
+		n += count
+	}
+	return n
 }
 
 // runUntilDone syncs until the request ends (and is cleaned up), failing after limit syncs.

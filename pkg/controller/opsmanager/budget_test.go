@@ -1,0 +1,147 @@
+package opsmanager
+
+import (
+	"context"
+	"fmt"
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	clienttesting "k8s.io/client-go/testing"
+	"k8s.io/client-go/tools/cache"
+
+	kubedbv1 "github.com/pgops/pgops/pkg/apis/kubedb/v1"
+	opsv1alpha1 "github.com/pgops/pgops/pkg/apis/ops/v1alpha1"
+)
+
+// The ops-manager's writes per rotation are a budget (docs/architecture.md, "Write
+// budget"): a request's status is written once per sync, whatever number of steps complete
+// in it, and never conflicts with the controller's own previous write.
+func TestWriteBudgetOfOneReplicaRotation(t *testing.T) {
+	for _, mode := range []opsv1alpha1.RestartMode{opsv1alpha1.RestartAllPods, opsv1alpha1.RestartNone} {
+		t.Run(string(mode), func(t *testing.T) {
+			w := newWorld(t, 1)
+			w.newRequest("rotate", withRestart(mode))
+			req := w.runUntilDone("rotate", 50)
+			require.Equal(t, opsv1alpha1.OpsRequestPhaseSuccessful, req.Status.Phase, describe(req))
+			t.Logf("writes: %v", w.writes)
+
+			want := map[string]int{
+				"patch postgresopsrequests":         2, // the finalizer, on and off
+				"update postgreses/status":          2, // the pause asked, the resume
+				"create secrets":                    1, // the staged credential
+				"update secrets":                    2, // the auth Secret; the staged Secret's finalizer
+				"delete secrets":                    1, // the staged credential, released
+				"update statefulsets":               1, // the pod template
+				"update postgresopsrequests/status": 4, // started; credential set; pod evicted; Successful
+			}
+			if mode == opsv1alpha1.RestartAllPods {
+				want["create pods/eviction"] = 1
+			} else {
+				want["update postgresopsrequests/status"] = 2 // started; Successful: no pod to restart
+			}
+			assert.Equal(t, want, w.writes)
+		})
+	}
+}
+
+// The status is written once per sync, after the ALTER ROLE and the Secret's update. Here
+// the operator dies between the ALTER ROLE and that write, so the stored status knows
+// nothing of UpdateCredential, and the request is then deleted: its cleanup must find the
+// staged credential, ask PostgreSQL, and roll the Secret forward, never release it.
+func TestOperatorDiesAfterAlterRoleBeforeStatusWriteThenRequestDeleted(t *testing.T) {
+	w := newWorld(t, 1)
+	w.denySecretUpdates = true // the Secret update after the ALTER ROLE never lands ...
+	died := false
+	w.pgops.PrependReactor("update", "postgresopsrequests", func(action clienttesting.Action) (bool, runtime.Object, error) {
+		req := action.(clienttesting.UpdateAction).GetObject().(*opsv1alpha1.PostgresOpsRequest)
+		if action.GetSubresource() == "status" && condition(req, ConditionUpdateCredential) != nil {
+			died = true // ... and neither does any status write after it
+			return true, nil, fmt.Errorf("fake: the operator died")
+		}
+		return false, nil, nil
+	})
+	w.newRequest("rotate")
+	for i := 0; i < 10 && !died; i++ {
+		_, _ = w.sync("rotate")
+	}
+	require.True(t, died)
+	newPassword := w.db.password(superuser)
+	require.NotEqual(t, oldPassword, newPassword, "PostgreSQL has the new credential")
+	require.Nil(t, condition(w.request("rotate"), ConditionUpdateCredential), "the stored status knows nothing of it")
+
+	w.pgops.ReactionChain = w.pgops.ReactionChain[1:]
+	w.denySecretUpdates = false
+	w.deleteAndCleanUp("rotate")
+	assert.Equal(t, newPassword, string(w.secret(dbName+"-auth").Data["password"]), "the Secret was rolled forward to what PostgreSQL has")
+	assert.Nil(t, meta.FindStatusCondition(w.postgres().Status.Conditions, kubedbv1.ConditionPaused), "database resumed")
+}
+
+// A sync that starts before the informer shows the controller's previous write works on
+// that write's answer: no conflict, and nothing done twice.
+func TestSyncAfterOwnWriteUsesTheWrittenRequest(t *testing.T) {
+	w := newWorld(t, 1)
+	w.newRequest("rotate")
+	_, err := w.sync("rotate") // admitted: the finalizer is on
+	require.NoError(t, err)
+	c := w.newController() // its cache holds the request as it is now, and is never refreshed
+	defer c.queue.ShutDown()
+	key := cache.ObjectName{Namespace: ns, Name: "rotate"}
+	conflicts := 0
+	w.pgops.PrependReactor("update", "postgresopsrequests", func(action clienttesting.Action) (bool, runtime.Object, error) {
+		obj, err := w.pgops.Tracker().Get(opsv1alpha1.SchemeGroupVersion.WithResource("postgresopsrequests"), ns, "rotate")
+		if err != nil {
+			return true, nil, err
+		}
+		// Like the API server: a write must name the stored resourceVersion, and gets a new one.
+		stored, written := obj.(*opsv1alpha1.PostgresOpsRequest), action.(clienttesting.UpdateAction).GetObject().(*opsv1alpha1.PostgresOpsRequest)
+		if written.ResourceVersion != stored.ResourceVersion {
+			conflicts++
+			return true, nil, apierrors.NewConflict(opsv1alpha1.Resource("postgresopsrequests"), "rotate", fmt.Errorf("fake: stale"))
+		}
+		w.uid++
+		written.ResourceVersion = fmt.Sprint(w.uid)
+		return false, nil, nil
+	})
+	for i := 0; i < 10; i++ {
+		_, err := c.syncHandler(context.Background(), key)
+		require.NoError(t, err)
+		w.react()
+	}
+	assert.Zero(t, conflicts)
+	assert.Equal(t, 1, w.db.setCalls, "the password was set once")
+	assert.True(t, isTrue(w.request("rotate").Status.Conditions, ConditionUpdateCredential), describe(w.request("rotate")))
+}
+
+// Ended requests cost nothing per event: a running request's progress enqueues only
+// itself, and its end wakes only the requests of its database that have not ended.
+func TestRequestEventsWakeOnlyLiveSiblings(t *testing.T) {
+	w := newWorld(t, 1)
+	for _, name := range []string{"old-1", "old-2", "old-3"} {
+		w.newRequest(name)
+		req := w.request(name)
+		req.Status.Phase = opsv1alpha1.OpsRequestPhaseSuccessful
+		_, err := w.pgops.OpsV1alpha1().PostgresOpsRequests(ns).UpdateStatus(context.Background(), req, metav1.UpdateOptions{})
+		require.NoError(t, err)
+	}
+	w.newRequest("queued")
+	w.newRequest("running")
+	running := w.request("running")
+	running.Status.Phase = opsv1alpha1.OpsRequestPhaseProgressing
+	c := w.newController()
+	defer c.queue.ShutDown()
+
+	progressed := running.DeepCopy()
+	progressed.Status.Conditions = append(progressed.Status.Conditions, metav1.Condition{Type: ConditionPauseDatabase, Status: metav1.ConditionTrue})
+	c.handleRequest(progressed, releasedOrQueued(running, progressed))
+	assert.Equal(t, 1, c.queue.Len(), "progress wakes only the request itself")
+
+	ended := progressed.DeepCopy()
+	ended.Status.Phase = opsv1alpha1.OpsRequestPhaseSuccessful
+	c.handleRequest(ended, releasedOrQueued(progressed, ended))
+	assert.Equal(t, 2, c.queue.Len(), "its end wakes the queued request, not the ended ones")
+}

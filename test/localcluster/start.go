@@ -196,7 +196,7 @@ func (c *Cluster) startControllerManager(ctx context.Context, pt ports) error {
 		// EndpointSlices, so those controllers would retry forever, patching an event for
 		// every Service every few seconds and burning the API server's CPU.
 		"--controllers=*,-nodeipam,-nodelifecycle,-serviceaccount-token,-bootstrapsigner,-tokencleaner," +
-			"-endpoint,-endpointslice,-endpointslicemirroring",
+			"-endpoints-controller,-endpointslice-controller,-endpointslice-mirroring-controller",
 		"--service-account-private-key-file="+c.path("pki", "sa.key"),
 		// Published to every namespace as ConfigMap kube-root-ca.crt.
 		"--root-ca-file="+c.path("pki", "apiserver.crt"),

@@ -44,7 +44,7 @@ type Options struct {
 func NewOptions(name string) *Options {
 	return &Options{
 		Name:                name,
-		Workers:             2,
+		Workers:             8,
 		ResyncPeriod:        10 * time.Minute,
 		HealthAddr:          ":8081",
 		LeaderElect:         true,
@@ -63,7 +63,7 @@ func (o *Options) AddFlags(fs *flag.FlagSet) {
 	fs.StringVar(&o.Kubeconfig, "kubeconfig", o.Kubeconfig, "Path to a kubeconfig. Only required if out-of-cluster.")
 	fs.StringVar(&o.MasterURL, "master", o.MasterURL, "The address of the Kubernetes API server. Overrides any value in kubeconfig. Only required if out-of-cluster.")
 	fs.StringVar(&o.Namespace, "namespace", o.Namespace, "Watch only this namespace. Empty watches all namespaces.")
-	fs.IntVar(&o.Workers, "workers", o.Workers, "Number of objects processed in parallel.")
+	fs.IntVar(&o.Workers, "workers", o.Workers, "Number of objects processed in parallel. Syncs mostly wait on the network (API server, PostgreSQL), so several per core keep one slow database from delaying the others.")
 	fs.DurationVar(&o.ResyncPeriod, "resync-period", o.ResyncPeriod, "How often informers replay their cache, so drift is corrected even without events.")
 	fs.StringVar(&o.HealthAddr, "health-addr", o.HealthAddr, "Address serving /healthz, /readyz and Prometheus /metrics. Empty disables them.")
 	fs.BoolVar(&o.LeaderElect, "leader-elect", o.LeaderElect, "Run only while holding a Lease, so several replicas can run with one active.")

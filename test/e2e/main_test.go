@@ -119,7 +119,7 @@ func run(m *testing.M) int {
 }
 
 // startOperator runs one operator with a token of its own ServiceAccount, so it has only
-// the RBAC that manifests/ gives it. Its log is appended to workDir/<name>.log.
+// the RBAC that manifests/ gives it, and otherwise its default settings. Its log is appended to workDir/<name>.log.
 func startOperator(ctx context.Context, name string) (*testenv.Operator, error) {
 	cfg, err := env.cluster.ServiceAccountConfig(ctx, "pgops-system", "pgops-"+name)
 	if err != nil {
@@ -131,8 +131,7 @@ func startOperator(ctx context.Context, name string) (*testenv.Operator, error) 
 	}
 	op, err := testenv.StartOperator(name, env.binaries[name], cfg, env.workDir, logFile,
 		// Quick takeover after a SIGKILL: the crash tests restart the ops-manager.
-		"--leader-elect-lease-duration=4s", "--leader-elect-renew-deadline=3s", "--leader-elect-retry-period=1s",
-		"--workers=4")
+		"--leader-elect-lease-duration=4s", "--leader-elect-renew-deadline=3s", "--leader-elect-retry-period=1s")
 	if err != nil {
 		logFile.Close()
 		return nil, err
@@ -181,7 +180,7 @@ func startStandbyOpsManager(ctx context.Context) (*testenv.Operator, error) {
 		return nil, err
 	}
 	return testenv.StartOperator("ops-manager-standby", env.binaries["ops-manager"], cfg, env.workDir, logFile,
-		"--leader-elect-lease-duration=4s", "--leader-elect-renew-deadline=3s", "--leader-elect-retry-period=1s", "--workers=4")
+		"--leader-elect-lease-duration=4s", "--leader-elect-renew-deadline=3s", "--leader-elect-retry-period=1s")
 }
 
 // promote SIGKILLs the leading ops-manager and makes standby the one later tests use.

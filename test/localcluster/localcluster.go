@@ -221,7 +221,7 @@ func withDefaults(o Options) Options {
 }
 
 // Paths inside WorkDir that Start creates (and Stop removes).
-var workDirEntries = []string{"etcd", "pki", "logs", "kubeconfig", "tokens.csv", "stages.yaml"}
+var workDirEntries = []string{"etcd", "pki", "logs", "kubeconfig", "tokens.csv", "stages.yaml", auditPolicyFile}
 
 // prepareWorkDir creates WorkDir (a temp dir by default) and clears what a previous
 // run left in it, so etcd always starts empty.

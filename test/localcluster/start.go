@@ -102,7 +102,10 @@ func (c *Cluster) startEtcd(ctx context.Context, pt ports) error {
 }
 
 func (c *Cluster) startAPIServer(ctx context.Context, pt ports, token string) error {
-	p, err := c.run(compAPIServer,
+	if err := c.writeAuditPolicy(); err != nil {
+		return err
+	}
+	args := append([]string{
 		fmt.Sprintf("--etcd-servers=http://127.0.0.1:%d", pt.etcdClient),
 		"--bind-address=127.0.0.1",
 		"--advertise-address=127.0.0.1",
@@ -123,7 +126,8 @@ func (c *Cluster) startAPIServer(ctx context.Context, pt ports, token string) er
 		"--disable-admission-plugins=TaintNodesByCondition",
 		"--allow-privileged=true",
 		"--profiling=false",
-	)
+	}, c.auditFlags()...)
+	p, err := c.run(compAPIServer, args...)
 	if err != nil {
 		return err
 	}

@@ -9,6 +9,8 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
+	"strings"
 	"syscall"
 	"time"
 
@@ -113,4 +115,48 @@ func freeLoopbackAddr() (string, error) {
 	}
 	defer ln.Close()
 	return ln.Addr().String(), nil
+}
+
+// Usage is what an operator process has used so far.
+type Usage struct {
+	// CPU is user plus system time.
+	CPU time.Duration
+	// RSS is the resident set now, PeakRSS its high-water mark, in bytes.
+	RSS, PeakRSS int64
+}
+
+// Usage reads the operator's CPU time and memory from /proc.
+func (o *Operator) Usage() (Usage, error) {
+	pid := o.cmd.Process.Pid
+	stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return Usage{}, err
+	}
+	// Fields after the parenthesised command name; utime and stime are the 14th and 15th.
+	fields := strings.Fields(string(stat[strings.LastIndexByte(string(stat), ')')+1:]))
+	if len(fields) < 13 {
+		return Usage{}, fmt.Errorf("/proc/%d/stat: too few fields", pid)
+	}
+	utime, _ := strconv.ParseInt(fields[11], 10, 64)
+	stime, _ := strconv.ParseInt(fields[12], 10, 64)
+	const clockTicks = 100 // USER_HZ on Linux
+	u := Usage{CPU: time.Duration(utime+stime) * time.Second / clockTicks}
+	status, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return Usage{}, err
+	}
+	for _, line := range strings.Split(string(status), "\n") {
+		f := strings.Fields(line)
+		if len(f) < 2 {
+			continue
+		}
+		kb, _ := strconv.ParseInt(f[1], 10, 64)
+		switch f[0] {
+		case "VmRSS:":
+			u.RSS = kb << 10
+		case "VmHWM:":
+			u.PeakRSS = kb << 10
+		}
+	}
+	return u, nil
 }

@@ -77,7 +77,7 @@ func TestOperatorDiesAfterAlterRoleBeforeStatusWriteThenRequestDeleted(t *testin
 	w.pgops.ReactionChain = w.pgops.ReactionChain[1:]
 	w.denySecretUpdates = false
 	w.deleteAndCleanUp("rotate")
-	assert.Equal(t, newPassword, string(w.secret(dbName+"-auth").Data["password"]), "the Secret was rolled forward to what PostgreSQL has")
+	assert.Equal(t, newPassword, string(w.secret(dbName + "-auth").Data["password"]), "the Secret was rolled forward to what PostgreSQL has")
 	assert.Nil(t, meta.FindStatusCondition(w.postgres().Status.Conditions, kubedbv1.ConditionPaused), "database resumed")
 }
 

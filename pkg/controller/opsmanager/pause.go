@@ -144,9 +144,12 @@ func pausedByRequest(pg *kubedbv1.Postgres, req *opsv1alpha1.PostgresOpsRequest)
 }
 
 // resumeIfHeld removes req's pause, if the database still carries it. A pause of another
-// request is left alone. The Postgres is always read: the pause may have been asked in a
-// sync whose status write was lost.
+// request is left alone. Unless ResumeDatabase completed, the Postgres is read: the pause
+// may have been asked in a sync whose status write was lost.
 func (c *Controller) resumeIfHeld(ctx context.Context, req *opsv1alpha1.PostgresOpsRequest) error {
+	if isTrue(req.Status.Conditions, ConditionResumeDatabase) {
+		return nil // resumed by the step, after a live read
+	}
 	resumed := false
 	err := retry.RetryOnConflict(retry.DefaultRetry, func() error {
 		pg, err := c.pgopsClient.KubedbV1().Postgreses(req.Namespace).Get(ctx, req.Spec.DatabaseRef.Name, metav1.GetOptions{})

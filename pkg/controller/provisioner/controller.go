@@ -71,7 +71,11 @@ type Controller struct {
 	configMapLister   corelisters.ConfigMapLister
 	cachesSynced      []cache.InformerSynced
 
-	queue    workqueue.TypedRateLimitingInterface[cache.ObjectName]
+	queue workqueue.TypedRateLimitingInterface[cache.ObjectName]
+	// pauseQueue holds databases whose pause was asked and not answered yet (pausequeue.go).
+	pauseQueue workqueue.TypedRateLimitingInterface[cache.ObjectName]
+	// locks serialises the syncs of one database across both queues.
+	locks    keyedLocks
 	recorder record.EventRecorder
 
 	images       *ImageMapper
@@ -131,6 +135,9 @@ func New(ctx context.Context, kubeClient kubernetes.Interface, pgopsClient versi
 		queue: workqueue.NewTypedRateLimitingQueueWithConfig(
 			workqueue.DefaultTypedControllerRateLimiter[cache.ObjectName](),
 			workqueue.TypedRateLimitingQueueConfig[cache.ObjectName]{Name: ControllerName}),
+		pauseQueue: workqueue.NewTypedRateLimitingQueueWithConfig(
+			workqueue.DefaultTypedControllerRateLimiter[cache.ObjectName](),
+			workqueue.TypedRateLimitingQueueConfig[cache.ObjectName]{Name: ControllerName + "-pause"}),
 		recorder:     recorder,
 		images:       images,
 		health:       health,
@@ -198,6 +205,9 @@ func (c *Controller) enqueuePostgres(obj interface{}) {
 		return
 	}
 	c.queue.Add(name)
+	if pg, ok := obj.(*kubedbv1.Postgres); ok && pauseAsked(pg) {
+		c.pauseQueue.Add(name)
+	}
 }
 
 // enqueueRequestDatabase enqueues the Postgres an ops request is for.
@@ -253,15 +263,19 @@ func (c *Controller) handleObject(obj interface{}) {
 func (c *Controller) Run(ctx context.Context, workers int) error {
 	defer utilruntime.HandleCrash()
 	defer c.queue.ShutDown()
+	defer c.pauseQueue.ShutDown()
 	logger := klog.FromContext(ctx)
 
 	logger.Info("Starting controller", "controller", ControllerName)
 	if ok := cache.WaitForCacheSync(ctx.Done(), c.cachesSynced...); !ok {
 		return errors.New("failed to wait for caches to sync")
 	}
-	logger.Info("Starting workers", "count", workers)
+	logger.Info("Starting workers", "count", workers, "pauseWorkers", PauseWorkers)
 	for i := 0; i < workers; i++ {
 		go wait.UntilWithContext(ctx, c.runWorker, time.Second)
+	}
+	for i := 0; i < PauseWorkers; i++ {
+		go wait.UntilWithContext(ctx, c.runPauseWorker, time.Second)
 	}
 	<-ctx.Done()
 	logger.Info("Shutting down workers")

@@ -11,6 +11,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/tools/cache"
 	"k8s.io/utils/ptr"
 
 	kubedbv1 "github.com/pgops/pgops/pkg/apis/kubedb/v1"
@@ -349,4 +350,37 @@ func TestHaltPolicyThenRecreateAdoptsSecret(t *testing.T) {
 	assert.Equal(t, password, string(sec.Data["password"]))
 	assert.True(t, isOwnedBy(sec, fresh))
 	assert.Equal(t, "x-auth", f.postgres("x").Spec.AuthSecret.Name)
+}
+
+// A pause asked is answered on its own queue: it does not wait for the main queue, where
+// health checks of other databases may be slow, only for a sync of the same database that
+// is under way.
+func TestPauseIsAnsweredOnItsOwnQueue(t *testing.T) {
+	f := provisioned(t, newPG("x"))
+	setPaused(t, f, metav1.ConditionUnknown, false)
+	f.refresh()
+	t.Cleanup(f.c.pauseQueue.ShutDown)
+	key := cache.ObjectName{Namespace: testNS, Name: "x"}
+
+	f.c.enqueuePostgres(f.postgres("x"))
+	require.Equal(t, 1, f.c.pauseQueue.Len(), "a pause asked goes onto the pause queue")
+
+	// A sync of the same database is under way: the answer waits for it.
+	unlock := f.c.locks.lock(key)
+	answered := make(chan error, 1)
+	go func() { answered <- f.c.answerPause(f.ctx, key) }()
+	select {
+	case <-answered:
+		t.Fatal("the pause was answered while a sync of its database was under way")
+	case <-time.After(50 * time.Millisecond):
+	}
+	unlock()
+	require.NoError(t, <-answered)
+	assert.Equal(t, metav1.ConditionTrue, condition(f.postgres("x"), kubedbv1.ConditionPaused).Status)
+
+	// Answered: nothing more goes onto the pause queue.
+	f.refresh()
+	f.c.pauseQueue.Get()
+	f.c.enqueuePostgres(f.postgres("x"))
+	assert.Equal(t, 0, f.c.pauseQueue.Len())
 }

@@ -1,0 +1,110 @@
+package provisioner
+
+import (
+	"context"
+	"sync"
+
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
+	"k8s.io/client-go/tools/cache"
+	"k8s.io/klog/v2"
+
+	kubedbv1 "github.com/pgops/pgops/pkg/apis/kubedb/v1"
+)
+
+// PauseWorkers is how many workers answer pause requests. They only read the request and
+// write one condition, so a few keep up with any number of databases.
+const PauseWorkers = 2
+
+// The pause fast path: a pause the ops-manager asks for (Paused=Unknown) goes onto its own
+// queue, so its answer never waits behind the main queue's health checks of other
+// databases. The per-database lock makes the answer wait only for a sync of the same
+// database that is under way: once the answer is written, no sync of the provisioner is
+// writing that database's workloads or Secret.
+
+// pauseAsked tells whether pg carries a pause request not answered yet.
+func pauseAsked(pg *kubedbv1.Postgres) bool {
+	cond := meta.FindStatusCondition(pg.Status.Conditions, kubedbv1.ConditionPaused)
+	return pg.Status.PausedBy != nil && cond != nil && cond.Status == metav1.ConditionUnknown
+}
+
+// answerPause acknowledges the pause asked on the Postgres called name, if it is still asked
+// for a request that runs. Anything else (a pause to drop, a deletion) is the main sync's.
+func (c *Controller) answerPause(ctx context.Context, name cache.ObjectName) error {
+	unlock := c.locks.lock(name)
+	defer unlock()
+	cached, err := c.postgresLister.Postgreses(name.Namespace).Get(name.Name)
+	if apierrors.IsNotFound(err) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	if cached.DeletionTimestamp != nil || !pauseAsked(cached) {
+		return nil
+	}
+	pg := cached.DeepCopy()
+	held, err := c.pauseHeld(ctx, pg)
+	if err != nil || !held {
+		return err
+	}
+	return c.acknowledgePause(ctx, pg)
+}
+
+func (c *Controller) runPauseWorker(ctx context.Context) {
+	for c.processNextPause(ctx) {
+	}
+}
+
+func (c *Controller) processNextPause(ctx context.Context) bool {
+	name, shutdown := c.pauseQueue.Get()
+	if shutdown {
+		return false
+	}
+	defer c.pauseQueue.Done(name)
+	logger := klog.LoggerWithValues(klog.FromContext(ctx), "postgres", name.String())
+	if err := c.answerPause(klog.NewContext(ctx, logger), name); err != nil {
+		utilruntime.HandleErrorWithContext(ctx, err, "Error answering a pause; requeuing", "postgres", name.String())
+		c.pauseQueue.AddRateLimited(name)
+		return true
+	}
+	c.pauseQueue.Forget(name)
+	return true
+}
+
+// keyedLocks is one mutex per database, dropped when no one holds or waits for it.
+type keyedLocks struct {
+	mu    sync.Mutex
+	byKey map[cache.ObjectName]*keyedLock
+}
+
+type keyedLock struct {
+	sync.Mutex
+	users int
+}
+
+// lock takes the database's lock and returns its release.
+func (k *keyedLocks) lock(key cache.ObjectName) func() {
+	k.mu.Lock()
+	if k.byKey == nil {
+		k.byKey = map[cache.ObjectName]*keyedLock{}
+	}
+	l := k.byKey[key]
+	if l == nil {
+		l = &keyedLock{}
+		k.byKey[key] = l
+	}
+	l.users++
+	k.mu.Unlock()
+	l.Lock()
+	return func() {
+		l.Unlock()
+		k.mu.Lock()
+		if l.users--; l.users == 0 {
+			delete(k.byKey, key)
+		}
+		k.mu.Unlock()
+	}
+}

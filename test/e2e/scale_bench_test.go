@@ -1,0 +1,363 @@
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/wait"
+	kubeinformers "k8s.io/client-go/informers"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/tools/cache"
+
+	kubedbv1 "github.com/pgops/pgops/pkg/apis/kubedb/v1"
+	opsv1alpha1 "github.com/pgops/pgops/pkg/apis/ops/v1alpha1"
+	pgopsclient "github.com/pgops/pgops/pkg/generated/clientset/versioned"
+	pgopsinformers "github.com/pgops/pgops/pkg/generated/informers/externalversions"
+	"github.com/pgops/pgops/test/localcluster"
+	"github.com/pgops/pgops/test/testenv"
+)
+
+// BenchmarkRotationAtScale rotates N one-replica databases at once, on the local control
+// plane with real pods and the operators at their default settings: 1 and 20 in restart mode
+// AllPods, then all of them (200, or PGOPS_SCALE_DATABASES) in mode None. Per round it
+// reports:
+//   - ns/op: the makespan, from the first request created to the last seen ended;
+//   - each rotation's total (created to seen ended), its pod's restart window (eviction seen
+//     to the new pod seen Ready) and the controller overhead (total minus window): median,
+//     p90 and max;
+//   - the operators' API writes per rotation by resource, and their conflicts, read from the
+//     API server's audit log (events excluded, as they are not in it);
+//   - the operators' CPU seconds and resident memory.
+//
+// Run by `make bench`.
+func BenchmarkRotationAtScale(b *testing.B) {
+	ctx := testContext(b, 30*time.Minute)
+	size := 200
+	if v, err := strconv.Atoi(os.Getenv("PGOPS_SCALE_DATABASES")); err == nil && v > 0 {
+		size = v
+	}
+	ns := newNamespace(b, ctx)
+	dbs := provisionMany(b, ctx, ns, size)
+	for _, round := range []struct {
+		n    int
+		mode opsv1alpha1.RestartMode
+	}{{1, opsv1alpha1.RestartAllPods}, {min(20, size), opsv1alpha1.RestartAllPods}, {size, opsv1alpha1.RestartNone}} {
+		b.Run(fmt.Sprintf("databases=%d/%s", round.n, round.mode), func(b *testing.B) {
+			for i := 0; i < b.N; i++ {
+				rotateAtOnce(b, ctx, ns, dbs[:round.n], round.mode)
+			}
+		})
+	}
+}
+
+// benchClients talk to the API server as admin without client-side throttling, so the
+// benchmark's own requests never hold up the operators'.
+func benchClients(t testing.TB) (kubernetes.Interface, pgopsclient.Interface) {
+	cfg := env.cluster.AdminConfig()
+	cfg.QPS, cfg.Burst = 2000, 2000
+	kube, err := kubernetes.NewForConfig(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pgops, err := pgopsclient.NewForConfig(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return kube, pgops
+}
+
+// provisionMany creates n one-replica databases in ns and waits until all are Ready.
+func provisionMany(b *testing.B, ctx context.Context, ns string, n int) []string {
+	b.Helper()
+	started := time.Now()
+	dbs := make([]string, n)
+	for i := range dbs {
+		dbs[i] = fmt.Sprintf("db-%03d", i)
+		createPostgres(b, ctx, ns, dbs[i], 1)
+	}
+	_, pgops := benchClients(b)
+	err := wait.PollUntilContextTimeout(ctx, 2*time.Second, provisionTimeout, true, func(ctx context.Context) (bool, error) {
+		list, err := pgops.KubedbV1().Postgreses(ns).List(ctx, metav1.ListOptions{})
+		if err != nil {
+			return false, nil
+		}
+		ready := 0
+		for _, pg := range list.Items {
+			if pg.Status.Phase == kubedbv1.DatabasePhaseReady {
+				ready++
+			}
+		}
+		return ready == n, nil
+	})
+	if err != nil {
+		b.Fatalf("%d databases were not all Ready within %s: %v", n, provisionTimeout, err)
+	}
+	b.Logf("provisioned %d databases in %s", n, time.Since(started).Round(time.Second))
+	return dbs
+}
+
+// scaleWatch records, as the benchmark sees them, when each request ended and when each pod
+// was evicted and came back Ready.
+type scaleWatch struct {
+	mu      sync.Mutex
+	ended   map[string]time.Time // request name
+	evicted map[string]time.Time // pod name
+	ready   map[string]time.Time // pod name: the first Ready of a pod created after evicted
+	podUID  map[string]string
+	stop    context.CancelFunc
+}
+
+func watchRound(ctx context.Context, kube kubernetes.Interface, pgops pgopsclient.Interface, ns string) *scaleWatch {
+	ctx, cancel := context.WithCancel(ctx)
+	w := &scaleWatch{ended: map[string]time.Time{}, evicted: map[string]time.Time{}, ready: map[string]time.Time{},
+		podUID: map[string]string{}, stop: cancel}
+	pgInf := pgopsinformers.NewSharedInformerFactoryWithOptions(pgops, 0, pgopsinformers.WithNamespace(ns))
+	kubeInf := kubeinformers.NewSharedInformerFactoryWithOptions(kube, 0, kubeinformers.WithNamespace(ns))
+	onRequest := func(obj interface{}) {
+		req, ok := obj.(*opsv1alpha1.PostgresOpsRequest)
+		if !ok || !req.Status.Phase.Ended() {
+			return
+		}
+		w.mu.Lock()
+		defer w.mu.Unlock()
+		if _, seen := w.ended[req.Name]; !seen {
+			w.ended[req.Name] = time.Now()
+		}
+	}
+	_, _ = pgInf.Ops().V1alpha1().PostgresOpsRequests().Informer().AddEventHandler(cache.ResourceEventHandlerFuncs{
+		AddFunc: onRequest, UpdateFunc: func(_, obj interface{}) { onRequest(obj) },
+	})
+	onPod := func(obj interface{}, deleted bool) {
+		if tombstone, ok := obj.(cache.DeletedFinalStateUnknown); ok {
+			obj = tombstone.Obj
+		}
+		pod, ok := obj.(*corev1.Pod)
+		if !ok {
+			return
+		}
+		now := time.Now()
+		w.mu.Lock()
+		defer w.mu.Unlock()
+		first, known := w.podUID[pod.Name]
+		switch {
+		case !known:
+			w.podUID[pod.Name] = string(pod.UID)
+		case deleted || pod.DeletionTimestamp != nil:
+			if _, seen := w.evicted[pod.Name]; !seen && first == string(pod.UID) {
+				w.evicted[pod.Name] = now
+			}
+		case string(pod.UID) != first && podIsReady(pod):
+			if _, seen := w.ready[pod.Name]; !seen {
+				w.ready[pod.Name] = now
+			}
+		}
+	}
+	_, _ = kubeInf.Core().V1().Pods().Informer().AddEventHandler(cache.ResourceEventHandlerFuncs{
+		AddFunc:    func(obj interface{}) { onPod(obj, false) },
+		UpdateFunc: func(_, obj interface{}) { onPod(obj, false) },
+		DeleteFunc: func(obj interface{}) { onPod(obj, true) },
+	})
+	pgInf.Start(ctx.Done())
+	kubeInf.Start(ctx.Done())
+	pgInf.WaitForCacheSync(ctx.Done())
+	kubeInf.WaitForCacheSync(ctx.Done())
+	return w
+}
+
+func podIsReady(pod *corev1.Pod) bool {
+	for _, c := range pod.Status.Conditions {
+		if c.Type == corev1.PodReady {
+			return c.Status == corev1.ConditionTrue
+		}
+	}
+	return false
+}
+
+// rotateAtOnce creates one RotateAuth per database, all at once, waits until every one has
+// ended and let go of its finalizer, and reports the round.
+func rotateAtOnce(b *testing.B, ctx context.Context, ns string, dbs []string, mode opsv1alpha1.RestartMode) {
+	b.Helper()
+	kube, pgops := benchClients(b)
+	w := watchRound(ctx, kube, pgops, ns)
+	defer w.stop()
+	_, auditFrom, err := localcluster.ReadAuditLog(env.cluster.AuditLogPath(), 0)
+	if err != nil {
+		b.Fatal(err)
+	}
+	usageBefore := operatorUsage(b)
+
+	suffix := strconv.FormatInt(time.Now().UnixNano()%1e9, 36)
+	created := make(map[string]time.Time, len(dbs))
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	limit := make(chan struct{}, 32)
+	b.ResetTimer()
+	start := time.Now()
+	for _, db := range dbs {
+		name := fmt.Sprintf("%s-rotate-%s", db, suffix)
+		wg.Add(1)
+		limit <- struct{}{}
+		go func() {
+			defer wg.Done()
+			defer func() { <-limit }()
+			req := &opsv1alpha1.PostgresOpsRequest{
+				ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns},
+				Spec: opsv1alpha1.PostgresOpsRequestSpec{
+					Type: opsv1alpha1.OpsRequestTypeRotateAuth, DatabaseRef: opsv1alpha1.DatabaseReference{Name: db},
+					Timeout:    &metav1.Duration{Duration: 10 * time.Minute},
+					RotateAuth: &opsv1alpha1.RotateAuthOptions{Restart: mode},
+				},
+			}
+			at := time.Now()
+			if _, err := pgops.OpsV1alpha1().PostgresOpsRequests(ns).Create(ctx, req, metav1.CreateOptions{}); err != nil {
+				b.Errorf("creating %s: %v", name, err)
+				return
+			}
+			mu.Lock()
+			created[name] = at
+			mu.Unlock()
+		}()
+	}
+	wg.Wait()
+	if b.Failed() {
+		b.FailNow()
+	}
+	err = wait.PollUntilContextTimeout(ctx, 100*time.Millisecond, 10*time.Minute, true, func(context.Context) (bool, error) {
+		w.mu.Lock()
+		defer w.mu.Unlock()
+		return len(w.ended) >= len(created), nil
+	})
+	makespan := time.Since(start)
+	b.StopTimer()
+	if err != nil {
+		b.Fatalf("only %d of %d rotations ended", len(w.ended), len(created))
+	}
+	// Wait for the cleanups (finalizers), so their writes are counted with the round.
+	err = wait.PollUntilContextTimeout(ctx, 200*time.Millisecond, 2*time.Minute, true, func(ctx context.Context) (bool, error) {
+		list, err := pgops.OpsV1alpha1().PostgresOpsRequests(ns).List(ctx, metav1.ListOptions{})
+		if err != nil {
+			return false, nil
+		}
+		for _, r := range list.Items {
+			if _, ours := created[r.Name]; ours && len(r.Finalizers) > 0 {
+				return false, nil
+			}
+		}
+		return true, nil
+	})
+	if err != nil {
+		b.Fatalf("requests kept their finalizers: %v", err)
+	}
+	time.Sleep(2 * time.Second) // the provisioner's status writes after the resumes
+	usageAfter := operatorUsage(b)
+	events, _, err := localcluster.ReadAuditLog(env.cluster.AuditLogPath(), auditFrom)
+	if err != nil {
+		b.Fatal(err)
+	}
+
+	list, err := pgops.OpsV1alpha1().PostgresOpsRequests(ns).List(ctx, metav1.ListOptions{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	var totals, windows, overheads []time.Duration
+	w.mu.Lock()
+	for _, r := range list.Items {
+		at, ours := created[r.Name]
+		if !ours {
+			continue
+		}
+		if r.Status.Phase != opsv1alpha1.OpsRequestPhaseSuccessful {
+			b.Errorf("%s ended %s: %v", r.Name, r.Status.Phase, meta.FindStatusCondition(r.Status.Conditions, opsv1alpha1.ConditionFailed))
+			continue
+		}
+		total := w.ended[r.Name].Sub(at)
+		var window time.Duration
+		pod := r.Spec.DatabaseRef.Name + "-0"
+		if evicted, ok := w.evicted[pod]; ok {
+			if ready, ok := w.ready[pod]; ok {
+				window = ready.Sub(evicted)
+			}
+		}
+		totals, windows, overheads = append(totals, total), append(windows, window), append(overheads, total-window)
+	}
+	w.mu.Unlock()
+
+	n := float64(len(dbs))
+	b.ReportMetric(makespan.Seconds(), "makespan-s")
+	reportDurations(b, "total", totals)
+	reportDurations(b, "overhead", overheads)
+	if mode != opsv1alpha1.RestartNone {
+		reportDurations(b, "restart", windows)
+	}
+	writes, conflicts, reads := map[string]int{}, 0, 0
+	for _, e := range events {
+		if e.Operator() == "" {
+			continue
+		}
+		if !e.Write() {
+			reads++
+			continue
+		}
+		writes[e.Verb+" "+e.Resource()+" ("+strings.TrimPrefix(e.Operator(), "pgops-")+")"]++
+		if e.ResponseStatus.Code == 409 {
+			conflicts++
+		}
+	}
+	total := 0
+	keys := make([]string, 0, len(writes))
+	for k, v := range writes {
+		keys = append(keys, k)
+		total += v
+	}
+	sort.Strings(keys)
+	var table strings.Builder
+	for _, k := range keys {
+		fmt.Fprintf(&table, "\n  %-60s %6.2f", k, float64(writes[k])/n)
+	}
+	b.Logf("%d rotations, makespan %s; operator API writes per rotation:%s", len(dbs), makespan.Round(time.Millisecond), table.String())
+	b.ReportMetric(float64(total)/n, "writes/rotation")
+	b.ReportMetric(float64(conflicts)/n, "conflicts/rotation")
+	b.ReportMetric(float64(reads)/n, "reads/rotation")
+	for name, after := range usageAfter {
+		short := strings.TrimPrefix(name, "pgops-")
+		b.ReportMetric((after.CPU - usageBefore[name].CPU).Seconds(), short+"-cpu-s")
+		b.ReportMetric(float64(after.PeakRSS)/(1<<20), short+"-peak-rss-MiB")
+	}
+}
+
+// reportDurations reports the median, p90 and max of ds in milliseconds.
+func reportDurations(b *testing.B, what string, ds []time.Duration) {
+	if len(ds) == 0 {
+		return
+	}
+	sort.Slice(ds, func(i, j int) bool { return ds[i] < ds[j] })
+	at := func(q float64) time.Duration { return ds[min(len(ds)-1, int(q*float64(len(ds))))] }
+	b.ReportMetric(float64(at(0.5).Milliseconds()), what+"-median-ms")
+	b.ReportMetric(float64(at(0.9).Milliseconds()), what+"-p90-ms")
+	b.ReportMetric(float64(ds[len(ds)-1].Milliseconds()), what+"-max-ms")
+}
+
+// operatorUsage reads both operators' CPU time and memory.
+func operatorUsage(t testing.TB) map[string]testenv.Usage {
+	env.mu.Lock()
+	defer env.mu.Unlock()
+	out := map[string]testenv.Usage{}
+	for name, op := range map[string]*testenv.Operator{"pgops-provisioner": env.provisioner, "pgops-ops-manager": env.opsManager} {
+		u, err := op.Usage()
+		if err != nil {
+			t.Fatal(err)
+		}
+		out[name] = u
+	}
+	return out
+}

@@ -113,13 +113,13 @@ func (c *Cluster) startAPIServer(ctx context.Context, pt ports, token string) er
 		"--endpoint-reconciler-type=none",
 		fmt.Sprintf("--secure-port=%d", pt.apiserver),
 		// The apiserver writes a self-signed serving cert (apiserver.crt) here.
-		"--cert-dir="+c.path("pki"),
-		"--token-auth-file="+c.path("tokens.csv"),
+		"--cert-dir=" + c.path("pki"),
+		"--token-auth-file=" + c.path("tokens.csv"),
 		"--authorization-mode=RBAC",
-		"--service-account-key-file="+c.path("pki", "sa.pub"),
-		"--service-account-signing-key-file="+c.path("pki", "sa.key"),
+		"--service-account-key-file=" + c.path("pki", "sa.pub"),
+		"--service-account-signing-key-file=" + c.path("pki", "sa.key"),
 		"--service-account-issuer=https://kubernetes.default.svc",
-		"--service-cluster-ip-range="+c.opts.ServiceCIDR,
+		"--service-cluster-ip-range=" + c.opts.ServiceCIDR,
 		// TaintNodesByCondition would taint the new Node not-ready, and the
 		// node-lifecycle controller that lifts the taint is off (it would mark kwok's
 		// nodes unhealthy), so the scheduler would place nothing.
@@ -199,7 +199,7 @@ func (c *Cluster) startControllerManager(ctx context.Context, pt ports) error {
 		// pods itself: the API server refuses the loopback pod IPs in Endpoints and
 		// EndpointSlices, so those controllers would retry forever, patching an event for
 		// every Service every few seconds and burning the API server's CPU.
-		"--controllers=*,-nodeipam,-nodelifecycle,-serviceaccount-token,-bootstrapsigner,-tokencleaner," +
+		"--controllers=*,-nodeipam,-nodelifecycle,-serviceaccount-token,-bootstrapsigner,-tokencleaner,"+
 			"-endpoints-controller,-endpointslice-controller,-endpointslice-mirroring-controller",
 		"--service-account-private-key-file="+c.path("pki", "sa.key"),
 		// Published to every namespace as ConfigMap kube-root-ca.crt.

@@ -53,8 +53,8 @@ func NewOptions(name string) *Options {
 		RenewDeadline:       10 * time.Second,
 		RetryPeriod:         2 * time.Second,
 		ShutdownGracePeriod: 30 * time.Second,
-		ClientQPS:           20,
-		ClientBurst:         50,
+		ClientQPS:           200,
+		ClientBurst:         400,
 	}
 }
 

@@ -3,7 +3,9 @@ package e2e
 import (
 	"context"
 	"fmt"
+	"io"
 	"os"
+	"path/filepath"
 	"sort"
 	"strconv"
 	"strings"
@@ -190,10 +192,7 @@ func rotateAtOnce(b *testing.B, ctx context.Context, ns string, dbs []string, mo
 	kube, pgops := benchClients(b)
 	w := watchRound(ctx, kube, pgops, ns)
 	defer w.stop()
-	_, auditFrom, err := localcluster.ReadAuditLog(env.cluster.AuditLogPath(), 0)
-	if err != nil {
-		b.Fatal(err)
-	}
+	auditFrom := settle(b, ctx)
 	usageBefore := operatorUsage(b)
 
 	suffix := strconv.FormatInt(time.Now().UnixNano()%1e9, 36)
@@ -232,15 +231,26 @@ func rotateAtOnce(b *testing.B, ctx context.Context, ns string, dbs []string, mo
 	if b.Failed() {
 		b.FailNow()
 	}
-	err = wait.PollUntilContextTimeout(ctx, 100*time.Millisecond, 10*time.Minute, true, func(context.Context) (bool, error) {
+	endedOfRound := func() int {
+		n := 0
+		for name := range created {
+			if _, ok := w.ended[name]; ok {
+				n++
+			}
+		}
+		return n
+	}
+	err := wait.PollUntilContextTimeout(ctx, 100*time.Millisecond, 10*time.Minute, true, func(context.Context) (bool, error) {
 		w.mu.Lock()
 		defer w.mu.Unlock()
-		return len(w.ended) >= len(created), nil
+		return endedOfRound() == len(created), nil
 	})
 	makespan := time.Since(start)
 	b.StopTimer()
 	if err != nil {
-		b.Fatalf("only %d of %d rotations ended", len(w.ended), len(created))
+		w.mu.Lock()
+		defer w.mu.Unlock()
+		b.Fatalf("only %d of %d rotations ended", endedOfRound(), len(created))
 	}
 	// Wait for the cleanups (finalizers), so their writes are counted with the round.
 	err = wait.PollUntilContextTimeout(ctx, 200*time.Millisecond, 2*time.Minute, true, func(ctx context.Context) (bool, error) {
@@ -263,6 +273,9 @@ func rotateAtOnce(b *testing.B, ctx context.Context, ns string, dbs []string, mo
 	events, _, err := localcluster.ReadAuditLog(env.cluster.AuditLogPath(), auditFrom)
 	if err != nil {
 		b.Fatal(err)
+	}
+	if os.Getenv("PGOPS_KEEP_E2E") != "" {
+		keepAuditLog(b, auditFrom)
 	}
 
 	list, err := pgops.OpsV1alpha1().PostgresOpsRequests(ns).List(ctx, metav1.ListOptions{})
@@ -299,19 +312,23 @@ func rotateAtOnce(b *testing.B, ctx context.Context, ns string, dbs []string, mo
 	if mode != opsv1alpha1.RestartNone {
 		reportDurations(b, "restart", windows)
 	}
+	reportDurations(b, "pause-ack", pauseAcks(events))
 	writes, conflicts, reads := map[string]int{}, 0, 0
 	for _, e := range events {
-		if e.Operator() == "" {
+		// Events are not writes of the rotation's objects, and leases are leader election.
+		if e.Operator() == "" || e.ObjectRef.Resource == "events" || e.ObjectRef.Resource == "leases" {
 			continue
 		}
 		if !e.Write() {
 			reads++
 			continue
 		}
-		writes[e.Verb+" "+e.Resource()+" ("+strings.TrimPrefix(e.Operator(), "pgops-")+")"]++
+		key := e.Verb + " " + e.Resource() + " (" + strings.TrimPrefix(e.Operator(), "pgops-") + ")"
 		if e.ResponseStatus.Code == 409 {
 			conflicts++
+			key += " conflicts"
 		}
+		writes[key]++
 	}
 	total := 0
 	keys := make([]string, 0, len(writes))
@@ -324,7 +341,9 @@ func rotateAtOnce(b *testing.B, ctx context.Context, ns string, dbs []string, mo
 	for _, k := range keys {
 		fmt.Fprintf(&table, "\n  %-60s %6.2f", k, float64(writes[k])/n)
 	}
-	b.Logf("%d rotations, makespan %s; operator API writes per rotation:%s", len(dbs), makespan.Round(time.Millisecond), table.String())
+	// Printed, not logged: a benchmark's log is cut after a few lines.
+	fmt.Printf("%s: %d rotations, makespan %s; operator API writes per rotation (events and leases excluded):%s\n",
+		b.Name(), len(dbs), makespan.Round(time.Millisecond), table.String())
 	b.ReportMetric(float64(total)/n, "writes/rotation")
 	b.ReportMetric(float64(conflicts)/n, "conflicts/rotation")
 	b.ReportMetric(float64(reads)/n, "reads/rotation")
@@ -333,6 +352,74 @@ func rotateAtOnce(b *testing.B, ctx context.Context, ns string, dbs []string, mo
 		b.ReportMetric((after.CPU - usageBefore[name].CPU).Seconds(), short+"-cpu-s")
 		b.ReportMetric(float64(after.PeakRSS)/(1<<20), short+"-peak-rss-MiB")
 	}
+}
+
+// settle waits until the operators have written nothing for a few seconds (a previous
+// round's or the provisioning's last status writes), and returns the audit log's offset.
+func settle(b *testing.B, ctx context.Context) int64 {
+	b.Helper()
+	_, offset, err := localcluster.ReadAuditLog(env.cluster.AuditLogPath(), 0)
+	if err != nil {
+		b.Fatal(err)
+	}
+	quietSince := time.Now()
+	for time.Since(quietSince) < 3*time.Second && ctx.Err() == nil {
+		time.Sleep(500 * time.Millisecond)
+		events, next, err := localcluster.ReadAuditLog(env.cluster.AuditLogPath(), offset)
+		if err != nil {
+			b.Fatal(err)
+		}
+		offset = next
+		for _, e := range events {
+			if e.Write() && e.ObjectRef.Resource != "events" && e.ObjectRef.Resource != "leases" {
+				quietSince = time.Now()
+			}
+		}
+	}
+	return offset
+}
+
+// keepAuditLog copies the round's part of the audit log next to the operators' logs.
+func keepAuditLog(b *testing.B, from int64) {
+	src, err := os.Open(env.cluster.AuditLogPath())
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer src.Close()
+	if _, err := src.Seek(from, 0); err != nil {
+		b.Fatal(err)
+	}
+	name := strings.NewReplacer("/", "_", "=", "-").Replace(b.Name()) + ".audit.jsonl"
+	dst, err := os.Create(filepath.Join(env.workDir, name))
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer dst.Close()
+	if _, err := io.Copy(dst, src); err != nil {
+		b.Fatal(err)
+	}
+}
+
+// pauseAcks are, per database, the time from the ops-manager's first status write of the
+// Postgres (the pause asked) to the provisioner's next one (the answer), from the audit log.
+func pauseAcks(events []localcluster.AuditEvent) []time.Duration {
+	asked := map[string]time.Time{}
+	var acks []time.Duration
+	for _, e := range events {
+		if e.Verb != "update" || e.Resource() != "postgreses/status" || e.ResponseStatus.Code != 200 {
+			continue
+		}
+		key := e.ObjectRef.Namespace + "/" + e.ObjectRef.Name
+		at, seen := asked[key]
+		switch {
+		case e.Operator() == "pgops-ops-manager" && !seen:
+			asked[key] = e.StageTimestamp.Time
+		case e.Operator() == "pgops-provisioner" && seen && !at.IsZero():
+			acks = append(acks, e.StageTimestamp.Sub(at))
+			asked[key] = time.Time{} // counted
+		}
+	}
+	return acks
 }
 
 // reportDurations reports the median, p90 and max of ds in milliseconds.

@@ -7,6 +7,8 @@ import (
 	"io"
 	"os"
 	"strings"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
 
 // The API server writes an audit log of every request the pgops operators make except
@@ -61,6 +63,8 @@ type AuditEvent struct {
 	ResponseStatus struct {
 		Code int `json:"code"`
 	} `json:"responseStatus"`
+	// StageTimestamp is when the API server answered.
+	StageTimestamp metav1.MicroTime `json:"stageTimestamp"`
 }
 
 // Write tells whether the event changed something (or tried to).

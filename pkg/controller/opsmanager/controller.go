@@ -29,6 +29,7 @@ import (
 	pgopsinformers "github.com/pgops/pgops/pkg/generated/informers/externalversions"
 	kubedblisters "github.com/pgops/pgops/pkg/generated/listers/kubedb/v1"
 	opslisters "github.com/pgops/pgops/pkg/generated/listers/ops/v1alpha1"
+	"github.com/pgops/pgops/pkg/operator"
 )
 
 const (
@@ -78,7 +79,7 @@ type Controller struct {
 	cfg      Config
 	clock    clock.PassiveClock
 	// written holds the ops-manager's latest writes of requests the cache has not shown yet.
-	written writtenRequests
+	written operator.OwnWrites[*opsv1alpha1.PostgresOpsRequest]
 }
 
 // New wires the controller to its informers. kubeInformers must be filtered to the

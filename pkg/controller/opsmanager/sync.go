@@ -129,7 +129,7 @@ func (c *Controller) patchFinalizers(ctx context.Context, req *opsv1alpha1.Postg
 	if err != nil {
 		return nil, err
 	}
-	c.written.remember(req.ResourceVersion, updated)
+	c.written.Remember(req.ResourceVersion, updated)
 	return updated, nil
 }
 
@@ -141,7 +141,7 @@ func (c *Controller) writeStatus(ctx context.Context, req *opsv1alpha1.PostgresO
 	if err != nil {
 		return nil, fmt.Errorf("writing status: %w", err)
 	}
-	c.written.remember(req.ResourceVersion, updated)
+	c.written.Remember(req.ResourceVersion, updated)
 	return updated, nil
 }
 

@@ -75,7 +75,10 @@ type Controller struct {
 	// pauseQueue holds databases whose pause was asked and not answered yet (pausequeue.go).
 	pauseQueue workqueue.TypedRateLimitingInterface[cache.ObjectName]
 	// locks serialises the syncs of one database across both queues.
-	locks    keyedLocks
+	locks keyedLocks
+	// written holds the provisioner's latest writes of Postgres objects the cache has not
+	// shown yet.
+	written  operator.OwnWrites[*kubedbv1.Postgres]
 	recorder record.EventRecorder
 
 	images       *ImageMapper

@@ -75,9 +75,11 @@ func apiequalHolder(a, b *kubedbv1.OpsRequestReference) bool {
 // alone while the condition stays True.
 func (c *Controller) acknowledgePause(ctx context.Context, pg *kubedbv1.Postgres) error {
 	holder := pg.Status.PausedBy
+	answered := false
 	_, err := c.updateStatus(ctx, pg, func(st *kubedbv1.PostgresStatus) {
 		cond := meta.FindStatusCondition(st.Conditions, kubedbv1.ConditionPaused)
-		if cond == nil || cond.Status != metav1.ConditionUnknown || !apiequalHolder(st.PausedBy, holder) {
+		answered = cond != nil && cond.Status == metav1.ConditionUnknown && apiequalHolder(st.PausedBy, holder)
+		if !answered {
 			return // withdrawn, answered or taken over meanwhile
 		}
 		meta.SetStatusCondition(&st.Conditions, metav1.Condition{
@@ -88,7 +90,7 @@ func (c *Controller) acknowledgePause(ctx context.Context, pg *kubedbv1.Postgres
 			ObservedGeneration: pg.Generation,
 		})
 	})
-	if err != nil {
+	if err != nil || !answered {
 		return err
 	}
 	klog.FromContext(ctx).Info("Paused reconciliation of workloads", "opsRequest", holder.Name)

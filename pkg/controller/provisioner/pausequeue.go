@@ -45,7 +45,7 @@ func (c *Controller) answerPause(ctx context.Context, name cache.ObjectName) err
 	if cached.DeletionTimestamp != nil || !pauseAsked(cached) {
 		return nil
 	}
-	pg := cached.DeepCopy()
+	pg := c.written.Newest(cached)
 	held, err := c.pauseHeld(ctx, pg)
 	if err != nil || !held {
 		return err

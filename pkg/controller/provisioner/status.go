@@ -15,6 +15,7 @@ import (
 	"k8s.io/klog/v2"
 
 	kubedbv1 "github.com/pgops/pgops/pkg/apis/kubedb/v1"
+	"github.com/pgops/pgops/pkg/credential"
 )
 
 // Condition reasons and event reasons.
@@ -114,6 +115,9 @@ func (c *Controller) observe(ctx context.Context, pg *kubedbv1.Postgres, cred *a
 	}
 	ep := PrimaryEndpoint{Service: svc, User: cred.user, Password: cred.password}
 	obs.primaryErr = c.health.CheckPrimary(ctx, ep)
+	if obs.primaryErr != nil {
+		klog.FromContext(ctx).V(2).Info("The primary does not accept connections", "err", obs.primaryErr.Error())
+	}
 	if obs.primaryErr != nil || obs.desired < 2 {
 		return obs
 	}
@@ -215,7 +219,7 @@ func applyObservation(st *kubedbv1.PostgresStatus, obs observation, generation i
 		set(kubedbv1.ConditionAcceptingConnection, metav1.ConditionTrue, ReasonAcceptingConnection,
 			"The primary accepts connections")
 	default:
-		set(kubedbv1.ConditionAcceptingConnection, metav1.ConditionFalse, ReasonNotAcceptingConn, obs.primaryErr.Error())
+		set(kubedbv1.ConditionAcceptingConnection, metav1.ConditionFalse, ReasonNotAcceptingConn, primaryProblem(obs.primaryErr))
 	}
 
 	allUp := primaryOK && obs.standbysReady && len(obs.notStreaming) == 0
@@ -244,6 +248,20 @@ func applyObservation(st *kubedbv1.PostgresStatus, obs observation, generation i
 	} else {
 		set(kubedbv1.ConditionReady, metav1.ConditionFalse, string(st.Phase), readyMessage(st.Phase, obs))
 	}
+}
+
+// primaryProblem says why the primary does not accept connections in words that stay the
+// same while the cause does: a restarting primary answers with several errors in turn
+// (connection refused, starting up, a timeout), and each new message would be another
+// status write. observe logs the error itself.
+func primaryProblem(err error) string {
+	switch credential.Classify(err) {
+	case credential.ClassAuth:
+		return "The primary refuses the credential in the auth Secret"
+	case credential.ClassUnreachable:
+		return "The primary does not answer: it is down, starting or unreachable"
+	}
+	return err.Error()
 }
 
 func readyMessage(phase kubedbv1.DatabasePhase, obs observation) string {
@@ -335,6 +353,9 @@ func (c *Controller) writePostgres(ctx context.Context, pg *kubedbv1.Postgres, m
 			return nil
 		}
 		updated, err := write(ctx, next, metav1.UpdateOptions{FieldManager: FieldManager})
+		if err == nil {
+			c.written.Remember(next.ResourceVersion, updated)
+		}
 		if apierrors.IsConflict(err) {
 			fresh, gerr := c.pgopsClient.KubedbV1().Postgreses(pg.Namespace).Get(ctx, pg.Name, metav1.GetOptions{})
 			if gerr != nil {

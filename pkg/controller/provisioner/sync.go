@@ -38,12 +38,13 @@ func (c *Controller) syncHandler(ctx context.Context, name cache.ObjectName) err
 	cached, err := c.postgresLister.Postgreses(name.Namespace).Get(name.Name)
 	if apierrors.IsNotFound(err) {
 		logger.V(4).Info("Postgres is gone")
+		c.written.Forget(name)
 		return nil
 	}
 	if err != nil {
 		return err
 	}
-	pg := cached.DeepCopy()
+	pg := c.written.Newest(cached)
 
 	if pg.DeletionTimestamp != nil {
 		return c.handleDeletion(ctx, pg)

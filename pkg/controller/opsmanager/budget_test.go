@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -21,14 +22,35 @@ import (
 // The ops-manager's writes per rotation are a budget (docs/architecture.md, "Write
 // budget"): a request's status is written once per sync, whatever number of steps complete
 // in it, and never conflicts with the controller's own previous write.
+//
+// A running controller also keeps a status back while it awaits an answer that comes
+// within moments (the pause's, the new template's), so the next sync writes both.
 func TestWriteBudgetOfOneReplicaRotation(t *testing.T) {
-	for _, mode := range []opsv1alpha1.RestartMode{opsv1alpha1.RestartAllPods, opsv1alpha1.RestartNone} {
-		t.Run(string(mode), func(t *testing.T) {
+	for _, tc := range []struct {
+		name         string
+		mode         opsv1alpha1.RestartMode
+		running      bool
+		statusWrites int
+	}{
+		// started and pause asked; credential set and template written; pod evicted; Successful
+		{"AllPods, a controller per sync", opsv1alpha1.RestartAllPods, false, 4},
+		// started and pause asked; Successful (no pod to restart)
+		{"None, a controller per sync", opsv1alpha1.RestartNone, false, 2},
+		// pause, credential and template; pod evicted; Successful
+		{"AllPods, a running controller", opsv1alpha1.RestartAllPods, true, 2},
+		{"None, a running controller", opsv1alpha1.RestartNone, true, 1},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			mode := tc.mode
 			w := newWorld(t, 1)
+			if tc.running {
+				w.keepRunning()
+			}
 			w.newRequest("rotate", withRestart(mode))
 			req := w.runUntilDone("rotate", 50)
 			require.Equal(t, opsv1alpha1.OpsRequestPhaseSuccessful, req.Status.Phase, describe(req))
 			t.Logf("writes: %v", w.writes)
+			require.Equal(t, tc.running, w.keep != nil)
 
 			want := map[string]int{
 				"patch postgresopsrequests":         2, // the finalizer, on and off
@@ -37,12 +59,10 @@ func TestWriteBudgetOfOneReplicaRotation(t *testing.T) {
 				"update secrets":                    2, // the auth Secret; the staged Secret's finalizer
 				"delete secrets":                    1, // the staged credential, released
 				"update statefulsets":               1, // the pod template
-				"update postgresopsrequests/status": 4, // started; credential set; pod evicted; Successful
+				"update postgresopsrequests/status": tc.statusWrites,
 			}
 			if mode == opsv1alpha1.RestartAllPods {
 				want["create pods/eviction"] = 1
-			} else {
-				want["update postgresopsrequests/status"] = 2 // started; Successful: no pod to restart
 			}
 			assert.Equal(t, want, w.writes)
 		})
@@ -144,4 +164,41 @@ func TestRequestEventsWakeOnlyLiveSiblings(t *testing.T) {
 	ended.Status.Phase = opsv1alpha1.OpsRequestPhaseSuccessful
 	c.handleRequest(ended, releasedOrQueued(progressed, ended))
 	assert.Equal(t, 2, c.queue.Len(), "its end wakes the queued request, not the ended ones")
+}
+
+// A status kept back while the pause's answer is awaited is written after maxUnwritten
+// anyway: a provisioner that never answers shows, within a second, as what it is.
+func TestStatusKeptBackAtMostASecond(t *testing.T) {
+	w := newWorld(t, 1)
+	w.keepRunning()
+	w.provisionerConfirmsPause = false
+	w.newRequest("rotate")
+	res, err := w.sync("rotate")
+	require.NoError(t, err)
+	assert.LessOrEqual(t, res.requeueAfter, maxUnwritten, "looked at again when the status must be written")
+	assert.Empty(t, w.request("rotate").Status.Phase, "kept back while the answer is awaited")
+
+	w.clock.Step(maxUnwritten + time.Millisecond)
+	_, err = w.sync("rotate")
+	require.NoError(t, err)
+	req := w.request("rotate")
+	assert.Equal(t, opsv1alpha1.OpsRequestPhaseProgressing, req.Status.Phase)
+	assert.Contains(t, condition(req, ConditionPauseDatabase).Message, "waiting for the provisioner")
+}
+
+// The request is deleted while the status that says its pause was asked is kept back: the
+// cleanup finds the pause on the Postgres anyway, and resumes it.
+func TestDeletedWhileStatusKeptBackResumes(t *testing.T) {
+	w := newWorld(t, 1)
+	w.keepRunning()
+	w.provisionerConfirmsPause = false
+	w.newRequest("rotate")
+	_, err := w.sync("rotate")
+	require.NoError(t, err)
+	require.NotNil(t, w.postgres().Status.PausedBy, "the pause was asked")
+	require.Nil(t, condition(w.request("rotate"), ConditionPauseDatabase), "and not recorded")
+
+	w.deleteAndCleanUp("rotate")
+	assert.Nil(t, w.postgres().Status.PausedBy)
+	assert.Nil(t, meta.FindStatusCondition(w.postgres().Status.Conditions, kubedbv1.ConditionPaused), "database resumed")
 }

@@ -80,6 +80,8 @@ type Controller struct {
 	clock    clock.PassiveClock
 	// written holds the ops-manager's latest writes of requests the cache has not shown yet.
 	written operator.OwnWrites[*opsv1alpha1.PostgresOpsRequest]
+	// unwritten holds status a sync kept back while it awaits an answer (unwritten.go).
+	unwritten unwrittenStatus
 }
 
 // New wires the controller to its informers. kubeInformers must be filtered to the

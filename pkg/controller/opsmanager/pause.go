@@ -40,7 +40,7 @@ func (c *Controller) pauseDatabase(ctx context.Context, r *rotation) (outcome, e
 	case holder != nil && holder.UID == r.req.UID && paused != nil && paused.Status == metav1.ConditionTrue:
 		return completed("Postgres %s is paused for this request", pg.Name), nil
 	case holder != nil && holder.UID == r.req.UID && paused != nil:
-		return waiting("waiting for the provisioner to pause Postgres %s", pg.Name), nil
+		return answerAwaited("waiting for the provisioner to pause Postgres %s", pg.Name), nil
 	case holder != nil && holder.UID != r.req.UID && paused != nil:
 		active, err := c.requestActive(ctx, r.req.Namespace, *holder)
 		if err != nil {
@@ -64,7 +64,7 @@ func (c *Controller) pauseDatabase(ctx context.Context, r *rotation) (outcome, e
 		return outcome{}, fmt.Errorf("asking to pause Postgres %s: %w", pg.Name, err)
 	}
 	c.recorder.Eventf(r.req, corev1.EventTypeNormal, "PauseDatabase", "pausing Postgres %s", pg.Name)
-	return waiting("waiting for the provisioner to pause Postgres %s", pg.Name), nil
+	return answerAwaited("waiting for the provisioner to pause Postgres %s", pg.Name), nil
 }
 
 // checkPauseHeld fails the request when the pause it holds was taken away. The cache is

@@ -32,7 +32,7 @@ func (c *Controller) updateStatefulSets(ctx context.Context, r *rotation) (outco
 	// when the StatefulSet controller has observed it, so pods restart onto its revision.
 	sts, err := c.statefulSets.StatefulSets(r.req.Namespace).Get(written.Name)
 	if err != nil || !templateObserved(sts, written) {
-		return waiting("waiting for the StatefulSet controller to observe the new pod template"), nil
+		return answerAwaited("waiting for the StatefulSet controller to observe the new pod template"), nil
 	}
 	return completed("StatefulSet %s uses Secret %s (revision %s)", sts.Name, secretName, sts.Status.UpdateRevision), nil
 }

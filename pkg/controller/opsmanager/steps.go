@@ -58,11 +58,22 @@ type outcome struct {
 	message string
 	// recheckAfter asks for another look at something no informer reports.
 	recheckAfter time.Duration
+	// soon says the step waits for another controller's answer to a write, which comes
+	// within moments (the provisioner's to a pause, the StatefulSet controller's to a new
+	// template): the status write may wait for it (see unwritten.go).
+	soon bool
 }
 
 func waiting(format string, args ...any) outcome {
 	return outcome{message: fmt.Sprintf(format, args...)}
 }
+// answerAwaited is waiting for an answer that comes within moments.
+func answerAwaited(format string, args ...any) outcome {
+	out := waiting(format, args...)
+	out.soon = true
+	return out
+}
+
 func completed(format string, args ...any) outcome {
 	return outcome{done: true, message: fmt.Sprintf(format, args...)}
 }
@@ -150,6 +161,7 @@ func (c *Controller) progress(ctx context.Context, req *opsv1alpha1.PostgresOpsR
 			if out.recheckAfter > 0 && out.recheckAfter < deadline.requeueAfter {
 				deadline.requeueAfter = out.recheckAfter
 			}
+			deadline.answerAwaited = out.soon
 			return deadline, nil
 		}
 		setCondition(&req.Status.Conditions, s.condition, metav1.ConditionTrue, ReasonCompleted, out.message, req.Generation, r.now)

@@ -21,7 +21,12 @@ import (
 
 // syncResult asks for the request to be looked at again after a delay, for what no
 // informer reports (a step's timeout, replication catching up).
-type syncResult struct{ requeueAfter time.Duration }
+type syncResult struct {
+	requeueAfter time.Duration
+	// answerAwaited says the sync stopped only to wait for another controller's answer,
+	// which comes within moments: its status write may wait for the next sync.
+	answerAwaited bool
+}
 
 // syncHandler moves one request along. Every decision is taken from the request's
 // persisted status and the cluster's current state, so it can run any number of times,
@@ -32,19 +37,28 @@ type syncResult struct{ requeueAfter time.Duration }
 // next action: each one checks the cluster live before it acts, and cleanUp decides from
 // the staged Secret and PostgreSQL, never from a condition that may not have been written.
 func (c *Controller) syncHandler(ctx context.Context, key cache.ObjectName) (syncResult, error) {
-	req, err := c.currentRequest(key)
+	stored, err := c.currentRequest(key)
 	if apierrors.IsNotFound(err) {
 		return syncResult{}, nil
 	}
 	if err != nil {
 		return syncResult{}, err
 	}
-	if req.DeletionTimestamp != nil || req.Status.Phase.Ended() {
-		return c.cleanUp(ctx, req)
+	if stored.DeletionTimestamp != nil || stored.Status.Phase.Ended() {
+		c.unwritten.drop(key)
+		return c.cleanUp(ctx, stored)
 	}
 
-	before := *req.Status.DeepCopy()
+	before := *stored.Status.DeepCopy()
+	req := c.unwritten.resume(stored)
 	res, err := c.advance(ctx, req)
+	if err == nil && res.answerAwaited {
+		if wait, held := c.unwritten.hold(req, c.clock.Now()); held {
+			res.requeueAfter = min(res.requeueAfter, wait)
+			return res, nil
+		}
+	}
+	c.unwritten.drop(key)
 	if werr := c.writeStatusInPlace(ctx, before, req); werr != nil {
 		return res, errors.Join(err, werr)
 	}

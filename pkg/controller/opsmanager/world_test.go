@@ -63,6 +63,45 @@ type world struct {
 	// writes counts the controller's own writes ("verb resource[/subresource]"), not the
 	// stand-ins'.
 	writes map[string]int
+	// keep, when set (keepRunning), makes sync reuse one controller, whose memory of its
+	// own writes and of status kept back survives between syncs, and refresh its caches
+	// before each sync, as informers would.
+	keep *runningController
+}
+
+type runningController struct {
+	c              *Controller
+	kubeInformers  kubeinformers.SharedInformerFactory
+	pgopsInformers pgopsinformers.SharedInformerFactory
+}
+
+// keepRunning makes the world run one controller for all syncs, and makes the fake API
+// server give requests a new resourceVersion on every write, as the real one does.
+func (w *world) keepRunning() {
+	w.keep = &runningController{}
+	gvr := opsv1alpha1.SchemeGroupVersion.WithResource("postgresopsrequests")
+	react := clienttesting.ObjectReaction(w.pgops.Tracker())
+	for _, verb := range []string{"update", "patch"} {
+		w.pgops.PrependReactor(verb, "postgresopsrequests", func(action clienttesting.Action) (bool, runtime.Object, error) {
+			if update, ok := action.(clienttesting.UpdateAction); ok {
+				stored, err := w.pgops.Tracker().Get(gvr, ns, update.GetObject().(metav1.Object).GetName())
+				if err == nil && stored.(metav1.Object).GetResourceVersion() != update.GetObject().(metav1.Object).GetResourceVersion() {
+					return true, nil, apierrors.NewConflict(gvr.GroupResource(), update.GetObject().(metav1.Object).GetName(), fmt.Errorf("fake: stale resourceVersion"))
+				}
+			}
+			handled, obj, err := react(action)
+			if err != nil || obj == nil {
+				return handled, obj, err
+			}
+			w.uid++
+			bumped := obj.DeepCopyObject()
+			bumped.(metav1.Object).SetResourceVersion(fmt.Sprint(w.uid))
+			if err := w.pgops.Tracker().Update(gvr, bumped, ns); err != nil {
+				return true, nil, err
+			}
+			return true, bumped, nil
+		})
+	}
 }
 
 func newWorld(t testing.TB, replicas int32) *world {
@@ -234,6 +273,17 @@ func (w *world) newController() *Controller {
 	c, err := New(w.kube, w.pgops, kubeInformers, pgopsInformers, w.recorder, w.db,
 		Config{Clock: w.clock, PasswordLength: 20})
 	require.NoError(w.t, err)
+	w.fillCaches(kubeInformers, pgopsInformers)
+	if w.keep != nil {
+		w.keep.c, w.keep.kubeInformers, w.keep.pgopsInformers = c, kubeInformers, pgopsInformers
+	}
+	return c
+}
+
+// fillCaches makes the informers' caches hold what the fake API server holds now (or what
+// a frozen cache still shows).
+func (w *world) fillCaches(kubeInformers kubeinformers.SharedInformerFactory, pgopsInformers pgopsinformers.SharedInformerFactory) {
+	w.t.Helper()
 	ctx := context.Background()
 	fill := func(indexer cache.Indexer, list runtime.Object, err error) {
 		require.NoError(w.t, err)
@@ -242,9 +292,11 @@ func (w *world) newController() *Controller {
 		if frozen, ok := w.frozen[fmt.Sprintf("%T", list)]; ok {
 			items = frozen
 		}
+		objs := make([]interface{}, 0, len(items))
 		for _, item := range items {
-			require.NoError(w.t, indexer.Add(item))
+			objs = append(objs, item)
 		}
+		require.NoError(w.t, indexer.Replace(objs, ""))
 	}
 	reqs, err := w.pgops.OpsV1alpha1().PostgresOpsRequests("").List(ctx, metav1.ListOptions{})
 	fill(pgopsInformers.Ops().V1alpha1().PostgresOpsRequests().Informer().GetIndexer(), reqs, err)
@@ -256,15 +308,22 @@ func (w *world) newController() *Controller {
 	fill(kubeInformers.Core().V1().Pods().Informer().GetIndexer(), pods, err)
 	svcs, err := w.kube.CoreV1().Services("").List(ctx, metav1.ListOptions{})
 	fill(kubeInformers.Core().V1().Services().Informer().GetIndexer(), svcs, err)
-	return c
 }
 
 // sync runs one sync of the request with a freshly started controller, then lets the
 // stand-ins react.
 func (w *world) sync(name string) (syncResult, error) {
 	w.t.Helper()
-	c := w.newController()
-	defer c.queue.ShutDown()
+	var c *Controller
+	if w.keep != nil && w.keep.c != nil {
+		c = w.keep.c
+		w.fillCaches(w.keep.kubeInformers, w.keep.pgopsInformers)
+	} else {
+		c = w.newController()
+		if w.keep == nil {
+			defer c.queue.ShutDown()
+		}
+	}
 	kubeBefore, pgopsBefore := len(w.kube.Actions()), len(w.pgops.Actions())
 	res, err := c.syncHandler(context.Background(), cache.ObjectName{Namespace: ns, Name: name})
 	w.countWrites(w.kube.Actions()[kubeBefore:])

@@ -207,7 +207,8 @@ func TestPauseHandshakeAndResume(t *testing.T) {
 }
 
 func TestPausedStatusStillObserved(t *testing.T) {
-	f := provisioned(t, newPG("x"))
+	pg := newPG("x")
+	f := provisioned(t, pg, readyPod(pg, 0, true))
 	setPaused(t, f, metav1.ConditionTrue, false)
 	f.health.err = nil
 	require.NoError(t, f.sync("x"))

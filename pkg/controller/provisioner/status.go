@@ -108,6 +108,14 @@ func (c *Controller) observe(ctx context.Context, pg *kubedbv1.Postgres, cred *a
 		return obs
 	}
 	obs.checked = true
+	if !obs.primaryReady {
+		// Not Ready (absent, terminating, starting): no client reaches it through its
+		// Service, whatever a login to it would say. This also keeps a restart's status at
+		// one write while the pod goes away, instead of one while the terminating primary
+		// still answers and one when it stops.
+		obs.primaryErr = fmt.Errorf("the primary pod %s-0 is not ready", statefulSetName(pg))
+		return obs
+	}
 	svc, err := c.serviceLister.Services(pg.Namespace).Get(primaryServiceName(pg))
 	if err != nil || !isOwnedBy(svc, pg) {
 		obs.primaryErr = fmt.Errorf("primary service %s/%s not found", pg.Namespace, primaryServiceName(pg))

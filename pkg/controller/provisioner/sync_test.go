@@ -15,7 +15,8 @@ import (
 )
 
 func TestSyncGeneratesSecretAndWorkloads(t *testing.T) {
-	f := newFixture(t, []*kubedbv1.Postgres{newPG("x")})
+	pg := newPG("x")
+	f := newFixture(t, []*kubedbv1.Postgres{pg}, readyPod(pg, 0, true))
 	require.NoError(t, f.sync("x"))
 
 	assert.Equal(t, []string{
@@ -24,6 +25,7 @@ func TestSyncGeneratesSecretAndWorkloads(t *testing.T) {
 		"create services x",
 		"create services x-pods",
 		"create statefulsets x",
+		"patch pods x-0", // its role label
 	}, f.kubeWrites())
 	assert.Equal(t, []string{
 		"update postgreses x",        // finalizer
@@ -40,7 +42,7 @@ func TestSyncGeneratesSecretAndWorkloads(t *testing.T) {
 	require.Len(t, sec.OwnerReferences, 1)
 	assert.True(t, isOwnedBy(sec, newPG("x")))
 
-	pg := f.postgres("x")
+	pg = f.postgres("x")
 	assert.Equal(t, "x-auth", pg.Spec.AuthSecret.Name)
 	assert.Contains(t, pg.Finalizers, Finalizer)
 	assert.Equal(t, kubedbv1.DatabasePhaseProvisioning, pg.Status.Phase)
@@ -72,8 +74,9 @@ func TestSyncGeneratesSecretAndWorkloads(t *testing.T) {
 }
 
 func TestSyncUsesUserSecretWithoutWritingIt(t *testing.T) {
-	f := newFixture(t, []*kubedbv1.Postgres{newPG("x", withFinalizer, withAuthSecret("mine"))},
-		userSecret("mine", map[string]string{"username": "admin", "password": "s3cret-value"}))
+	pg := newPG("x", withFinalizer, withAuthSecret("mine"))
+	f := newFixture(t, []*kubedbv1.Postgres{pg},
+		userSecret("mine", map[string]string{"username": "admin", "password": "s3cret-value"}), readyPod(pg, 0, true))
 	f.health.err = nil
 	require.NoError(t, f.sync("x"))
 

@@ -67,6 +67,7 @@ type outcome struct {
 func waiting(format string, args ...any) outcome {
 	return outcome{message: fmt.Sprintf(format, args...)}
 }
+
 // answerAwaited is waiting for an answer that comes within moments.
 func answerAwaited(format string, args ...any) outcome {
 	out := waiting(format, args...)

@@ -44,7 +44,7 @@ type Options struct {
 func NewOptions(name string) *Options {
 	return &Options{
 		Name:                name,
-		Workers:             8,
+		Workers:             32,
 		ResyncPeriod:        10 * time.Minute,
 		HealthAddr:          ":8081",
 		LeaderElect:         true,

@@ -118,9 +118,19 @@ func run(m *testing.M) int {
 	return code
 }
 
+// quickTakeover are lease settings for a quick takeover after a SIGKILL: the crash tests
+// restart the ops-manager.
+var quickTakeover = []string{"--leader-elect-lease-duration=4s", "--leader-elect-renew-deadline=3s", "--leader-elect-retry-period=1s"}
+
 // startOperator runs one operator with a token of its own ServiceAccount, so it has only
-// the RBAC that manifests/ gives it, and otherwise its default settings. Its log is appended to workDir/<name>.log.
+// the RBAC that manifests/ gives it, with quickTakeover and otherwise its default settings.
+// Its log is appended to workDir/<name>.log.
 func startOperator(ctx context.Context, name string) (*testenv.Operator, error) {
+	return startOperatorWith(ctx, name, quickTakeover...)
+}
+
+// startOperatorWith is startOperator with args instead of quickTakeover.
+func startOperatorWith(ctx context.Context, name string, args ...string) (*testenv.Operator, error) {
 	cfg, err := env.cluster.ServiceAccountConfig(ctx, "pgops-system", "pgops-"+name)
 	if err != nil {
 		return nil, err
@@ -129,9 +139,7 @@ func startOperator(ctx context.Context, name string) (*testenv.Operator, error) 
 	if err != nil {
 		return nil, err
 	}
-	op, err := testenv.StartOperator(name, env.binaries[name], cfg, env.workDir, logFile,
-		// Quick takeover after a SIGKILL: the crash tests restart the ops-manager.
-		"--leader-elect-lease-duration=4s", "--leader-elect-renew-deadline=3s", "--leader-elect-retry-period=1s")
+	op, err := testenv.StartOperator(name, env.binaries[name], cfg, env.workDir, logFile, args...)
 	if err != nil {
 		logFile.Close()
 		return nil, err

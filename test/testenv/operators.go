@@ -126,8 +126,10 @@ type Usage struct {
 }
 
 // Usage reads the operator's CPU time and memory from /proc.
-func (o *Operator) Usage() (Usage, error) {
-	pid := o.cmd.Process.Pid
+func (o *Operator) Usage() (Usage, error) { return ProcessUsage(o.cmd.Process.Pid) }
+
+// ProcessUsage reads a process's CPU time and memory from /proc.
+func ProcessUsage(pid int) (Usage, error) {
 	stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
 	if err != nil {
 		return Usage{}, err
@@ -159,4 +161,28 @@ func (o *Operator) Usage() (Usage, error) {
 		}
 	}
 	return u, nil
+}
+
+// MachineBusy reads how much CPU time the machine has spent busy (not idle or waiting for
+// I/O) and in all, over all cores, since boot.
+func MachineBusy() (busy, total time.Duration, err error) {
+	stat, err := os.ReadFile("/proc/stat")
+	if err != nil {
+		return 0, 0, err
+	}
+	line, _, _ := strings.Cut(string(stat), "\n")
+	fields := strings.Fields(line)
+	if len(fields) < 8 || fields[0] != "cpu" {
+		return 0, 0, fmt.Errorf("/proc/stat: unexpected first line %q", line)
+	}
+	const clockTicks = 100
+	for i, f := range fields[1:] {
+		v, _ := strconv.ParseInt(f, 10, 64)
+		d := time.Duration(v) * time.Second / clockTicks
+		total += d
+		if i != 3 && i != 4 { // idle, iowait
+			busy += d
+		}
+	}
+	return busy, total, nil
 }

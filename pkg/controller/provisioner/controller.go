@@ -170,9 +170,16 @@ func New(ctx context.Context, kubeClient kubernetes.Interface, pgopsClient versi
 	c.cachesSynced = append(c.cachesSynced, pgInformer.Informer().HasSynced)
 	// An ops request ending, or being created or deleted, can change what the provisioner
 	// does about rotations of its database.
+	// A request's progress (its conditions) changes nothing here: only its phase, its
+	// deletion and its finalizer do. Each sync logs in to the database, so waking it for
+	// every status write of a request would cost a login each.
 	if _, err := requestInformer.Informer().AddEventHandler(cache.ResourceEventHandlerFuncs{
-		AddFunc:    c.enqueueRequestDatabase,
-		UpdateFunc: func(_, newObj interface{}) { c.enqueueRequestDatabase(newObj) },
+		AddFunc: c.enqueueRequestDatabase,
+		UpdateFunc: func(oldObj, newObj interface{}) {
+			if requestStageChanged(oldObj, newObj) {
+				c.enqueueRequestDatabase(newObj)
+			}
+		},
 		DeleteFunc: c.enqueueRequestDatabase,
 	}); err != nil {
 		return nil, fmt.Errorf("adding PostgresOpsRequest event handler: %w", err)
@@ -221,6 +228,17 @@ func (c *Controller) enqueueRequestDatabase(obj interface{}) {
 	if r, ok := obj.(*opsv1alpha1.PostgresOpsRequest); ok {
 		c.queue.Add(cache.ObjectName{Namespace: r.Namespace, Name: r.Spec.DatabaseRef.Name})
 	}
+}
+
+// requestStageChanged tells whether an update of an ops request can matter to its
+// database's sync: its phase changed, it is being deleted, or its finalizers changed.
+func requestStageChanged(oldObj, newObj interface{}) bool {
+	old, ok1 := oldObj.(*opsv1alpha1.PostgresOpsRequest)
+	req, ok2 := newObj.(*opsv1alpha1.PostgresOpsRequest)
+	if !ok1 || !ok2 {
+		return true
+	}
+	return old.Status.Phase != req.Status.Phase || req.DeletionTimestamp != nil || len(old.Finalizers) != len(req.Finalizers)
 }
 
 // handleObject enqueues the Postgres that owns obj: directly through its controller owner

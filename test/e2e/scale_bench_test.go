@@ -201,6 +201,20 @@ func watchRound(ctx context.Context, kube kubernetes.Interface, pgops pgopsclien
 	return w
 }
 
+// restartWindows is the sum of the pods' restart windows, from eviction seen to the new
+// pod seen Ready.
+func (w *scaleWatch) restartWindows() time.Duration {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	var sum time.Duration
+	for pod, evicted := range w.evicted {
+		if ready, ok := w.ready[pod]; ok {
+			sum += ready.Sub(evicted)
+		}
+	}
+	return sum
+}
+
 func podIsReady(pod *corev1.Pod) bool {
 	for _, c := range pod.Status.Conditions {
 		if c.Type == corev1.PodReady {

@@ -18,12 +18,13 @@ import (
 	"k8s.io/utils/ptr"
 )
 
-// Probe timing: the pod's periodSeconds, but between probeMinPeriod and
-// probeMaxPeriod, so tests notice readiness changes within seconds; initial delays are
-// capped too.
+// Probe timing: the pod's periodSeconds (at least probeMinPeriod), except that a readiness
+// probe that has not succeeded yet since its container started runs every probeMinPeriod,
+// so tests see a started container Ready within a second rather than a period; initial
+// delays are capped too. Steady-state probes keep the pod's period: a node of hundreds of
+// pods probing each every second or two would spend its CPU on the probes.
 const (
 	probeMinPeriod      = time.Second
-	probeMaxPeriod      = 2 * time.Second
 	probeMaxInitDelay   = 2 * time.Second
 	probeMaxTimeout     = 10 * time.Second
 	defaultPathElements = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
@@ -368,7 +369,7 @@ func (c *container) probe(ctx context.Context, p *proc) {
 
 func probeTiming(pr *corev1.Probe) (initial, period, timeout time.Duration, success, failure int) {
 	initial = min(time.Duration(pr.InitialDelaySeconds)*time.Second, probeMaxInitDelay)
-	period = min(max(time.Duration(pr.PeriodSeconds)*time.Second, probeMinPeriod), probeMaxPeriod)
+	period = max(time.Duration(pr.PeriodSeconds)*time.Second, probeMinPeriod)
 	timeout = min(max(time.Duration(pr.TimeoutSeconds)*time.Second, time.Second), probeMaxTimeout)
 	success, failure = max(int(pr.SuccessThreshold), 1), max(int(pr.FailureThreshold), 1)
 	return
@@ -382,6 +383,7 @@ func (c *container) probeUntil(ctx context.Context, p *proc, pr *corev1.Probe, k
 	t := time.NewTimer(initial)
 	defer t.Stop()
 	okRun, failRun := 0, 0
+	everOK := false
 	var lastErr string
 	for {
 		select {
@@ -437,7 +439,12 @@ func (c *container) probeUntil(ctx context.Context, p *proc, pr *corev1.Probe, k
 				c.w.notify()
 			}
 		}
-		t.Reset(period)
+		everOK = everOK || err == nil
+		if kind == "readiness" && !everOK {
+			t.Reset(min(period, probeMinPeriod)) // not up yet since the start
+		} else {
+			t.Reset(period)
+		}
 	}
 }
 

@@ -78,8 +78,10 @@ type Controller struct {
 	locks keyedLocks
 	// written holds the provisioner's latest writes of Postgres objects the cache has not
 	// shown yet.
-	written  operator.OwnWrites[*kubedbv1.Postgres]
-	recorder record.EventRecorder
+	written operator.OwnWrites[*kubedbv1.Postgres]
+	// healthChecks holds each database's latest SQL check (healthcache.go).
+	healthChecks healthCache
+	recorder     record.EventRecorder
 
 	images       *ImageMapper
 	health       HealthChecker

@@ -191,6 +191,12 @@ func (f *fixture) refresh() {
 	f.pgops.ClearActions()
 }
 
+// later moves the controller's clock on by d.
+func (f *fixture) later(d time.Duration) {
+	now := f.c.now().Add(d)
+	f.c.now = func() time.Time { return now }
+}
+
 // sync runs one syncHandler pass for name and collects the events it emitted.
 func (f *fixture) sync(name string) error {
 	f.t.Helper()

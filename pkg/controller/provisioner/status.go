@@ -122,23 +122,23 @@ func (c *Controller) observe(ctx context.Context, pg *kubedbv1.Postgres, cred *a
 		return obs
 	}
 	ep := PrimaryEndpoint{Service: svc, User: cred.user, Password: cred.password}
-	obs.primaryErr = c.health.CheckPrimary(ctx, ep)
+	for i := 1; i < int(obs.desired); i++ {
+		ep.Standbys = append(ep.Standbys, fmt.Sprintf("%s-%d", statefulSetName(pg), i))
+	}
+	check := c.checkHealth(ctx, pg, ep, pods)
+	obs.primaryErr = check.primaryErr
 	if obs.primaryErr != nil {
 		klog.FromContext(ctx).V(2).Info("The primary does not accept connections", "err", obs.primaryErr.Error())
 	}
 	if obs.primaryErr != nil || obs.desired < 2 {
 		return obs
 	}
-	for i := 1; i < int(obs.desired); i++ {
-		ep.Standbys = append(ep.Standbys, fmt.Sprintf("%s-%d", statefulSetName(pg), i))
-	}
-	streaming, err := c.health.StreamingStandbys(ctx, ep)
-	if err != nil {
-		klog.FromContext(ctx).Info("Cannot read replication state", "err", err.Error())
+	if check.streamErr != nil {
+		klog.FromContext(ctx).Info("Cannot read replication state", "err", check.streamErr.Error())
 		return obs
 	}
 	seen := map[string]bool{}
-	for _, name := range streaming {
+	for _, name := range check.streaming {
 		seen[name] = true
 	}
 	for _, name := range ep.Standbys {

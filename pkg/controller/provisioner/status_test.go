@@ -6,6 +6,7 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 
@@ -142,15 +143,42 @@ func TestStatusPhaseChangeEvents(t *testing.T) {
 
 	f.refresh()
 	f.health.err = errors.New("primary 10.0.0.1:5432 unreachable: dial tcp: connection refused")
+	f.later(healthTTL) // the last check no longer answers for the database
 	f.mustSync("x")
 	assert.Equal(t, kubedbv1.DatabasePhaseNotReady, f.postgres("x").Status.Phase)
 	assert.True(t, f.hasEvent("Warning", ReasonPhaseChanged, "from Ready to NotReady"), "events: %v", f.events)
 
 	f.refresh()
 	f.health.err = nil
+	f.later(healthTTL)
 	f.mustSync("x")
 	assert.Equal(t, kubedbv1.DatabasePhaseReady, f.postgres("x").Status.Phase)
 	assert.True(t, f.hasEvent("Normal", ReasonPhaseChanged, "from NotReady to Ready"))
+}
+
+// A burst of syncs (a rotation wakes a database a dozen times) logs in once; a change of
+// what the check depends on, or its age, checks again.
+func TestHealthCheckAnswersForABurstOfSyncs(t *testing.T) {
+	pg := newPG("x", withFinalizer, withAuthSecret("x-auth"))
+	f := newFixture(t, []*kubedbv1.Postgres{pg}, generatedSecretFor(pg), desiredRoleService(pg, kubedbv1.PrimaryServiceAlias), readyPod(pg, 0, true))
+	f.mustSync("x")
+	f.refresh()
+	calls := len(f.health.calls)
+	for i := 0; i < 5; i++ {
+		f.mustSync("x")
+	}
+	assert.Equal(t, calls, len(f.health.calls), "the same inputs within healthTTL: no new login")
+
+	f.later(healthTTL)
+	f.mustSync("x")
+	assert.Equal(t, calls+1, len(f.health.calls), "an older check is not reused")
+
+	replaced := readyPod(pg, 0, true)
+	replaced.UID = "a-new-pod"
+	require.NoError(t, f.kube.Tracker().Update(corev1.SchemeGroupVersion.WithResource("pods"), replaced, testNS))
+	f.refresh()
+	f.mustSync("x")
+	assert.Equal(t, calls+2, len(f.health.calls), "another pod: checked again at once")
 }
 
 // generatedSecretFor is "<name>-auth" as the provisioner creates it.

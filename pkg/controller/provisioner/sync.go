@@ -39,6 +39,7 @@ func (c *Controller) syncHandler(ctx context.Context, name cache.ObjectName) err
 	if apierrors.IsNotFound(err) {
 		logger.V(4).Info("Postgres is gone")
 		c.written.Forget(name)
+		c.forgetHealth(name)
 		return nil
 	}
 	if err != nil {

@@ -74,6 +74,27 @@ func (c *Controller) processNextPause(ctx context.Context) bool {
 	return true
 }
 
+// workloadLockKey carries a sync's release of its database's lock in its context.
+type workloadLockKey struct{}
+
+// withWorkloadLock takes the database's lock for a sync and returns a context from which
+// releaseWorkloadLock lets it go early, and the release for the sync's end. Both releases
+// may run; the lock is let go once.
+func (c *Controller) withWorkloadLock(ctx context.Context, name cache.ObjectName) (context.Context, func()) {
+	release := sync.OnceFunc(c.locks.lock(name))
+	return context.WithValue(ctx, workloadLockKey{}, release), release
+}
+
+// releaseWorkloadLock lets the database's lock go once a sync only observes: its status
+// write needs no lock (it re-applies its change on a conflict, and the pause's answer is a
+// condition of its own), and a health check that waits on a slow database must not delay
+// the answer to a pause.
+func releaseWorkloadLock(ctx context.Context) {
+	if release, ok := ctx.Value(workloadLockKey{}).(func()); ok {
+		release()
+	}
+}
+
 // keyedLocks is one mutex per database, dropped when no one holds or waits for it.
 type keyedLocks struct {
 	mu    sync.Mutex

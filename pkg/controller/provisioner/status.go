@@ -292,6 +292,7 @@ func readyMessage(phase kubedbv1.DatabasePhase, obs observation) string {
 
 // writeStatus observes pg and writes its status when it changed.
 func (c *Controller) writeStatus(ctx context.Context, pg *kubedbv1.Postgres, cred *authCredential, blocked *userError) error {
+	releaseWorkloadLock(ctx) // from here on the sync only observes
 	obs := c.observe(ctx, pg, cred, blocked)
 	generation := pg.Generation
 	oldPhase := pg.Status.Phase

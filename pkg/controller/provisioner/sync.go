@@ -32,7 +32,7 @@ import (
 // It is idempotent. Problems the user must fix end the sync with a condition and a Warning
 // event, not an error; other errors are returned and retried with backoff.
 func (c *Controller) syncHandler(ctx context.Context, name cache.ObjectName) error {
-	unlock := c.locks.lock(name)
+	ctx, unlock := c.withWorkloadLock(ctx, name)
 	defer unlock()
 	logger := klog.FromContext(ctx)
 	cached, err := c.postgresLister.Postgreses(name.Namespace).Get(name.Name)

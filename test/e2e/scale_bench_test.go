@@ -399,12 +399,25 @@ func rotateAtOnce(b *testing.B, ctx context.Context, ns string, dbs []string, mo
 
 // settle waits until the operators have written nothing for a few seconds (a previous
 // round's or the provisioning's last status writes), and returns the audit log's offset.
+//
+// It also reports how busy the machine's cores are meanwhile, with no rotation running: the
+// background of that many databases (probes, health checks, PostgreSQL's own processes).
 func settle(b *testing.B, ctx context.Context) int64 {
 	b.Helper()
 	_, offset, err := localcluster.ReadAuditLog(env.cluster.AuditLogPath(), 0)
 	if err != nil {
 		b.Fatal(err)
 	}
+	busyFrom, _, err := testenv.MachineBusy()
+	if err != nil {
+		b.Fatal(err)
+	}
+	started := time.Now()
+	defer func() {
+		if busy, _, err := testenv.MachineBusy(); err == nil {
+			b.ReportMetric((busy-busyFrom).Seconds()/time.Since(started).Seconds(), "idle-busy-cores")
+		}
+	}()
 	quietSince := time.Now()
 	for time.Since(quietSince) < 3*time.Second && ctx.Err() == nil {
 		time.Sleep(500 * time.Millisecond)

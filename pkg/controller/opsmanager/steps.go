@@ -58,10 +58,10 @@ type outcome struct {
 	message string
 	// recheckAfter asks for another look at something no informer reports.
 	recheckAfter time.Duration
-	// soon says the step waits for another controller's answer to a write, which comes
-	// within moments (the provisioner's to a pause, the StatefulSet controller's to a new
-	// template): the status write may wait for it (see unwritten.go).
-	soon bool
+	// answerAwaited says the step waits for another controller's answer to a write, which
+	// comes within moments (the provisioner's to a pause, the StatefulSet controller's to a
+	// new template): the status write may wait for it (see unwritten.go).
+	answerAwaited bool
 }
 
 func waiting(format string, args ...any) outcome {
@@ -71,7 +71,7 @@ func waiting(format string, args ...any) outcome {
 // answerAwaited is waiting for an answer that comes within moments.
 func answerAwaited(format string, args ...any) outcome {
 	out := waiting(format, args...)
-	out.soon = true
+	out.answerAwaited = true
 	return out
 }
 
@@ -162,7 +162,7 @@ func (c *Controller) progress(ctx context.Context, req *opsv1alpha1.PostgresOpsR
 			if out.recheckAfter > 0 && out.recheckAfter < deadline.requeueAfter {
 				deadline.requeueAfter = out.recheckAfter
 			}
-			deadline.answerAwaited = out.soon
+			deadline.answerAwaited = out.answerAwaited
 			return deadline, nil
 		}
 		setCondition(&req.Status.Conditions, s.condition, metav1.ConditionTrue, ReasonCompleted, out.message, req.Generation, r.now)

@@ -231,7 +231,7 @@ func rotateAtOnce(b *testing.B, ctx context.Context, ns string, dbs []string, mo
 	kube, pgops := benchClients(b)
 	w := watchRound(ctx, kube, pgops, ns)
 	defer w.stop()
-	auditFrom := settle(b, ctx)
+	auditFrom, idleCores := settle(b, ctx)
 	usageBefore := processUsage(b)
 
 	suffix := strconv.FormatInt(time.Now().UnixNano()%1e9, 36)
@@ -346,6 +346,7 @@ func rotateAtOnce(b *testing.B, ctx context.Context, ns string, dbs []string, mo
 
 	n := float64(len(dbs))
 	b.ReportMetric(makespan.Seconds(), "makespan-s")
+	b.ReportMetric(idleCores, "idle-busy-cores")
 	reportDurations(b, "total", totals)
 	reportDurations(b, "overhead", overheads)
 	if mode != opsv1alpha1.RestartNone {
@@ -400,9 +401,10 @@ func rotateAtOnce(b *testing.B, ctx context.Context, ns string, dbs []string, mo
 // settle waits until the operators have written nothing for a few seconds (a previous
 // round's or the provisioning's last status writes), and returns the audit log's offset.
 //
-// It also reports how busy the machine's cores are meanwhile, with no rotation running: the
-// background of that many databases (probes, health checks, PostgreSQL's own processes).
-func settle(b *testing.B, ctx context.Context) int64 {
+// It also returns how busy the machine's cores were meanwhile, with no rotation running:
+// the background of that many databases (probes, health checks, PostgreSQL's own
+// processes).
+func settle(b *testing.B, ctx context.Context) (int64, float64) {
 	b.Helper()
 	_, offset, err := localcluster.ReadAuditLog(env.cluster.AuditLogPath(), 0)
 	if err != nil {
@@ -413,11 +415,6 @@ func settle(b *testing.B, ctx context.Context) int64 {
 		b.Fatal(err)
 	}
 	started := time.Now()
-	defer func() {
-		if busy, _, err := testenv.MachineBusy(); err == nil {
-			b.ReportMetric((busy-busyFrom).Seconds()/time.Since(started).Seconds(), "idle-busy-cores")
-		}
-	}()
 	quietSince := time.Now()
 	for time.Since(quietSince) < 3*time.Second && ctx.Err() == nil {
 		time.Sleep(500 * time.Millisecond)
@@ -432,7 +429,11 @@ func settle(b *testing.B, ctx context.Context) int64 {
 			}
 		}
 	}
-	return offset
+	busy, _, err := testenv.MachineBusy()
+	if err != nil {
+		b.Fatal(err)
+	}
+	return offset, (busy - busyFrom).Seconds() / time.Since(started).Seconds()
 }
 
 // keepAuditLog copies the round's part of the audit log next to the operators' logs.

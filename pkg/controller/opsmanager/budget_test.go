@@ -36,9 +36,11 @@ func TestWriteBudgetOfOneReplicaRotation(t *testing.T) {
 		{"AllPods, a controller per sync", opsv1alpha1.RestartAllPods, false, 4},
 		// started and pause asked; Successful (no pod to restart)
 		{"None, a controller per sync", opsv1alpha1.RestartNone, false, 2},
-		// pause, credential and template; pod evicted; Successful
-		{"AllPods, a running controller", opsv1alpha1.RestartAllPods, true, 2},
-		{"None, a running controller", opsv1alpha1.RestartNone, true, 1},
+		// started, plan and pause asked (the plan is stored before PostgreSQL changes);
+		// credential, template and eviction; Successful
+		{"AllPods, a running controller", opsv1alpha1.RestartAllPods, true, 3},
+		// started, plan and pause asked; Successful
+		{"None, a running controller", opsv1alpha1.RestartNone, true, 2},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			mode := tc.mode
@@ -166,39 +168,98 @@ func TestRequestEventsWakeOnlyLiveSiblings(t *testing.T) {
 	assert.Equal(t, 2, c.queue.Len(), "its end wakes the queued request, not the ended ones")
 }
 
-// A status kept back while the pause's answer is awaited is written after maxUnwritten
-// anyway: a provisioner that never answers shows, within a second, as what it is.
+// Found by review: the first sync's status (Progressing, the plan, the pause asked) was
+// kept back while the pause's answer was awaited, so the next sync changed PostgreSQL with
+// no plan stored; a crash then, and a deletion, left cleanup nothing to roll forward from: a
+// lockout. The plan is stored before PostgreSQL changes, whatever is kept back.
+//
+// The same holds when the first sync's status write is lost after its pause was asked and
+// answered: the next sync plans again, finds the pause its own, and stops there.
+func TestPlanIsStoredBeforePostgreSQLChanges(t *testing.T) {
+	for _, tc := range []struct {
+		mode      opsv1alpha1.RestartMode
+		firstLost bool
+	}{{opsv1alpha1.RestartAllPods, false}, {opsv1alpha1.RestartNone, false}, {opsv1alpha1.RestartAllPods, true}} {
+		mode := tc.mode
+		t.Run(fmt.Sprintf("%s, first status write lost: %v", mode, tc.firstLost), func(t *testing.T) {
+			w := newWorld(t, 1)
+			w.keepRunning()
+			if tc.firstLost {
+				lost := false
+				w.pgops.PrependReactor("update", "postgresopsrequests", func(action clienttesting.Action) (bool, runtime.Object, error) {
+					if !lost && action.GetSubresource() == "status" {
+						lost = true
+						return true, nil, fmt.Errorf("fake: the operator died")
+					}
+					return false, nil, nil
+				})
+			}
+			checked := false
+			w.db.beforeSetPassword = func() {
+				obj, err := w.pgops.Tracker().Get(opsv1alpha1.SchemeGroupVersion.WithResource("postgresopsrequests"), ns, "rotate")
+				require.NoError(t, err)
+				stored := obj.(*opsv1alpha1.PostgresOpsRequest)
+				assert.True(t, planStored(stored), "PostgreSQL changes before the plan is stored: %s", describe(stored))
+				checked = true
+			}
+			w.newRequest("rotate", withRestart(mode))
+			if tc.firstLost {
+				_, err := w.sync("rotate")
+				require.Error(t, err)
+				require.NotNil(t, w.postgres().Status.PausedBy, "the pause was asked and answered, its record lost")
+				w.keep.c = nil // the operator died: a new one starts
+			}
+			req := w.runUntilDone("rotate", 50)
+			require.True(t, checked)
+			require.Equal(t, opsv1alpha1.OpsRequestPhaseSuccessful, req.Status.Phase, describe(req))
+		})
+	}
+}
+
+// A status kept back while the new template's observation is awaited is written after
+// maxUnwritten anyway: a StatefulSet controller that never answers shows, within a second,
+// as what it is.
 func TestStatusKeptBackAtMostASecond(t *testing.T) {
 	w := newWorld(t, 1)
 	w.keepRunning()
-	w.provisionerConfirmsPause = false
+	w.statefulSetControllerAsleep = true
 	w.newRequest("rotate")
+	for i := 0; i < 5 && !isTrue(w.request("rotate").Status.Conditions, ConditionPauseDatabase); i++ {
+		_, err := w.sync("rotate")
+		require.NoError(t, err)
+	}
 	res, err := w.sync("rotate")
 	require.NoError(t, err)
 	assert.LessOrEqual(t, res.requeueAfter, maxUnwritten, "looked at again when the status must be written")
-	assert.Empty(t, w.request("rotate").Status.Phase, "kept back while the answer is awaited")
+	assert.Nil(t, condition(w.request("rotate"), ConditionUpdateStatefulSets), "kept back while the answer is awaited")
 
 	w.clock.Step(maxUnwritten + time.Millisecond)
 	_, err = w.sync("rotate")
 	require.NoError(t, err)
 	req := w.request("rotate")
-	assert.Equal(t, opsv1alpha1.OpsRequestPhaseProgressing, req.Status.Phase)
-	assert.Contains(t, condition(req, ConditionPauseDatabase).Message, "waiting for the provisioner")
+	assert.True(t, isTrue(req.Status.Conditions, ConditionUpdateCredential), describe(req))
+	assert.Contains(t, condition(req, ConditionUpdateStatefulSets).Message, "waiting for the StatefulSet controller")
 }
 
-// The request is deleted while the status that says its pause was asked is kept back: the
-// cleanup finds the pause on the Postgres anyway, and resumes it.
-func TestDeletedWhileStatusKeptBackResumes(t *testing.T) {
+// The request is deleted while the status that says its credential was set is kept back:
+// the cleanup finds the staged credential, asks PostgreSQL, and keeps the Secret and the
+// pause right.
+func TestDeletedWhileStatusKeptBackRollsForwardAndResumes(t *testing.T) {
 	w := newWorld(t, 1)
 	w.keepRunning()
-	w.provisionerConfirmsPause = false
+	w.statefulSetControllerAsleep = true
 	w.newRequest("rotate")
-	_, err := w.sync("rotate")
-	require.NoError(t, err)
-	require.NotNil(t, w.postgres().Status.PausedBy, "the pause was asked")
-	require.Nil(t, condition(w.request("rotate"), ConditionPauseDatabase), "and not recorded")
+	for i := 0; i < 5 && w.db.password(superuser) == oldPassword; i++ {
+		_, err := w.sync("rotate")
+		require.NoError(t, err)
+	}
+	newPassword := w.db.password(superuser)
+	require.NotEqual(t, oldPassword, newPassword)
+	require.False(t, isTrue(w.request("rotate").Status.Conditions, ConditionUpdateCredential), "kept back")
 
+	w.statefulSetControllerAsleep = false
 	w.deleteAndCleanUp("rotate")
+	assert.Equal(t, newPassword, string(w.secret(dbName+"-auth").Data["password"]))
 	assert.Nil(t, w.postgres().Status.PausedBy)
 	assert.Nil(t, meta.FindStatusCondition(w.postgres().Status.Conditions, kubedbv1.ConditionPaused), "database resumed")
 }

@@ -92,7 +92,11 @@ func fatal(reason, format string, args ...any) error {
 // far as they go in this sync, changing the status in memory only: the sync writes it once.
 // Every return carries a recheck no later than the running step's deadline, errors
 // included, so spec.timeout fires on time whatever the retry backoff.
-func (c *Controller) progress(ctx context.Context, req *opsv1alpha1.PostgresOpsRequest) (syncResult, error) {
+//
+// planned says the plan was made in this sync and is not stored yet: the sync then goes no
+// further than the pause, so the plan is stored before PostgreSQL changes (cleanup after a
+// crash rolls forward from it).
+func (c *Controller) progress(ctx context.Context, req *opsv1alpha1.PostgresOpsRequest, planned bool) (syncResult, error) {
 	if req.Status.RotateAuth == nil {
 		// A request started by an earlier version of the ops-manager: plan it now.
 		plan, err := c.planRotation(ctx, req)
@@ -100,6 +104,7 @@ func (c *Controller) progress(ctx context.Context, req *opsv1alpha1.PostgresOpsR
 			return c.failOrRetry(ctx, req, err, syncResult{})
 		}
 		req.Status.RotateAuth = plan
+		planned = true
 	}
 	pg, err := c.postgreses.Postgreses(req.Namespace).Get(req.Spec.DatabaseRef.Name)
 	if apierrors.IsNotFound(err) {
@@ -167,6 +172,10 @@ func (c *Controller) progress(ctx context.Context, req *opsv1alpha1.PostgresOpsR
 		}
 		setCondition(&req.Status.Conditions, s.condition, metav1.ConditionTrue, ReasonCompleted, out.message, req.Generation, r.now)
 		c.recorder.Event(req, corev1.EventTypeNormal, s.condition, out.message)
+		if planned {
+			// Store the plan first; the status write wakes the next sync.
+			return syncResult{requeueAfter: time.Second}, nil
+		}
 	}
 
 	req.Status.Phase = opsv1alpha1.OpsRequestPhaseSuccessful

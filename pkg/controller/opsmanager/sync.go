@@ -52,7 +52,9 @@ func (c *Controller) syncHandler(ctx context.Context, key cache.ObjectName) (syn
 	before := *stored.Status.DeepCopy()
 	req := c.unwritten.resume(stored)
 	res, err := c.advance(ctx, req)
-	if err == nil && res.answerAwaited {
+	// A status is kept back only once the stored request has its plan: a later sync may
+	// change PostgreSQL, and cleanup after a crash needs the stored plan to roll forward.
+	if err == nil && res.answerAwaited && planStored(stored) {
 		if wait, held := c.unwritten.hold(req, c.clock.Now()); held {
 			res.requeueAfter = min(res.requeueAfter, wait)
 			return res, nil
@@ -69,6 +71,13 @@ func (c *Controller) syncHandler(ctx context.Context, key cache.ObjectName) (syn
 	return c.cleanUp(ctx, req)
 }
 
+// planStored tells whether the stored request is Progressing with its plan: from then on,
+// a crash leaves cleanup what it needs to roll forward (docs/architecture.md, "Write
+// budget").
+func planStored(stored *opsv1alpha1.PostgresOpsRequest) bool {
+	return stored.Status.Phase == opsv1alpha1.OpsRequestPhaseProgressing && stored.Status.RotateAuth != nil
+}
+
 // advance takes a live request as far as it can go in this sync, changing only its status
 // in memory: admitted, scheduled, then its steps.
 func (c *Controller) advance(ctx context.Context, req *opsv1alpha1.PostgresOpsRequest) (syncResult, error) {
@@ -77,13 +86,15 @@ func (c *Controller) advance(ctx context.Context, req *opsv1alpha1.PostgresOpsRe
 			return syncResult{}, err
 		}
 	}
+	planned := false
 	if req.Status.Phase == opsv1alpha1.OpsRequestPhasePending {
 		res, err := c.schedule(ctx, req)
 		if err != nil || req.Status.Phase != opsv1alpha1.OpsRequestPhaseProgressing {
 			return res, err
 		}
+		planned = true
 	}
-	return c.progress(ctx, req)
+	return c.progress(ctx, req, planned)
 }
 
 // admit adds the finalizer, then makes a new request Pending.

@@ -15,13 +15,15 @@ import (
 const maxUnwritten = time.Second
 
 // unwrittenStatus holds, per request, the status of a sync that stopped only to await
-// another controller's answer to its own write (the provisioner's to a pause asked, the
-// StatefulSet controller's to a new template), which comes within moments. The sync that
-// sees the answer continues from it and writes both syncs' progress at once: a rotation's
-// first status write carries the pause, the new credential and the new template.
+// another controller's answer to its own write (the StatefulSet controller's to a new
+// template), which comes within moments. The sync that sees the answer continues from it
+// and writes both syncs' progress at once: the new credential, the new template and the
+// first eviction land in one status write.
 //
-// Nothing kept back is needed for safety: every step checks the cluster live before it
-// acts, so an operator that dies with a status unwritten redoes nothing harmful (see
+// Only a request whose plan is stored is kept back (planStored): the plan must be durable
+// before PostgreSQL changes, because cleanup after a crash rolls forward from it. Beyond
+// the plan nothing kept back is needed for safety: every step checks the cluster live before
+// it acts, so an operator that dies with a status unwritten redoes nothing harmful (see
 // docs/architecture.md, "Write budget"). It is kept only while the stored request is
 // unchanged: a change by anyone (a deletion, a user's edit) drops it.
 type unwrittenStatus struct {

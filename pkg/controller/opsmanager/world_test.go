@@ -11,6 +11,7 @@ import (
 	"github.com/stretchr/testify/require"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
+	apiequality "k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -60,6 +61,9 @@ type world struct {
 	denySecretUpdates bool
 	// podsNeverReady makes restarted pods come back not Ready.
 	podsNeverReady bool
+	// statefulSetControllerAsleep makes the stand-in StatefulSet controller observe no
+	// new template.
+	statefulSetControllerAsleep bool
 	// writes counts the controller's own writes ("verb resource[/subresource]"), not the
 	// stand-ins'.
 	writes map[string]int
@@ -79,6 +83,20 @@ type runningController struct {
 // server give requests a new resourceVersion on every write, as the real one does.
 func (w *world) keepRunning() {
 	w.keep = &runningController{}
+	// Like the API server, a new pod template is a new generation of the StatefulSet.
+	stsGVR := appsv1.SchemeGroupVersion.WithResource("statefulsets")
+	w.kube.PrependReactor("update", "statefulsets", func(action clienttesting.Action) (bool, runtime.Object, error) {
+		update := action.(clienttesting.UpdateAction)
+		sts, ok := update.GetObject().(*appsv1.StatefulSet)
+		if !ok || action.GetSubresource() != "" {
+			return false, nil, nil
+		}
+		if stored, err := w.kube.Tracker().Get(stsGVR, ns, sts.Name); err == nil &&
+			!apiequality.Semantic.DeepEqual(stored.(*appsv1.StatefulSet).Spec, sts.Spec) {
+			sts.Generation = stored.(*appsv1.StatefulSet).Generation + 1
+		}
+		return false, nil, nil
+	})
 	gvr := opsv1alpha1.SchemeGroupVersion.WithResource("postgresopsrequests")
 	react := clienttesting.ObjectReaction(w.pgops.Tracker())
 	for _, verb := range []string{"update", "patch"} {
@@ -477,7 +495,7 @@ func (w *world) react() {
 		}
 	}
 	sts, err := w.kube.AppsV1().StatefulSets(ns).Get(ctx, dbName, metav1.GetOptions{})
-	if err == nil {
+	if err == nil && !w.statefulSetControllerAsleep {
 		revision := "rev-" + sts.Spec.Template.Annotations[kubedbv1.AuthRotationAnnotation]
 		if sts.Status.UpdateRevision != revision && sts.Spec.Template.Annotations[kubedbv1.AuthRotationAnnotation] != "" {
 			sts.Generation++
@@ -567,6 +585,8 @@ type fakeDatabase struct {
 	// setThenFail makes SetPassword change the password and then report an error, as when
 	// the connection breaks after the commit.
 	setThenFail bool
+	// beforeSetPassword, when set, runs before SetPassword changes anything.
+	beforeSetPassword func()
 }
 
 func newFakeDatabase(passwords map[string]string, standbys int) *fakeDatabase {
@@ -600,6 +620,9 @@ func (d *fakeDatabase) SetPassword(_ context.Context, t credential.Target, role,
 	defer d.mu.Unlock()
 	if err := d.login(t); err != nil {
 		return err
+	}
+	if d.beforeSetPassword != nil {
+		d.beforeSetPassword()
 	}
 	d.setCalls++
 	d.passwords[role] = password

@@ -259,7 +259,7 @@ func TestDeletedWhileStatusKeptBackRollsForwardAndResumes(t *testing.T) {
 
 	w.statefulSetControllerAsleep = false
 	w.deleteAndCleanUp("rotate")
-	assert.Equal(t, newPassword, string(w.secret(dbName+"-auth").Data["password"]))
+	assert.Equal(t, newPassword, string(w.secret(dbName + "-auth").Data["password"]))
 	assert.Nil(t, w.postgres().Status.PausedBy)
 	assert.Nil(t, meta.FindStatusCondition(w.postgres().Status.Conditions, kubedbv1.ConditionPaused), "database resumed")
 }

@@ -10,8 +10,8 @@ import (
 )
 
 // maxUnwritten bounds how long a request's status may lag what the ops-manager did: past
-// it, the status is written even while an answer is still awaited, so a provisioner that
-// never answers a pause shows as "waiting for the provisioner" within a second.
+// it, the status is written even while an answer is still awaited, so a controller that
+// never answers (a StatefulSet controller that is down) shows as what it is within a second.
 const maxUnwritten = time.Second
 
 // unwrittenStatus holds, per request, the status of a sync that stopped only to await

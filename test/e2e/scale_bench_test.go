@@ -26,6 +26,7 @@ import (
 	pgopsclient "github.com/pgops/pgops/pkg/generated/clientset/versioned"
 	pgopsinformers "github.com/pgops/pgops/pkg/generated/informers/externalversions"
 	"github.com/pgops/pgops/test/localcluster"
+	"github.com/pgops/pgops/test/nodeagent"
 	"github.com/pgops/pgops/test/testenv"
 )
 
@@ -183,7 +184,7 @@ func watchRound(ctx context.Context, kube kubernetes.Interface, pgops pgopsclien
 			if _, seen := w.evicted[pod.Name]; !seen && first == string(pod.UID) {
 				w.evicted[pod.Name] = now
 			}
-		case string(pod.UID) != first && podIsReady(pod):
+		case string(pod.UID) != first && nodeagent.PodReady(pod):
 			if _, seen := w.ready[pod.Name]; !seen {
 				w.ready[pod.Name] = now
 			}
@@ -213,15 +214,6 @@ func (w *scaleWatch) restartWindows() time.Duration {
 		}
 	}
 	return sum
-}
-
-func podIsReady(pod *corev1.Pod) bool {
-	for _, c := range pod.Status.Conditions {
-		if c.Type == corev1.PodReady {
-			return c.Status == corev1.ConditionTrue
-		}
-	}
-	return false
 }
 
 // rotateAtOnce creates one RotateAuth per database, all at once, waits until every one has

@@ -235,7 +235,7 @@ func (sp *serviceProxy) endpoints(l *listener) []string {
 	}
 	var out []string
 	for _, pod := range pods {
-		if pod.Status.PodIP == "" || pod.DeletionTimestamp != nil || !podReady(pod) {
+		if pod.Status.PodIP == "" || pod.DeletionTimestamp != nil || !PodReady(pod) {
 			continue
 		}
 		port := targetPort(pod, sport)
@@ -248,7 +248,8 @@ func (sp *serviceProxy) endpoints(l *listener) []string {
 	return out
 }
 
-func podReady(pod *corev1.Pod) bool {
+// PodReady tells whether pod has the condition Ready=True.
+func PodReady(pod *corev1.Pod) bool {
 	for _, c := range pod.Status.Conditions {
 		if c.Type == corev1.PodReady {
 			return c.Status == corev1.ConditionTrue

@@ -17,6 +17,7 @@ import (
 
 	kubedbv1 "github.com/pgops/pgops/pkg/apis/kubedb/v1"
 	opsv1alpha1 "github.com/pgops/pgops/pkg/apis/ops/v1alpha1"
+	"github.com/pgops/pgops/pkg/operator"
 )
 
 // The ops-manager's writes per rotation are a budget (docs/architecture.md, "Write
@@ -159,12 +160,12 @@ func TestRequestEventsWakeOnlyLiveSiblings(t *testing.T) {
 
 	progressed := running.DeepCopy()
 	progressed.Status.Conditions = append(progressed.Status.Conditions, metav1.Condition{Type: ConditionPauseDatabase, Status: metav1.ConditionTrue})
-	c.handleRequest(progressed, releasedOrQueued(running, progressed))
+	c.handleRequest(progressed, operator.RequestStageChanged(running, progressed))
 	assert.Equal(t, 1, c.queue.Len(), "progress wakes only the request itself")
 
 	ended := progressed.DeepCopy()
 	ended.Status.Phase = opsv1alpha1.OpsRequestPhaseSuccessful
-	c.handleRequest(ended, releasedOrQueued(progressed, ended))
+	c.handleRequest(ended, operator.RequestStageChanged(progressed, ended))
 	assert.Equal(t, 2, c.queue.Len(), "its end wakes the queued request, not the ended ones")
 }
 

@@ -133,7 +133,7 @@ func New(kubeClient kubernetes.Interface, pgopsClient pgopsclient.Interface,
 
 	if _, err := requestInformer.Informer().AddEventHandler(cache.ResourceEventHandlerFuncs{
 		AddFunc:    func(obj interface{}) { c.handleRequest(obj, true) },
-		UpdateFunc: func(old, obj interface{}) { c.handleRequest(obj, releasedOrQueued(old, obj)) },
+		UpdateFunc: func(old, obj interface{}) { c.handleRequest(obj, operator.RequestStageChanged(old, obj)) },
 		DeleteFunc: func(obj interface{}) { c.handleRequest(obj, true) },
 	}); err != nil {
 		return nil, err
@@ -211,18 +211,6 @@ func (c *Controller) handleRequest(obj interface{}, wakeSiblings bool) {
 			c.enqueue(sibling)
 		}
 	}
-}
-
-// releasedOrQueued tells whether an update of a request can change what the other requests
-// for its database wait for: its phase changed, it is being deleted, or its finalizer (which
-// holds the database during cleanup) came or went.
-func releasedOrQueued(oldObj, newObj interface{}) bool {
-	old, ok1 := oldObj.(*opsv1alpha1.PostgresOpsRequest)
-	req, ok2 := newObj.(*opsv1alpha1.PostgresOpsRequest)
-	if !ok1 || !ok2 {
-		return true
-	}
-	return old.Status.Phase != req.Status.Phase || req.DeletionTimestamp != nil || hasFinalizer(old) != hasFinalizer(req)
 }
 
 // handlePostgres wakes the requests that wait on the database.

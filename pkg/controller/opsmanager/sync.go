@@ -158,30 +158,20 @@ func (c *Controller) patchFinalizers(ctx context.Context, req *opsv1alpha1.Postg
 	return updated, nil
 }
 
-// writeStatus persists req's status through the status subresource.
-func (c *Controller) writeStatus(ctx context.Context, req *opsv1alpha1.PostgresOpsRequest) (*opsv1alpha1.PostgresOpsRequest, error) {
-	req.Status.ObservedGeneration = req.Generation
-	updated, err := c.pgopsClient.OpsV1alpha1().PostgresOpsRequests(req.Namespace).UpdateStatus(ctx, req,
-		metav1.UpdateOptions{FieldManager: FieldManager})
-	if err != nil {
-		return nil, fmt.Errorf("writing status: %w", err)
-	}
-	c.written.Remember(req.ResourceVersion, updated)
-	return updated, nil
-}
-
-// writeStatusInPlace persists req's status unless it equals before's, and makes req the
-// stored object, so the next write (a finalizer patch guarded by resourceVersion) does not
-// conflict with this one.
+// writeStatusInPlace persists req's status through the status subresource unless it equals
+// before's, and makes req the stored object, so the next write (a finalizer patch guarded by
+// resourceVersion) does not conflict with this one.
 func (c *Controller) writeStatusInPlace(ctx context.Context, before opsv1alpha1.OpsRequestStatus, req *opsv1alpha1.PostgresOpsRequest) error {
 	req.Status.ObservedGeneration = req.Generation
 	if apiequality.Semantic.DeepEqual(before, req.Status) {
 		return nil
 	}
-	updated, err := c.writeStatus(ctx, req)
+	updated, err := c.pgopsClient.OpsV1alpha1().PostgresOpsRequests(req.Namespace).UpdateStatus(ctx, req,
+		metav1.UpdateOptions{FieldManager: FieldManager})
 	if err != nil {
-		return err
+		return fmt.Errorf("writing status: %w", err)
 	}
+	c.written.Remember(req.ResourceVersion, updated)
 	*req = *updated
 	return nil
 }

@@ -178,7 +178,7 @@ func New(ctx context.Context, kubeClient kubernetes.Interface, pgopsClient versi
 	if _, err := requestInformer.Informer().AddEventHandler(cache.ResourceEventHandlerFuncs{
 		AddFunc: c.enqueueRequestDatabase,
 		UpdateFunc: func(oldObj, newObj interface{}) {
-			if requestStageChanged(oldObj, newObj) {
+			if operator.RequestStageChanged(oldObj, newObj) {
 				c.enqueueRequestDatabase(newObj)
 			}
 		},
@@ -230,17 +230,6 @@ func (c *Controller) enqueueRequestDatabase(obj interface{}) {
 	if r, ok := obj.(*opsv1alpha1.PostgresOpsRequest); ok {
 		c.queue.Add(cache.ObjectName{Namespace: r.Namespace, Name: r.Spec.DatabaseRef.Name})
 	}
-}
-
-// requestStageChanged tells whether an update of an ops request can matter to its
-// database's sync: its phase changed, it is being deleted, or its finalizers changed.
-func requestStageChanged(oldObj, newObj interface{}) bool {
-	old, ok1 := oldObj.(*opsv1alpha1.PostgresOpsRequest)
-	req, ok2 := newObj.(*opsv1alpha1.PostgresOpsRequest)
-	if !ok1 || !ok2 {
-		return true
-	}
-	return old.Status.Phase != req.Status.Phase || req.DeletionTimestamp != nil || len(old.Finalizers) != len(req.Finalizers)
 }
 
 // handleObject enqueues the Postgres that owns obj: directly through its controller owner
@@ -306,24 +295,27 @@ func (c *Controller) Run(ctx context.Context, workers int) error {
 }
 
 func (c *Controller) runWorker(ctx context.Context) {
-	for c.processNextWorkItem(ctx) {
+	for processNext(ctx, c.queue, c.syncHandler) {
 	}
 }
 
-func (c *Controller) processNextWorkItem(ctx context.Context) bool {
-	name, shutdown := c.queue.Get()
+// processNext takes one database off queue and runs sync on it, retrying with backoff on an
+// error; false once the queue is shut down. Both queues' workers use it.
+func processNext(ctx context.Context, queue workqueue.TypedRateLimitingInterface[cache.ObjectName],
+	sync func(context.Context, cache.ObjectName) error) bool {
+	name, shutdown := queue.Get()
 	if shutdown {
 		return false
 	}
-	defer c.queue.Done(name)
+	defer queue.Done(name)
 
 	logger := klog.LoggerWithValues(klog.FromContext(ctx), "postgres", name.String())
 	ctx = klog.NewContext(ctx, logger)
-	if err := c.syncHandler(ctx, name); err != nil {
+	if err := sync(ctx, name); err != nil {
 		utilruntime.HandleErrorWithContext(ctx, err, "Error syncing; requeuing for later retry", "postgres", name.String())
-		c.queue.AddRateLimited(name)
+		queue.AddRateLimited(name)
 		return true
 	}
-	c.queue.Forget(name)
+	queue.Forget(name)
 	return true
 }

@@ -7,9 +7,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
 	"k8s.io/client-go/tools/cache"
-	"k8s.io/klog/v2"
 
 	kubedbv1 "github.com/pgops/pgops/pkg/apis/kubedb/v1"
 )
@@ -54,24 +52,8 @@ func (c *Controller) answerPause(ctx context.Context, name cache.ObjectName) err
 }
 
 func (c *Controller) runPauseWorker(ctx context.Context) {
-	for c.processNextPause(ctx) {
+	for processNext(ctx, c.pauseQueue, c.answerPause) {
 	}
-}
-
-func (c *Controller) processNextPause(ctx context.Context) bool {
-	name, shutdown := c.pauseQueue.Get()
-	if shutdown {
-		return false
-	}
-	defer c.pauseQueue.Done(name)
-	logger := klog.LoggerWithValues(klog.FromContext(ctx), "postgres", name.String())
-	if err := c.answerPause(klog.NewContext(ctx, logger), name); err != nil {
-		utilruntime.HandleErrorWithContext(ctx, err, "Error answering a pause; requeuing", "postgres", name.String())
-		c.pauseQueue.AddRateLimited(name)
-		return true
-	}
-	c.pauseQueue.Forget(name)
-	return true
 }
 
 // workloadLockKey carries a sync's release of its database's lock in its context.

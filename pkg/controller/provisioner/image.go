@@ -13,9 +13,17 @@ import (
 const (
 	DefaultImageRegistry    = "docker.io/library/postgres"
 	DefaultImageTagTemplate = "{{.Version}}"
-	// MinMajorVersion is the oldest PostgreSQL major version pgops runs.
-	MinMajorVersion = 12
+	// MinMajorVersion is the oldest PostgreSQL major version pgops runs: the pod's
+	// configuration uses wal_keep_size, which PostgreSQL 13 introduced (12 and older
+	// have wal_keep_segments and would refuse to start).
+	MinMajorVersion = 13
+	// MaxMajorVersion is the newest major version pgops is known to run; a newer one
+	// is refused rather than started on configuration it may have changed.
+	MaxMajorVersion = 18
 )
+
+// supportedRange names the supported major versions in messages for users.
+var supportedRange = fmt.Sprintf("pgops runs PostgreSQL %d to %d", MinMajorVersion, MaxMajorVersion)
 
 // versionRE is the accepted form of spec.version: a major version, optionally with a minor
 // ("16", "16.4"). Distribution suffixes are a matter of the tag template, not of the version.
@@ -75,11 +83,11 @@ func (e *VersionError) Error() string { return e.msg }
 func (m *ImageMapper) Image(version string) (string, error) {
 	parts := versionRE.FindStringSubmatch(version)
 	if parts == nil {
-		return "", &VersionError{fmt.Sprintf("unsupported version %q: expected MAJOR or MAJOR.MINOR, e.g. \"16\" or \"16.4\"", version)}
+		return "", &VersionError{fmt.Sprintf("unsupported version %q: expected MAJOR or MAJOR.MINOR, e.g. \"16\" or \"16.4\"; %s", version, supportedRange)}
 	}
 	major, _ := strconv.Atoi(parts[1])
-	if major < MinMajorVersion {
-		return "", &VersionError{fmt.Sprintf("unsupported version %q: PostgreSQL %d is older than the oldest supported major version %d", version, major, MinMajorVersion)}
+	if major < MinMajorVersion || major > MaxMajorVersion {
+		return "", &VersionError{fmt.Sprintf("unsupported version %q: %s (spec.version %q to %q, optionally with a minor version)", version, supportedRange, strconv.Itoa(MinMajorVersion), strconv.Itoa(MaxMajorVersion))}
 	}
 	var buf bytes.Buffer
 	if err := m.tag.Execute(&buf, ImageVersion{Version: version, Major: parts[1], Minor: parts[2]}); err != nil {

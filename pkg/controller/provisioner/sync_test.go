@@ -169,7 +169,7 @@ func TestSyncUserSecretProblems(t *testing.T) {
 }
 
 func TestSyncVersionErrors(t *testing.T) {
-	for _, v := range []string{"", "latest", "16.4.1", "15.8-bookworm", "11", "9.6", " 16"} {
+	for _, v := range []string{"", "latest", "16.4.1", "15.8-bookworm", "12", "12.22", "11", "9.6", "19", " 16"} {
 		t.Run(v, func(t *testing.T) {
 			f := newFixture(t, []*kubedbv1.Postgres{newPG("x", withFinalizer, func(pg *kubedbv1.Postgres) { pg.Spec.Version = v })})
 			require.NoError(t, f.sync("x"))
@@ -180,6 +180,7 @@ func TestSyncVersionErrors(t *testing.T) {
 			assert.Equal(t, metav1.ConditionFalse, cond.Status)
 			assert.Equal(t, ReasonUnsupportedVersion, cond.Reason)
 			assert.Contains(t, cond.Message, "unsupported version")
+			assert.Contains(t, cond.Message, "pgops runs PostgreSQL 13 to 18", "the message names the supported range")
 			assert.True(t, f.hasEvent(corev1.EventTypeWarning, ReasonUnsupportedVersion, "unsupported version"))
 		})
 	}

@@ -236,14 +236,15 @@ func TestImageMapper(t *testing.T) {
 	for v, want := range map[string]string{
 		"16":   "docker.io/library/postgres:16",
 		"16.4": "docker.io/library/postgres:16.4",
-		"12":   "docker.io/library/postgres:12",
+		"13":   "docker.io/library/postgres:13",
+		"18.1": "docker.io/library/postgres:18.1",
 		"17.0": "docker.io/library/postgres:17.0",
 	} {
 		got, err := m.Image(v)
 		require.NoError(t, err, v)
 		assert.Equal(t, want, got)
 	}
-	for _, v := range []string{"", "11", "11.22", "16.4.1", "16-alpine", "v16", "latest", "16.", ".4"} {
+	for _, v := range []string{"", "11", "11.22", "12", "12.20", "19", "99.1", "16.4.1", "16-alpine", "v16", "latest", "16.", ".4"} {
 		_, err := m.Image(v)
 		var ve *VersionError
 		assert.ErrorAs(t, err, &ve, v)

@@ -6,13 +6,36 @@ BIN_DIR ?= bin
 TEST_TIMEOUT ?= 45m
 TEST_FLAGS ?=
 PKGS ?= ./...
+# The operator image; the tag is pinned in hack/image-tag and used by manifests/operators.
+IMAGE_REPO ?= ghcr.io/pgops/pgops
+IMAGE_TAG ?= $(shell cat hack/image-tag)
+IMAGE ?= $(IMAGE_REPO):$(IMAGE_TAG)
+IMAGE_ARCHIVE ?= $(BIN_DIR)/pgops-image.tar
+# docker or podman; empty means the first whose daemon answers.
+CONTAINER_TOOL ?=
 
-.PHONY: all build generate verify verify-codegen fmt vet tools test unit-test bench demo clean
+.PHONY: all build image image-archive generate verify verify-codegen fmt vet tools test unit-test bench demo clean
 
 all: build
 
 build: ## Build both operators into bin/
 	$(GO) build -o $(BIN_DIR)/ ./cmd/...
+
+image: ## Build the operator image $(IMAGE) with docker or podman; without a daemon, build $(IMAGE_ARCHIVE) instead
+	@tool="$(CONTAINER_TOOL)"; \
+	if [ -z "$$tool" ]; then \
+	  for t in docker podman; do \
+	    if command -v $$t >/dev/null 2>&1 && $$t info >/dev/null 2>&1; then tool=$$t; break; fi; \
+	  done; \
+	fi; \
+	if [ -z "$$tool" ]; then \
+	  echo "make image: no docker or podman daemon answers; building the offline archive $(IMAGE_ARCHIVE) (make image-archive)"; \
+	  exec $(MAKE) --no-print-directory image-archive; \
+	fi; \
+	set -x; $$tool build --build-arg VERSION=$(IMAGE_TAG) -t $(IMAGE) .
+
+image-archive: ## Build the operator image offline (no daemon, no registry) into $(IMAGE_ARCHIVE), for docker load or kind load image-archive
+	$(GO) run ./hack/image --ref $(IMAGE) --out $(IMAGE_ARCHIVE)
 
 generate: ## Regenerate clients, listers, informers, deepcopy and CRDs from pkg/apis
 	hack/update-codegen.sh

@@ -93,7 +93,10 @@ func setVerifier(ctx context.Context, target Target, role, verifier, op string, 
 	// The settings carry no secret, so they go in one round trip; the ALTER
 	// ROLE must be a statement of its own, sent after they took effect (a
 	// multi-statement string is logged as a whole before any of it runs).
-	if _, err := tx.ExecContext(ctx, quiet); err != nil {
+	// synchronous_commit local: on a synchronous cluster the commit waits for
+	// the primary's own disk only, so a rotation never hangs on a standby it is
+	// about to restart (or one that is down).
+	if _, err := tx.ExecContext(ctx, quiet+"; SET LOCAL synchronous_commit = local"); err != nil {
 		return fail(err)
 	}
 	alter := "ALTER ROLE " + pq.QuoteIdentifier(role) + " PASSWORD " + pq.QuoteLiteral(verifier)

@@ -211,6 +211,13 @@ var namespaceSeq struct {
 	n int
 }
 
+// restrictedNamespace is the Pod Security admission level every e2e namespace enforces:
+// every database pod of every test must be admitted as a restricted cluster admits it.
+var restrictedNamespace = map[string]string{
+	"pod-security.kubernetes.io/enforce":         "restricted",
+	"pod-security.kubernetes.io/enforce-version": "latest",
+}
+
 func newNamespace(t testing.TB, ctx context.Context) string {
 	t.Helper()
 	namespaceSeq.Lock()
@@ -220,7 +227,7 @@ func newNamespace(t testing.TB, ctx context.Context) string {
 	if len(name) > 60 {
 		name = strings.TrimRight(name[:60], "-")
 	}
-	_, err := env.cluster.CreateNamespace(ctx, name)
+	_, err := env.cluster.CreateNamespaceWithLabels(ctx, name, restrictedNamespace)
 	require.NoError(t, err)
 	return name
 }

@@ -125,8 +125,14 @@ func (c *Cluster) WaitForServiceAccount(ctx context.Context, namespace, name str
 // CreateNamespace creates a namespace and waits for its default ServiceAccount, so
 // pods can be created in it right away.
 func (c *Cluster) CreateNamespace(ctx context.Context, name string) (*corev1.Namespace, error) {
+	return c.CreateNamespaceWithLabels(ctx, name, nil)
+}
+
+// CreateNamespaceWithLabels is CreateNamespace with labels, for example Pod Security
+// admission's pod-security.kubernetes.io/enforce.
+func (c *Cluster) CreateNamespaceWithLabels(ctx context.Context, name string, labels map[string]string) (*corev1.Namespace, error) {
 	ns, err := c.client.CoreV1().Namespaces().Create(ctx,
-		&corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: name}}, metav1.CreateOptions{})
+		&corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: name, Labels: labels}}, metav1.CreateOptions{})
 	if err != nil {
 		return nil, fmt.Errorf("create namespace %s: %w", name, err)
 	}

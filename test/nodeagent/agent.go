@@ -27,9 +27,12 @@
 //     persistentVolumeClaim (a directory per claim UID under RootDir that outlives
 //     pods, so a StatefulSet pod deleted and recreated finds its data again, and goes
 //     when the claim is deleted);
-//   - runs the command and args of each container (init containers first) as the
-//     RunAsUser OS user in a private mount namespace, with the volumes bind-mounted at
-//     their mountPaths, output to RootDir/logs/<namespace>_<pod>_<container>.log;
+//   - runs the command and args of each container (init containers first) as its
+//     securityContext says (runAsUser, runAsGroup, fsGroup and supplementalGroups; the
+//     RunAsUser OS user where neither the pod nor the container names a user, standing
+//     in for the image's USER) in a private mount namespace, with the volumes
+//     bind-mounted at their mountPaths and the root read-only if readOnlyRootFilesystem,
+//     output to RootDir/logs/<namespace>_<pod>_<container>.log;
 //   - runs readiness and liveness probes (exec inside the container's mount
 //     namespace, httpGet, tcpSocket) at most every 2 seconds, restarts exited
 //     containers per restartPolicy with a short backoff;
@@ -41,9 +44,11 @@
 //
 // The container image is ignored: the command runs on this machine, with the
 // PostgreSQL binaries of PGBinDir first on PATH, so they stand in for every
-// PostgreSQL version an image would have carried. The pod's securityContext
-// (runAsUser, fsGroup) is ignored too: every process runs as RunAsUser, which owns
-// every volume directory. Mount points that do not exist are created on the host
+// PostgreSQL version an image would have carried. Where the machine has no account for
+// a container's uid, the container sees an /etc/passwd and /etc/group that name it, as
+// the image's would (postgres for the official postgres images' 999): initdb and peer
+// authentication look the user up. Volume directories belong to the pod's runAsUser
+// (else RunAsUser) and its fsGroup. Mount points that do not exist are created on the host
 // (e.g. /var/pv, /scripts, /var/run/secrets/kubernetes.io/serviceaccount): the
 // namespace is private for mounts, not for the file system underneath.
 //
@@ -108,9 +113,9 @@ type Options struct {
 	// PGBinDir is put first on every container's PATH. Default: like pgtest.BinDir
 	// ($PG_BINDIR, pg_config --bindir, the highest /usr/lib/postgresql/*/bin).
 	PGBinDir string
-	// RunAsUser is the OS user that runs every container process and owns every
-	// volume directory (PostgreSQL refuses to run as root). Default "postgres",
-	// created with useradd if missing.
+	// RunAsUser is the OS user that runs a container whose securityContext names no
+	// user, and owns the volumes of such pods (PostgreSQL refuses to run as root).
+	// Default "postgres", created with useradd if missing.
 	RunAsUser string
 	// PodCIDR is the range pod IPs come from, a prefix inside 127.0.0.0/8 of at most
 	// 2^16 addresses. Default: localcluster.RandomLoopbackCIDR(), so agents of test
@@ -659,6 +664,35 @@ func (a *Agent) ContainerPID(namespace, name, container string) int {
 		}
 	}
 	return 0
+}
+
+// Exec runs argv in the running container of pod namespace/name (the first container if
+// container is ""), as `kubectl exec` would: inside its mount namespace, as its user,
+// with its environment. It returns the combined output (at most 4 KiB).
+func (a *Agent) Exec(ctx context.Context, namespace, name, containerName string, argv ...string) ([]byte, error) {
+	a.mu.Lock()
+	var c *container
+	for _, w := range a.workers {
+		if w.namespace == namespace && w.name == name {
+			for _, wc := range w.containers {
+				if containerName == "" || wc.spec.Name == containerName {
+					c = wc
+					break
+				}
+			}
+		}
+	}
+	a.mu.Unlock()
+	if c == nil {
+		return nil, fmt.Errorf("nodeagent: pod %s/%s has no container %q on node %s", namespace, name, containerName, a.NodeName)
+	}
+	c.mu.Lock()
+	p, env := c.cur, c.env
+	c.mu.Unlock()
+	if p == nil || p.exited() {
+		return nil, fmt.Errorf("nodeagent: container %s of pod %s/%s is not running", c.spec.Name, namespace, name)
+	}
+	return a.execIn(ctx, p.pid, p.id, argv, env, time.Minute)
 }
 
 // Pids returns the process group ids of every running container process, for tests

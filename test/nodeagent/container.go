@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -99,9 +100,10 @@ func (c *container) start() (*proc, error) {
 	if _, ok := env.get("HOSTNAME"); !ok {
 		env.set("HOSTNAME", hostname)
 	}
+	id := a.containerIdentity(pod, &c.spec)
 	if _, ok := env.get("HOME"); !ok {
 		home := a.homeDir
-		if home == "" || home == "/nonexistent" {
+		if !id.agentUser || home == "" || home == "/nonexistent" {
 			home = "/"
 		}
 		env.set("HOME", home)
@@ -114,6 +116,11 @@ func (c *container) start() (*proc, error) {
 		argv = append(argv, expand(s, env.get))
 	}
 	mounts, err := w.mountsFor(&c.spec, env)
+	if err == nil {
+		var accounts []mount
+		accounts, err = a.accountFiles(id, c.spec.Image, filepath.Join(a.podDir(string(pod.UID)), "accounts", c.spec.Name))
+		mounts = append(accounts, mounts...)
+	}
 	if err != nil {
 		c.setWaiting("CreateContainerError", err.Error())
 		return nil, err
@@ -128,7 +135,7 @@ func (c *container) start() (*proc, error) {
 		c.restartCount++
 	}
 	p, err := a.startProc(procSpec{
-		argv: argv, env: env.environ(), workDir: c.spec.WorkingDir, mounts: mounts, hostname: hostname,
+		argv: argv, env: env.environ(), workDir: c.spec.WorkingDir, mounts: mounts, hostname: hostname, id: id,
 		logPath: a.LogPath(pod.Namespace, pod.Name, c.spec.Name),
 		banner: fmt.Sprintf("starting container %s of pod %s/%s (uid %s, restart %d)",
 			c.spec.Name, pod.Namespace, pod.Name, pod.UID, c.restartCount),
@@ -282,14 +289,7 @@ func stopSignal(c *corev1.Container) syscall.Signal {
 			return sig
 		}
 	}
-	repo := c.Image
-	if i := strings.IndexByte(repo, '@'); i >= 0 {
-		repo = repo[:i]
-	}
-	if i := strings.LastIndexByte(repo, ':'); i >= 0 && !strings.Contains(repo[i:], "/") {
-		repo = repo[:i]
-	}
-	if repo[strings.LastIndexByte(repo, '/')+1:] == "postgres" {
+	if imageRepoBase(c.Image) == "postgres" {
 		return syscall.SIGINT
 	}
 	return syscall.SIGTERM
@@ -468,7 +468,7 @@ func (c *container) runProbe(ctx context.Context, p *proc, pr *corev1.Probe, tim
 		for _, s := range pr.Exec.Command {
 			argv = append(argv, expand(s, lookup))
 		}
-		out, err := w.agent.execIn(ctx, p.pid, argv, env, timeout)
+		out, err := w.agent.execIn(ctx, p.pid, p.id, argv, env, timeout)
 		if err != nil {
 			return fmt.Errorf("%v: %s", err, strings.TrimSpace(string(out)))
 		}

@@ -738,6 +738,8 @@ func TestProvisionerEntrypoint(t *testing.T) {
 						VolumeMounts: []corev1.VolumeMount{
 							{Name: "data", MountPath: "/var/pv"},
 							{Name: "scripts", MountPath: "/scripts", ReadOnly: true},
+							{Name: "run", MountPath: "/var/run/postgresql"},
+							{Name: "tmp", MountPath: "/tmp"},
 						},
 						ReadinessProbe: &corev1.Probe{
 							ProbeHandler: corev1.ProbeHandler{Exec: &corev1.ExecAction{
@@ -745,11 +747,17 @@ func TestProvisionerEntrypoint(t *testing.T) {
 							}},
 							InitialDelaySeconds: 2, PeriodSeconds: 5, TimeoutSeconds: 5, FailureThreshold: 3,
 						},
+						SecurityContext: &corev1.SecurityContext{ReadOnlyRootFilesystem: ptr.To(true)},
 					}},
-					Volumes: []corev1.Volume{{Name: "scripts", VolumeSource: corev1.VolumeSource{ConfigMap: &corev1.ConfigMapVolumeSource{
-						LocalObjectReference: corev1.LocalObjectReference{Name: "db-scripts"}, DefaultMode: ptr.To[int32](0o555)}}}},
-					// The provisioner asks for the image's uid 999; the agent runs everything
-					// as its RunAsUser instead.
+					Volumes: []corev1.Volume{
+						{Name: "scripts", VolumeSource: corev1.VolumeSource{ConfigMap: &corev1.ConfigMapVolumeSource{
+							LocalObjectReference: corev1.LocalObjectReference{Name: "db-scripts"}, DefaultMode: ptr.To[int32](0o555)}}},
+						{Name: "run", VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{}}},
+						{Name: "tmp", VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{}}},
+					},
+					// The official image's uid 999, which the machine need not have: the
+					// agent shows the container an /etc/passwd that names it, as the image
+					// would.
 					SecurityContext: &corev1.PodSecurityContext{
 						RunAsUser: ptr.To[int64](999), RunAsGroup: ptr.To[int64](999), FSGroup: ptr.To[int64](999), RunAsNonRoot: ptr.To(true),
 					},
@@ -802,6 +810,19 @@ func TestProvisionerEntrypoint(t *testing.T) {
 	for _, pod := range []string{"db-0", "db-1"} {
 		assert.NotContains(t, readLog(ns, pod, "postgres"), password, "password in the log of %s", pod)
 	}
+
+	// The pod's securityContext decides who runs: uid 999, which the machine need not
+	// have, and the image's account name for it, so peer authentication over the socket
+	// works as `kubectl exec db-0 -- psql -U postgres` does in a cluster.
+	status, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", agent.ContainerPID(ns, "db-0", "postgres")))
+	require.NoError(t, err)
+	assert.Regexp(t, `(?m)^Uid:\s+999\s+999\s+999\s+999$`, string(status))
+	out, err := agent.Exec(ctx, ns, "db-0", "postgres", "psql", "-U", "postgres", "-d", "postgres", "-Atc", "SELECT current_user, inet_server_addr() IS NULL")
+	require.NoError(t, err, "psql over the Unix socket: %s", out)
+	assert.Equal(t, "postgres|t", strings.TrimSpace(string(out)), "connected over the socket (no server address) as postgres")
+	out, err = agent.Exec(ctx, ns, "db-0", "postgres", "sh", "-c", "touch /root-is-writable")
+	require.Error(t, err, "readOnlyRootFilesystem: %s", out)
+	assert.Contains(t, string(out), "Read-only file system")
 }
 
 // TestInitContainerAndLiveness: an init container runs to completion before the main

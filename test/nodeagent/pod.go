@@ -407,7 +407,7 @@ func (w *podWorker) mountsFor(c *corev1.Container, env *envList) ([]mount, error
 			case err == nil:
 				isFile = !fi.IsDir()
 			case os.IsNotExist(err) && !isFileVolume(v):
-				if err := w.agent.makeDir(src, 0o755); err != nil {
+				if err := w.agent.makeDir(src, 0o755, w.agent.volumeOwner(pod)); err != nil {
 					return nil, err
 				}
 			default:

@@ -30,7 +30,9 @@ type procSpec struct {
 	workDir  string
 	mounts   []mount
 	hostname string
-	logPath  string
+	// id is who the process runs as; an exec into the container runs as the same.
+	id      identity
+	logPath string
 	// what is written to the log before the process's own output. Never the
 	// environment or the expanded argv: they may hold credentials.
 	banner string
@@ -42,6 +44,7 @@ type procSpec struct {
 type proc struct {
 	cmd       *exec.Cmd
 	pid       int
+	id        identity
 	startedAt time.Time
 	done      chan struct{}
 	// Valid once done is closed.
@@ -76,32 +79,45 @@ func (a *Agent) containerScript(spec procSpec) string {
 		fmt.Fprintf(&b, "%s %s\n", shellQuote(a.tools.hostname), shellQuote(spec.hostname))
 	}
 	mnt := shellQuote(a.tools.mount)
+	// Sources below the agent's root are named relative to it, from a working directory
+	// taken before any mount: a volume mounted over a parent of the root (an emptyDir at
+	// /tmp, when the root is a temp dir) must not hide the sources of the mounts after it.
+	if a.rootDir != "" {
+		fmt.Fprintf(&b, "cd %s\n", shellQuote(a.rootDir))
+	}
 	for _, m := range spec.mounts {
+		src := m.src
+		if rel, err := filepath.Rel(a.rootDir, src); a.rootDir != "" && err == nil && filepath.IsLocal(rel) {
+			src = "./" + rel
+		}
 		if m.file {
 			fmt.Fprintf(&b, "mkdir -p %s\n[ -e %s ] || : >%s\n", shellQuote(filepath.Dir(m.dst)), shellQuote(m.dst), shellQuote(m.dst))
 		} else {
 			fmt.Fprintf(&b, "mkdir -p %s\n", shellQuote(m.dst))
 		}
-		fmt.Fprintf(&b, "%s --bind %s %s\n", mnt, shellQuote(m.src), shellQuote(m.dst))
+		fmt.Fprintf(&b, "%s --bind %s %s\n", mnt, shellQuote(src), shellQuote(m.dst))
 		if m.readOnly {
 			fmt.Fprintf(&b, "%s -o remount,bind,ro %s\n", mnt, shellQuote(m.dst))
 		}
+	}
+	if spec.id.readOnlyRoot {
+		// readOnlyRootFilesystem: the root is read-only in this namespace only; the
+		// volumes mounted above stay as they are.
+		fmt.Fprintf(&b, "%s -o remount,bind,ro /\n", mnt)
 	}
 	wd := spec.workDir
 	if wd == "" {
 		wd = "/"
 	}
 	fmt.Fprintf(&b, "cd %s\n", shellQuote(wd))
-	fmt.Fprintf(&b, "exec %s\n", strings.Join(a.setprivArgs(true), " "))
+	fmt.Fprintf(&b, "exec %s\n", strings.Join(a.setprivArgs(spec.id, true), " "))
 	return b.String()
 }
 
-// setprivArgs is the command prefix that drops to the agent's user; "$@" or the
-// argv follows.
-func (a *Agent) setprivArgs(shell bool) []string {
-	args := []string{a.tools.setpriv,
-		"--reuid=" + strconv.Itoa(a.uid), "--regid=" + strconv.Itoa(a.gid), "--init-groups",
-		"--pdeathsig=SIGKILL", "--"}
+// setprivArgs is the command prefix that drops to id; "$@" or the argv follows.
+func (a *Agent) setprivArgs(id identity, shell bool) []string {
+	args := append([]string{a.tools.setpriv}, a.setprivIdentity(id)...)
+	args = append(args, "--pdeathsig=SIGKILL", "--")
 	if shell {
 		args[0] = shellQuote(args[0])
 		args = append(args, `"$@"`)
@@ -141,7 +157,7 @@ func (a *Agent) startProc(spec procSpec) (*proc, error) {
 	if err := cmd.Start(); err != nil {
 		return nil, fmt.Errorf("start container process: %w", err)
 	}
-	p := &proc{cmd: cmd, pid: cmd.Process.Pid, startedAt: time.Now(), done: make(chan struct{})}
+	p := &proc{cmd: cmd, pid: cmd.Process.Pid, id: spec.id, startedAt: time.Now(), done: make(chan struct{})}
 	waited := make(chan struct{})
 	go p.pinNamespace(waited)
 	go func() {
@@ -268,9 +284,9 @@ func (p *proc) terminate(sig syscall.Signal, grace time.Duration) {
 }
 
 // execIn runs argv inside the mount and UTS namespaces of the running process pid,
-// as the agent's user, with env, and returns its combined output (truncated) and
+// as id, with env, and returns its combined output (truncated) and
 // error. It is how exec probes run: they see the container's mounts.
-func (a *Agent) execIn(ctx context.Context, pid int, argv, env []string, timeout time.Duration) ([]byte, error) {
+func (a *Agent) execIn(ctx context.Context, pid int, id identity, argv, env []string, timeout time.Duration) ([]byte, error) {
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	args := []string{"--target", strconv.Itoa(pid), "--mount"}
@@ -278,7 +294,7 @@ func (a *Agent) execIn(ctx context.Context, pid int, argv, env []string, timeout
 		args = append(args, "--uts")
 	}
 	args = append(args, "--")
-	args = append(args, a.setprivArgs(false)...)
+	args = append(args, a.setprivArgs(id, false)...)
 	args = append(args, argv...)
 	cmd := exec.CommandContext(ctx, a.tools.nsenter, args...)
 	cmd.Env = env

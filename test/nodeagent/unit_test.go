@@ -2,6 +2,8 @@ package nodeagent
 
 import (
 	"net/netip"
+	"os"
+	"strings"
 	"syscall"
 	"testing"
 
@@ -10,6 +12,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/utils/ptr"
 )
 
 func TestExpand(t *testing.T) {
@@ -110,19 +113,26 @@ func TestIPAM(t *testing.T) {
 }
 
 func TestContainerScriptQuotes(t *testing.T) {
-	a := &Agent{uid: 101, gid: 104, tools: tools{mount: "/usr/bin/mount", setpriv: "/usr/bin/setpriv", hostname: "/usr/bin/hostname"}}
-	s := a.containerScript(procSpec{
+	a := &Agent{uid: 101, gid: 104, rootDir: "/tmp/agent", tools: tools{mount: "/usr/bin/mount", setpriv: "/usr/bin/setpriv", hostname: "/usr/bin/hostname"}}
+	spec := procSpec{
 		hostname: "pod-0",
 		workDir:  "/work dir",
 		mounts: []mount{
 			{src: "/root/it's", dst: "/var/pv"},
-			{src: "/root/cm", dst: "/scripts", readOnly: true},
+			{src: "/tmp/agent/pods/u/volumes/empty-dir/tmp", dst: "/tmp"},
+			{src: "/tmp/agent/pods/u/volumes/files/cm/1", dst: "/scripts", readOnly: true},
 			{src: "/root/cm/file", dst: "/etc/x.conf", file: true},
 		},
-	})
+		id: identity{uid: 101, gid: 104, agentUser: true},
+	}
+	s := a.containerScript(spec)
 	for _, want := range []string{
 		`'/usr/bin/hostname' 'pod-0'`,
+		`cd '/tmp/agent'`,
 		`'/usr/bin/mount' --bind '/root/it'\''s' '/var/pv'`,
+		// Named from the agent's root: the emptyDir at /tmp hides /tmp/agent once mounted.
+		`'/usr/bin/mount' --bind './pods/u/volumes/empty-dir/tmp' '/tmp'`,
+		`'/usr/bin/mount' --bind './pods/u/volumes/files/cm/1' '/scripts'`,
 		`'/usr/bin/mount' -o remount,bind,ro '/scripts'`,
 		`[ -e '/etc/x.conf' ] || : >'/etc/x.conf'`,
 		`cd '/work dir'`,
@@ -130,6 +140,15 @@ func TestContainerScriptQuotes(t *testing.T) {
 	} {
 		assert.Contains(t, s, want)
 	}
+	assert.NotContains(t, s, "remount,bind,ro /\n", "the root stays writable unless readOnlyRootFilesystem")
+
+	// The pod's securityContext: its user and groups, a read-only root.
+	spec.id = identity{uid: 999, gid: 999, groups: []int{999, 5}, readOnlyRoot: true}
+	s = a.containerScript(spec)
+	assert.Contains(t, s, `exec '/usr/bin/setpriv' --reuid=999 --regid=999 --groups=999,5 --pdeathsig=SIGKILL -- "$@"`)
+	assert.Contains(t, s, "'/usr/bin/mount' -o remount,bind,ro /\n")
+	spec.id = identity{uid: 999, gid: 999}
+	assert.Contains(t, a.containerScript(spec), `--reuid=999 --regid=999 --clear-groups`)
 }
 
 func TestStopSignal(t *testing.T) {
@@ -148,4 +167,48 @@ func TestStopSignal(t *testing.T) {
 	}
 	sig := corev1.SIGUSR1
 	assert.Equal(t, syscall.SIGUSR1, stopSignal(&corev1.Container{Image: "postgres", Lifecycle: &corev1.Lifecycle{StopSignal: &sig}}))
+}
+
+func TestContainerIdentityFollowsTheSecurityContext(t *testing.T) {
+	a := &Agent{uid: 101, gid: 104}
+	pod := &corev1.Pod{Spec: corev1.PodSpec{}}
+	c := &corev1.Container{Name: "c"}
+	assert.Equal(t, identity{uid: 101, gid: 104, agentUser: true}, a.containerIdentity(pod, c), "no securityContext: the agent's user stands in for the image's USER")
+	assert.Equal(t, owner{uid: 101, gid: 104}, a.volumeOwner(pod))
+
+	pod.Spec.SecurityContext = &corev1.PodSecurityContext{
+		RunAsUser: ptr.To[int64](999), RunAsGroup: ptr.To[int64](998), FSGroup: ptr.To[int64](997), SupplementalGroups: []int64{5, 997},
+	}
+	assert.Equal(t, identity{uid: 999, gid: 998, groups: []int{997, 5}}, a.containerIdentity(pod, c))
+	assert.Equal(t, owner{uid: 999, gid: 997, fsGroup: true}, a.volumeOwner(pod), "volumes belong to the fsGroup")
+
+	c.SecurityContext = &corev1.SecurityContext{RunAsUser: ptr.To[int64](70), ReadOnlyRootFilesystem: ptr.To(true)}
+	assert.Equal(t, identity{uid: 70, gid: 998, groups: []int{997, 5}, readOnlyRoot: true}, a.containerIdentity(pod, c), "the container's securityContext wins")
+}
+
+func TestAccountFilesStandInForTheImage(t *testing.T) {
+	a := &Agent{}
+	dir := t.TempDir()
+	mounts, err := a.accountFiles(identity{uid: 54321, gid: 54321}, "docker.io/library/postgres:16.4", dir)
+	require.NoError(t, err)
+	require.Len(t, mounts, 2)
+	passwd, err := os.ReadFile(mounts[1].src)
+	require.NoError(t, err)
+	assert.Equal(t, "/etc/passwd", mounts[1].dst)
+	assert.True(t, strings.HasPrefix(string(passwd), "postgres:x:54321:54321:"), "the official image's account comes first: %q", strings.SplitN(string(passwd), "\n", 2)[0])
+	named := 0
+	for _, line := range strings.Split(string(passwd), "\n") {
+		if strings.HasPrefix(line, "postgres:") {
+			named++
+		}
+	}
+	assert.Equal(t, 1, named, "the machine's own postgres account is left out")
+	assert.True(t, mounts[0].readOnly && mounts[1].readOnly)
+
+	mounts, err = a.accountFiles(identity{uid: 0, gid: 0}, "postgres", dir)
+	require.NoError(t, err)
+	assert.Empty(t, mounts, "the machine's files already name uid 0")
+	mounts, err = a.accountFiles(identity{uid: 54321, agentUser: true}, "postgres", dir)
+	require.NoError(t, err)
+	assert.Empty(t, mounts, "the agent's own user needs nothing")
 }

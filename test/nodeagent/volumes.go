@@ -45,7 +45,7 @@ func (w *podWorker) prepareVolume(ctx context.Context, v *corev1.Volume, gen int
 	switch {
 	case v.EmptyDir != nil:
 		dir := filepath.Join(base, "empty-dir", v.Name)
-		return dir, a.makeDir(dir, 0o777)
+		return dir, a.makeDir(dir, 0o777, a.volumeOwner(pod))
 	case v.HostPath != nil:
 		p := v.HostPath.Path
 		if v.HostPath.Type != nil {
@@ -78,7 +78,7 @@ func (w *podWorker) prepareVolume(ctx context.Context, v *corev1.Volume, gen int
 		if err := os.RemoveAll(dir); err != nil {
 			return "", err
 		}
-		if err := a.makeDir(dir, 0o755); err != nil {
+		if err := a.makeDir(dir, 0o755, a.volumeOwner(pod)); err != nil {
 			return "", err
 		}
 		return dir, w.writeFileVolume(ctx, v, dir)
@@ -101,18 +101,24 @@ func (w *podWorker) claimDir(ctx context.Context, claim string) (string, error) 
 	if _, err := os.Stat(dir); err == nil {
 		return dir, nil
 	}
-	return dir, a.makeDir(dir, 0o700)
+	return dir, a.makeDir(dir, 0o700, a.volumeOwner(w.pod()))
 }
 
-// makeDir creates dir (and parents) and gives it mode and the agent's user.
-func (a *Agent) makeDir(dir string, mode os.FileMode) error {
+// makeDir creates dir (and parents) and gives it mode and owner o. A group other than
+// the user's own (an fsGroup) gets the owner's access and keeps new files its own, as
+// a volume plugin's fsGroup ownership does.
+func (a *Agent) makeDir(dir string, mode os.FileMode, o owner) error {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return err
 	}
-	if err := os.Chmod(dir, mode); err != nil {
+	if o.fsGroup {
+		mode |= (mode & 0o700 >> 3) | os.ModeSetgid
+	}
+	if err := os.Chown(dir, o.uid, o.gid); err != nil {
 		return err
 	}
-	return os.Chown(dir, a.uid, a.gid)
+	// After the chown, which clears the setgid bit.
+	return os.Chmod(dir, mode)
 }
 
 // fileEntry is one file of a ConfigMap, Secret, projected or downward-API volume.
@@ -251,7 +257,7 @@ func (w *podWorker) writeFileVolume(ctx context.Context, v *corev1.Volume, dir s
 		return err
 	}
 	for _, f := range files {
-		if err := a.writeVolumeFile(dir, f); err != nil {
+		if err := a.writeVolumeFile(dir, f, a.volumeOwner(w.pod())); err != nil {
 			return fmt.Errorf("volume %s: %w", v.Name, err)
 		}
 	}
@@ -287,14 +293,14 @@ func (w *podWorker) serviceAccountToken(ctx context.Context, src *corev1.Service
 }
 
 // writeVolumeFile writes one file below dir, refusing paths that leave it.
-func (a *Agent) writeVolumeFile(dir string, f fileEntry) error {
+func (a *Agent) writeVolumeFile(dir string, f fileEntry, o owner) error {
 	clean := filepath.Clean("/" + f.path)[1:]
 	if clean == "" || strings.HasPrefix(f.path, "/") || strings.Contains(f.path, "..") {
 		return errors.New("invalid file path " + f.path)
 	}
 	p := filepath.Join(dir, clean)
 	for d := filepath.Dir(p); d != dir && strings.HasPrefix(d, dir); d = filepath.Dir(d) {
-		if err := a.makeDir(d, 0o755); err != nil {
+		if err := a.makeDir(d, 0o755, o); err != nil {
 			return err
 		}
 	}
@@ -304,5 +310,5 @@ func (a *Agent) writeVolumeFile(dir string, f fileEntry) error {
 	if err := os.Chmod(p, f.mode.Perm()); err != nil {
 		return err
 	}
-	return os.Chown(p, a.uid, a.gid)
+	return os.Chown(p, o.uid, o.gid)
 }

@@ -18,6 +18,7 @@ import (
 	"k8s.io/client-go/kubernetes/scheme"
 	appslisters "k8s.io/client-go/listers/apps/v1"
 	corelisters "k8s.io/client-go/listers/core/v1"
+	policylisters "k8s.io/client-go/listers/policy/v1"
 	"k8s.io/client-go/tools/cache"
 	"k8s.io/client-go/tools/record"
 	"k8s.io/client-go/util/workqueue"
@@ -65,6 +66,7 @@ type Controller struct {
 	postgresLister    kubedblisters.PostgresLister
 	statefulSetLister appslisters.StatefulSetLister
 	serviceLister     corelisters.ServiceLister
+	pdbLister         policylisters.PodDisruptionBudgetLister
 	podLister         corelisters.PodLister
 	secretLister      corelisters.SecretLister
 	requestIndexer    cache.Indexer
@@ -109,6 +111,7 @@ func New(ctx context.Context, kubeClient kubernetes.Interface, pgopsClient versi
 	podInformer := kubeInformers.Core().V1().Pods()
 	secretInformer := kubeInformers.Core().V1().Secrets()
 	cmInformer := kubeInformers.Core().V1().ConfigMaps()
+	pdbInformer := kubeInformers.Policy().V1().PodDisruptionBudgets()
 
 	recorder := cfg.Recorder
 	if recorder == nil {
@@ -133,6 +136,7 @@ func New(ctx context.Context, kubeClient kubernetes.Interface, pgopsClient versi
 		postgresLister:    pgInformer.Lister(),
 		statefulSetLister: stsInformer.Lister(),
 		serviceLister:     svcInformer.Lister(),
+		pdbLister:         pdbInformer.Lister(),
 		podLister:         podInformer.Lister(),
 		secretLister:      secretInformer.Lister(),
 		requestIndexer:    requestInformer.Informer().GetIndexer(),
@@ -188,7 +192,7 @@ func New(ctx context.Context, kubeClient kubernetes.Interface, pgopsClient versi
 	}
 	c.cachesSynced = append(c.cachesSynced, requestInformer.Informer().HasSynced)
 	for _, inf := range []cache.SharedIndexInformer{stsInformer.Informer(), svcInformer.Informer(),
-		podInformer.Informer(), secretInformer.Informer(), cmInformer.Informer()} {
+		podInformer.Informer(), secretInformer.Informer(), cmInformer.Informer(), pdbInformer.Informer()} {
 		if _, err := inf.AddEventHandler(owned); err != nil {
 			return nil, fmt.Errorf("adding event handler: %w", err)
 		}

@@ -119,8 +119,8 @@ func TestStatefulSetHandEditsReverted(t *testing.T) {
 				s.Spec.Template.Spec.Containers[0].VolumeMounts = s.Spec.Template.Spec.Containers[0].VolumeMounts[:1]
 			},
 			check: func(t *testing.T, s *appsv1.StatefulSet) {
-				assert.Len(t, s.Spec.Template.Spec.Volumes, 1)
-				assert.Len(t, s.Spec.Template.Spec.Containers[0].VolumeMounts, 2)
+				assert.Len(t, s.Spec.Template.Spec.Volumes, 3)
+				assert.Len(t, s.Spec.Template.Spec.Containers[0].VolumeMounts, 4)
 			},
 		},
 		"security context, update strategy, template labels and a sidecar": {

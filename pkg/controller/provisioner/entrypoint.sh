@@ -7,12 +7,20 @@
 #   POSTGRES_USER, POSTGRES_PASSWORD  superuser credential (from the auth Secret)
 #   PGDATA                            data directory, e.g. /var/pv/data
 #   POD_NAME                          <statefulset>-<ordinal>
-#   POD_IP                            the only address PostgreSQL listens on
+#   POD_IP                            the pod's address (for the log)
 #   PRIMARY_HOST                      standbys: where the primary is (primary Service ClusterIP)
+#   PRIMARY_PORT                      port of PRIMARY_HOST (the primary Service's first port),
+#                                     default 5432
 #   STANDBY_MODE                      Hot (read-only queries on standbys) or Warm
-#   PGPORT                            port to listen on, default 5432 (tests run several pods
-#                                     on one loopback network)
-#   PRIMARY_PORT                      port of PRIMARY_HOST, default 5432
+#
+# PostgreSQL listens on POD_IP, on PGPORT if set (postgres reads it itself), else 5432.
+#
+# Files: the Unix socket and lock file go to /var/run/postgresql (a writable emptyDir; the
+# root file system is read-only), where psql looks by default, so `kubectl exec <pod> --
+# psql -U postgres` works: local connections of the OS user postgres (uid 999 in the
+# official images) authenticate by peer as postgres or as the superuser. While this script
+# prepares the data directory it keeps /var/run/postgresql/pgops-preparing, which the
+# startup and liveness probes take as alive.
 #
 # The password never appears in argv, in the log or in postgresql.conf: initdb reads it from
 # a 0600 file that is removed afterwards, and standbys authenticate through a 0600 passfile
@@ -30,7 +38,6 @@ die() { log "FATAL: $*"; exit 1; }
 [ -n "${PGDATA:-}" ] || die "PGDATA is not set"
 [ -n "${POD_NAME:-}" ] || die "POD_NAME is not set"
 [ -n "${POD_IP:-}" ] || die "POD_IP is not set"
-PGPORT="${PGPORT:-5432}"
 PRIMARY_PORT="${PRIMARY_PORT:-5432}"
 STANDBY_MODE="${STANDBY_MODE:-Hot}"
 case "$STANDBY_MODE" in
@@ -45,6 +52,11 @@ case "$ordinal" in
 esac
 
 umask 0077
+run_dir=/var/run/postgresql
+preparing="$run_dir/pgops-preparing"
+[ -d "$run_dir" ] && [ -w "$run_dir" ] || die "$run_dir is not a writable directory (the pod needs its emptyDir there)"
+: >"$preparing"
+
 base="$(dirname "$PGDATA")"
 mkdir -p "$base"
 passfile="$base/.pgpass"
@@ -93,14 +105,6 @@ init_primary() {
 		--auth-host=scram-sha-256 --auth-local=scram-sha-256 -E UTF8 --locale=C >&2
 	rm -f "$pwfile"
 	trap - EXIT
-	cat >"$work/pg_hba.conf" <<'HBA'
-# Written by pgops: password (scram-sha-256) over TCP for clients and replication.
-# TYPE  DATABASE     USER  ADDRESS    METHOD
-host    all          all   0.0.0.0/0  scram-sha-256
-host    all          all   ::/0       scram-sha-256
-host    replication  all   0.0.0.0/0  scram-sha-256
-host    replication  all   ::/0       scram-sha-256
-HBA
 	cat >>"$work/postgresql.conf" <<'CONF'
 
 # Written by pgops. listen_addresses, port and unix_socket_directories are set on the
@@ -152,6 +156,40 @@ configure_standby() {
 	: >"$PGDATA/standby.signal"
 }
 
+# ident_quote VALUE: a pg_hba.conf / pg_ident.conf token ("" for ").
+ident_quote() {
+	printf '"%s"' "${1//\"/\"\"}"
+}
+
+# write_auth_files: on every start, so a data directory made by an earlier pgops (or cloned
+# from the primary) gets the current rules. Password (scram-sha-256) over TCP for clients
+# and replication; peer over the Unix socket for the OS user postgres, as postgres or as
+# the superuser, so an exec into the pod needs no password.
+write_auth_files() {
+	local tmp
+	tmp="$(mktemp "$PGDATA/.hba.XXXXXX")"
+	cat >"$tmp" <<'HBA'
+# Written by pgops at every start; edits are lost.
+# TYPE  DATABASE     USER  ADDRESS    METHOD
+local   all          all              peer map=pgops
+host    all          all   0.0.0.0/0  scram-sha-256
+host    all          all   ::/0       scram-sha-256
+host    replication  all   0.0.0.0/0  scram-sha-256
+host    replication  all   ::/0       scram-sha-256
+HBA
+	chmod 0600 "$tmp"
+	mv -f "$tmp" "$PGDATA/pg_hba.conf"
+	tmp="$(mktemp "$PGDATA/.ident.XXXXXX")"
+	{
+		echo '# Written by pgops at every start; edits are lost.'
+		echo '# MAPNAME  SYSTEM-USERNAME  PG-USERNAME'
+		echo 'pgops      postgres         postgres'
+		printf 'pgops      postgres         %s\n' "$(ident_quote "$POSTGRES_USER")"
+	} >"$tmp"
+	chmod 0600 "$tmp"
+	mv -f "$tmp" "$PGDATA/pg_ident.conf"
+}
+
 # A data directory without PG_VERSION is empty (the kubelet or a user made it) or foreign:
 # refuse the latter rather than destroy it. Initialisation works in a side directory that is
 # renamed into place at the end, so a crash half way never leaves a half-made PGDATA.
@@ -172,15 +210,16 @@ else
 	configure_standby
 fi
 chmod 0700 "$PGDATA"
+write_auth_files
 
 # postgres does not need the password: keep it out of the server processes' environment.
 unset POSTGRES_PASSWORD
-log "starting postgres as $([ "$ordinal" = 0 ] && echo primary || echo standby) on ${POD_IP}:${PGPORT}"
+rm -f "$preparing"
+log "starting postgres as $([ "$ordinal" = 0 ] && echo primary || echo standby) on ${POD_IP}:${PGPORT:-5432}"
 # wal_retrieve_retry_interval: a standby whose primary restarted (a rotation, a node drain)
 # tries to stream again after 1 s, not after PostgreSQL's default 5 s.
 exec postgres -D "$PGDATA" \
 	-c listen_addresses="$POD_IP" \
-	-c port="$PGPORT" \
-	-c unix_socket_directories= \
+	-c unix_socket_directories="$run_dir" \
 	-c hot_standby="$hot_standby" \
 	-c wal_retrieve_retry_interval=1s

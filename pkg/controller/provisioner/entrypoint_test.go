@@ -106,9 +106,20 @@ func (p *pod) logText() string {
 	return p.log.String()
 }
 
+// start runs the entrypoint as cred. As root it runs in a private mount namespace with
+// the pod's own directory at /var/run/postgresql, as the pod's emptyDir is there.
 func (p *pod) start(cred *syscall.Credential, bindir, scriptPath string, extraEnv ...string) {
 	p.t.Helper()
 	cmd := exec.Command("bash", scriptPath)
+	if cred != nil {
+		runDir := filepath.Join(p.base, "run")
+		require.NoError(p.t, os.MkdirAll(runDir, 0o775))
+		require.NoError(p.t, os.Chown(runDir, int(cred.Uid), int(cred.Gid)))
+		wrapper := fmt.Sprintf("mkdir -p %[1]s && mount --bind %[2]s %[1]s && exec setpriv --reuid=%[3]d --regid=%[4]d --clear-groups -- bash %[5]s",
+			RunMount, runDir, cred.Uid, cred.Gid, scriptPath)
+		cmd = exec.Command("unshare", "--mount", "--propagation", "private", "--", "sh", "-c", wrapper)
+		cred = nil // setpriv drops to it
+	}
 	cmd.Env = append([]string{
 		"PATH=" + bindir + ":/usr/bin:/bin",
 		"HOME=" + p.base,
@@ -235,7 +246,18 @@ func TestEntrypointPrimaryAndStandby(t *testing.T) {
 	require.NoError(t, pdb.QueryRow("SHOW unix_socket_directories").Scan(&sockets))
 	require.Equal(t, "scram-sha-256", enc)
 	require.Equal(t, "127.0.0.1", listen)
-	require.Equal(t, "", sockets)
+	require.Equal(t, RunMount, sockets)
+	if cred != nil {
+		// In the pod's mount namespace, psql finds the server on its socket and the OS
+		// user postgres logs in by peer, as `kubectl exec <pod> -- psql -U postgres` does.
+		out, err := exec.Command("nsenter", "--target", strconv.Itoa(primary.cmd.Process.Pid), "--mount", "--",
+			"setpriv", "--reuid="+strconv.Itoa(int(cred.Uid)), "--regid="+strconv.Itoa(int(cred.Gid)), "--clear-groups", "--",
+			filepath.Join(bindir, "psql"), "-p", strconv.Itoa(primary.port), "-U", "postgres", "-d", "postgres", "-Atc", "SELECT current_user").CombinedOutput()
+		require.NoError(t, err, "psql over the Unix socket: %s", out)
+		require.Equal(t, "postgres", strings.TrimSpace(string(out)))
+		_, err = os.Stat(filepath.Join(primary.base, "run", preparingMarker))
+		require.True(t, os.IsNotExist(err), "the entrypoint removes its preparing marker before it starts postgres")
+	}
 	_, err = pdb.Exec("CREATE TABLE t (v text); INSERT INTO t VALUES ('before-standby')")
 	require.NoError(t, err)
 

@@ -43,21 +43,33 @@ type stubHealth struct {
 	notStreaming map[string]bool
 	// refused are passwords the stub primary rejects as a wrong credential.
 	refused map[string]bool
+	// settings are the stub primary's synchronous settings; replicationCalls the
+	// Replication calls.
+	settings         credential.SynchronousSettings
+	replicationCalls []PrimaryEndpoint
 }
 
-func (s *stubHealth) StreamingStandbys(_ context.Context, ep PrimaryEndpoint) ([]string, error) {
+func (s *stubHealth) Replication(_ context.Context, ep PrimaryEndpoint) (ReplicationReport, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	s.replicationCalls = append(s.replicationCalls, ep)
 	if s.err != nil {
-		return nil, s.err
+		return ReplicationReport{}, s.err
 	}
-	var out []string
+	var report ReplicationReport
+	if ep.Synchronous != nil && *ep.Synchronous != s.settings {
+		s.settings, report.SettingsChanged = *ep.Synchronous, true
+	}
 	for _, name := range ep.Standbys {
 		if !s.notStreaming[name] {
-			out = append(out, name)
+			state := "async"
+			if s.settings.StandbyNames != "" && strings.Contains(s.settings.StandbyNames, `"`+name+`"`) {
+				state = "quorum"
+			}
+			report.Standbys = append(report.Standbys, credential.Standby{Name: name, SyncState: state})
 		}
 	}
-	return out, nil
+	return report, nil
 }
 
 func (s *stubHealth) CheckPrimary(_ context.Context, ep PrimaryEndpoint) error {
@@ -187,6 +199,14 @@ func (f *fixture) refresh() {
 	}
 	replace(f.kubeInf.Core().V1().ConfigMaps().Informer(), objs)
 
+	pdbs, err := f.kube.PolicyV1().PodDisruptionBudgets("").List(ctx, metav1.ListOptions{})
+	require.NoError(f.t, err)
+	objs = nil
+	for i := range pdbs.Items {
+		objs = append(objs, &pdbs.Items[i])
+	}
+	replace(f.kubeInf.Policy().V1().PodDisruptionBudgets().Informer(), objs)
+
 	f.kube.ClearActions()
 	f.pgops.ClearActions()
 }
@@ -313,6 +333,8 @@ func (f *fixture) exists(kind, name string) bool {
 		_, err = f.kube.CoreV1().ConfigMaps(testNS).Get(f.ctx, name, metav1.GetOptions{})
 	case "pvc":
 		_, err = f.kube.CoreV1().PersistentVolumeClaims(testNS).Get(f.ctx, name, metav1.GetOptions{})
+	case "pdb":
+		_, err = f.kube.PolicyV1().PodDisruptionBudgets(testNS).Get(f.ctx, name, metav1.GetOptions{})
 	default:
 		f.t.Fatalf("unknown kind %s", kind)
 	}

@@ -23,15 +23,28 @@ type PrimaryEndpoint struct {
 	Password string
 	// Standbys are the pod names of the standbys that should stream from the primary.
 	Standbys []string
+	// Synchronous are the synchronous replication settings the primary should have (the
+	// zero value: asynchronous); nil leaves the primary's as they are.
+	Synchronous *credential.SynchronousSettings
+}
+
+// ReplicationReport is what the primary says of its standbys.
+type ReplicationReport struct {
+	// Standbys are those that stream, with their sync_state.
+	Standbys []credential.Standby
+	// SettingsChanged says the synchronous settings were just applied: sync_state may not
+	// show them for a moment.
+	SettingsChanged bool
 }
 
 // HealthChecker checks whether a database's primary accepts connections. It returns nil when a
 // login with the credential succeeds, else an error that says why (without the password).
 type HealthChecker interface {
 	CheckPrimary(ctx context.Context, ep PrimaryEndpoint) error
-	// StreamingStandbys returns the names of the standbys that stream from the primary
-	// (pg_stat_replication), logging in with ep's credential.
-	StreamingStandbys(ctx context.Context, ep PrimaryEndpoint) ([]string, error)
+	// Replication brings the primary's synchronous replication settings to
+	// ep.Synchronous and reports the standbys that stream from it (pg_stat_replication),
+	// logging in with ep's credential.
+	Replication(ctx context.Context, ep PrimaryEndpoint) (ReplicationReport, error)
 }
 
 // SQLHealthChecker logs in through pkg/credential, at the primary Service's address in
@@ -61,16 +74,17 @@ func (h *SQLHealthChecker) target(ep PrimaryEndpoint) (credential.Target, time.D
 	}, timeout, nil
 }
 
-// StreamingStandbys implements HealthChecker.
-func (h *SQLHealthChecker) StreamingStandbys(ctx context.Context, ep PrimaryEndpoint) ([]string, error) {
+// Replication implements HealthChecker.
+func (h *SQLHealthChecker) Replication(ctx context.Context, ep PrimaryEndpoint) (ReplicationReport, error) {
 	target, timeout, err := h.target(ep)
 	if err != nil {
-		return nil, err
+		return ReplicationReport{}, err
 	}
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	target.User, target.Password = ep.User, ep.Password
-	return credential.StreamingStandbyNames(ctx, target)
+	standbys, changed, err := credential.EnsureReplication(ctx, target, ep.Synchronous)
+	return ReplicationReport{Standbys: standbys, SettingsChanged: changed}, err
 }
 
 // CheckPrimary implements HealthChecker.

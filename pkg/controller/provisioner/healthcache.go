@@ -27,9 +27,11 @@ const healthTTL = 2 * time.Second
 // healthCheck is what one SQL check found.
 type healthCheck struct {
 	primaryErr error
-	// streaming names the standbys that stream; streamErr says why that is unknown.
-	streaming []string
-	streamErr error
+	// replication is what the primary says of its standbys (when asked); replicationErr
+	// says why that is unknown.
+	replication    ReplicationReport
+	replicationErr error
+	asked          bool
 }
 
 type cachedHealth struct {
@@ -44,11 +46,12 @@ type healthCache struct {
 	byName map[cache.ObjectName]cachedHealth
 }
 
-// checkHealth logs in to the primary (and reads replication when there are standbys),
-// unless a check of the same inputs is younger than healthTTL.
-func (c *Controller) checkHealth(ctx context.Context, pg *kubedbv1.Postgres, ep PrimaryEndpoint, pods []*corev1.Pod) healthCheck {
+// checkHealth logs in to the primary (and, when askReplication, applies the synchronous
+// settings and reads replication), unless a check of the same inputs is younger than
+// healthTTL.
+func (c *Controller) checkHealth(ctx context.Context, pg *kubedbv1.Postgres, ep PrimaryEndpoint, pods []*corev1.Pod, askReplication bool) healthCheck {
 	name := cache.MetaObjectToName(pg)
-	inputs := healthInputs(pg.UID, ep, pods)
+	inputs := healthInputs(pg.UID, ep, pods, askReplication)
 	now := c.now()
 	c.healthChecks.mu.Lock()
 	cached, ok := c.healthChecks.byName[name]
@@ -58,8 +61,13 @@ func (c *Controller) checkHealth(ctx context.Context, pg *kubedbv1.Postgres, ep 
 	}
 	var check healthCheck
 	check.primaryErr = c.health.CheckPrimary(ctx, ep)
-	if check.primaryErr == nil && len(ep.Standbys) > 0 {
-		check.streaming, check.streamErr = c.health.StreamingStandbys(ctx, ep)
+	if check.primaryErr == nil && askReplication {
+		check.asked = true
+		check.replication, check.replicationErr = c.health.Replication(ctx, ep)
+	}
+	if check.replication.SettingsChanged {
+		// Look again soon, once the primary's standbys show the new settings.
+		now = now.Add(-healthTTL)
 	}
 	c.healthChecks.mu.Lock()
 	if c.healthChecks.byName == nil {
@@ -79,7 +87,7 @@ func (c *Controller) forgetHealth(name cache.ObjectName) {
 
 // healthInputs fingerprints what a check depends on. The password enters only as a hash,
 // and the fingerprint stays in memory.
-func healthInputs(uid types.UID, ep PrimaryEndpoint, pods []*corev1.Pod) string {
+func healthInputs(uid types.UID, ep PrimaryEndpoint, pods []*corev1.Pod, askReplication bool) string {
 	h := sha256.New()
 	write := func(s string) { h.Write([]byte(s)); h.Write([]byte{0}) }
 	write(string(uid))
@@ -92,6 +100,11 @@ func healthInputs(uid types.UID, ep PrimaryEndpoint, pods []*corev1.Pod) string 
 	for _, s := range ep.Standbys {
 		write(s)
 	}
+	if s := ep.Synchronous; s != nil {
+		write("synchronous " + s.StandbyNames)
+		write(s.Commit)
+	}
+	write(strconv.FormatBool(askReplication))
 	states := make([]string, 0, len(pods))
 	for _, p := range pods {
 		states = append(states, p.Name+"/"+string(p.UID)+"/"+strconv.FormatBool(isPodReady(p)))

@@ -43,7 +43,15 @@ const (
 	ScriptsMount  = "/scripts"
 	DataMount     = "/var/pv"
 	PGDataPath    = "/var/pv/data"
-	DefaultUser   = "postgres"
+	// RunVolume is a writable emptyDir for the Unix socket and lock files, in the
+	// directory the official images use, so `psql` in the pod finds the server without
+	// options. The root file system is read-only.
+	RunVolume = "run"
+	RunMount  = "/var/run/postgresql"
+	// TmpVolume is a writable /tmp.
+	TmpVolume   = "tmp"
+	TmpMount    = "/tmp"
+	DefaultUser = "postgres"
 )
 
 func authSecretName(pg *kubedbv1.Postgres) string       { return pg.Name + "-auth" }
@@ -56,6 +64,11 @@ func statefulSetName(pg *kubedbv1.Postgres) string      { return pg.Name }
 // serviceHostEnv is the variable the kubelet injects with a Service's ClusterIP.
 func serviceHostEnv(service string) string {
 	return strings.ToUpper(strings.ReplaceAll(service, "-", "_")) + "_SERVICE_HOST"
+}
+
+// servicePortEnv is the variable the kubelet injects with a Service's first port.
+func servicePortEnv(service string) string {
+	return strings.ToUpper(strings.ReplaceAll(service, "-", "_")) + "_SERVICE_PORT"
 }
 
 // selectorLabels select all pods of pg; they are also the StatefulSet's immutable selector.

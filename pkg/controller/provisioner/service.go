@@ -207,6 +207,8 @@ func (c *Controller) deleteOwned(ctx context.Context, pg *kubedbv1.Postgres, kin
 		obj, err = c.statefulSetLister.StatefulSets(pg.Namespace).Get(name)
 	case "ConfigMap":
 		obj, err = c.configMapLister.ConfigMaps(pg.Namespace).Get(name)
+	case "PodDisruptionBudget":
+		obj, err = c.pdbLister.PodDisruptionBudgets(pg.Namespace).Get(name)
 	default:
 		return fmt.Errorf("deleteOwned: unsupported kind %s", kind)
 	}
@@ -230,6 +232,8 @@ func (c *Controller) deleteOwned(ctx context.Context, pg *kubedbv1.Postgres, kin
 		err = c.kubeClient.AppsV1().StatefulSets(pg.Namespace).Delete(ctx, name, opts)
 	case "ConfigMap":
 		err = c.kubeClient.CoreV1().ConfigMaps(pg.Namespace).Delete(ctx, name, opts)
+	case "PodDisruptionBudget":
+		err = c.kubeClient.PolicyV1().PodDisruptionBudgets(pg.Namespace).Delete(ctx, name, opts)
 	}
 	if err != nil && !apierrors.IsNotFound(err) && !apierrors.IsConflict(err) {
 		return fmt.Errorf("deleting %s %s/%s: %w", kind, pg.Namespace, name, err)

@@ -9,6 +9,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/util/retry"
 	"k8s.io/klog/v2"
@@ -31,7 +32,7 @@ const PostgresUID = 999
 // reservedEnv are the variables the provisioner sets; podTemplate env cannot override them.
 var reservedEnv = map[string]bool{
 	"POSTGRES_USER": true, "POSTGRES_PASSWORD": true, "PGDATA": true, "POD_NAME": true,
-	"POD_IP": true, "PRIMARY_HOST": true, "STANDBY_MODE": true,
+	"POD_IP": true, "PRIMARY_HOST": true, "PRIMARY_PORT": true, "STANDBY_MODE": true,
 }
 
 // desiredStatefulSet builds the StatefulSet for pg running image, with credentials from the
@@ -59,6 +60,8 @@ func desiredStatefulSet(pg *kubedbv1.Postgres, image, secretName string) *appsv1
 		fieldEnv("POD_NAME", "metadata.name"),
 		fieldEnv("POD_IP", "status.podIP"),
 		{Name: "PRIMARY_HOST", Value: "$(" + serviceHostEnv(primaryServiceName(pg)) + ")"},
+		// The primary Service's first port: a serviceTemplate may move it from 5432.
+		{Name: "PRIMARY_PORT", Value: "$(" + servicePortEnv(primaryServiceName(pg)) + ")"},
 		{Name: "STANDBY_MODE", Value: string(standbyMode(pg))},
 	}
 	container := corev1.Container{
@@ -73,6 +76,27 @@ func desiredStatefulSet(pg *kubedbv1.Postgres, image, secretName string) *appsv1
 		VolumeMounts: []corev1.VolumeMount{
 			{Name: DataVolume, MountPath: DataMount},
 			{Name: ScriptsVolume, MountPath: ScriptsMount, ReadOnly: true},
+			{Name: RunVolume, MountPath: RunMount},
+			{Name: TmpVolume, MountPath: TmpMount},
+		},
+		// Startup: up to 10 minutes to answer at all (crash recovery replays WAL before
+		// it does), asked every second so that a restarted pod is Ready without delay. Liveness: a server that does not answer for a minute is restarted.
+		// Both pass while the entrypoint prepares the data directory (a standby's clone
+		// takes as long as the data is large) and while the server answers but rejects
+		// connections (starting, recovering, a warm standby).
+		StartupProbe: &corev1.Probe{
+			ProbeHandler:     corev1.ProbeHandler{Exec: &corev1.ExecAction{Command: []string{"sh", "-c", livenessScript}}},
+			PeriodSeconds:    1,
+			TimeoutSeconds:   5,
+			FailureThreshold: 600,
+			SuccessThreshold: 1,
+		},
+		LivenessProbe: &corev1.Probe{
+			ProbeHandler:     corev1.ProbeHandler{Exec: &corev1.ExecAction{Command: []string{"sh", "-c", livenessScript}}},
+			PeriodSeconds:    10,
+			TimeoutSeconds:   5,
+			FailureThreshold: 6,
+			SuccessThreshold: 1,
 		},
 		ReadinessProbe: &corev1.Probe{
 			ProbeHandler: corev1.ProbeHandler{Exec: &corev1.ExecAction{
@@ -84,6 +108,8 @@ func desiredStatefulSet(pg *kubedbv1.Postgres, image, secretName string) *appsv1
 			FailureThreshold:    3,
 			SuccessThreshold:    1,
 		},
+		Resources:                defaultResources(),
+		SecurityContext:          restrictedContainerSecurity(),
 		TerminationMessagePath:   corev1.TerminationMessagePathDefault,
 		TerminationMessagePolicy: corev1.TerminationMessageReadFile,
 	}
@@ -91,7 +117,9 @@ func desiredStatefulSet(pg *kubedbv1.Postgres, image, secretName string) *appsv1
 		if cs.Name != ContainerName {
 			continue
 		}
-		container.Resources = *cs.Resources.DeepCopy()
+		if len(cs.Resources.Requests) > 0 || len(cs.Resources.Limits) > 0 || len(cs.Resources.Claims) > 0 {
+			container.Resources = *cs.Resources.DeepCopy()
+		}
 		for _, e := range cs.Env {
 			if !reservedEnv[e.Name] {
 				container.Env = append(container.Env, *e.DeepCopy())
@@ -103,10 +131,12 @@ func desiredStatefulSet(pg *kubedbv1.Postgres, image, secretName string) *appsv1
 	}
 
 	podSecurity := &corev1.PodSecurityContext{
-		RunAsUser:    ptr.To[int64](PostgresUID),
-		RunAsGroup:   ptr.To[int64](PostgresUID),
-		FSGroup:      ptr.To[int64](PostgresUID),
-		RunAsNonRoot: ptr.To(true),
+		RunAsUser:           ptr.To[int64](PostgresUID),
+		RunAsGroup:          ptr.To[int64](PostgresUID),
+		FSGroup:             ptr.To[int64](PostgresUID),
+		FSGroupChangePolicy: ptr.To(corev1.FSGroupChangeOnRootMismatch),
+		RunAsNonRoot:        ptr.To(true),
+		SeccompProfile:      &corev1.SeccompProfile{Type: corev1.SeccompProfileTypeRuntimeDefault},
 	}
 	if tmpl.Spec.SecurityContext != nil {
 		podSecurity = tmpl.Spec.SecurityContext.DeepCopy()
@@ -119,6 +149,10 @@ func desiredStatefulSet(pg *kubedbv1.Postgres, image, secretName string) *appsv1
 			LocalObjectReference: corev1.LocalObjectReference{Name: scriptsConfigMapName(pg)},
 			DefaultMode:          ptr.To[int32](0o555),
 		}},
+	}, {
+		Name: RunVolume, VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{}},
+	}, {
+		Name: TmpVolume, VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{}},
 	}}
 	var claims []corev1.PersistentVolumeClaim
 	if isEphemeral(pg) {
@@ -148,7 +182,7 @@ func desiredStatefulSet(pg *kubedbv1.Postgres, image, secretName string) *appsv1
 	if len(tmpl.Spec.NodeSelector) > 0 {
 		nodeSelector = mergeMaps(nil, tmpl.Spec.NodeSelector)
 	}
-	var affinity *corev1.Affinity
+	affinity := spreadAcrossNodes(pg)
 	if tmpl.Spec.Affinity != nil {
 		affinity = tmpl.Spec.Affinity.DeepCopy()
 	}
@@ -350,6 +384,55 @@ func statefulSetDrift(cur, out *appsv1.StatefulSet) []string {
 	}
 	diff("pod spec", rest(ct), rest(ot))
 	return drift
+}
+
+// livenessScript passes while the server answers on its Unix socket, even to reject a
+// connection (pg_isready exits 1 while it starts, recovers, or is a warm standby), and
+// while the entrypoint prepares the data directory (it holds preparingMarker then).
+const livenessScript = `[ -e ` + RunMount + `/` + preparingMarker + ` ] || { pg_isready -q -h ` + RunMount + ` -p 5432 -t 4; [ "$?" -le 1 ]; }`
+
+// preparingMarker is the file the entrypoint keeps in RunMount until it starts postgres.
+const preparingMarker = "pgops-preparing"
+
+// restrictedContainerSecurity meets Pod Security "restricted": no privilege escalation,
+// no capabilities, and a read-only root (PostgreSQL writes only to its volumes).
+func restrictedContainerSecurity() *corev1.SecurityContext {
+	return &corev1.SecurityContext{
+		AllowPrivilegeEscalation: ptr.To(false),
+		Capabilities:             &corev1.Capabilities{Drop: []corev1.Capability{"ALL"}},
+		ReadOnlyRootFilesystem:   ptr.To(true),
+		RunAsNonRoot:             ptr.To(true),
+	}
+}
+
+// Default requests of the database container when the podTemplate sets no resources: enough
+// for the scheduler to spread databases rather than stack them on one node. No limits: a
+// memory limit is the user's choice, since PostgreSQL killed for memory restarts in recovery.
+var (
+	DefaultCPURequest    = resource.MustParse("250m")
+	DefaultMemoryRequest = resource.MustParse("256Mi")
+)
+
+func defaultResources() corev1.ResourceRequirements {
+	return corev1.ResourceRequirements{Requests: corev1.ResourceList{
+		corev1.ResourceCPU:    DefaultCPURequest,
+		corev1.ResourceMemory: DefaultMemoryRequest,
+	}}
+}
+
+// spreadAcrossNodes prefers nodes that run no other pod of pg, so a node's loss takes one
+// member, not the primary and its standbys. Preferred, not required: a one-node cluster
+// still runs every replica.
+func spreadAcrossNodes(pg *kubedbv1.Postgres) *corev1.Affinity {
+	return &corev1.Affinity{PodAntiAffinity: &corev1.PodAntiAffinity{
+		PreferredDuringSchedulingIgnoredDuringExecution: []corev1.WeightedPodAffinityTerm{{
+			Weight: 100,
+			PodAffinityTerm: corev1.PodAffinityTerm{
+				LabelSelector: &metav1.LabelSelector{MatchLabels: selectorLabels(pg)},
+				TopologyKey:   corev1.LabelHostname,
+			},
+		}},
+	}}
 }
 
 // readinessScript is the readiness probe: pg_isready against the pod's own address. A warm

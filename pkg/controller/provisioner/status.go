@@ -20,36 +20,41 @@ import (
 
 // Condition reasons and event reasons.
 const (
-	ReasonProvisioningStarted  = "DatabaseProvisioningStartedSuccessfully"
-	ReasonAuthSecretNotFound   = "AuthSecretNotFound"
-	ReasonAuthSecretInvalid    = "AuthSecretInvalid"
-	ReasonAuthSecretSuperseded = "AuthSecretSuperseded"
-	ReasonUnsupportedVersion   = "UnsupportedVersion"
-	ReasonObjectConflict       = "ObjectConflict"
-	ReasonAllReplicasReady     = "AllReplicasReady"
-	ReasonReplicasNotReady     = "ReplicasNotReady"
-	ReasonStandbyNotStreaming  = "StandbyNotStreaming"
-	ReasonAcceptingConnection  = "DatabaseAcceptingConnectionRequest"
-	ReasonNotAcceptingConn     = "DatabaseNotAcceptingConnectionRequest"
-	ReasonCredentialUnknown    = "CredentialUnavailable"
-	ReasonReady                = "ReadinessCheckSucceeded"
-	ReasonProvisioned          = "DatabaseSuccessfullyProvisioned"
-	ReasonNotProvisioned       = "DatabaseNotProvisionedYet"
-	ReasonHalted               = "Halted"
-	ReasonPaused               = "PausedByProvisioner"
-	ReasonResumed              = "Resumed"
-	ReasonAuthSecretCreated    = "AuthSecretCreated"
-	ReasonAuthSecretAdopted    = "AuthSecretAdopted"
-	ReasonServiceCreated       = "ServiceCreated"
-	ReasonStatefulSetCreated   = "StatefulSetCreated"
-	ReasonStatefulSetUpdated   = "StatefulSetUpdated"
-	ReasonScaled               = "Scaled"
-	ReasonDeleted              = "Deleted"
-	ReasonPhaseChanged         = "PhaseChanged"
-	ReasonDeletionRefused      = "DeletionRefused"
-	ReasonDeletionWaitsOnPause = "DeletionWaitsForPause"
-	ReasonWipedOut             = "WipedOut"
-	ReasonSecretKept           = "AuthSecretKept"
+	ReasonProvisioningStarted           = "DatabaseProvisioningStartedSuccessfully"
+	ReasonAuthSecretNotFound            = "AuthSecretNotFound"
+	ReasonAuthSecretInvalid             = "AuthSecretInvalid"
+	ReasonAuthSecretSuperseded          = "AuthSecretSuperseded"
+	ReasonUnsupportedVersion            = "UnsupportedVersion"
+	ReasonObjectConflict                = "ObjectConflict"
+	ReasonAllReplicasReady              = "AllReplicasReady"
+	ReasonReplicasNotReady              = "ReplicasNotReady"
+	ReasonStandbyNotStreaming           = "StandbyNotStreaming"
+	ReasonInvalidSynchronousReplication = "InvalidSynchronousReplication"
+	ReasonSynchronousStandbys           = "SynchronousStandbysStreaming"
+	ReasonTooFewSynchronousStandbys     = "TooFewSynchronousStandbys"
+	ReasonSynchronousUnknown            = "SynchronousStateUnknown"
+	ReasonAcceptingConnection           = "DatabaseAcceptingConnectionRequest"
+	ReasonNotAcceptingConn              = "DatabaseNotAcceptingConnectionRequest"
+	ReasonCredentialUnknown             = "CredentialUnavailable"
+	ReasonReady                         = "ReadinessCheckSucceeded"
+	ReasonProvisioned                   = "DatabaseSuccessfullyProvisioned"
+	ReasonNotProvisioned                = "DatabaseNotProvisionedYet"
+	ReasonHalted                        = "Halted"
+	ReasonPaused                        = "PausedByProvisioner"
+	ReasonResumed                       = "Resumed"
+	ReasonAuthSecretCreated             = "AuthSecretCreated"
+	ReasonAuthSecretAdopted             = "AuthSecretAdopted"
+	ReasonServiceCreated                = "ServiceCreated"
+	ReasonPodDisruptionBudgetCreated    = "PodDisruptionBudgetCreated"
+	ReasonStatefulSetCreated            = "StatefulSetCreated"
+	ReasonStatefulSetUpdated            = "StatefulSetUpdated"
+	ReasonScaled                        = "Scaled"
+	ReasonDeleted                       = "Deleted"
+	ReasonPhaseChanged                  = "PhaseChanged"
+	ReasonDeletionRefused               = "DeletionRefused"
+	ReasonDeletionWaitsOnPause          = "DeletionWaitsForPause"
+	ReasonWipedOut                      = "WipedOut"
+	ReasonSecretKept                    = "AuthSecretKept"
 )
 
 // userError is a problem the user has to fix (a missing Secret, a bad version, a name clash).
@@ -78,6 +83,12 @@ type observation struct {
 	// primary accepts the login); outdated are pods on an older StatefulSet revision.
 	notStreaming []string
 	outdated     map[string]bool
+	// sync is the synchronous replication pg asks for (none when its configuration is
+	// invalid); synchronous counts the standbys the primary counts towards a commit, known
+	// when syncKnown.
+	sync        synchronousReplication
+	synchronous int
+	syncKnown   bool
 }
 
 // observe looks at pg's pods and asks the HealthChecker about the primary, with cred (which
@@ -125,22 +136,38 @@ func (c *Controller) observe(ctx context.Context, pg *kubedbv1.Postgres, cred *a
 	for i := 1; i < int(obs.desired); i++ {
 		ep.Standbys = append(ep.Standbys, fmt.Sprintf("%s-%d", statefulSetName(pg), i))
 	}
-	check := c.checkHealth(ctx, pg, ep, pods)
+	// An invalid configuration leaves the primary's settings as they are (the sync
+	// reports it); a valid one is applied at every check, so a hand edit is reverted and a
+	// changed replica count changes the list. A one-replica database is asked only when it
+	// was synchronous before, to return it to asynchronous.
+	if sync, err := desiredSynchronousReplication(pg); err == nil {
+		obs.sync = sync
+		ep.Synchronous = &sync.settings
+	}
+	wasSynchronous := meta.FindStatusCondition(pg.Status.Conditions, kubedbv1.ConditionSynchronousReplication) != nil
+	check := c.checkHealth(ctx, pg, ep, pods, len(ep.Standbys) > 0 || wasSynchronous)
 	obs.primaryErr = check.primaryErr
 	if obs.primaryErr != nil {
 		klog.FromContext(ctx).V(2).Info("The primary does not accept connections", "err", obs.primaryErr.Error())
 	}
-	if obs.primaryErr != nil || obs.desired < 2 {
+	if obs.primaryErr != nil || !check.asked {
 		return obs
 	}
-	if check.streamErr != nil {
-		klog.FromContext(ctx).Info("Cannot read replication state", "err", check.streamErr.Error())
+	if check.replicationErr != nil {
+		klog.FromContext(ctx).Info("Cannot read replication state", "err", check.replicationErr.Error())
 		return obs
+	}
+	if check.replication.SettingsChanged {
+		klog.FromContext(ctx).Info("Applied synchronous replication settings", "synchronous_standby_names", ep.Synchronous.StandbyNames, "synchronous_commit", ep.Synchronous.Commit)
 	}
 	seen := map[string]bool{}
-	for _, name := range check.streaming {
-		seen[name] = true
+	for _, s := range check.replication.Standbys {
+		seen[s.Name] = true
+		if s.Synchronous() {
+			obs.synchronous++
+		}
 	}
+	obs.syncKnown = !check.replication.SettingsChanged
 	for _, name := range ep.Standbys {
 		if !seen[name] {
 			obs.notStreaming = append(obs.notStreaming, name)
@@ -230,7 +257,8 @@ func applyObservation(st *kubedbv1.PostgresStatus, obs observation, generation i
 		set(kubedbv1.ConditionAcceptingConnection, metav1.ConditionFalse, ReasonNotAcceptingConn, primaryProblem(obs.primaryErr))
 	}
 
-	allUp := primaryOK && obs.standbysReady && len(obs.notStreaming) == 0
+	applySynchronousObservation(st, obs, primaryOK, set)
+	allUp := primaryOK && obs.standbysReady && len(obs.notStreaming) == 0 && !tooFewSynchronous(obs)
 	switch {
 	case !provisioned && !allUp:
 		st.Phase = kubedbv1.DatabasePhaseProvisioning
@@ -272,9 +300,39 @@ func primaryProblem(err error) string {
 	return err.Error()
 }
 
+// tooFewSynchronous: fewer standbys than required confirm commits, so commits wait.
+func tooFewSynchronous(obs observation) bool {
+	return obs.sync.enabled() && obs.syncKnown && obs.synchronous < obs.sync.required
+}
+
+// applySynchronousObservation keeps the SynchronousReplication condition while pg asks for
+// synchronous replication, and removes it otherwise.
+func applySynchronousObservation(st *kubedbv1.PostgresStatus, obs observation, primaryOK bool, set func(t string, s metav1.ConditionStatus, reason, msg string)) {
+	if !obs.sync.enabled() {
+		meta.RemoveStatusCondition(&st.Conditions, kubedbv1.ConditionSynchronousReplication)
+		return
+	}
+	settings := fmt.Sprintf("synchronous_standby_names %s, synchronous_commit %s", obs.sync.settings.StandbyNames, obs.sync.settings.Commit)
+	switch {
+	case !primaryOK || !obs.syncKnown:
+		set(kubedbv1.ConditionSynchronousReplication, metav1.ConditionUnknown, ReasonSynchronousUnknown,
+			"Waiting for the primary to report its synchronous standbys ("+settings+")")
+	case tooFewSynchronous(obs):
+		set(kubedbv1.ConditionSynchronousReplication, metav1.ConditionFalse, ReasonTooFewSynchronousStandbys,
+			fmt.Sprintf("%d of the %d required synchronous standbys confirm commits: commits on the primary wait until enough standbys stream (%s)",
+				obs.synchronous, obs.sync.required, settings))
+	default:
+		set(kubedbv1.ConditionSynchronousReplication, metav1.ConditionTrue, ReasonSynchronousStandbys,
+			fmt.Sprintf("%d synchronous standby(s) confirm commits, %d required (%s)", obs.synchronous, obs.sync.required, settings))
+	}
+}
+
 func readyMessage(phase kubedbv1.DatabasePhase, obs observation) string {
 	switch phase {
 	case kubedbv1.DatabasePhaseCritical:
+		if tooFewSynchronous(obs) {
+			return fmt.Sprintf("The primary accepts connections but only %d of the %d required synchronous standbys confirm commits: writes wait", obs.synchronous, obs.sync.required)
+		}
 		if len(obs.notStreaming) > 0 && obs.standbysReady {
 			return "The primary accepts connections but not every standby streams from it: " + replicationMessage(obs)
 		}

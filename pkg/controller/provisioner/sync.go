@@ -109,6 +109,11 @@ func (c *Controller) syncHandler(ctx context.Context, name cache.ObjectName) err
 		return c.handleStepError(ctx, pg, cred, err)
 	}
 
+	// Refused before any workload changes: a configuration no standbys can meet would make
+	// every commit wait.
+	if _, err := desiredSynchronousReplication(pg); err != nil {
+		return c.handleStepError(ctx, pg, cred, err)
+	}
 	if err := c.ensureConfigMap(ctx, pg); err != nil {
 		return c.handleStepError(ctx, pg, cred, err)
 	}
@@ -116,6 +121,9 @@ func (c *Controller) syncHandler(ctx context.Context, name cache.ObjectName) err
 		return c.handleStepError(ctx, pg, cred, err)
 	}
 	if err := c.ensureStatefulSet(ctx, pg, image, cred.secretName); err != nil {
+		return c.handleStepError(ctx, pg, cred, err)
+	}
+	if err := c.ensurePodDisruptionBudget(ctx, pg); err != nil {
 		return c.handleStepError(ctx, pg, cred, err)
 	}
 	if err := c.labelPodRoles(ctx, pg); err != nil {

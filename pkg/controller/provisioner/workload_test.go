@@ -58,6 +58,7 @@ func TestStatefulSetDefaults(t *testing.T) {
 	assert.Equal(t, "metadata.name", env["POD_NAME"].ValueFrom.FieldRef.FieldPath)
 	assert.Equal(t, "status.podIP", env["POD_IP"].ValueFrom.FieldRef.FieldPath)
 	assert.Equal(t, "$(X_SERVICE_HOST)", env["PRIMARY_HOST"].Value)
+	assert.Equal(t, "$(X_SERVICE_PORT)", env["PRIMARY_PORT"].Value, "a serviceTemplate may move the primary Service off 5432")
 	assert.Equal(t, "Warm", env["STANDBY_MODE"].Value)
 	for _, e := range c.Env {
 		if e.Name == "POSTGRES_USER" || e.Name == "POSTGRES_PASSWORD" {
@@ -69,7 +70,7 @@ func TestStatefulSetDefaults(t *testing.T) {
 	for _, m := range c.VolumeMounts {
 		mounts[m.Name] = m.MountPath
 	}
-	assert.Equal(t, map[string]string{"data": "/var/pv", "scripts": "/scripts"}, mounts)
+	assert.Equal(t, map[string]string{"data": "/var/pv", "scripts": "/scripts", "run": "/var/run/postgresql", "tmp": "/tmp"}, mounts)
 	require.Len(t, sts.Spec.VolumeClaimTemplates, 1)
 	claim := sts.Spec.VolumeClaimTemplates[0]
 	assert.Equal(t, "data", claim.Name)

@@ -49,9 +49,17 @@ type PostgresSpec struct {
 	// +optional
 	StandbyMode *StandbyMode `json:"standbyMode,omitempty"`
 
-	// StreamingMode says whether the primary waits for a standby to confirm each commit.
+	// StreamingMode says whether the primary waits for standbys to confirm each commit
+	// (Synchronous) or not (Asynchronous, the default). Synchronous needs replicas > 1;
+	// synchronousReplicationConfig says how many standbys and how far they confirm.
 	// +optional
 	StreamingMode *StreamingMode `json:"streamingMode,omitempty"`
+
+	// SynchronousReplicationConfig shapes synchronous_standby_names and
+	// synchronous_commit when streamingMode is Synchronous; ignored otherwise. Without it,
+	// a commit waits for any one standby to have written it (ANY 1, remote_write).
+	// +optional
+	SynchronousReplicationConfig *SynchronousReplicationConfig `json:"synchronousReplicationConfig,omitempty"`
 
 	// StorageType says whether data survives pod restarts (Durable, on PVCs) or not
 	// (Ephemeral, on emptyDir). It cannot change after creation.
@@ -98,43 +106,53 @@ type PostgresSpec struct {
 
 	// KubeDB fields that pgops accepts so KubeDB manifests apply unchanged, and ignores.
 
+	// LeaderElection: leader election and failover settings of KubeDB's coordinator (pgops does not fail over). Accepted for compatibility with KubeDB and ignored: pgops does not act on it.
 	// +kubebuilder:pruning:PreserveUnknownFields
 	// +kubebuilder:validation:Schemaless
 	// +kubebuilder:validation:Type=object
 	// +optional
 	LeaderElection *runtime.RawExtension `json:"leaderElection,omitempty"`
+	// Init: initialisation from a script or a snapshot. Accepted for compatibility with KubeDB and ignored: pgops does not act on it.
 	// +kubebuilder:pruning:PreserveUnknownFields
 	// +kubebuilder:validation:Schemaless
 	// +kubebuilder:validation:Type=object
 	// +optional
 	Init *runtime.RawExtension `json:"init,omitempty"`
+	// Monitor: a metrics exporter sidecar (the operators expose their own metrics). Accepted for compatibility with KubeDB and ignored: pgops does not act on it.
 	// +kubebuilder:pruning:PreserveUnknownFields
 	// +kubebuilder:validation:Schemaless
 	// +kubebuilder:validation:Type=object
 	// +optional
 	Monitor *runtime.RawExtension `json:"monitor,omitempty"`
+	// ConfigSecret: a Secret with a custom postgresql.conf. Accepted for compatibility
+	// with KubeDB and ignored: pgops does not act on it.
 	// +optional
 	ConfigSecret *corev1.LocalObjectReference `json:"configSecret,omitempty"`
+	// Configuration: custom postgresql.conf settings. Accepted for compatibility with KubeDB and ignored: pgops does not act on it.
 	// +kubebuilder:pruning:PreserveUnknownFields
 	// +kubebuilder:validation:Schemaless
 	// +kubebuilder:validation:Type=object
 	// +optional
 	Configuration *runtime.RawExtension `json:"configuration,omitempty"`
+	// TLS: TLS certificates (the database serves no TLS yet). Accepted for compatibility with KubeDB and ignored: pgops does not act on it.
 	// +kubebuilder:pruning:PreserveUnknownFields
 	// +kubebuilder:validation:Schemaless
 	// +kubebuilder:validation:Type=object
 	// +optional
 	TLS *runtime.RawExtension `json:"tls,omitempty"`
+	// HealthChecker: the health check period (see the provisioner's --status-period). Accepted for compatibility with KubeDB and ignored: pgops does not act on it.
 	// +kubebuilder:pruning:PreserveUnknownFields
 	// +kubebuilder:validation:Schemaless
 	// +kubebuilder:validation:Type=object
 	// +optional
 	HealthChecker *runtime.RawExtension `json:"healthChecker,omitempty"`
+	// AllowedSchemas: which schema objects may refer to the database. Accepted for compatibility with KubeDB and ignored: pgops does not act on it.
 	// +kubebuilder:pruning:PreserveUnknownFields
 	// +kubebuilder:validation:Schemaless
 	// +kubebuilder:validation:Type=object
 	// +optional
 	AllowedSchemas *runtime.RawExtension `json:"allowedSchemas,omitempty"`
+	// Replication: WAL retention settings (pgops keeps wal_keep_size 256MB). Accepted for compatibility with KubeDB and ignored: pgops does not act on it.
 	// +kubebuilder:pruning:PreserveUnknownFields
 	// +kubebuilder:validation:Schemaless
 	// +kubebuilder:validation:Type=object
@@ -158,6 +176,63 @@ type StreamingMode string
 const (
 	StreamingModeSynchronous  StreamingMode = "Synchronous"
 	StreamingModeAsynchronous StreamingMode = "Asynchronous"
+)
+
+// SynchronousReplicationConfig is KubeDB's synchronous replication API. It renders
+// synchronous_standby_names as "<MODE> <numSyncReplicas> (<standbys>)".
+// +kubebuilder:validation:XValidation:rule="!(has(self.useWildcard) && self.useWildcard && has(self.standbyNames) && size(self.standbyNames) > 0)",message="standbyNames and useWildcard are mutually exclusive"
+type SynchronousReplicationConfig struct {
+	// Mode is Any (a quorum: any numSyncReplicas standbys confirm) or First (the first
+	// numSyncReplicas standbys of the list, in order, confirm; the others stand by).
+	// +kubebuilder:default=Any
+	// +optional
+	Mode SynchronousMode `json:"mode,omitempty"`
+
+	// NumSyncReplicas is how many standbys confirm each commit. At least 1, and fewer
+	// than replicas (at most the number of standbyNames when they are given).
+	// +kubebuilder:default=1
+	// +kubebuilder:validation:Minimum=1
+	// +optional
+	NumSyncReplicas *int32 `json:"numSyncReplicas,omitempty"`
+
+	// CommitLevel is synchronous_commit: RemoteWrite (the default: a standby has written
+	// the commit), On (a standby has flushed it to disk), RemoteApply (a standby's queries
+	// see it), Local or Off (no standby is waited for). Quote "On" and "Off" in YAML.
+	// +kubebuilder:default=RemoteWrite
+	// +optional
+	CommitLevel SynchronousCommitLevel `json:"commitLevel,omitempty"`
+
+	// StandbyNames lists the standbys (pod names, which are their application_name) that
+	// may confirm, in priority order for First. Default: every standby pod, by ordinal.
+	// +kubebuilder:validation:MaxItems=64
+	// +listType=atomic
+	// +optional
+	StandbyNames []string `json:"standbyNames,omitempty"`
+
+	// UseWildcard lets any connected standby confirm ("*"). Exclusive with standbyNames.
+	// +optional
+	UseWildcard bool `json:"useWildcard,omitempty"`
+}
+
+// SynchronousMode is Any (quorum) or First (priority).
+// +kubebuilder:validation:Enum=Any;First
+type SynchronousMode string
+
+const (
+	SynchronousModeAny   SynchronousMode = "Any"
+	SynchronousModeFirst SynchronousMode = "First"
+)
+
+// SynchronousCommitLevel maps to synchronous_commit.
+// +kubebuilder:validation:Enum=On;RemoteApply;RemoteWrite;Local;Off
+type SynchronousCommitLevel string
+
+const (
+	SynchronousCommitOn          SynchronousCommitLevel = "On"
+	SynchronousCommitRemoteApply SynchronousCommitLevel = "RemoteApply"
+	SynchronousCommitRemoteWrite SynchronousCommitLevel = "RemoteWrite"
+	SynchronousCommitLocal       SynchronousCommitLevel = "Local"
+	SynchronousCommitOff         SynchronousCommitLevel = "Off"
 )
 
 // StorageType is Durable or Ephemeral.
@@ -235,6 +310,8 @@ type SecretReference struct {
 
 // PodTemplateSpec customizes the database pods, a subset of KubeDB's offshoot template.
 type PodTemplateSpec struct {
+	// Metadata is added to each database pod's labels and annotations; the provisioner's
+	// selector labels win.
 	// +optional
 	Metadata PodTemplateMetadata `json:"metadata,omitempty"`
 
@@ -245,14 +322,17 @@ type PodTemplateSpec struct {
 	// +optional
 	Controller *runtime.RawExtension `json:"controller,omitempty"`
 
+	// Spec customizes the database pods.
 	// +optional
 	Spec PodSpec `json:"spec,omitempty"`
 }
 
 // PodTemplateMetadata is the labels and annotations added to each pod.
 type PodTemplateMetadata struct {
+	// Labels to add.
 	// +optional
 	Labels map[string]string `json:"labels,omitempty"`
+	// Annotations to add.
 	// +optional
 	Annotations map[string]string `json:"annotations,omitempty"`
 }
@@ -264,28 +344,39 @@ type PodSpec struct {
 	// +listMapKey=name
 	// +optional
 	Containers []ContainerSpec `json:"containers,omitempty"`
+	// NodeSelector restricts the nodes the pods run on.
 	// +optional
 	NodeSelector map[string]string `json:"nodeSelector,omitempty"`
+	// Tolerations of the pods.
 	// +optional
 	Tolerations []corev1.Toleration `json:"tolerations,omitempty"`
+	// Affinity replaces the default one, which prefers spreading the pods across nodes.
 	// +optional
 	Affinity *corev1.Affinity `json:"affinity,omitempty"`
+	// SecurityContext replaces the default pod security context whole (uid, gid and
+	// fsGroup 999, runAsNonRoot, seccomp RuntimeDefault: Pod Security "restricted").
 	// +optional
 	SecurityContext *corev1.PodSecurityContext `json:"securityContext,omitempty"`
+	// ServiceAccountName the pods run as.
 	// +optional
 	ServiceAccountName string `json:"serviceAccountName,omitempty"`
+	// ImagePullSecrets for the PostgreSQL image.
 	// +optional
 	ImagePullSecrets []corev1.LocalObjectReference `json:"imagePullSecrets,omitempty"`
 }
 
 // ContainerSpec customizes one of the operator's containers.
 type ContainerSpec struct {
+	// Name of the container: "postgres"; other names are ignored.
 	Name string `json:"name"`
+	// Resources replace the default requests (250m CPU, 256Mi memory, no limits).
 	// +optional
 	Resources corev1.ResourceRequirements `json:"resources,omitempty"`
 	// Env is added to the operator's own environment; it cannot override the credential.
 	// +optional
 	Env []corev1.EnvVar `json:"env,omitempty"`
+	// SecurityContext replaces the default container security context whole (no
+	// capabilities, no privilege escalation, read-only root).
 	// +optional
 	SecurityContext *corev1.SecurityContext `json:"securityContext,omitempty"`
 }
@@ -302,32 +393,43 @@ const (
 
 // NamedServiceTemplateSpec customizes the Service with the given alias.
 type NamedServiceTemplateSpec struct {
+	// Alias is the Service: primary ("<name>"), standby ("<name>-standby") or stats
+	// (accepted and ignored: pgops creates no stats Service).
 	Alias ServiceAlias `json:"alias"`
+	// Metadata is added to the Service's labels and annotations.
 	// +optional
 	Metadata PodTemplateMetadata `json:"metadata,omitempty"`
+	// Spec customizes the Service.
 	// +optional
 	Spec ServiceSpec `json:"spec,omitempty"`
 }
 
 // ServiceSpec is the subset of a Service spec that users may set.
 type ServiceSpec struct {
+	// Type of the Service (default ClusterIP).
 	// +optional
 	Type corev1.ServiceType `json:"type,omitempty"`
+	// Ports replace the default port 5432; each targets PostgreSQL's port.
 	// +listType=map
 	// +listMapKey=port
 	// +optional
 	Ports []ServicePort `json:"ports,omitempty"`
+	// ExternalTrafficPolicy of a NodePort or LoadBalancer Service.
 	// +optional
 	ExternalTrafficPolicy corev1.ServiceExternalTrafficPolicy `json:"externalTrafficPolicy,omitempty"`
+	// LoadBalancerSourceRanges restricts the clients of a LoadBalancer Service.
 	// +optional
 	LoadBalancerSourceRanges []string `json:"loadBalancerSourceRanges,omitempty"`
 }
 
 // ServicePort is one port of a database Service.
 type ServicePort struct {
+	// Name of the port.
 	// +optional
 	Name string `json:"name,omitempty"`
-	Port int32  `json:"port"`
+	// Port the Service listens on.
+	Port int32 `json:"port"`
+	// NodePort of a NodePort or LoadBalancer Service; allocated when 0.
 	// +optional
 	NodePort int32 `json:"nodePort,omitempty"`
 }
@@ -361,14 +463,24 @@ const (
 	// ConditionPaused is the pause handshake: the ops-manager sets it Unknown to ask, the
 	// provisioner sets it True once it has stopped reconciling workloads.
 	ConditionPaused = "Paused"
+	// ConditionSynchronousReplication (a pgops extension) is present while streamingMode
+	// is Synchronous: True when at least numSyncReplicas standbys confirm commits, False
+	// when fewer do (commits on the primary wait).
+	ConditionSynchronousReplication = "SynchronousReplication"
 )
 
 // PostgresStatus is the observed state of a Postgres.
 type PostgresStatus struct {
+	// Phase is Provisioning, Ready, Critical (the primary is up, a standby is not, or
+	// fewer synchronous standbys than asked confirm commits), NotReady, Halted or Unknown.
 	// +optional
 	Phase DatabasePhase `json:"phase,omitempty"`
+	// ObservedGeneration is the spec generation the status describes.
 	// +optional
 	ObservedGeneration int64 `json:"observedGeneration,omitempty"`
+	// Conditions: KubeDB's ProvisioningStarted, ReplicaReady, AcceptingConnection,
+	// Provisioned and Ready, and pgops's Paused, CredentialRotation and
+	// SynchronousReplication.
 	// +listType=map
 	// +listMapKey=type
 	// +optional
@@ -387,8 +499,10 @@ type PostgresStatus struct {
 // OpsRequestReference names one ops request, by name and UID: a request deleted and
 // created again under the same name is another request.
 type OpsRequestReference struct {
-	Name string    `json:"name"`
-	UID  types.UID `json:"uid"`
+	// Name of the ops request.
+	Name string `json:"name"`
+	// UID of the ops request.
+	UID types.UID `json:"uid"`
 }
 
 // AuthSecretStatus records the credential in use.

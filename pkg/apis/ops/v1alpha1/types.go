@@ -68,6 +68,9 @@ type PostgresOpsRequestSpec struct {
 	// KubeDB fields of other operation types, accepted so KubeDB manifests apply, and ignored
 	// (their types are rejected by the type enum).
 
+	// Restart: KubeDB's Restart operation's settings. Accepted for compatibility with
+	// KubeDB and ignored: pgops implements RotateAuth only (rotateAuth.restart chooses how
+	// a rotation restarts pods).
 	// +kubebuilder:pruning:PreserveUnknownFields
 	// +kubebuilder:validation:Schemaless
 	// +kubebuilder:validation:Type=object
@@ -120,6 +123,7 @@ const (
 
 // DatabaseReference names a Postgres in the same namespace.
 type DatabaseReference struct {
+	// Name of the Postgres.
 	// +kubebuilder:validation:MinLength=1
 	Name string `json:"name"`
 }
@@ -132,12 +136,16 @@ type AuthSpec struct {
 
 // SecretReference points at a Secret in the request's namespace.
 type SecretReference struct {
+	// Name of the Secret: type kubernetes.io/basic-auth, keys username and password.
 	// +kubebuilder:validation:MinLength=1
 	Name string `json:"name"`
+	// Kind of the referent: Secret.
 	// +kubebuilder:default=Secret
 	// +kubebuilder:validation:Enum=Secret
 	// +optional
 	Kind string `json:"kind,omitempty"`
+	// APIGroup of the referent: empty (the core group). Accepted for compatibility with
+	// KubeDB.
 	// +optional
 	APIGroup string `json:"apiGroup,omitempty"`
 }
@@ -156,8 +164,10 @@ const (
 
 // OpsRequestStatus is the observed progress of an ops request.
 type OpsRequestStatus struct {
+	// Phase is Pending, Progressing, Successful, Failed or Skipped.
 	// +optional
 	Phase OpsRequestPhase `json:"phase,omitempty"`
+	// ObservedGeneration is the spec generation the status describes.
 	// +optional
 	ObservedGeneration int64 `json:"observedGeneration,omitempty"`
 	// Conditions record each step; the ops-manager resumes from them after a restart.

@@ -1,0 +1,178 @@
+package provisioner
+
+import (
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	corev1 "k8s.io/api/core/v1"
+	policyv1 "k8s.io/api/policy/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/intstr"
+	psaapi "k8s.io/pod-security-admission/api"
+	psapolicy "k8s.io/pod-security-admission/policy"
+	"k8s.io/utils/ptr"
+
+	kubedbv1 "github.com/pgops/pgops/pkg/apis/kubedb/v1"
+)
+
+// restrictedProblems runs Pod Security admission's own "restricted" checks (the code the
+// API server's PodSecurity admission runs) on a pod made from the template.
+func restrictedProblems(t *testing.T, tmpl corev1.PodTemplateSpec) string {
+	t.Helper()
+	eval, err := psapolicy.NewEvaluator(psapolicy.DefaultChecks(), nil)
+	require.NoError(t, err)
+	result := psapolicy.AggregateCheckResults(eval.EvaluatePod(
+		psaapi.LevelVersion{Level: psaapi.LevelRestricted, Version: psaapi.LatestVersion()}, &tmpl.ObjectMeta, &tmpl.Spec))
+	if result.Allowed {
+		return ""
+	}
+	return result.ForbiddenDetail()
+}
+
+func TestPodSpecPassesRestrictedPodSecurity(t *testing.T) {
+	for name, pg := range map[string]*kubedbv1.Postgres{
+		"one replica, durable":    newPG("x"),
+		"three replicas, warm":    newPG("x", withReplicas(3), func(pg *kubedbv1.Postgres) { pg.Spec.StandbyMode = ptr.To(kubedbv1.StandbyModeWarm) }),
+		"ephemeral storage":       newPG("x", func(pg *kubedbv1.Postgres) { pg.Spec.StorageType = kubedbv1.StorageTypeEphemeral }),
+		"podTemplate resources":   newPG("x", withContainerResources(corev1.ResourceList{corev1.ResourceMemory: resource.MustParse("1Gi")})),
+		"podTemplate node labels": newPG("x", func(pg *kubedbv1.Postgres) { pg.Spec.PodTemplate.Spec.NodeSelector = map[string]string{"disk": "ssd"} }),
+	} {
+		t.Run(name, func(t *testing.T) {
+			tmpl := desiredStatefulSet(pg, "docker.io/library/postgres:16.4", "x-auth").Spec.Template
+			assert.Empty(t, restrictedProblems(t, tmpl))
+		})
+	}
+}
+
+func TestPodSpecSecurityMatchesTheOfficialImage(t *testing.T) {
+	spec := desiredStatefulSet(newPG("x"), "docker.io/library/postgres:16.4", "x-auth").Spec.Template.Spec
+	sc := spec.SecurityContext
+	assert.Equal(t, int64(999), *sc.RunAsUser, "the official images' postgres user")
+	assert.Equal(t, int64(999), *sc.RunAsGroup)
+	assert.Equal(t, int64(999), *sc.FSGroup, "volumes writable by the postgres group")
+	assert.Equal(t, corev1.FSGroupChangeOnRootMismatch, *sc.FSGroupChangePolicy, "a large data volume is not re-chowned at every start")
+	assert.True(t, *sc.RunAsNonRoot)
+	assert.Equal(t, corev1.SeccompProfileTypeRuntimeDefault, sc.SeccompProfile.Type)
+
+	c := spec.Containers[0]
+	cs := c.SecurityContext
+	require.NotNil(t, cs)
+	assert.False(t, *cs.AllowPrivilegeEscalation)
+	assert.Equal(t, []corev1.Capability{"ALL"}, cs.Capabilities.Drop)
+	assert.Empty(t, cs.Capabilities.Add)
+	assert.True(t, *cs.ReadOnlyRootFilesystem)
+
+	// With a read-only root, everything PostgreSQL writes is on a volume.
+	writable := map[string]string{}
+	for _, m := range c.VolumeMounts {
+		if !m.ReadOnly {
+			writable[m.MountPath] = m.Name
+		}
+	}
+	assert.Equal(t, map[string]string{DataMount: DataVolume, RunMount: RunVolume, TmpMount: TmpVolume}, writable)
+	assert.Equal(t, PGDataPath, envByName(c.Env)["PGDATA"].Value, "PGDATA is on the data volume")
+	assert.Equal(t, []string{"bash", ScriptsMount + "/" + ScriptsKey}, c.Command, "bash and the PostgreSQL binaries come from the image's PATH")
+}
+
+func TestPodSpecProbes(t *testing.T) {
+	c := desiredStatefulSet(newPG("x"), "img", "s").Spec.Template.Spec.Containers[0]
+	for name, p := range map[string]*corev1.Probe{"startup": c.StartupProbe, "liveness": c.LivenessProbe, "readiness": c.ReadinessProbe} {
+		require.NotNil(t, p, name)
+		require.NotNil(t, p.Exec, name)
+		assert.Equal(t, []string{"sh", "-c"}, p.Exec.Command[:2], name)
+	}
+	// Liveness asks the server over its socket and accepts "rejecting connections"
+	// (starting, in recovery, a warm standby): a server that answers is alive.
+	assert.Contains(t, c.LivenessProbe.Exec.Command[2], "pg_isready -q -h "+RunMount)
+	assert.Contains(t, c.LivenessProbe.Exec.Command[2], `[ "$?" -le 1 ]`)
+	assert.Contains(t, c.LivenessProbe.Exec.Command[2], RunMount+"/"+preparingMarker, "a standby cloning its primary is alive")
+	assert.Equal(t, c.LivenessProbe.Exec.Command, c.StartupProbe.Exec.Command)
+	assert.GreaterOrEqual(t, c.StartupProbe.PeriodSeconds*c.StartupProbe.FailureThreshold, int32(600),
+		"crash recovery gets at least 10 minutes before the liveness probe takes over")
+	assert.GreaterOrEqual(t, c.LivenessProbe.PeriodSeconds*c.LivenessProbe.FailureThreshold, int32(60),
+		"a server is restarted only after a minute without an answer")
+}
+
+func TestPodSpecResources(t *testing.T) {
+	c := desiredStatefulSet(newPG("x"), "img", "s").Spec.Template.Spec.Containers[0]
+	assert.Equal(t, DefaultCPURequest, c.Resources.Requests[corev1.ResourceCPU])
+	assert.Equal(t, DefaultMemoryRequest, c.Resources.Requests[corev1.ResourceMemory])
+	assert.Empty(t, c.Resources.Limits, "no default limits: a memory limit is the user's choice")
+
+	limits := corev1.ResourceList{corev1.ResourceMemory: resource.MustParse("1Gi")}
+	c = desiredStatefulSet(newPG("x", withContainerResources(limits)), "img", "s").Spec.Template.Spec.Containers[0]
+	assert.Equal(t, limits, c.Resources.Limits)
+	assert.Empty(t, c.Resources.Requests, "the podTemplate's resources replace the defaults")
+}
+
+func TestPodSpecPrefersSpreadingAcrossNodes(t *testing.T) {
+	pg := newPG("x", withReplicas(3))
+	spec := desiredStatefulSet(pg, "img", "s").Spec.Template.Spec
+	require.NotNil(t, spec.Affinity)
+	require.NotNil(t, spec.Affinity.PodAntiAffinity)
+	assert.Empty(t, spec.Affinity.PodAntiAffinity.RequiredDuringSchedulingIgnoredDuringExecution, "a one-node cluster still runs every replica")
+	terms := spec.Affinity.PodAntiAffinity.PreferredDuringSchedulingIgnoredDuringExecution
+	require.Len(t, terms, 1)
+	assert.Equal(t, corev1.LabelHostname, terms[0].PodAffinityTerm.TopologyKey)
+	assert.Equal(t, &metav1.LabelSelector{MatchLabels: selectorLabels(pg)}, terms[0].PodAffinityTerm.LabelSelector)
+
+	pg.Spec.PodTemplate.Spec.Affinity = &corev1.Affinity{NodeAffinity: &corev1.NodeAffinity{}}
+	spec = desiredStatefulSet(pg, "img", "s").Spec.Template.Spec
+	assert.Nil(t, spec.Affinity.PodAntiAffinity, "the podTemplate's affinity replaces the default")
+}
+
+func withContainerResources(limits corev1.ResourceList) func(*kubedbv1.Postgres) {
+	return func(pg *kubedbv1.Postgres) {
+		pg.Spec.PodTemplate.Spec.Containers = []kubedbv1.ContainerSpec{{
+			Name: ContainerName, Resources: corev1.ResourceRequirements{Limits: limits},
+		}}
+	}
+}
+
+func TestPodDisruptionBudgetFollowsReplicas(t *testing.T) {
+	f := newFixture(t, []*kubedbv1.Postgres{newPG("x", withFinalizer, withReplicas(3))})
+	require.NoError(t, f.sync("x"))
+	pdb, err := f.kube.PolicyV1().PodDisruptionBudgets(testNS).Get(f.ctx, "x", metav1.GetOptions{})
+	require.NoError(t, err)
+	assert.Equal(t, int32(1), pdb.Spec.MaxUnavailable.IntVal, "one pod of the database down at a time")
+	assert.Equal(t, selectorLabels(f.postgres("x")), pdb.Spec.Selector.MatchLabels)
+	assert.True(t, isOwnedBy(pdb, f.postgres("x")), "garbage-collected with the Postgres")
+	assert.True(t, f.hasEvent(corev1.EventTypeNormal, ReasonPodDisruptionBudgetCreated, "maxUnavailable 1"))
+
+	// A hand edit is reverted.
+	pdb.Spec.MaxUnavailable = nil
+	pdb.Spec.MinAvailable = ptr.To(intstr.FromInt32(3))
+	_, err = f.kube.PolicyV1().PodDisruptionBudgets(testNS).Update(f.ctx, pdb, metav1.UpdateOptions{})
+	require.NoError(t, err)
+	f.refresh()
+	require.NoError(t, f.sync("x"))
+	pdb, err = f.kube.PolicyV1().PodDisruptionBudgets(testNS).Get(f.ctx, "x", metav1.GetOptions{})
+	require.NoError(t, err)
+	assert.Nil(t, pdb.Spec.MinAvailable)
+	assert.Equal(t, int32(1), pdb.Spec.MaxUnavailable.IntVal)
+
+	// One replica: no budget (maxUnavailable 1 protects nothing; 0 would block drains).
+	pg := f.postgres("x")
+	pg.Spec.Replicas = ptr.To[int32](1)
+	pg.Generation++
+	_, err = f.pgops.KubedbV1().Postgreses(testNS).Update(f.ctx, pg, metav1.UpdateOptions{})
+	require.NoError(t, err)
+	f.refresh()
+	require.NoError(t, f.sync("x"))
+	assert.False(t, f.exists("pdb", "x"))
+}
+
+func TestPodDisruptionBudgetOfSomeoneElseIsNotTakenOver(t *testing.T) {
+	foreign := &policyv1.PodDisruptionBudget{ObjectMeta: metav1.ObjectMeta{Name: "x", Namespace: testNS}}
+	f := newFixture(t, []*kubedbv1.Postgres{newPG("x", withFinalizer, withReplicas(2))}, foreign)
+	require.NoError(t, f.sync("x"))
+	cond := condition(f.postgres("x"), kubedbv1.ConditionProvisioningStarted)
+	require.NotNil(t, cond)
+	assert.Equal(t, ReasonObjectConflict, cond.Reason)
+	assert.Contains(t, cond.Message, "PodDisruptionBudget "+testNS+"/x exists and is not controlled by this Postgres")
+	got, err := f.kube.PolicyV1().PodDisruptionBudgets(testNS).Get(f.ctx, "x", metav1.GetOptions{})
+	require.NoError(t, err)
+	assert.Nil(t, got.Spec.MaxUnavailable, "left as it was")
+}

@@ -53,8 +53,9 @@ fmt:
 vet:
 	$(GO) vet ./...
 
-tools: ## Install PostgreSQL server binaries and build the control-plane binaries into the cache
+tools: ## Install PostgreSQL server binaries and the node agent's tools, and build the control-plane binaries into the cache
 	hack/install-postgres.sh
+	hack/install-node-tools.sh
 	hack/install-k8s-bins.sh
 
 test: tools ## Unit, PostgreSQL and control-plane integration tests

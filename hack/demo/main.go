@@ -48,10 +48,17 @@ func run() error {
 		defer os.RemoveAll(dir)
 	}
 	say("Starting a local control plane (etcd, kube-apiserver, controller-manager, scheduler) and a node agent that runs pods as real PostgreSQL processes")
+	// Each pod gets a network namespace on the node agent's pod network, whose Service
+	// range the API server hands ClusterIPs from.
+	network, err := nodeagent.ReserveNetwork()
+	if err != nil {
+		return err
+	}
+	defer network.Release()
 	cluster, err := localcluster.Start(ctx, localcluster.Options{
 		WorkDir:      filepath.Join(*workDir, "cluster"),
 		SkipFakeNode: true, // database pods run on the node agent, as real PostgreSQL processes
-		ServiceCIDR:  localcluster.RandomLoopbackCIDR(),
+		ServiceCIDR:  network.ServiceCIDR.String(),
 	})
 	if err != nil {
 		return err
@@ -60,7 +67,7 @@ func run() error {
 		say("Tearing down")
 		_ = cluster.Stop()
 	}()
-	agent, err := nodeagent.Start(ctx, nodeagent.Options{Client: cluster.Client(), RootDir: filepath.Join(*workDir, "node")})
+	agent, err := nodeagent.Start(ctx, nodeagent.Options{Client: cluster.Client(), RootDir: filepath.Join(*workDir, "node"), Network: network})
 	if err != nil {
 		return err
 	}

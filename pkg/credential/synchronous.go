@@ -66,18 +66,31 @@ func EnsureReplication(ctx context.Context, target Target, want *SynchronousSett
 	return standbys, changed, nil
 }
 
-// ensureSynchronousSettings sets want on the server of conn where it differs, and reloads.
+// ensureSynchronousSettings makes postgresql.auto.conf (what ALTER SYSTEM writes) hold
+// want, an empty value meaning no entry, and reloads when it changed anything. It compares
+// the file, not the session's values: a role's or a database's own synchronous_commit, or
+// postgresql.conf, must neither make it write on every check nor be overwritten.
 func ensureSynchronousSettings(ctx context.Context, conn *sql.Conn, want SynchronousSettings) (bool, error) {
-	var names, commit string
-	if err := conn.QueryRowContext(ctx,
-		`SELECT current_setting('synchronous_standby_names'), current_setting('synchronous_commit')`).Scan(&names, &commit); err != nil {
+	rows, err := conn.QueryContext(ctx, `SELECT name, setting FROM pg_catalog.pg_file_settings
+		WHERE name IN ('synchronous_standby_names', 'synchronous_commit') AND sourcefile LIKE '%/postgresql.auto.conf'
+		ORDER BY seqno`)
+	if err != nil {
 		return false, err
 	}
-	wantCommit := want.Commit
-	if wantCommit == "" {
-		wantCommit = "on" // PostgreSQL's default, which RESET restores
+	have := map[string]string{}
+	for rows.Next() {
+		var name, setting string
+		if err := rows.Scan(&name, &setting); err != nil {
+			rows.Close()
+			return false, err
+		}
+		have[name] = setting // the last entry wins, as when PostgreSQL reads the file
 	}
-	if names == want.StandbyNames && commit == wantCommit {
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return false, err
+	}
+	if have["synchronous_standby_names"] == want.StandbyNames && have["synchronous_commit"] == want.Commit {
 		return false, nil
 	}
 	for _, s := range []struct{ setting, value string }{

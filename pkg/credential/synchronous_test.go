@@ -31,6 +31,14 @@ func TestEnsureReplicationAppliesAndResetsSynchronousSettings(t *testing.T) {
 	_, changed, err = credential.EnsureReplication(ctx, tg, &want)
 	require.NoError(t, err)
 	assert.False(t, changed, "nothing to do the second time")
+	// A role's own setting is the role's: it neither makes every check write nor is
+	// overwritten.
+	// (Its own commit must not wait for the standbys the settings name, none of which exist.)
+	s.Exec(t, "BEGIN; SET LOCAL synchronous_commit = local; ALTER ROLE "+s.SuperUser+" SET synchronous_commit = off; COMMIT")
+	_, changed, err = credential.EnsureReplication(ctx, tg, &want)
+	require.NoError(t, err)
+	assert.False(t, changed, "the session's value differs, the file does not")
+	s.Exec(t, "BEGIN; SET LOCAL synchronous_commit = local; ALTER ROLE "+s.SuperUser+" RESET synchronous_commit; COMMIT")
 
 	// nil leaves the settings alone; the zero value resets them to PostgreSQL's defaults.
 	_, changed, err = credential.EnsureReplication(ctx, tg, nil)

@@ -67,10 +67,17 @@ func run(m *testing.M) int {
 	}()
 	env.workDir = workDir
 
+	// Pods get network namespaces on a pod network of their own; Services come from its
+	// range, where the node agent's proxy listens.
+	network, err := nodeagent.ReserveNetwork()
+	if err != nil {
+		return fail(err)
+	}
+	defer network.Release()
 	opts := localcluster.Options{
 		WorkDir:      filepath.Join(workDir, "cluster"),
 		SkipFakeNode: true,
-		ServiceCIDR:  localcluster.RandomLoopbackCIDR(),
+		ServiceCIDR:  network.ServiceCIDR.String(),
 	}
 	if testing.Verbose() {
 		opts.Progress = os.Stderr
@@ -86,7 +93,7 @@ func run(m *testing.M) int {
 		return fail(err)
 	}
 
-	agent, err := nodeagent.Start(ctx, nodeagent.Options{Client: cluster.Client(), RootDir: filepath.Join(workDir, "node")})
+	agent, err := nodeagent.Start(ctx, nodeagent.Options{Client: cluster.Client(), RootDir: filepath.Join(workDir, "node"), Network: network})
 	if err != nil {
 		return fail(err)
 	}

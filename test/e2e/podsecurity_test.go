@@ -16,8 +16,8 @@ import (
 // TestDatabasePodsInARestrictedNamespace: every e2e namespace enforces Pod Security
 // "restricted" (newNamespace), and this test shows the API server's admission is really
 // enforcing there, that the database's pods were admitted, and that they are reachable as
-// any database pod is: PostgreSQL on a Unix socket where psql looks, peer login for the
-// image's postgres user from inside the pod, a read-only root.
+// any database pod is: PostgreSQL on all the pod's addresses and on a Unix socket where psql
+// looks, peer login for the image's postgres user from inside the pod, a read-only root.
 func TestDatabasePodsInARestrictedNamespace(t *testing.T) {
 	ctx := testContext(t, provisionTimeout)
 	ns := newNamespace(t, ctx)
@@ -49,9 +49,11 @@ func TestDatabasePodsInARestrictedNamespace(t *testing.T) {
 	for _, pod := range []string{"locked-0", "locked-1"} {
 		p := getPod(t, ctx, ns, pod)
 		db := openDB(t, p.Status.PodIP, cred.username, cred.password)
-		var sockets string
+		var sockets, listen string
 		require.NoError(t, db.QueryRowContext(ctx, "SHOW unix_socket_directories").Scan(&sockets))
 		assert.Equal(t, "/var/run/postgresql", sockets, pod)
+		require.NoError(t, db.QueryRowContext(ctx, "SHOW listen_addresses").Scan(&listen))
+		assert.Equal(t, "*", listen, "%s listens on all its addresses, so port-forward works", pod)
 
 		// As `kubectl exec <pod> -- psql -U postgres` does: in the pod's mount namespace,
 		// as its user (999), over the socket, no password.

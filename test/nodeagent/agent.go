@@ -6,19 +6,23 @@
 // It lives in test/ and is never used by the operators. A typical wiring with
 // test/localcluster:
 //
+//	network, _ := nodeagent.ReserveNetwork()
+//	defer network.Release()
 //	c, _ := localcluster.Start(ctx, localcluster.Options{
 //		SkipFakeNode: true,
-//		ServiceCIDR:  localcluster.RandomLoopbackCIDR(),
+//		ServiceCIDR:  network.ServiceCIDR.String(),
 //	})
-//	agent, _ := nodeagent.Start(ctx, nodeagent.Options{Client: c.Client()})
+//	agent, _ := nodeagent.Start(ctx, nodeagent.Options{Client: c.Client(), Network: network})
 //	defer c.Stop()
 //	defer agent.Stop()
 //
 // What it does for each pod with spec.nodeName == Options.NodeName:
 //
-//   - gives it an IP from Options.PodCIDR (a /16 in 127.0.0.0/8: loopback addresses a
-//     local process can listen on) and reports status through pods/status: phase,
-//     conditions, podIP, hostIP 127.0.0.1, container statuses with restart counts;
+//   - gives it a network namespace of its own on the pod network (Network: a bridge, a
+//     veth per pod, addresses from 198.18.0.0/15), so its processes listen on any of its
+//     addresses as in a cluster, and reports status through pods/status: phase,
+//     conditions, podIP, hostIP (the bridge's address), container statuses with restart
+//     counts;
 //   - resolves each container's environment as the kubelet does (value, secretKeyRef,
 //     configMapKeyRef, fieldRef, resourceFieldRef, envFrom, $(VAR) expansion, and the
 //     service link variables <SVC>_SERVICE_HOST/_PORT... of the namespace's Services);
@@ -83,14 +87,10 @@ import (
 	"k8s.io/utils/ptr"
 
 	"github.com/pgops/pgops/pkg/pgtest"
-	"github.com/pgops/pgops/test/localcluster"
 )
 
 // DefaultNodeName is the Node an agent registers unless told otherwise.
 const DefaultNodeName = "pgops-db-node"
-
-// HostIP is the node's address, reported as the pods' hostIP.
-const HostIP = "127.0.0.1"
 
 // NodeLabel marks Nodes registered by an agent (value "true"), for node selectors.
 const NodeLabel = "pgops.dev/node-agent"
@@ -117,10 +117,11 @@ type Options struct {
 	// user, and owns the volumes of such pods (PostgreSQL refuses to run as root).
 	// Default "postgres", created with useradd if missing.
 	RunAsUser string
-	// PodCIDR is the range pod IPs come from, a prefix inside 127.0.0.0/8 of at most
-	// 2^16 addresses. Default: localcluster.RandomLoopbackCIDR(), so agents of test
-	// binaries running in parallel do not hand out the same addresses.
-	PodCIDR string
+	// Network is the pod network: each pod gets a network namespace on it, with an
+	// address from Network.PodCIDR. Its ServiceCIDR must be the cluster's Service range
+	// for the service proxy to listen on ClusterIPs. Default: the agent reserves a
+	// network of its own (ReserveNetwork) and releases it at Stop.
+	Network *Network
 	// DisableServiceProxy turns the kube-proxy part off (another agent of the same
 	// cluster already listens on the ClusterIPs).
 	DisableServiceProxy bool
@@ -137,6 +138,8 @@ type Agent struct {
 	RootDir string
 	// PodCIDR is the range of pod IPs.
 	PodCIDR netip.Prefix
+	// Network is the pod network.
+	Network *Network
 
 	client       kubernetes.Interface
 	rootDir      string
@@ -151,6 +154,7 @@ type Agent struct {
 	logMu        sync.Mutex
 	tools        tools
 	ipam         *ipam
+	ownsNetwork  bool
 	disableProxy bool
 
 	ctx     context.Context
@@ -220,7 +224,6 @@ func Start(ctx context.Context, opts Options) (*Agent, error) {
 	a := &Agent{
 		client:   opts.Client,
 		NodeName: opts.NodeName,
-		hostIP:   HostIP,
 		log:      opts.Log,
 		workers:  map[types.UID]*podWorker{},
 		finished: map[types.UID]time.Time{},
@@ -243,18 +246,16 @@ func Start(ctx context.Context, opts Options) (*Agent, error) {
 		return nil, err
 	}
 
-	cidr := opts.PodCIDR
-	if cidr == "" {
-		cidr = localcluster.RandomLoopbackCIDR()
+	a.Network = opts.Network
+	if a.Network == nil {
+		if a.Network, err = ReserveNetwork(); err != nil {
+			return nil, err
+		}
+		a.ownsNetwork = true
 	}
-	if a.PodCIDR, err = netip.ParsePrefix(cidr); err != nil {
-		return nil, fmt.Errorf("nodeagent: PodCIDR: %w", err)
-	}
-	a.PodCIDR = a.PodCIDR.Masked()
-	if !netip.MustParsePrefix("127.0.0.0/8").Contains(a.PodCIDR.Addr()) || a.PodCIDR.Bits() < 16 || a.PodCIDR.Bits() > 30 {
-		return nil, fmt.Errorf("nodeagent: PodCIDR %s must be a /16 to /30 inside 127.0.0.0/8", a.PodCIDR)
-	}
-	a.ipam = newIPAM(a.PodCIDR)
+	a.PodCIDR = a.Network.PodCIDR
+	a.hostIP = a.Network.Gateway.String()
+	a.ipam = newIPAM(a.PodCIDR, a.Network.Gateway)
 
 	a.pgBinDir = opts.PGBinDir
 	if a.pgBinDir == "" {
@@ -753,6 +754,9 @@ func (a *Agent) Stop() {
 		a.wg.Wait()
 		if a.ownsRootDir && !a.keepRootDir {
 			_ = os.RemoveAll(a.rootDir)
+		}
+		if a.ownsNetwork {
+			a.Network.Release()
 		}
 		a.logf("stopped")
 	})

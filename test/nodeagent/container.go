@@ -136,6 +136,7 @@ func (c *container) start() (*proc, error) {
 	}
 	p, err := a.startProc(procSpec{
 		argv: argv, env: env.environ(), workDir: c.spec.WorkingDir, mounts: mounts, hostname: hostname, id: id,
+		netns:   w.netns,
 		logPath: a.LogPath(pod.Namespace, pod.Name, c.spec.Name),
 		banner: fmt.Sprintf("starting container %s of pod %s/%s (uid %s, restart %d)",
 			c.spec.Name, pod.Namespace, pod.Name, pod.UID, c.restartCount),

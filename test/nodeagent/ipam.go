@@ -18,8 +18,13 @@ type ipam struct {
 	used   map[netip.Addr]types.UID
 }
 
-func newIPAM(p netip.Prefix) *ipam {
-	return &ipam{prefix: p, next: p.Addr().Next(), used: map[netip.Addr]types.UID{}}
+// newIPAM hands out p's addresses but reserved (the gateway's).
+func newIPAM(p netip.Prefix, reserved ...netip.Addr) *ipam {
+	m := &ipam{prefix: p, next: p.Addr().Next(), used: map[netip.Addr]types.UID{}}
+	for _, a := range reserved {
+		m.used[a] = "reserved"
+	}
+	return m
 }
 
 // usable excludes the prefix's first and last address.

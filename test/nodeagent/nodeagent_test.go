@@ -56,10 +56,15 @@ func TestMain(m *testing.M) {
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 		defer cancel()
+		network, err := ReserveNetwork()
+		if err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			return 1
+		}
+		defer network.Release()
 		opts := localcluster.Options{
 			SkipFakeNode: true,
-			ServiceCIDR:  localcluster.RandomLoopbackCIDR(),
-			PodCIDR:      localcluster.RandomLoopbackCIDR(),
+			ServiceCIDR:  network.ServiceCIDR.String(),
 		}
 		if testing.Verbose() {
 			opts.Progress = os.Stderr
@@ -75,7 +80,7 @@ func TestMain(m *testing.M) {
 		if testing.Verbose() {
 			log = os.Stderr
 		}
-		aopts := Options{Client: c.Client()}
+		aopts := Options{Client: c.Client(), Network: network}
 		if log != nil {
 			aopts.Log = log
 		}
@@ -292,7 +297,7 @@ func TestPlainPod(t *testing.T) {
 	require.NoError(t, err)
 	assert.True(t, agent.PodCIDR.Contains(ip), "pod IP %s outside %s", ip, agent.PodCIDR)
 	assert.Equal(t, []corev1.PodIP{{IP: got.Status.PodIP}}, got.Status.PodIPs)
-	assert.Equal(t, HostIP, got.Status.HostIP)
+	assert.Equal(t, agent.Network.Gateway.String(), got.Status.HostIP, "the host's address on the pod network")
 	require.NotNil(t, got.Status.StartTime)
 	require.Len(t, got.Status.ContainerStatuses, 1)
 	cs := got.Status.ContainerStatuses[0]
@@ -814,7 +819,22 @@ func TestProvisionerEntrypoint(t *testing.T) {
 	// The pod's securityContext decides who runs: uid 999, which the machine need not
 	// have, and the image's account name for it, so peer authentication over the socket
 	// works as `kubectl exec db-0 -- psql -U postgres` does in a cluster.
-	status, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", agent.ContainerPID(ns, "db-0", "postgres")))
+	// Each pod has a network namespace of its own: both servers listen on every address
+	// at 5432, as in a cluster.
+	primaryPID, standbyPID := agent.ContainerPID(ns, "db-0", "postgres"), agent.ContainerPID(ns, "db-1", "postgres")
+	own, err := os.Readlink("/proc/self/ns/net")
+	require.NoError(t, err)
+	primaryNet, err := os.Readlink(fmt.Sprintf("/proc/%d/ns/net", primaryPID))
+	require.NoError(t, err)
+	standbyNet, err := os.Readlink(fmt.Sprintf("/proc/%d/ns/net", standbyPID))
+	require.NoError(t, err)
+	assert.NotEqual(t, own, primaryNet)
+	assert.NotEqual(t, primaryNet, standbyNet)
+	var listen string
+	require.NoError(t, replica.QueryRowContext(ctx, "SHOW listen_addresses").Scan(&listen))
+	assert.Equal(t, "*", listen)
+
+	status, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", primaryPID))
 	require.NoError(t, err)
 	assert.Regexp(t, `(?m)^Uid:\s+999\s+999\s+999\s+999$`, string(status))
 	out, err := agent.Exec(ctx, ns, "db-0", "postgres", "psql", "-U", "postgres", "-d", "postgres", "-Atc", "SELECT current_user, inet_server_addr() IS NULL")

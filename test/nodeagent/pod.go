@@ -51,7 +51,9 @@ type podWorker struct {
 	gone     bool // the object was deleted
 	shutdown bool // the agent stops
 	// Set by run before any container starts, then read-only.
-	podIP      netip.Addr
+	podIP netip.Addr
+	// netns is the path of the pod's network namespace.
+	netns      string
 	startTime  metav1.Time
 	volumes    map[string]string // volume name -> host path (non-file volumes)
 	setupDone  bool
@@ -158,11 +160,17 @@ func (w *podWorker) run() {
 
 	if !terminal && w.ctx.Err() == nil {
 		ip, err := w.agent.ipam.allocate(w.uid, pod.Status.PodIP)
+		var netns string
+		if err == nil {
+			if netns, err = w.agent.Network.addPod(w.uid, ip); err != nil {
+				w.agent.ipam.release(ip)
+			}
+		}
 		if err != nil {
-			w.logf("no pod IP: %v", err)
+			w.logf("no pod network: %v", err)
 		} else {
 			w.mu.Lock()
-			w.podIP = ip
+			w.podIP, w.netns = ip, netns
 			w.startTime = metav1.Now()
 			if pod.Status.StartTime != nil {
 				w.startTime = *pod.Status.StartTime
@@ -197,6 +205,9 @@ func (w *podWorker) run() {
 	wg.Wait()
 	stopStatus()
 	<-statusDone
+	if w.netns != "" {
+		w.agent.Network.removePod(w.uid)
+	}
 	if shutdown {
 		w.logf("containers stopped (agent stopping)")
 		if w.podIP.IsValid() {

@@ -31,7 +31,9 @@ type procSpec struct {
 	mounts   []mount
 	hostname string
 	// id is who the process runs as; an exec into the container runs as the same.
-	id      identity
+	id identity
+	// netns is the pod's network namespace, which the process joins.
+	netns   string
 	logPath string
 	// what is written to the log before the process's own output. Never the
 	// environment or the expanded argv: they may hold credentials.
@@ -149,6 +151,10 @@ func (a *Agent) startProc(spec procSpec) (*proc, error) {
 	args = append(args, "--", "/bin/sh", "-c", a.containerScript(spec), "sh")
 	args = append(args, spec.argv...)
 	cmd := exec.Command(a.tools.unshare, args...)
+	if spec.netns != "" {
+		// nsenter execs unshare in the pod's network namespace: still one pid.
+		cmd = exec.Command(a.tools.nsenter, append([]string{"--net=" + spec.netns, "--", a.tools.unshare}, args...)...)
+	}
 	cmd.Env = spec.env
 	cmd.Dir = "/"
 	cmd.Stdout = logFile
@@ -283,13 +289,13 @@ func (p *proc) terminate(sig syscall.Signal, grace time.Duration) {
 	}
 }
 
-// execIn runs argv inside the mount and UTS namespaces of the running process pid,
+// execIn runs argv inside the mount, network and UTS namespaces of the running process pid,
 // as id, with env, and returns its combined output (truncated) and
 // error. It is how exec probes run: they see the container's mounts.
 func (a *Agent) execIn(ctx context.Context, pid int, id identity, argv, env []string, timeout time.Duration) ([]byte, error) {
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	args := []string{"--target", strconv.Itoa(pid), "--mount"}
+	args := []string{"--target", strconv.Itoa(pid), "--mount", "--net"}
 	if a.tools.hostname != "" {
 		args = append(args, "--uts")
 	}

@@ -25,9 +25,11 @@ import (
 //
 // Endpoints are the Ready pods the Service's selector matches, with the target port
 // resolved like the endpoints controllers do (a number, or a container port name).
-// EndpointSlices cannot be used: the API server refuses loopback addresses in them
-// ("may not be in the loopback range"), so the controller-manager's slices of
-// these pods stay empty.
+// The proxy reads pods itself rather than EndpointSlices: the local control plane runs
+// without the endpoint controllers, because clusters with kwok's fake nodes have
+// loopback pod IPs, which the API server refuses in EndpointSlices. ClusterIPs are
+// local addresses of the host (Network routes the Service range to it), so the proxy
+// can listen on them and pods reach them through their default route.
 type serviceProxy struct {
 	a       *Agent
 	factory informers.SharedInformerFactory

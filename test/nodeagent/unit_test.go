@@ -110,6 +110,11 @@ func TestIPAM(t *testing.T) {
 	outside, err := m.allocate("other", "10.0.0.1")
 	require.NoError(t, err)
 	assert.Equal(t, "127.51.0.1", outside.String())
+
+	m = newIPAM(netip.MustParsePrefix("198.18.0.0/20"), netip.MustParseAddr("198.18.0.1"))
+	first, err := m.allocate("first", "198.18.0.1")
+	require.NoError(t, err)
+	assert.Equal(t, "198.18.0.2", first.String(), "the gateway's address is never a pod's")
 }
 
 func TestContainerScriptQuotes(t *testing.T) {

@@ -189,6 +189,9 @@ func (c *Controller) plannedStatefulSet(req *opsv1alpha1.PostgresOpsRequest) (*a
 	return sts, nil
 }
 
+// evictionRecheck is how soon an eviction a PodDisruptionBudget refused is asked again.
+const evictionRecheck = 2 * time.Second
+
 // evictPod asks for pod to be evicted (honouring PodDisruptionBudgets) unless it is
 // already going away.
 func (c *Controller) evictPod(ctx context.Context, r *rotation, pod *corev1.Pod) (outcome, error) {
@@ -201,7 +204,11 @@ func (c *Controller) evictPod(ctx context.Context, r *rotation, pod *corev1.Pod)
 	})
 	switch {
 	case apierrors.IsTooManyRequests(err):
-		return waiting("a PodDisruptionBudget does not allow evicting pod %s yet", pod.Name), nil
+		// No informer here reports the budget's change (the disruption controller's
+		// status write after a restarted pod turns Ready): look again shortly.
+		out := waiting("a PodDisruptionBudget does not allow evicting pod %s yet", pod.Name)
+		out.recheckAfter = evictionRecheck
+		return out, nil
 	case apierrors.IsNotFound(err), apierrors.IsConflict(err):
 		// Already gone, or replaced since the cache saw it.
 		return restarting(pod.Name), nil

@@ -12,6 +12,8 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	clienttesting "k8s.io/client-go/testing"
 
 	kubedbv1 "github.com/pgops/pgops/pkg/apis/kubedb/v1"
 	opsv1alpha1 "github.com/pgops/pgops/pkg/apis/ops/v1alpha1"
@@ -443,4 +445,34 @@ func BenchmarkGeneratedRotation(b *testing.B) {
 			b.Fatal(describe(req))
 		}
 	}
+}
+
+// TestEvictionRefusedByABudgetIsAskedAgainSoon: the PodDisruptionBudget's refusal (429)
+// changes when the disruption controller writes the budget's status, which no informer of
+// the ops-manager sees: the request must look again shortly, not at its step deadline.
+func TestEvictionRefusedByABudgetIsAskedAgainSoon(t *testing.T) {
+	w := newWorld(t, 3)
+	refusals := 2
+	w.kube.PrependReactor("create", "pods", func(action clienttesting.Action) (bool, runtime.Object, error) {
+		if action.GetSubresource() != "eviction" || refusals == 0 {
+			return false, nil, nil
+		}
+		refusals--
+		return true, nil, apierrors.NewTooManyRequests("Cannot evict pod as it would violate the pod's disruption budget.", 0)
+	})
+	w.newRequest("rotate")
+	var sawRefusal bool
+	for i := 0; i < 50 && refusals > 0; i++ {
+		res, err := w.sync("rotate")
+		require.NoError(t, err)
+		if refusals < 2 {
+			sawRefusal = true
+			assert.LessOrEqual(t, res.requeueAfter, evictionRecheck, "asked again within %s", evictionRecheck)
+			assert.Contains(t, describe(w.request("rotate")), "a PodDisruptionBudget does not allow evicting pod pg-2 yet")
+		}
+	}
+	require.True(t, sawRefusal)
+	req := w.runUntilDone("rotate", 50)
+	assert.Equal(t, opsv1alpha1.OpsRequestPhaseSuccessful, req.Status.Phase)
+	assert.Equal(t, []string{"pg-2", "pg-2", "pg-2", "pg-1", "pg-0"}, w.evictions(), "refused twice, then the order is kept")
 }

@@ -13,7 +13,8 @@
 #                                     default 5432
 #   STANDBY_MODE                      Hot (read-only queries on standbys) or Warm
 #
-# PostgreSQL listens on POD_IP, on PGPORT if set (postgres reads it itself), else 5432.
+# PostgreSQL listens on all the pod's addresses, on PGPORT if set (postgres reads it
+# itself), else 5432.
 #
 # Files: the Unix socket and lock file go to /var/run/postgresql (a writable emptyDir; the
 # root file system is read-only), where psql looks by default, so `kubectl exec <pod> --
@@ -105,6 +106,8 @@ init_primary() {
 		--auth-host=scram-sha-256 --auth-local=scram-sha-256 -E UTF8 --locale=C >&2
 	rm -f "$pwfile"
 	trap - EXIT
+	# initdb's rules admit only local addresses; write_auth_files replaces them.
+	echo '# Written by pgops: replaced at start' >"$work/pg_hba.conf"
 	cat >>"$work/postgresql.conf" <<'CONF'
 
 # Written by pgops. listen_addresses, port and unix_socket_directories are set on the
@@ -164,9 +167,20 @@ ident_quote() {
 # write_auth_files: on every start, so a data directory made by an earlier pgops (or cloned
 # from the primary) gets the current rules. Password (scram-sha-256) over TCP for clients
 # and replication; peer over the Unix socket for the OS user postgres, as postgres or as
-# the superuser, so an exec into the pod needs no password.
+# the superuser, so an exec into the pod needs no password. A pg_hba.conf that pgops did
+# not write (its first line says so) is left as it is: its rules are somebody's.
 write_auth_files() {
-	local tmp
+	local tmp first=""
+	if [ -f "$PGDATA/pg_hba.conf" ]; then
+		IFS= read -r first <"$PGDATA/pg_hba.conf" || true
+		case "$first" in
+		'# Written by pgops'*) ;;
+		*)
+			log "$PGDATA/pg_hba.conf was not written by pgops: leaving it and pg_ident.conf as they are"
+			return 0
+			;;
+		esac
+	fi
 	tmp="$(mktemp "$PGDATA/.hba.XXXXXX")"
 	cat >"$tmp" <<'HBA'
 # Written by pgops at every start; edits are lost.
@@ -219,7 +233,7 @@ log "starting postgres as $([ "$ordinal" = 0 ] && echo primary || echo standby) 
 # wal_retrieve_retry_interval: a standby whose primary restarted (a rotation, a node drain)
 # tries to stream again after 1 s, not after PostgreSQL's default 5 s.
 exec postgres -D "$PGDATA" \
-	-c listen_addresses="$POD_IP" \
+	-c listen_addresses='*' \
 	-c unix_socket_directories="$run_dir" \
 	-c hot_standby="$hot_standby" \
 	-c wal_retrieve_retry_interval=1s

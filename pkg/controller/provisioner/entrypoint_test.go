@@ -245,8 +245,12 @@ func TestEntrypointPrimaryAndStandby(t *testing.T) {
 	require.NoError(t, pdb.QueryRow("SHOW listen_addresses").Scan(&listen))
 	require.NoError(t, pdb.QueryRow("SHOW unix_socket_directories").Scan(&sockets))
 	require.Equal(t, "scram-sha-256", enc)
-	require.Equal(t, "127.0.0.1", listen)
+	require.Equal(t, "*", listen, "every address of the pod")
 	require.Equal(t, RunMount, sockets)
+	hba, err := os.ReadFile(filepath.Join(primary.base, "data", "pg_hba.conf"))
+	require.NoError(t, err)
+	require.True(t, strings.HasPrefix(string(hba), "# Written by pgops at every start"), "pgops rules, not initdb ones:\n%s", hba)
+	require.Contains(t, string(hba), "host    all          all   0.0.0.0/0  scram-sha-256")
 	if cred != nil {
 		// In the pod's mount namespace, psql finds the server on its socket and the OS
 		// user postgres logs in by peer, as `kubectl exec <pod> -- psql -U postgres` does.

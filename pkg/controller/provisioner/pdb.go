@@ -33,6 +33,9 @@ func desiredPodDisruptionBudget(pg *kubedbv1.Postgres) *policyv1.PodDisruptionBu
 		Spec: policyv1.PodDisruptionBudgetSpec{
 			MaxUnavailable: ptr.To(intstr.FromInt32(1)),
 			Selector:       &metav1.LabelSelector{MatchLabels: selectorLabels(pg)},
+			// A pod that is not Ready serves nobody: evicting it never costs availability,
+			// and refusing would leave a drain (or a rotation) stuck behind a broken pod.
+			UnhealthyPodEvictionPolicy: ptr.To(policyv1.AlwaysAllow),
 		},
 	}
 }
@@ -62,8 +65,12 @@ func (c *Controller) ensurePodDisruptionBudget(ctx context.Context, pg *kubedbv1
 	if err != nil {
 		return fmt.Errorf("reading poddisruptionbudget %s/%s: %w", pg.Namespace, name, err)
 	}
-	if err := c.checkOwned(pg, cur, "PodDisruptionBudget"); err != nil {
-		return err
+	if !isOwnedBy(cur, pg) {
+		// Somebody's own budget for these pods, perhaps from before pgops made one: it
+		// protects them too, so it is left alone and provisioning goes on.
+		c.recorder.Eventf(pg, corev1.EventTypeWarning, ReasonObjectConflict,
+			"PodDisruptionBudget %s/%s exists and is not controlled by this Postgres; it is left as it is", pg.Namespace, name)
+		return nil
 	}
 	if equality.Semantic.DeepEqual(cur.Spec, want.Spec) && labelsContain(cur.Labels, want.Labels) {
 		return nil

@@ -38,6 +38,11 @@ func TestPodSpecPassesRestrictedPodSecurity(t *testing.T) {
 		"ephemeral storage":       newPG("x", func(pg *kubedbv1.Postgres) { pg.Spec.StorageType = kubedbv1.StorageTypeEphemeral }),
 		"podTemplate resources":   newPG("x", withContainerResources(corev1.ResourceList{corev1.ResourceMemory: resource.MustParse("1Gi")})),
 		"podTemplate node labels": newPG("x", func(pg *kubedbv1.Postgres) { pg.Spec.PodTemplate.Spec.NodeSelector = map[string]string{"disk": "ssd"} }),
+		"KubeDB guide's securityContext": newPG("x", func(pg *kubedbv1.Postgres) {
+			pg.Spec.PodTemplate.Spec.SecurityContext = &corev1.PodSecurityContext{RunAsUser: ptr.To[int64](70), FSGroup: ptr.To[int64](70)}
+			pg.Spec.PodTemplate.Spec.Containers = []kubedbv1.ContainerSpec{{Name: ContainerName,
+				SecurityContext: &corev1.SecurityContext{RunAsUser: ptr.To[int64](70)}}}
+		}),
 	} {
 		t.Run(name, func(t *testing.T) {
 			tmpl := desiredStatefulSet(pg, "docker.io/library/postgres:16.4", "x-auth").Spec.Template
@@ -137,6 +142,7 @@ func TestPodDisruptionBudgetFollowsReplicas(t *testing.T) {
 	pdb, err := f.kube.PolicyV1().PodDisruptionBudgets(testNS).Get(f.ctx, "x", metav1.GetOptions{})
 	require.NoError(t, err)
 	assert.Equal(t, int32(1), pdb.Spec.MaxUnavailable.IntVal, "one pod of the database down at a time")
+	assert.Equal(t, policyv1.AlwaysAllow, *pdb.Spec.UnhealthyPodEvictionPolicy, "a broken pod never blocks a drain")
 	assert.Equal(t, selectorLabels(f.postgres("x")), pdb.Spec.Selector.MatchLabels)
 	assert.True(t, isOwnedBy(pdb, f.postgres("x")), "garbage-collected with the Postgres")
 	assert.True(t, f.hasEvent(corev1.EventTypeNormal, ReasonPodDisruptionBudgetCreated, "maxUnavailable 1"))
@@ -170,8 +176,8 @@ func TestPodDisruptionBudgetOfSomeoneElseIsNotTakenOver(t *testing.T) {
 	require.NoError(t, f.sync("x"))
 	cond := condition(f.postgres("x"), kubedbv1.ConditionProvisioningStarted)
 	require.NotNil(t, cond)
-	assert.Equal(t, ReasonObjectConflict, cond.Reason)
-	assert.Contains(t, cond.Message, "PodDisruptionBudget "+testNS+"/x exists and is not controlled by this Postgres")
+	assert.Equal(t, metav1.ConditionTrue, cond.Status, "provisioning goes on: the user's budget protects the pods too")
+	assert.True(t, f.hasEvent(corev1.EventTypeWarning, ReasonObjectConflict, "PodDisruptionBudget "+testNS+"/x exists and is not controlled by this Postgres; it is left as it is"))
 	got, err := f.kube.PolicyV1().PodDisruptionBudgets(testNS).Get(f.ctx, "x", metav1.GetOptions{})
 	require.NoError(t, err)
 	assert.Nil(t, got.Spec.MaxUnavailable, "left as it was")

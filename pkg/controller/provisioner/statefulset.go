@@ -2,6 +2,7 @@ package provisioner
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"strings"
 
@@ -126,7 +127,7 @@ func desiredStatefulSet(pg *kubedbv1.Postgres, image, secretName string) *appsv1
 			}
 		}
 		if cs.SecurityContext != nil {
-			container.SecurityContext = cs.SecurityContext.DeepCopy()
+			container.SecurityContext = overlay(container.SecurityContext, cs.SecurityContext)
 		}
 	}
 
@@ -139,7 +140,7 @@ func desiredStatefulSet(pg *kubedbv1.Postgres, image, secretName string) *appsv1
 		SeccompProfile:      &corev1.SeccompProfile{Type: corev1.SeccompProfileTypeRuntimeDefault},
 	}
 	if tmpl.Spec.SecurityContext != nil {
-		podSecurity = tmpl.Spec.SecurityContext.DeepCopy()
+		podSecurity = overlay(podSecurity, tmpl.Spec.SecurityContext)
 	}
 
 	dataVolume := corev1.Volume{Name: DataVolume, VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{}}}
@@ -384,6 +385,27 @@ func statefulSetDrift(cur, out *appsv1.StatefulSet) []string {
 	}
 	diff("pod spec", rest(ct), rest(ot))
 	return drift
+}
+
+// overlay returns base with every field set in user replacing base's (a field is set when
+// it is in user's JSON): a podTemplate securityContext of KubeDB's guides ({runAsUser: 999,
+// fsGroup: 999}) keeps the restricted defaults it does not mention, instead of dropping them.
+func overlay[T any](base, user *T) *T {
+	b, err1 := json.Marshal(base)
+	u, err2 := json.Marshal(user)
+	var merged map[string]json.RawMessage
+	var fields map[string]json.RawMessage
+	if err1 != nil || err2 != nil || json.Unmarshal(b, &merged) != nil || json.Unmarshal(u, &fields) != nil {
+		return user
+	}
+	for k, v := range fields {
+		merged[k] = v
+	}
+	out := new(T)
+	if data, err := json.Marshal(merged); err != nil || json.Unmarshal(data, out) != nil {
+		return user
+	}
+	return out
 }
 
 // livenessScript passes while the server answers on its Unix socket, even to reject a

@@ -83,18 +83,29 @@ type observation struct {
 	// primary accepts the login); outdated are pods on an older StatefulSet revision.
 	notStreaming []string
 	outdated     map[string]bool
-	// sync is the synchronous replication pg asks for (none when its configuration is
-	// invalid); synchronous counts the standbys the primary counts towards a commit, known
-	// when syncKnown.
-	sync        synchronousReplication
-	synchronous int
-	syncKnown   bool
+	// sync is the synchronous replication pg asks for; syncInvalid says its
+	// configuration is invalid (the primary's settings are then left as they are).
+	// syncApplied is what the primary was asked to wait for; synchronous counts the
+	// database's standbys the primary counts towards a commit, known when syncKnown.
+	// asyncConfirmed says the primary was found back at asynchronous replication.
+	sync           synchronousReplication
+	syncInvalid    bool
+	syncApplied    credential.SynchronousSettings
+	syncWaitsFor   int
+	synchronous    int
+	syncKnown      bool
+	asyncConfirmed bool
 }
 
 // observe looks at pg's pods and asks the HealthChecker about the primary, with cred (which
 // may be nil when the credential is unavailable).
 func (c *Controller) observe(ctx context.Context, pg *kubedbv1.Postgres, cred *authCredential, blocked *userError) observation {
 	obs := observation{blocked: blocked, halted: pg.Spec.Halted, desired: replicas(pg)}
+	if sync, err := desiredSynchronousReplication(pg); err == nil {
+		obs.sync = sync
+	} else {
+		obs.syncInvalid = true
+	}
 	if obs.halted {
 		return obs
 	}
@@ -136,16 +147,27 @@ func (c *Controller) observe(ctx context.Context, pg *kubedbv1.Postgres, cred *a
 	for i := 1; i < int(obs.desired); i++ {
 		ep.Standbys = append(ep.Standbys, fmt.Sprintf("%s-%d", statefulSetName(pg), i))
 	}
-	// An invalid configuration leaves the primary's settings as they are (the sync
-	// reports it); a valid one is applied at every check, so a hand edit is reverted and a
-	// changed replica count changes the list. A one-replica database is asked only when it
-	// was synchronous before, to return it to asynchronous.
-	if sync, err := desiredSynchronousReplication(pg); err == nil {
-		obs.sync = sync
-		ep.Synchronous = &sync.settings
-	}
+	// Synchronous settings are applied at every check (ALTER SYSTEM only where the
+	// primary's differ), so a hand edit is reverted and the list follows the ready
+	// standbys. An asynchronous database is returned to PostgreSQL's defaults only while
+	// it carries the SynchronousReplication condition, which stays until the primary is
+	// found back at them: settings pgops never made are not pgops's to reset. An invalid
+	// configuration leaves the primary's settings as they are.
 	wasSynchronous := meta.FindStatusCondition(pg.Status.Conditions, kubedbv1.ConditionSynchronousReplication) != nil
-	check := c.checkHealth(ctx, pg, ep, pods, len(ep.Standbys) > 0 || wasSynchronous)
+	switch {
+	case obs.sync.enabled():
+		ready := map[string]bool{}
+		for i := 1; i < int(obs.desired); i++ {
+			if readyByOrdinal[i] {
+				ready[fmt.Sprintf("%s-%d", statefulSetName(pg), i)] = true
+			}
+		}
+		obs.syncApplied, obs.syncWaitsFor = obs.sync.settingsFor(ready)
+		ep.Synchronous = &obs.syncApplied
+	case !obs.syncInvalid && wasSynchronous:
+		ep.Synchronous = &credential.SynchronousSettings{}
+	}
+	check := c.checkHealth(ctx, pg, ep, pods, len(ep.Standbys) > 0 || ep.Synchronous != nil)
 	obs.primaryErr = check.primaryErr
 	if obs.primaryErr != nil {
 		klog.FromContext(ctx).V(2).Info("The primary does not accept connections", "err", obs.primaryErr.Error())
@@ -160,14 +182,21 @@ func (c *Controller) observe(ctx context.Context, pg *kubedbv1.Postgres, cred *a
 	if check.replication.SettingsChanged {
 		klog.FromContext(ctx).Info("Applied synchronous replication settings", "synchronous_standby_names", ep.Synchronous.StandbyNames, "synchronous_commit", ep.Synchronous.Commit)
 	}
+	standby := map[string]bool{}
+	for _, name := range ep.Standbys {
+		standby[name] = true
+	}
 	seen := map[string]bool{}
 	for _, s := range check.replication.Standbys {
 		seen[s.Name] = true
-		if s.Synchronous() {
+		// Only the database's standbys: with the wildcard, a pg_basebackup's WAL stream
+		// would count too.
+		if s.Synchronous() && standby[s.Name] {
 			obs.synchronous++
 		}
 	}
 	obs.syncKnown = !check.replication.SettingsChanged
+	obs.asyncConfirmed = !obs.sync.enabled() && ep.Synchronous != nil && !check.replication.SettingsChanged
 	for _, name := range ep.Standbys {
 		if !seen[name] {
 			obs.notStreaming = append(obs.notStreaming, name)
@@ -300,27 +329,39 @@ func primaryProblem(err error) string {
 	return err.Error()
 }
 
-// tooFewSynchronous: fewer standbys than required confirm commits, so commits wait.
+// tooFewSynchronous: fewer standbys than asked confirm commits (and the commit level
+// has commits wait for standbys at all): replication is below what the user asked for.
 func tooFewSynchronous(obs observation) bool {
-	return obs.sync.enabled() && obs.syncKnown && obs.synchronous < obs.sync.required
+	return obs.sync.enabled() && obs.sync.commitsWait() && obs.syncKnown && obs.synchronous < obs.sync.required
 }
 
 // applySynchronousObservation keeps the SynchronousReplication condition while pg asks for
-// synchronous replication, and removes it otherwise.
+// synchronous replication, and until the primary is found back at asynchronous
+// replication afterwards.
 func applySynchronousObservation(st *kubedbv1.PostgresStatus, obs observation, primaryOK bool, set func(t string, s metav1.ConditionStatus, reason, msg string)) {
+	present := meta.FindStatusCondition(st.Conditions, kubedbv1.ConditionSynchronousReplication) != nil
 	if !obs.sync.enabled() {
-		meta.RemoveStatusCondition(&st.Conditions, kubedbv1.ConditionSynchronousReplication)
+		switch {
+		case obs.asyncConfirmed || !present:
+			meta.RemoveStatusCondition(&st.Conditions, kubedbv1.ConditionSynchronousReplication)
+		case obs.syncInvalid:
+			set(kubedbv1.ConditionSynchronousReplication, metav1.ConditionUnknown, ReasonInvalidSynchronousReplication,
+				"The synchronous replication configuration is invalid (see ProvisioningStarted): the primary's settings are left as they are")
+		default:
+			set(kubedbv1.ConditionSynchronousReplication, metav1.ConditionUnknown, ReasonSynchronousUnknown,
+				"Returning the primary to asynchronous replication")
+		}
 		return
 	}
-	settings := fmt.Sprintf("synchronous_standby_names %s, synchronous_commit %s", obs.sync.settings.StandbyNames, obs.sync.settings.Commit)
+	settings := fmt.Sprintf("synchronous_standby_names '%s', synchronous_commit %s", obs.syncApplied.StandbyNames, obs.syncApplied.Commit)
 	switch {
 	case !primaryOK || !obs.syncKnown:
 		set(kubedbv1.ConditionSynchronousReplication, metav1.ConditionUnknown, ReasonSynchronousUnknown,
 			"Waiting for the primary to report its synchronous standbys ("+settings+")")
-	case tooFewSynchronous(obs):
+	case obs.synchronous < obs.sync.required:
 		set(kubedbv1.ConditionSynchronousReplication, metav1.ConditionFalse, ReasonTooFewSynchronousStandbys,
-			fmt.Sprintf("%d of the %d required synchronous standbys confirm commits: commits on the primary wait until enough standbys stream (%s)",
-				obs.synchronous, obs.sync.required, settings))
+			fmt.Sprintf("%d of the %d required synchronous standbys confirm commits; until more standbys are ready the primary waits for %d (%s)",
+				obs.synchronous, obs.sync.required, obs.syncWaitsFor, settings))
 	default:
 		set(kubedbv1.ConditionSynchronousReplication, metav1.ConditionTrue, ReasonSynchronousStandbys,
 			fmt.Sprintf("%d synchronous standby(s) confirm commits, %d required (%s)", obs.synchronous, obs.sync.required, settings))
@@ -331,7 +372,7 @@ func readyMessage(phase kubedbv1.DatabasePhase, obs observation) string {
 	switch phase {
 	case kubedbv1.DatabasePhaseCritical:
 		if tooFewSynchronous(obs) {
-			return fmt.Sprintf("The primary accepts connections but only %d of the %d required synchronous standbys confirm commits: writes wait", obs.synchronous, obs.sync.required)
+			return fmt.Sprintf("The primary accepts connections but only %d of the %d required synchronous standbys confirm commits", obs.synchronous, obs.sync.required)
 		}
 		if len(obs.notStreaming) > 0 && obs.standbysReady {
 			return "The primary accepts connections but not every standby streams from it: " + replicationMessage(obs)

@@ -11,14 +11,56 @@ import (
 	"github.com/pgops/pgops/pkg/credential"
 )
 
-// synchronousReplication is what pg asks of its primary: the settings, and how many
-// standbys must confirm each commit (0 for asynchronous replication).
+// synchronousReplication is the synchronous replication pg asks for: required standbys
+// (numSyncReplicas; 0 for asynchronous replication) of names (nil with the wildcard) confirm
+// each commit, in mode ANY or FIRST, at commit level commit.
 type synchronousReplication struct {
-	settings credential.SynchronousSettings
+	mode     string
+	names    []string
+	wildcard bool
 	required int
+	commit   string
 }
 
 func (s synchronousReplication) enabled() bool { return s.required > 0 }
+
+// commitsWait says whether the commit level makes commits wait for standbys at all.
+func (s synchronousReplication) commitsWait() bool {
+	return s.commit != "local" && s.commit != "off"
+}
+
+// settingsFor renders the settings for the standbys that are up (ready): the primary
+// waits for at most as many standbys as are ready, so a standby being created (a clone can
+// take hours), restarted by a RotateAuth or drained never holds every commit on the
+// primary; it waits for all required ones again once they are back. It returns the
+// settings and how many standbys they wait for.
+func (s synchronousReplication) settingsFor(ready map[string]bool) (credential.SynchronousSettings, int) {
+	up := 0
+	if s.wildcard {
+		up = len(ready)
+	} else {
+		for _, name := range s.names {
+			if ready[name] {
+				up++
+			}
+		}
+	}
+	n := min(s.required, up)
+	if n == 0 {
+		// No standby to wait for: a commit returns once it is on the primary's disk.
+		return credential.SynchronousSettings{Commit: s.commit}, 0
+	}
+	members := "*"
+	if !s.wildcard {
+		quoted := make([]string, len(s.names))
+		for i, name := range s.names {
+			// Pod names are DNS labels: quoting only keeps PostgreSQL from lower-casing.
+			quoted[i] = `"` + name + `"`
+		}
+		members = strings.Join(quoted, ",")
+	}
+	return credential.SynchronousSettings{StandbyNames: fmt.Sprintf("%s %d (%s)", s.mode, n, members), Commit: s.commit}, n
+}
 
 // commitLevels maps commitLevel to synchronous_commit.
 var commitLevels = map[kubedbv1.SynchronousCommitLevel]string{
@@ -66,12 +108,12 @@ func desiredSynchronousReplication(pg *kubedbv1.Postgres) (synchronousReplicatio
 		return synchronousReplication{}, invalid("numSyncReplicas must be at least 1 and less than spec.replicas (%d), got %d", n, required)
 	}
 
-	var members string
+	sync := synchronousReplication{mode: mode, required: required, commit: commit}
 	switch {
 	case cfg.UseWildcard && len(cfg.StandbyNames) > 0:
 		return synchronousReplication{}, invalid("standbyNames and useWildcard are mutually exclusive")
 	case cfg.UseWildcard:
-		members = "*"
+		sync.wildcard = true
 	default:
 		standbys := map[string]bool{}
 		var all []string
@@ -88,7 +130,6 @@ func desiredSynchronousReplication(pg *kubedbv1.Postgres) (synchronousReplicatio
 			return synchronousReplication{}, invalid("numSyncReplicas (%d) is more than the %d standbyNames", required, len(names))
 		}
 		seen := map[string]bool{}
-		quoted := make([]string, 0, len(names))
 		for _, name := range names {
 			switch {
 			case seen[name]:
@@ -97,16 +138,8 @@ func desiredSynchronousReplication(pg *kubedbv1.Postgres) (synchronousReplicatio
 				return synchronousReplication{}, invalid("standbyNames entry %q is not a standby pod of this database (%s)", name, strings.Join(all, ", "))
 			}
 			seen[name] = true
-			// Pod names are DNS labels: quoting only keeps PostgreSQL from lower-casing.
-			quoted = append(quoted, `"`+name+`"`)
 		}
-		members = strings.Join(quoted, ",")
+		sync.names = append([]string(nil), names...)
 	}
-	return synchronousReplication{
-		settings: credential.SynchronousSettings{
-			StandbyNames: fmt.Sprintf("%s %d (%s)", mode, required, members),
-			Commit:       commit,
-		},
-		required: required,
-	}, nil
+	return sync, nil
 }

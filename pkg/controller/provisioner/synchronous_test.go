@@ -1,6 +1,7 @@
 package provisioner
 
 import (
+	"fmt"
 	"testing"
 
 	"github.com/stretchr/testify/assert"
@@ -52,8 +53,18 @@ func TestDesiredSynchronousReplicationRendersKubeDBsSettings(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			got, err := desiredSynchronousReplication(tc.pg)
 			require.NoError(t, err)
-			assert.Equal(t, credential.SynchronousSettings{StandbyNames: tc.names, Commit: tc.commit}, got.settings)
+			// Every standby up: the settings the user asked for.
+			allUp := map[string]bool{}
+			for i := 1; i < int(replicas(tc.pg)); i++ {
+				allUp[fmt.Sprintf("x-%d", i)] = true
+			}
+			settings, waitsFor := got.settingsFor(allUp)
+			if !got.enabled() {
+				settings, waitsFor = credential.SynchronousSettings{}, 0
+			}
+			assert.Equal(t, credential.SynchronousSettings{StandbyNames: tc.names, Commit: tc.commit}, settings)
 			assert.Equal(t, tc.required, got.required)
+			assert.Equal(t, tc.required, waitsFor)
 		})
 	}
 }
@@ -98,10 +109,11 @@ func TestSynchronousReplicationIsAppliedAndReported(t *testing.T) {
 	pg := f.postgres("x")
 	cond = condition(pg, kubedbv1.ConditionSynchronousReplication)
 	assert.Equal(t, metav1.ConditionTrue, cond.Status, cond.Message)
-	assert.Contains(t, cond.Message, `2 synchronous standby(s) confirm commits, 2 required (synchronous_standby_names ANY 2 ("x-1","x-2"), synchronous_commit remote_write)`)
+	assert.Contains(t, cond.Message, `2 synchronous standby(s) confirm commits, 2 required (synchronous_standby_names 'ANY 2 ("x-1","x-2")', synchronous_commit remote_write)`)
 	assert.Equal(t, kubedbv1.DatabasePhaseReady, pg.Status.Phase)
 
-	// A standby stops streaming: commits wait, and the status says so.
+	// A standby stops streaming while its pod stays Ready: commits wait for it, and the
+	// status says replication is below what was asked.
 	f.health.notStreaming = map[string]bool{"x-2": true}
 	f.later(healthTTL)
 	require.NoError(t, f.sync("x"))
@@ -109,13 +121,24 @@ func TestSynchronousReplicationIsAppliedAndReported(t *testing.T) {
 	cond = condition(pg, kubedbv1.ConditionSynchronousReplication)
 	assert.Equal(t, metav1.ConditionFalse, cond.Status)
 	assert.Equal(t, ReasonTooFewSynchronousStandbys, cond.Reason)
-	assert.Contains(t, cond.Message, "1 of the 2 required synchronous standbys confirm commits: commits on the primary wait")
+	assert.Contains(t, cond.Message, "1 of the 2 required synchronous standbys confirm commits; until more standbys are ready the primary waits for 2")
 	assert.Equal(t, kubedbv1.DatabasePhaseCritical, pg.Status.Phase)
-	assert.Contains(t, condition(pg, kubedbv1.ConditionReady).Message, "writes wait")
+	assert.Contains(t, condition(pg, kubedbv1.ConditionReady).Message, "only 1 of the 2 required synchronous standbys")
+
+	// Its pod goes NotReady (restarted by a RotateAuth, drained): the primary waits for
+	// the one standby that is up, instead of holding every commit until it is back.
+	setPodReady(t, f, "x-2", false)
+	f.later(healthTTL)
+	require.NoError(t, f.sync("x"))
+	assert.Equal(t, `ANY 1 ("x-1","x-2")`, f.health.settings.StandbyNames)
+	setPodReady(t, f, "x-2", true)
+	f.health.notStreaming = nil
+	f.later(healthTTL)
+	require.NoError(t, f.sync("x"))
+	assert.Equal(t, `ANY 2 ("x-1","x-2")`, f.health.settings.StandbyNames, "all required again once it is back")
 
 	// Back to asynchronous, and down to one replica at once: the primary is still asked,
-	// to reset its settings, and the condition goes.
-	f.health.notStreaming = nil
+	// to reset its settings, and the condition goes once it is found reset.
 	pg.Spec.StreamingMode = ptr.To(kubedbv1.StreamingModeAsynchronous)
 	pg.Spec.Replicas = ptr.To[int32](1)
 	pg.Generation++
@@ -125,6 +148,11 @@ func TestSynchronousReplicationIsAppliedAndReported(t *testing.T) {
 	f.later(healthTTL)
 	require.NoError(t, f.sync("x"))
 	assert.Equal(t, credential.SynchronousSettings{}, f.health.settings, "reset to PostgreSQL's defaults")
+	assert.Equal(t, metav1.ConditionUnknown, condition(f.postgres("x"), kubedbv1.ConditionSynchronousReplication).Status,
+		"kept until the primary is found reset")
+	f.refresh()
+	f.later(healthTTL)
+	require.NoError(t, f.sync("x"))
 	assert.Nil(t, meta.FindStatusCondition(f.postgres("x").Status.Conditions, kubedbv1.ConditionSynchronousReplication))
 
 	// Asynchronous with one replica: no replication query at all.
@@ -133,6 +161,35 @@ func TestSynchronousReplicationIsAppliedAndReported(t *testing.T) {
 	f.later(healthTTL)
 	require.NoError(t, f.sync("x"))
 	assert.Len(t, f.health.replicationCalls, calls)
+}
+
+func TestSynchronousReplicationWaitsOnlyForStandbysThatAreUp(t *testing.T) {
+	// Scaling up and asking for more confirmations at once: the new standby is still
+	// cloning its primary (NotReady), which may take hours; commits wait for the standbys
+	// that are up meanwhile.
+	pg := newPG("x", withFinalizer, withReplicas(3), withAuthSecret("x-auth"), withCondition(kubedbv1.ConditionProvisioned, metav1.ConditionTrue),
+		synchronous(&kubedbv1.SynchronousReplicationConfig{NumSyncReplicas: ptr.To[int32](2)}))
+	f := newFixture(t, []*kubedbv1.Postgres{pg}, generatedSecretFor(pg), desiredRoleService(pg, kubedbv1.PrimaryServiceAlias),
+		readyPod(pg, 0, true), readyPod(pg, 1, true), readyPod(pg, 2, false))
+	require.NoError(t, f.sync("x"))
+	assert.Equal(t, `ANY 1 ("x-1","x-2")`, f.health.settings.StandbyNames)
+
+	// No standby up at all: commits wait for none.
+	f = newFixture(t, []*kubedbv1.Postgres{pg}, generatedSecretFor(pg), desiredRoleService(pg, kubedbv1.PrimaryServiceAlias),
+		readyPod(pg, 0, true), readyPod(pg, 1, false), readyPod(pg, 2, false))
+	require.NoError(t, f.sync("x"))
+	assert.Equal(t, credential.SynchronousSettings{Commit: "remote_write"}, f.health.settings)
+}
+
+func TestAsynchronousDatabaseKeepsSettingsPgopsNeverMade(t *testing.T) {
+	f := runningDatabase(t, newPG("x", withFinalizer, withReplicas(3), withAuthSecret("x-auth"), withCondition(kubedbv1.ConditionProvisioned, metav1.ConditionTrue)))
+	handMade := credential.SynchronousSettings{StandbyNames: "FIRST 1 (x-1)", Commit: "on"}
+	f.health.settings = handMade
+	require.NoError(t, f.sync("x"))
+	assert.Equal(t, handMade, f.health.settings, "never synchronous under pgops: not pgops's to reset")
+	assert.Nil(t, condition(f.postgres("x"), kubedbv1.ConditionSynchronousReplication))
+	require.NotEmpty(t, f.health.replicationCalls)
+	assert.Nil(t, f.health.replicationCalls[len(f.health.replicationCalls)-1].Synchronous)
 }
 
 func TestInvalidSynchronousReplicationChangesNothing(t *testing.T) {
@@ -157,6 +214,24 @@ func TestInvalidSynchronousReplicationChangesNothing(t *testing.T) {
 	assert.Equal(t, ReasonInvalidSynchronousReplication, cond.Reason)
 	assert.Contains(t, cond.Message, "numSyncReplicas must be at least 1 and less than spec.replicas (4), got 4")
 	assert.True(t, f.hasEvent(corev1.EventTypeWarning, ReasonInvalidSynchronousReplication, "numSyncReplicas"))
+	cond = condition(f.postgres("x"), kubedbv1.ConditionSynchronousReplication)
+	require.NotNil(t, cond, "kept: the primary may still have synchronous settings")
+	assert.Equal(t, metav1.ConditionUnknown, cond.Status)
+	assert.Contains(t, cond.Message, "left as they are")
+}
+
+// setPodReady sets pod name's Ready condition in the fake API and the caches.
+func setPodReady(t *testing.T, f *fixture, name string, ready bool) {
+	t.Helper()
+	pod := f.pod(name)
+	status := corev1.ConditionFalse
+	if ready {
+		status = corev1.ConditionTrue
+	}
+	pod.Status.Conditions = []corev1.PodCondition{{Type: corev1.PodReady, Status: status}}
+	_, err := f.kube.CoreV1().Pods(testNS).UpdateStatus(f.ctx, pod, metav1.UpdateOptions{})
+	require.NoError(t, err)
+	f.refresh()
 }
 
 // runningDatabase is a fixture where pg's auth Secret, primary Service and every pod exist

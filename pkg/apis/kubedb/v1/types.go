@@ -353,8 +353,9 @@ type PodSpec struct {
 	// Affinity replaces the default one, which prefers spreading the pods across nodes.
 	// +optional
 	Affinity *corev1.Affinity `json:"affinity,omitempty"`
-	// SecurityContext replaces the default pod security context whole (uid, gid and
-	// fsGroup 999, runAsNonRoot, seccomp RuntimeDefault: Pod Security "restricted").
+	// SecurityContext overrides the fields it sets of the default pod security context
+	// (uid, gid and fsGroup 999, runAsNonRoot, seccomp RuntimeDefault: Pod Security
+	// "restricted"); the others keep their defaults.
 	// +optional
 	SecurityContext *corev1.PodSecurityContext `json:"securityContext,omitempty"`
 	// ServiceAccountName the pods run as.
@@ -375,8 +376,8 @@ type ContainerSpec struct {
 	// Env is added to the operator's own environment; it cannot override the credential.
 	// +optional
 	Env []corev1.EnvVar `json:"env,omitempty"`
-	// SecurityContext replaces the default container security context whole (no
-	// capabilities, no privilege escalation, read-only root).
+	// SecurityContext overrides the fields it sets of the default container security
+	// context (no capabilities, no privilege escalation, read-only root).
 	// +optional
 	SecurityContext *corev1.SecurityContext `json:"securityContext,omitempty"`
 }

@@ -381,7 +381,9 @@ func probeTiming(pr *corev1.Probe) (initial, period, timeout time.Duration, succ
 // the ready flag; liveness kills the process after failureThreshold failures.
 func (c *container) probeUntil(ctx context.Context, p *proc, pr *corev1.Probe, kind string) bool {
 	initial, period, timeout, success, failure := probeTiming(pr)
-	t := time.NewTimer(initial)
+	// As the kubelet counts it, the initial delay runs from the container's start, not
+	// from the end of its startup probe.
+	t := time.NewTimer(time.Until(p.startedAt.Add(initial)))
 	defer t.Stop()
 	okRun, failRun := 0, 0
 	everOK := false

@@ -94,9 +94,9 @@ func desiredStatefulSet(pg *kubedbv1.Postgres, image, secretName string) *appsv1
 		},
 		LivenessProbe: &corev1.Probe{
 			ProbeHandler:     corev1.ProbeHandler{Exec: &corev1.ExecAction{Command: []string{"sh", "-c", livenessScript}}},
-			PeriodSeconds:    10,
+			PeriodSeconds:    20,
 			TimeoutSeconds:   5,
-			FailureThreshold: 6,
+			FailureThreshold: 3,
 			SuccessThreshold: 1,
 		},
 		ReadinessProbe: &corev1.Probe{

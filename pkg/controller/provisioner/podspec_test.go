@@ -160,12 +160,7 @@ func TestPodDisruptionBudgetFollowsReplicas(t *testing.T) {
 	assert.Equal(t, int32(1), pdb.Spec.MaxUnavailable.IntVal)
 
 	// One replica: no budget (maxUnavailable 1 protects nothing; 0 would block drains).
-	pg := f.postgres("x")
-	pg.Spec.Replicas = ptr.To[int32](1)
-	pg.Generation++
-	_, err = f.pgops.KubedbV1().Postgreses(testNS).Update(f.ctx, pg, metav1.UpdateOptions{})
-	require.NoError(t, err)
-	f.refresh()
+	f.editSpec("x", func(spec *kubedbv1.PostgresSpec) { spec.Replicas = ptr.To[int32](1) })
 	require.NoError(t, f.sync("x"))
 	assert.False(t, f.exists("pdb", "x"))
 }

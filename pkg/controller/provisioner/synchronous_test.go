@@ -139,12 +139,10 @@ func TestSynchronousReplicationIsAppliedAndReported(t *testing.T) {
 
 	// Back to asynchronous, and down to one replica at once: the primary is still asked,
 	// to reset its settings, and the condition goes once it is found reset.
-	pg.Spec.StreamingMode = ptr.To(kubedbv1.StreamingModeAsynchronous)
-	pg.Spec.Replicas = ptr.To[int32](1)
-	pg.Generation++
-	_, err := f.pgops.KubedbV1().Postgreses(testNS).Update(f.ctx, pg, metav1.UpdateOptions{})
-	require.NoError(t, err)
-	f.refresh()
+	f.editSpec("x", func(spec *kubedbv1.PostgresSpec) {
+		spec.StreamingMode = ptr.To(kubedbv1.StreamingModeAsynchronous)
+		spec.Replicas = ptr.To[int32](1)
+	})
 	f.later(healthTTL)
 	require.NoError(t, f.sync("x"))
 	assert.Equal(t, credential.SynchronousSettings{}, f.health.settings, "reset to PostgreSQL's defaults")
@@ -199,13 +197,10 @@ func TestInvalidSynchronousReplicationChangesNothing(t *testing.T) {
 
 	// Four replicas with numSyncReplicas 4, of three standbys: refused, the StatefulSet
 	// keeps its replicas and the primary its settings.
-	pg := f.postgres("x")
-	pg.Spec.SynchronousReplicationConfig = &kubedbv1.SynchronousReplicationConfig{NumSyncReplicas: ptr.To[int32](4)}
-	pg.Spec.Replicas = ptr.To[int32](4)
-	pg.Generation++
-	_, err := f.pgops.KubedbV1().Postgreses(testNS).Update(f.ctx, pg, metav1.UpdateOptions{})
-	require.NoError(t, err)
-	f.refresh()
+	f.editSpec("x", func(spec *kubedbv1.PostgresSpec) {
+		spec.SynchronousReplicationConfig = &kubedbv1.SynchronousReplicationConfig{NumSyncReplicas: ptr.To[int32](4)}
+		spec.Replicas = ptr.To[int32](4)
+	})
 	f.later(healthTTL)
 	require.NoError(t, f.sync("x"))
 	assert.NotContains(t, f.kubeWrites(), "update statefulsets x")
@@ -243,4 +238,16 @@ func runningDatabase(t *testing.T, pg *kubedbv1.Postgres) *fixture {
 		objs = append(objs, readyPod(pg, i, true))
 	}
 	return newFixture(t, []*kubedbv1.Postgres{pg}, objs...)
+}
+
+// editSpec changes the spec of Postgres name as a user would (a new generation) and
+// refreshes the caches.
+func (f *fixture) editSpec(name string, mutate func(*kubedbv1.PostgresSpec)) {
+	f.t.Helper()
+	pg := f.postgres(name)
+	mutate(&pg.Spec)
+	pg.Generation++
+	_, err := f.pgops.KubedbV1().Postgreses(testNS).Update(f.ctx, pg, metav1.UpdateOptions{})
+	require.NoError(f.t, err)
+	f.refresh()
 }

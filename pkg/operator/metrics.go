@@ -6,7 +6,7 @@ import (
 	"k8s.io/client-go/util/workqueue"
 )
 
-// Registry holds the operators' Prometheus metrics, served on /metrics next to the probes.
+// Registry holds the operators' Prometheus metrics, served on /metrics at --metrics-addr.
 var Registry = prometheus.NewRegistry()
 
 func init() {

@@ -26,8 +26,11 @@ type Options struct {
 	// ResyncPeriod is how often informers replay their cache to the handlers.
 	ResyncPeriod time.Duration
 
-	// HealthAddr serves /healthz, /readyz and /metrics; empty disables them.
+	// HealthAddr serves /healthz and /readyz; empty disables them.
 	HealthAddr string
+	// MetricsAddr serves Prometheus /metrics; empty disables it. It is a port of its own
+	// so a metrics Service and a NetworkPolicy can expose it without the probes.
+	MetricsAddr string
 
 	LeaderElect         bool
 	LeaderElectionID    string
@@ -47,6 +50,7 @@ func NewOptions(name string) *Options {
 		Workers:             32,
 		ResyncPeriod:        10 * time.Minute,
 		HealthAddr:          ":8081",
+		MetricsAddr:         ":8080",
 		LeaderElect:         true,
 		LeaderElectionID:    name,
 		LeaseDuration:       15 * time.Second,
@@ -65,7 +69,8 @@ func (o *Options) AddFlags(fs *flag.FlagSet) {
 	fs.StringVar(&o.Namespace, "namespace", o.Namespace, "Watch only this namespace. Empty watches all namespaces.")
 	fs.IntVar(&o.Workers, "workers", o.Workers, "Number of objects processed in parallel. Syncs mostly wait on the network (API server, PostgreSQL), so several per core keep one slow database from delaying the others.")
 	fs.DurationVar(&o.ResyncPeriod, "resync-period", o.ResyncPeriod, "How often informers replay their cache, so drift is corrected even without events.")
-	fs.StringVar(&o.HealthAddr, "health-addr", o.HealthAddr, "Address serving /healthz, /readyz and Prometheus /metrics. Empty disables them.")
+	fs.StringVar(&o.HealthAddr, "health-addr", o.HealthAddr, "Address serving the probes /healthz and /readyz. Empty disables them.")
+	fs.StringVar(&o.MetricsAddr, "metrics-addr", o.MetricsAddr, "Address serving Prometheus /metrics. Empty disables it.")
 	fs.BoolVar(&o.LeaderElect, "leader-elect", o.LeaderElect, "Run only while holding a Lease, so several replicas can run with one active.")
 	fs.StringVar(&o.LeaderElectionID, "leader-election-id", o.LeaderElectionID, "Name of the Lease used for leader election.")
 	fs.StringVar(&o.LeaderElectionNS, "leader-election-namespace", o.LeaderElectionNS, "Namespace of the Lease. Defaults to the pod's namespace, else --namespace, else 'default'.")

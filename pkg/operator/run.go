@@ -71,7 +71,14 @@ func Run(ctx context.Context, o *Options, run RunFunc) error {
 	}
 	health := &Health{}
 	if o.HealthAddr != "" {
-		stop, err := serveHealth(o.HealthAddr, health)
+		stop, err := serve("health probes", o.HealthAddr, health.handler())
+		if err != nil {
+			return err
+		}
+		defer stop()
+	}
+	if o.MetricsAddr != "" {
+		stop, err := serve("metrics", o.MetricsAddr, metricsHandler())
 		if err != nil {
 			return err
 		}
@@ -83,22 +90,32 @@ func Run(ctx context.Context, o *Options, run RunFunc) error {
 	return runAsLeader(ctx, o, cfg, health, run)
 }
 
-func serveHealth(addr string, health *Health) (stop func(), err error) {
+func (h *Health) handler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("/healthz", h.healthz)
+	mux.HandleFunc("/readyz", h.readyz)
+	return mux
+}
+
+func metricsHandler() http.Handler {
+	mux := http.NewServeMux()
+	mux.Handle("/metrics", promhttp.HandlerFor(Registry, promhttp.HandlerOpts{}))
+	return mux
+}
+
+// serve answers on addr until stop is called; what names the server in errors and logs.
+func serve(what, addr string, handler http.Handler) (stop func(), err error) {
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
-		return nil, fmt.Errorf("listening for health probes on %s: %w", addr, err)
+		return nil, fmt.Errorf("listening for %s on %s: %w", what, addr, err)
 	}
-	mux := http.NewServeMux()
-	mux.HandleFunc("/healthz", health.healthz)
-	mux.HandleFunc("/readyz", health.readyz)
-	mux.Handle("/metrics", promhttp.HandlerFor(Registry, promhttp.HandlerOpts{}))
-	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	srv := &http.Server{Handler: handler, ReadHeaderTimeout: 5 * time.Second}
 	go func() {
 		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
-			klog.ErrorS(err, "Health probe server stopped")
+			klog.ErrorS(err, "Server stopped", "serving", what)
 		}
 	}()
-	klog.InfoS("Serving health probes", "address", ln.Addr().String())
+	klog.InfoS("Serving "+what, "address", ln.Addr().String())
 	return func() {
 		shutdownCtx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()

@@ -22,11 +22,12 @@ import (
 
 // Operator is an operator binary running as a local process, as it would in its pod.
 type Operator struct {
-	Name       string
-	HealthAddr string
-	cmd        *exec.Cmd
-	exited     chan struct{}
-	exitErr    error
+	Name        string
+	HealthAddr  string
+	MetricsAddr string
+	cmd         *exec.Cmd
+	exited      chan struct{}
+	exitErr     error
 }
 
 // StartOperator runs binary with a kubeconfig for cfg and extra flags. Its output goes to
@@ -40,9 +41,14 @@ func StartOperator(name, binary string, cfg *rest.Config, workDir string, logFil
 	if err != nil {
 		return nil, err
 	}
+	metricsAddr, err := freeLoopbackAddr()
+	if err != nil {
+		return nil, err
+	}
 	args := append([]string{
 		"--kubeconfig=" + kubeconfig,
 		"--health-addr=" + healthAddr,
+		"--metrics-addr=" + metricsAddr,
 		"--leader-election-namespace=pgops-system",
 		"--v=2",
 	}, extraArgs...)
@@ -52,7 +58,7 @@ func StartOperator(name, binary string, cfg *rest.Config, workDir string, logFil
 	if err := cmd.Start(); err != nil {
 		return nil, fmt.Errorf("start %s: %w", name, err)
 	}
-	op := &Operator{Name: name, HealthAddr: healthAddr, cmd: cmd, exited: make(chan struct{})}
+	op := &Operator{Name: name, HealthAddr: healthAddr, MetricsAddr: metricsAddr, cmd: cmd, exited: make(chan struct{})}
 	go func() { op.exitErr = cmd.Wait(); close(op.exited) }()
 	return op, nil
 }

@@ -90,6 +90,9 @@ func run(ctx context.Context, cfg *rest.Config, opts *operator.Options, health *
 		return err
 	}
 
+	if err := operator.RegisterWhileRunning(ctx, controller.MetricsCollector()); err != nil {
+		return err
+	}
 	kubeInformers.Start(ctx.Done())
 	pgopsInformers.Start(ctx.Done())
 	defer kubeInformers.Shutdown()

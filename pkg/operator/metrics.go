@@ -1,6 +1,9 @@
 package operator
 
 import (
+	"context"
+	"fmt"
+
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"k8s.io/client-go/util/workqueue"
@@ -74,4 +77,14 @@ func (m workqueueMetrics) NewLongestRunningProcessorSecondsMetric(q string) work
 
 func (m workqueueMetrics) NewRetriesMetric(q string) workqueue.CounterMetric {
 	return m.counter("retries_total", "Total number of retries handled by the workqueue.", q)
+}
+
+// RegisterWhileRunning adds a controller's collector to Registry until ctx ends, so a
+// replica that loses and regains leadership registers it again without a clash.
+func RegisterWhileRunning(ctx context.Context, c prometheus.Collector) error {
+	if err := Registry.Register(c); err != nil {
+		return fmt.Errorf("registering metrics: %w", err)
+	}
+	context.AfterFunc(ctx, func() { Registry.Unregister(c) })
+	return nil
 }

@@ -115,19 +115,28 @@ func (c *Controller) admit(ctx context.Context, req *opsv1alpha1.PostgresOpsRequ
 // announceEnd tells, once the ended status is stored, how the request ended: an event with
 // the final condition's message, and the ended-requests metric.
 func (c *Controller) announceEnd(req *opsv1alpha1.PostgresOpsRequest) {
-	kind := map[opsv1alpha1.OpsRequestPhase]string{
+	if cond := endCondition(req); cond != nil {
+		typ := corev1.EventTypeNormal
+		if cond.Type == ConditionFailed {
+			typ = corev1.EventTypeWarning
+		}
+		c.recorder.Event(req, typ, cond.Type, cond.Message)
+	}
+	recordEnded(req)
+}
+
+// endCondition is the condition named after an ended request's phase (Successful, Failed or
+// Skipped), nil while the request runs.
+func endCondition(req *opsv1alpha1.PostgresOpsRequest) *metav1.Condition {
+	kind, ended := map[opsv1alpha1.OpsRequestPhase]string{
 		opsv1alpha1.OpsRequestPhaseSuccessful: ConditionSuccessful,
 		opsv1alpha1.OpsRequestPhaseFailed:     ConditionFailed,
 		opsv1alpha1.OpsRequestPhaseSkipped:    ConditionSkipped,
 	}[req.Status.Phase]
-	if cond := meta.FindStatusCondition(req.Status.Conditions, kind); cond != nil {
-		typ := corev1.EventTypeNormal
-		if kind == ConditionFailed {
-			typ = corev1.EventTypeWarning
-		}
-		c.recorder.Event(req, typ, kind, cond.Message)
+	if !ended {
+		return nil
 	}
-	recordEnded(req)
+	return meta.FindStatusCondition(req.Status.Conditions, kind)
 }
 
 func hasFinalizer(req *opsv1alpha1.PostgresOpsRequest) bool {

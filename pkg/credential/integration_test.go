@@ -834,3 +834,23 @@ func fileMode(t *testing.T, path string) string {
 	require.NoError(t, err)
 	return fi.Mode().String()
 }
+
+// TestReplicationLagListsEachStandby: a streaming standby is reported by name with its
+// state and a replay position, as `kubectl pgops status` prints it.
+func TestReplicationLagListsEachStandby(t *testing.T) {
+	t.Parallel()
+	primary := pgtest.Start(t)
+	ctx := ctxT(t)
+	standby := pgtest.StartStandby(t, primary)
+	standby.WaitForReplay(t, primary.CurrentLSN(t), time.Minute)
+	var lags []credential.StandbyLag
+	require.Eventually(t, func() bool {
+		var err error
+		lags, err = credential.ReplicationLag(ctx, superTarget(primary))
+		require.NoError(t, err)
+		return len(lags) == 1 && lags[0].State == "streaming" && lags[0].ReplayLagBytes >= 0
+	}, time.Minute, 50*time.Millisecond, "one streaming standby: %+v", lags)
+	assert.Equal(t, "async", lags[0].SyncState)
+	assert.NotEmpty(t, lags[0].Name)
+	assert.GreaterOrEqual(t, lags[0].ReplayLagSeconds, 0.0)
+}

@@ -99,7 +99,8 @@ func WaitForCRDs(ctx context.Context, c *localcluster.Cluster) error {
 	})
 }
 
-// BuildOperators builds cmd/... into dir and returns the path of each binary by name.
+// BuildOperators builds cmd/... (both operators and the kubectl plugin) into dir and returns
+// the path of each binary by name.
 func BuildOperators(dir string) (map[string]string, error) {
 	cmd := exec.Command("go", "build", "-o", dir+"/", "./cmd/...")
 	cmd.Dir = RepoRoot()
@@ -107,7 +108,8 @@ func BuildOperators(dir string) (map[string]string, error) {
 		return nil, fmt.Errorf("go build ./cmd/...: %v: %s", err, out)
 	}
 	return map[string]string{
-		"provisioner": filepath.Join(dir, "provisioner"),
-		"ops-manager": filepath.Join(dir, "ops-manager"),
+		"provisioner":   filepath.Join(dir, "provisioner"),
+		"ops-manager":   filepath.Join(dir, "ops-manager"),
+		"kubectl-pgops": filepath.Join(dir, "kubectl-pgops"),
 	}, nil
 }

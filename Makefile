@@ -53,10 +53,11 @@ fmt:
 vet:
 	$(GO) vet ./...
 
-tools: ## Install PostgreSQL server binaries and the node agent's tools, and build the control-plane binaries into the cache
+tools: ## Install PostgreSQL server binaries and the node agent's tools, and build the control-plane binaries and helm into the cache
 	hack/install-postgres.sh
 	hack/install-node-tools.sh
 	hack/install-k8s-bins.sh
+	hack/install-helm.sh
 
 test: tools ## Unit, PostgreSQL and control-plane integration tests
 	@# A missing control-plane binary must fail the run, never skip tests.

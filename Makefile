@@ -14,12 +14,15 @@ IMAGE_ARCHIVE ?= $(BIN_DIR)/pgops-image.tar
 # docker or podman; empty means the first whose daemon answers.
 CONTAINER_TOOL ?=
 
-.PHONY: all build image image-archive generate verify verify-codegen fmt vet tools test unit-test bench demo clean
+.PHONY: all build dist image image-archive generate verify verify-codegen fmt vet tools test unit-test bench demo clean
 
 all: build
 
 build: ## Build both operators into bin/
 	$(GO) build -o $(BIN_DIR)/ ./cmd/...
+
+dist: ## Write dist/install.yaml, the single-file install, from manifests/ (commit the result)
+	$(GO) run ./hack/dist --out dist/install.yaml
 
 image: ## Build the operator image $(IMAGE) with docker or podman; without a daemon, build $(IMAGE_ARCHIVE) instead
 	@tool="$(CONTAINER_TOOL)"; \

@@ -14,6 +14,7 @@ package dist
 
 import (
 	"bytes"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -140,16 +141,20 @@ func ParseObjects(data []byte) ([]*unstructured.Unstructured, error) {
 	dec := yaml.NewYAMLOrJSONDecoder(bytes.NewReader(data), 4096)
 	var objs []*unstructured.Unstructured
 	for i := 0; ; i++ {
-		var m map[string]any
-		if err := dec.Decode(&m); errors.Is(err, io.EOF) {
+		var raw json.RawMessage
+		if err := dec.Decode(&raw); errors.Is(err, io.EOF) {
 			return objs, nil
 		} else if err != nil {
 			return nil, fmt.Errorf("document %d: %w", i, err)
 		}
-		if m == nil {
+		if len(raw) == 0 || string(raw) == "null" {
 			continue
 		}
-		obj := &unstructured.Unstructured{Object: m}
+		// Unstructured's own decoding, so integers are int64 as everywhere in client-go.
+		obj := &unstructured.Unstructured{}
+		if err := obj.UnmarshalJSON(raw); err != nil {
+			return nil, fmt.Errorf("document %d: %w", i, err)
+		}
 		if obj.GetAPIVersion() == "" || obj.GetKind() == "" || obj.GetName() == "" {
 			return nil, fmt.Errorf("document %d: want apiVersion, kind and metadata.name, got %q %q %q",
 				i, obj.GetAPIVersion(), obj.GetKind(), obj.GetName())

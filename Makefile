@@ -40,8 +40,11 @@ image: ## Build the operator image $(IMAGE) with docker or podman; without a dae
 image-archive: ## Build the operator image offline (no daemon, no registry) into $(IMAGE_ARCHIVE), for docker load or kind load image-archive
 	$(GO) run ./hack/image --ref $(IMAGE) --out $(IMAGE_ARCHIVE)
 
-generate: ## Regenerate clients, listers, informers, deepcopy and CRDs from pkg/apis
+generate: ## Regenerate clients, listers, informers, deepcopy and CRDs from pkg/apis, and the chart's CRDs and dist/install.yaml from them
 	hack/update-codegen.sh
+	@# The chart and the single-file install carry the same CRDs (test/distribution checks).
+	cp manifests/crds/*.yaml charts/pgops/crds/
+	$(MAKE) --no-print-directory dist
 
 verify: verify-codegen vet ## Check generated code, formatting and vet
 	@unformatted="$$(gofmt -l $$(git ls-files '*.go'))"; \

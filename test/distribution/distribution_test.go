@@ -88,7 +88,7 @@ func TestDistIsKustomize(t *testing.T) {
 }
 
 // TestChartCRDsAreManifests: charts/pgops/crds holds exactly manifests/crds, byte for byte
-// (helm installs crds/ as they are; make generate writes manifests/crds).
+// (helm installs crds/ as they are; make generate writes both).
 func TestChartCRDsAreManifests(t *testing.T) {
 	names := func(dir string) []string {
 		entries, err := os.ReadDir(testenv.Path(dir))
@@ -104,7 +104,7 @@ func TestChartCRDsAreManifests(t *testing.T) {
 	require.Equal(t, manifestCRDs, names(chartDir+"/crds"), "files in %s/crds", chartDir)
 	for _, name := range manifestCRDs {
 		if !bytes.Equal(readFile(t, "manifests/crds/"+name), readFile(t, chartDir+"/crds/"+name)) {
-			t.Errorf("%s/crds/%s differs from manifests/crds/%s: cp manifests/crds/*.yaml %s/crds/", chartDir, name, name, chartDir)
+			t.Errorf("%s/crds/%s differs from manifests/crds/%s: run make generate (it copies manifests/crds into the chart)", chartDir, name, name)
 		}
 	}
 }

@@ -14,12 +14,15 @@ IMAGE_ARCHIVE ?= $(BIN_DIR)/pgops-image.tar
 # docker or podman; empty means the first whose daemon answers.
 CONTAINER_TOOL ?=
 
-.PHONY: all build image image-archive generate verify verify-codegen fmt vet tools test unit-test bench demo clean
+.PHONY: all build dist image image-archive generate verify verify-codegen fmt vet tools test unit-test bench demo clean
 
 all: build
 
 build: ## Build both operators into bin/
 	$(GO) build -o $(BIN_DIR)/ ./cmd/...
+
+dist: ## Write dist/install.yaml, the single-file install, from manifests/ (commit the result)
+	$(GO) run ./hack/dist --out dist/install.yaml
 
 image: ## Build the operator image $(IMAGE) with docker or podman; without a daemon, build $(IMAGE_ARCHIVE) instead
 	@tool="$(CONTAINER_TOOL)"; \
@@ -37,8 +40,11 @@ image: ## Build the operator image $(IMAGE) with docker or podman; without a dae
 image-archive: ## Build the operator image offline (no daemon, no registry) into $(IMAGE_ARCHIVE), for docker load or kind load image-archive
 	$(GO) run ./hack/image --ref $(IMAGE) --out $(IMAGE_ARCHIVE)
 
-generate: ## Regenerate clients, listers, informers, deepcopy and CRDs from pkg/apis
+generate: ## Regenerate clients, listers, informers, deepcopy and CRDs from pkg/apis, and the chart's CRDs and dist/install.yaml from them
 	hack/update-codegen.sh
+	@# The chart and the single-file install carry the same CRDs (test/distribution checks).
+	cp manifests/crds/*.yaml charts/pgops/crds/
+	$(MAKE) --no-print-directory dist
 
 verify: verify-codegen vet ## Check generated code, formatting and vet
 	@unformatted="$$(gofmt -l $$(git ls-files '*.go'))"; \
@@ -53,10 +59,11 @@ fmt:
 vet:
 	$(GO) vet ./...
 
-tools: ## Install PostgreSQL server binaries and the node agent's tools, and build the control-plane binaries into the cache
+tools: ## Install PostgreSQL server binaries and the node agent's tools, and build the control-plane binaries and helm into the cache
 	hack/install-postgres.sh
 	hack/install-node-tools.sh
 	hack/install-k8s-bins.sh
+	hack/install-helm.sh
 
 test: tools ## Unit, PostgreSQL and control-plane integration tests
 	@# A missing control-plane binary must fail the run, never skip tests.

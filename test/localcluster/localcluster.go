@@ -120,23 +120,28 @@ const (
 	compKwok      = "kwok"
 )
 
+// CacheDir is where hack/ scripts build tools, computed like hack/versions.sh: $PGOPS_CACHE,
+// else $XDG_CACHE_HOME/pgops, else ~/.cache/pgops.
+func CacheDir() string {
+	if d := os.Getenv("PGOPS_CACHE"); d != "" {
+		return d
+	}
+	base := os.Getenv("XDG_CACHE_HOME")
+	if base == "" {
+		home, _ := os.UserHomeDir()
+		base = filepath.Join(home, ".cache")
+	}
+	return filepath.Join(base, "pgops")
+}
+
 // DefaultBinDir is where hack/install-k8s-bins.sh puts the binaries, computed like
-// hack/versions.sh: $K8S_BIN_DIR, else $PGOPS_CACHE, $XDG_CACHE_HOME/pgops or
-// ~/.cache/pgops, plus k8s-<kube>-etcd-<etcd>-kwok-<kwok>/bin.
+// hack/versions.sh: $K8S_BIN_DIR, else CacheDir() plus
+// k8s-<kube>-etcd-<etcd>-kwok-<kwok>/bin.
 func DefaultBinDir() string {
 	if d := os.Getenv("K8S_BIN_DIR"); d != "" {
 		return d
 	}
-	cache := os.Getenv("PGOPS_CACHE")
-	if cache == "" {
-		base := os.Getenv("XDG_CACHE_HOME")
-		if base == "" {
-			home, _ := os.UserHomeDir()
-			base = filepath.Join(home, ".cache")
-		}
-		cache = filepath.Join(base, "pgops")
-	}
-	return filepath.Join(cache, fmt.Sprintf("k8s-%s-etcd-%s-kwok-%s", KubeVersion, EtcdVersion, KwokVersion), "bin")
+	return filepath.Join(CacheDir(), fmt.Sprintf("k8s-%s-etcd-%s-kwok-%s", KubeVersion, EtcdVersion, KwokVersion), "bin")
 }
 
 // CheckBinaries returns an error naming the missing binaries in binDir, and how to

@@ -109,14 +109,19 @@ func run() error {
 		fmt.Printf("  %s ready (log: %s)\n", name, logPath)
 	}
 
-	story := &story{cluster: cluster, pgops: pgops, stepTimeout: *stepTimeout}
+	story := &story{cluster: cluster, pgops: pgops, stepTimeout: *stepTimeout, plugin: binaries["kubectl-pgops"]}
 	if err := story.run(ctx); err != nil {
 		return err
 	}
 
 	if *waitForInterrupt {
-		say(fmt.Sprintf("The cluster stays up: export KUBECONFIG=%s; kubectl is %s. Ctrl-C to tear down.",
-			cluster.Kubeconfig, cluster.KubectlPath))
+		say("The cluster stays up until Ctrl-C. In another shell:")
+		fmt.Printf(`  export KUBECONFIG=%s
+  export PATH=%s:%s:$PATH   # kubectl, and kubectl-pgops (the kubectl pgops plugin)
+  kubectl pgops status ha-postgres -n demo
+  kubectl pgops psql ha-postgres -n demo
+  kubectl pgops rotate-auth ha-postgres -n demo --wait
+`, cluster.Kubeconfig, filepath.Dir(cluster.KubectlPath), filepath.Dir(binaries["kubectl-pgops"]))
 		<-ctx.Done()
 	}
 	return nil

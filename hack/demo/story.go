@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"time"
@@ -24,6 +25,8 @@ type story struct {
 	cluster     *localcluster.Cluster
 	pgops       pgopsclient.Interface
 	stepTimeout time.Duration
+	// plugin is the kubectl-pgops binary.
+	plugin string
 }
 
 const (
@@ -74,7 +77,20 @@ func (s *story) run(ctx context.Context) error {
 	s.showLogin(ctx, "the previous credential", second, false)
 
 	say("kubectl get pg,pgops -n demo")
-	return s.kubectl(ctx, "get", "pg,pgops", "-n", demoNamespace)
+	if err := s.kubectl(ctx, "get", "pg,pgops", "-n", demoNamespace); err != nil {
+		return err
+	}
+
+	say("The same database through the kubectl plugin")
+	return s.kubectlPgops(ctx, "status", demoDatabase, "-n", demoNamespace)
+}
+
+// kubectlPgops runs `kubectl pgops` as the admin.
+func (s *story) kubectlPgops(ctx context.Context, args ...string) error {
+	fmt.Printf("$ kubectl pgops %s\n", strings.Join(args, " "))
+	cmd := exec.CommandContext(ctx, s.plugin, append([]string{"--kubeconfig", s.cluster.Kubeconfig}, args...)...)
+	cmd.Stdout, cmd.Stderr = os.Stdout, os.Stderr
+	return cmd.Run()
 }
 
 func (s *story) apply(ctx context.Context, files ...string) error {

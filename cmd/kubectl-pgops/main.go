@@ -7,14 +7,12 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"os/signal"
-	"syscall"
 
 	"github.com/pgops/pgops/pkg/plugin"
 )
 
 func main() {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	ctx, stop := plugin.SignalContext(context.Background())
 	defer stop()
 	cmd := plugin.NewCommand(plugin.Env{Streams: plugin.Streams{In: os.Stdin, Out: os.Stdout, ErrOut: os.Stderr}})
 	err := cmd.ExecuteContext(ctx)

@@ -90,9 +90,11 @@ func run(ctx context.Context, cfg *rest.Config, opts *operator.Options, health *
 		return err
 	}
 
-	if err := operator.RegisterWhileRunning(ctx, controller.MetricsCollector()); err != nil {
+	unregister, err := operator.RegisterCollector(controller.MetricsCollector())
+	if err != nil {
 		return err
 	}
+	defer unregister()
 	kubeInformers.Start(ctx.Done())
 	pgopsInformers.Start(ctx.Done())
 	defer kubeInformers.Shutdown()

@@ -59,7 +59,9 @@ type StandbyLag struct {
 }
 
 // ReplicationLag logs in to the primary behind target and returns each standby connected to
-// it, by name. target.User must be a superuser or hold pg_monitor to see the positions.
+// it, by name; a name the primary lists twice (the walsender of a restarted standby that
+// has not timed out yet) comes oldest first. target.User must be a superuser or hold
+// pg_monitor to see the positions.
 func ReplicationLag(ctx context.Context, target Target) ([]StandbyLag, error) {
 	const op = "read replication lag"
 	db, conn, err := target.open(ctx, op)
@@ -70,7 +72,7 @@ func ReplicationLag(ctx context.Context, target Target) ([]StandbyLag, error) {
 	rows, err := conn.QueryContext(ctx, `SELECT application_name, state, sync_state,
 		COALESCE(pg_catalog.pg_wal_lsn_diff(pg_catalog.pg_current_wal_lsn(), replay_lsn)::bigint, -1),
 		COALESCE(EXTRACT(EPOCH FROM replay_lag)::float8, CASE WHEN replay_lsn IS NULL THEN -1 ELSE 0 END)
-		FROM pg_catalog.pg_stat_replication ORDER BY 1`)
+		FROM pg_catalog.pg_stat_replication ORDER BY 1, backend_start`)
 	if err != nil {
 		return nil, wrapErr(ctx, op, err, false, target.Password)
 	}

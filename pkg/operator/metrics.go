@@ -1,7 +1,6 @@
 package operator
 
 import (
-	"context"
 	"fmt"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -79,12 +78,12 @@ func (m workqueueMetrics) NewRetriesMetric(q string) workqueue.CounterMetric {
 	return m.counter("retries_total", "Total number of retries handled by the workqueue.", q)
 }
 
-// RegisterWhileRunning adds a controller's collector to Registry until ctx ends, so a
-// replica that loses and regains leadership registers it again without a clash.
-func RegisterWhileRunning(ctx context.Context, c prometheus.Collector) error {
+// RegisterCollector adds a controller's collector to Registry; the caller unregisters it
+// when the controller stops (defer it), so a replica that loses and regains leadership in
+// one process registers it again without a clash.
+func RegisterCollector(c prometheus.Collector) (unregister func(), err error) {
 	if err := Registry.Register(c); err != nil {
-		return fmt.Errorf("registering metrics: %w", err)
+		return nil, fmt.Errorf("registering metrics: %w", err)
 	}
-	context.AfterFunc(ctx, func() { Registry.Unregister(c) })
-	return nil
+	return func() { Registry.Unregister(c) }, nil
 }

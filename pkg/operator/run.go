@@ -141,6 +141,11 @@ func runAsLeader(ctx context.Context, o *Options, cfg *rest.Config, health *Heal
 		started atomic.Bool
 		runDone = make(chan struct{})
 	)
+	// The election ends when run returns, even with an error (a flag only run checks, say):
+	// client-go would otherwise keep renewing the Lease for a leader that does nothing, and
+	// the standby would never take over.
+	electCtx, endElection := context.WithCancel(ctx)
+	defer endElection()
 	elector, err := leaderelection.NewLeaderElector(leaderelection.LeaderElectionConfig{
 		Lock:            lock,
 		LeaseDuration:   o.LeaseDuration,
@@ -153,6 +158,7 @@ func runAsLeader(ctx context.Context, o *Options, cfg *rest.Config, health *Heal
 				started.Store(true)
 				health.standby.Store(false)
 				defer close(runDone)
+				defer endElection()
 				klog.InfoS("Became leader", "lease", o.LeaderElectionID, "identity", identity)
 				runErr = run(leadCtx, cfg, o, health)
 			},
@@ -166,7 +172,7 @@ func runAsLeader(ctx context.Context, o *Options, cfg *rest.Config, health *Heal
 	}
 	health.elector.Store(elector)
 	health.standby.Store(true)
-	elector.Run(ctx)
+	elector.Run(electCtx)
 
 	// Run returns when ctx is done or leadership is lost. Wait for the controllers to
 	// finish their current items before reporting why. (If ctx was cancelled just as the

@@ -2,10 +2,12 @@ package plugin
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
+	"net/url"
 	"strconv"
 	"strings"
 	"time"
@@ -15,6 +17,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/util/httpstream"
+	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/portforward"
 	"k8s.io/client-go/transport/spdy"
 
@@ -25,8 +28,8 @@ import (
 
 // How the plugin reaches a database's primary.
 const (
-	// connectAuto uses the primary Service when its ClusterIP answers (in a pod, on a node,
-	// next to `make demo`), else a port-forward.
+	// connectAuto uses the primary Service from a pod of the cluster, else a port-forward,
+	// else, with the API server on this machine (make demo), the Service.
 	connectAuto = "auto"
 	// connectService dials the primary Service's ClusterIP.
 	connectService = "service"
@@ -36,9 +39,6 @@ const (
 )
 
 var connectModes = []string{connectAuto, connectService, connectPortForward}
-
-// serviceProbeTimeout bounds the auto mode's check that the ClusterIP answers.
-const serviceProbeTimeout = time.Second
 
 func validateConnectMode(mode string) error {
 	for _, m := range connectModes {
@@ -57,32 +57,65 @@ type endpoint struct {
 	close func()
 }
 
-// primaryEndpoint reaches pg's primary as mode says.
-func (c *Clients) primaryEndpoint(ctx context.Context, pg *kubedbv1.Postgres, mode string, errOut io.Writer) (*endpoint, error) {
-	if mode != connectPortForward {
-		svc, err := c.Kube.CoreV1().Services(pg.Namespace).Get(ctx, pg.Name, metav1.GetOptions{})
-		if err != nil {
-			return nil, fmt.Errorf("reading the primary Service %s: %w", pg.Name, err)
-		}
-		host, port, err := dbaddr.PrimaryTarget(dbaddr.ModeClusterIP, svc)
-		if err != nil {
-			return nil, err
-		}
-		addr := net.JoinHostPort(host, strconv.Itoa(port))
-		if mode == connectService {
-			return &endpoint{host: host, port: port, how: "Service " + svc.Name + " (" + addr + ")", close: func() {}}, nil
-		}
-		dialer := net.Dialer{Timeout: serviceProbeTimeout}
-		if conn, err := dialer.DialContext(ctx, "tcp", addr); err == nil {
-			conn.Close()
-			return &endpoint{host: host, port: port, how: "Service " + svc.Name + " (" + addr + ")", close: func() {}}, nil
-		}
+// portForwardSetup bounds how long a port-forward may take to be ready.
+const portForwardSetup = 10 * time.Second
+
+// primaryEndpoint reaches pg's primary as mode says; lifetime bounds a port-forward, which
+// ep.close ends sooner. The auth Secret's password goes to whatever answers there, so auto
+// mode dials a ClusterIP only where it is surely this cluster's: from a pod of the cluster,
+// or, when a port-forward cannot be set up, where the API server runs on this machine (a
+// local cluster such as make demo's, which routes ClusterIPs here). Elsewhere an address
+// that answers may be another network's (a VPN's 10.x) and would be handed the password.
+func (c *Clients) primaryEndpoint(ctx, lifetime context.Context, pg *kubedbv1.Postgres, mode string, errOut io.Writer) (*endpoint, error) {
+	if mode == connectService || (mode == connectAuto && c.inCluster()) {
+		return c.serviceEndpoint(ctx, pg)
 	}
 	pod, err := c.primaryPod(ctx, pg)
 	if err != nil {
 		return nil, err
 	}
-	return c.portForward(ctx, pod, errOut)
+	ep, err := c.portForward(ctx, lifetime, pod, errOut)
+	if err == nil || mode == connectPortForward {
+		return ep, err
+	}
+	if !c.apiServerOnThisMachine() {
+		return nil, fmt.Errorf("%w; where this machine reaches the cluster's ClusterIPs, --connect service uses the primary Service instead", err)
+	}
+	return c.serviceEndpoint(ctx, pg)
+}
+
+// serviceEndpoint is the primary Service's ClusterIP.
+func (c *Clients) serviceEndpoint(ctx context.Context, pg *kubedbv1.Postgres) (*endpoint, error) {
+	svc, err := c.Kube.CoreV1().Services(pg.Namespace).Get(ctx, pg.Name, metav1.GetOptions{})
+	if err != nil {
+		return nil, fmt.Errorf("reading the primary Service %s: %w", pg.Name, err)
+	}
+	host, port, err := dbaddr.PrimaryTarget(dbaddr.ModeClusterIP, svc)
+	if err != nil {
+		return nil, err
+	}
+	addr := net.JoinHostPort(host, strconv.Itoa(port))
+	return &endpoint{host: host, port: port, how: "Service " + svc.Name + " (" + addr + ")", close: func() {}}, nil
+}
+
+// inCluster tells whether the plugin runs in a pod of the cluster it talks to.
+func (c *Clients) inCluster() bool {
+	cfg, err := rest.InClusterConfig()
+	return err == nil && c.Config != nil && cfg.Host == c.Config.Host
+}
+
+// apiServerOnThisMachine tells whether the API server's address is a loopback one.
+func (c *Clients) apiServerOnThisMachine() bool {
+	if c.Config == nil {
+		return false
+	}
+	u, err := url.Parse(c.Config.Host)
+	if err != nil {
+		return false
+	}
+	host := u.Hostname()
+	ip := net.ParseIP(host)
+	return host == "localhost" || (ip != nil && ip.IsLoopback())
 }
 
 // primaryPod is the Ready pod labelled primary.
@@ -120,7 +153,10 @@ func podReady(pod *corev1.Pod) bool {
 
 // portForward forwards a free local port to the pod's PostgreSQL port, over WebSockets where
 // the API server speaks them, else SPDY, as kubectl port-forward does.
-func (c *Clients) portForward(ctx context.Context, pod *corev1.Pod, errOut io.Writer) (*endpoint, error) {
+func (c *Clients) portForward(ctx, lifetime context.Context, pod *corev1.Pod, errOut io.Writer) (*endpoint, error) {
+	if c.Config == nil {
+		return nil, errors.New("port-forward needs a connection to the API server")
+	}
 	remote := kubedbv1.PostgresPort
 	for _, ctr := range pod.Spec.Containers {
 		for _, p := range ctr.Ports {
@@ -129,18 +165,18 @@ func (c *Clients) portForward(ctx context.Context, pod *corev1.Pod, errOut io.Wr
 			}
 		}
 	}
-	url := c.Kube.CoreV1().RESTClient().Post().Resource("pods").Namespace(pod.Namespace).Name(pod.Name).SubResource("portforward").URL()
+	target := c.Kube.CoreV1().RESTClient().Post().Resource("pods").Namespace(pod.Namespace).Name(pod.Name).SubResource("portforward").URL()
 	transport, upgrader, err := spdy.RoundTripperFor(c.Config)
 	if err != nil {
 		return nil, err
 	}
-	var dialer httpstream.Dialer = spdy.NewDialer(upgrader, &http.Client{Transport: transport}, http.MethodPost, url)
-	if ws, err := portforward.NewSPDYOverWebsocketDialer(url, c.Config); err == nil {
+	var dialer httpstream.Dialer = spdy.NewDialer(upgrader, &http.Client{Transport: transport}, http.MethodPost, target)
+	if ws, err := portforward.NewSPDYOverWebsocketDialer(target, c.Config); err == nil {
 		dialer = portforward.NewFallbackDialer(ws, dialer, func(err error) bool {
 			return httpstream.IsUpgradeFailure(err) || httpstream.IsHTTPSProxyError(err)
 		})
 	}
-	fwCtx, cancel := context.WithCancel(ctx)
+	fwCtx, cancel := context.WithCancel(lifetime)
 	ready := make(chan struct{})
 	fw, err := portforward.NewOnAddressesWithContext(fwCtx, dialer, []string{"127.0.0.1"}, []string{"0:" + strconv.Itoa(remote)}, ready, io.Discard, errOut)
 	if err != nil {
@@ -160,6 +196,9 @@ func (c *Clients) portForward(ctx context.Context, pod *corev1.Pod, errOut io.Wr
 	case <-ctx.Done():
 		cancel()
 		return nil, ctx.Err()
+	case <-time.After(portForwardSetup):
+		cancel()
+		return nil, fmt.Errorf("port-forward to pod %s: not ready within %s", pod.Name, portForwardSetup)
 	}
 	ports, err := fw.GetPorts()
 	if err != nil || len(ports) == 0 {

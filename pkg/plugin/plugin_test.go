@@ -6,6 +6,7 @@ import (
 	"errors"
 	"io"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -264,4 +265,49 @@ func TestPassfileLineEscapesAndRefusesLineBreaks(t *testing.T) {
 	assert.Equal(t, `127.0.0.1:5432:*:post\:gres:pa\\ss\:word`+"\n", line)
 	_, err = passfileLine("h", 1, "u", "two\nlines")
 	assert.Error(t, err)
+}
+
+func TestPlainProgressAnnouncesWhatAStepSaysWhenItChanges(t *testing.T) {
+	var out bytes.Buffer
+	p := newProgress(&out, false, time.Now)
+	req := &opsv1alpha1.PostgresOpsRequest{Status: opsv1alpha1.OpsRequestStatus{Phase: opsv1alpha1.OpsRequestPhaseProgressing}}
+	for _, msg := range []string{"waiting for pod db-1", "waiting for pod db-1", "retrying:\x1b[2J password authentication failed"} {
+		req.Status.Conditions = []metav1.Condition{{Type: "RestartNodes", Status: metav1.ConditionFalse, Reason: "InProgress", Message: msg}}
+		p.show(req)
+	}
+	assert.Equal(t, "… RestartNodes: waiting for pod db-1\n… RestartNodes: retrying: [2J password authentication failed\n", out.String(),
+		"once per change, and no control character reaches the terminal")
+}
+
+func TestFollowBacksOffWhenWatchesCloseAtOnce(t *testing.T) {
+	h := newHarness(t, []runtime.Object{&opsv1alpha1.PostgresOpsRequest{ObjectMeta: metav1.ObjectMeta{Name: "r", Namespace: ns}}})
+	watches := 0
+	h.pgops.PrependWatchReactor("postgresopsrequests", func(clienttesting.Action) (bool, watch.Interface, error) {
+		watches++
+		w := watch.NewFake()
+		w.Stop() // closed at once
+		return true, w, nil
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), 1500*time.Millisecond)
+	defer cancel()
+	clients := &Clients{Namespace: ns, Kube: h.kube, Pgops: h.pgops}
+	req, err := h.pgops.OpsV1alpha1().PostgresOpsRequests(ns).Get(ctx, "r", metav1.GetOptions{})
+	require.NoError(t, err)
+	_, err = follow(ctx, clients, req, newProgress(io.Discard, false, time.Now))
+	require.ErrorIs(t, err, context.DeadlineExceeded)
+	assert.LessOrEqual(t, watches, 5, "200 ms, 400 ms, 800 ms between watches, not a busy loop")
+}
+
+func TestPsqlConnectsWithOneQuotedConninfoAndNoneOfTheUsersPGVariables(t *testing.T) {
+	assert.Equal(t, `dbname='postgres' host='10.0.0.7' passfile='/tmp/x y/pgpass' user='o\'neil\\'`,
+		conninfoString(map[string]string{"host": "10.0.0.7", "user": `o'neil\`, "dbname": "postgres", "passfile": "/tmp/x y/pgpass"}))
+	assert.Equal(t, []string{"HOME=/root", "PSQLRC=/x", "PAGER=less"},
+		withoutPGVariables([]string{"HOME=/root", "PGHOSTADDR=127.0.0.2", "PSQLRC=/x", "PGPASSWORD=p", "PGSERVICE=evil", "PAGER=less"}))
+}
+
+func TestASignalEndsACommandWithItsExitCode(t *testing.T) {
+	ctx, cancel := context.WithCancelCause(context.Background())
+	cancel(interrupted{syscall.SIGTERM})
+	assert.Equal(t, ExitCode(143), interruptedExitCode(ctx))
+	assert.Equal(t, ExitCode(130), interruptedExitCode(context.Background()), "Ctrl-C when the cause is unknown")
 }

@@ -7,6 +7,7 @@ import (
 	"sort"
 	"strings"
 	"time"
+	"unicode"
 
 	"golang.org/x/term"
 	"k8s.io/apimachinery/pkg/api/meta"
@@ -31,12 +32,12 @@ type progress struct {
 
 	// started is when the plugin began to follow, by the local clock: the API server's
 	// condition times have whole seconds only, too coarse for steps that take a fraction.
-	started  time.Time
-	done     map[string]bool
-	running  string // "Type: message" of the step in progress
-	announce string // the type last announced in plain mode
-	frame    int
-	drawn    bool
+	started   time.Time
+	done      map[string]bool
+	running   string // "Type: message" of the step in progress
+	announced string // the step in progress last printed in plain mode
+	frame     int
+	drawn     bool
 }
 
 func newProgress(out io.Writer, live bool, now func() time.Time) *progress {
@@ -66,34 +67,34 @@ const pendingCondition = "Pending"
 func (p *progress) show(req *opsv1alpha1.PostgresOpsRequest) {
 	conds := append([]metav1.Condition(nil), req.Status.Conditions...)
 	sort.SliceStable(conds, func(i, j int) bool { return conds[i].LastTransitionTime.Before(&conds[j].LastTransitionTime) })
-	running, runningType := "", ""
-	for _, c := range conds {
-		if endConditions[c.Type] {
-			continue
-		}
-		if c.Status == metav1.ConditionTrue && c.Type != pendingCondition {
-			if !p.done[c.Type] {
-				p.done[c.Type] = true
-				mark := "✓"
-				if c.Type == string(req.Spec.Type) {
-					mark = "▶" // the operation's own condition: it started
-				}
-				p.line(fmt.Sprintf("%s %-7s %s: %s", mark, p.elapsed(), c.Type, oneLine(c.Message)))
-			}
-			continue
-		}
-		if c.Status != metav1.ConditionTrue && c.Type == pendingCondition {
-			continue // started, or superseded: said elsewhere
-		}
-		running, runningType = c.Type+": "+oneLine(c.Message), c.Type
-	}
+	// The step in progress first, so the completed steps printed below never redraw the
+	// live line with an older one.
+	p.running = ""
 	if req.Status.Phase == "" {
-		running, runningType = "waiting for the ops-manager to admit the request", "admission"
+		p.running = "waiting for the ops-manager to admit the request"
 	}
-	p.running = running
-	if !p.live && runningType != "" && runningType != p.announce {
-		p.announce = runningType
-		p.line("… " + running)
+	for _, c := range conds {
+		if !endConditions[c.Type] && c.Status != metav1.ConditionTrue && c.Type != pendingCondition ||
+			c.Type == pendingCondition && c.Status == metav1.ConditionTrue {
+			p.running = c.Type + ": " + oneLine(c.Message)
+		}
+	}
+	for _, c := range conds {
+		if endConditions[c.Type] || c.Status != metav1.ConditionTrue || c.Type == pendingCondition || p.done[c.Type] {
+			continue
+		}
+		p.done[c.Type] = true
+		mark := "✓"
+		if c.Type == string(req.Spec.Type) {
+			mark = "▶" // the operation's own condition: it started
+		}
+		p.line(fmt.Sprintf("%s %-7s %s: %s", mark, p.elapsed(), c.Type, oneLine(c.Message)))
+	}
+	// Without a live line (a pipe, CI logs) the step in progress is printed whenever it or
+	// what it says changes.
+	if !p.live && p.running != "" && p.running != p.announced {
+		p.announced = p.running
+		p.line("… " + p.running)
 	}
 	p.redraw()
 }
@@ -157,7 +158,14 @@ func (p *progress) elapsed() string {
 	return "+" + d.Truncate(time.Second).String()
 }
 
-// oneLine keeps a message on one line, whatever a condition holds.
+// oneLine keeps a message on one line of plain text, whatever a condition holds: no line
+// breaks, and no control characters a terminal would act on.
 func oneLine(s string) string {
+	s = strings.Map(func(r rune) rune {
+		if unicode.IsControl(r) {
+			return ' '
+		}
+		return r
+	}, s)
 	return strings.Join(strings.Fields(s), " ")
 }

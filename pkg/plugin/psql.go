@@ -6,9 +6,12 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"os/signal"
 	"path/filepath"
+	"sort"
 	"strconv"
 	"strings"
+	"syscall"
 
 	"github.com/spf13/cobra"
 )
@@ -26,7 +29,8 @@ func newPsqlCommand(env *Env) *cobra.Command {
 		Short: "Open psql on a database's primary with the credential from its auth Secret",
 		Long: `psql runs your local psql against the database's primary, logged in as the superuser in the
 auth Secret. The password goes to psql in a passfile readable only by you, removed when psql
-exits: it is never printed, nor put in psql's command line or environment.
+exits: it is never printed, nor put in psql's command line or environment. Your own PG*
+variables are not passed to psql, so nothing redirects the connection.
 
 Arguments after -- go to psql unchanged.`,
 		Example: `  # An interactive session
@@ -75,7 +79,9 @@ func (o *psqlOptions) run(ctx context.Context, env *Env, db string, psqlArgs []s
 	if err != nil {
 		return err
 	}
-	ep, err := clients.primaryEndpoint(ctx, pg, o.connect, env.Streams.ErrOut)
+	// Ctrl-C belongs to psql (it cancels a query) once it runs: the port-forward must not
+	// end with the plugin's context, only when psql exits.
+	ep, err := clients.primaryEndpoint(ctx, context.WithoutCancel(ctx), pg, o.connect, env.Streams.ErrOut)
 	if err != nil {
 		return err
 	}
@@ -95,17 +101,55 @@ func (o *psqlOptions) run(ctx context.Context, env *Env, db string, psqlArgs []s
 		return err
 	}
 
-	cmd := exec.CommandContext(ctx, program, psqlArgs...)
+	// Everything psql connects with is in one conninfo, and no PG* variable of the user's
+	// (PGHOSTADDR, PGSERVICE, ...) can send the password to another server than the one
+	// the passfile line names.
+	conninfo := conninfoString(map[string]string{
+		"host": ep.host, "port": strconv.Itoa(ep.port), "user": user, "dbname": o.database,
+		"passfile": passfile, "application_name": "kubectl-pgops",
+	})
+	cmd := exec.Command(program, append([]string{"--dbname=" + conninfo}, psqlArgs...)...)
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = env.Streams.In, env.Streams.Out, env.Streams.ErrOut
-	cmd.Env = append(withoutPGPassword(os.Environ()),
-		"PGHOST="+ep.host, "PGPORT="+strconv.Itoa(ep.port), "PGUSER="+user, "PGDATABASE="+o.database,
-		"PGPASSFILE="+passfile, "PGAPPNAME=kubectl-pgops")
-	err = cmd.Run()
-	var exit *exec.ExitError
-	if errors.As(err, &exit) {
-		return ExitCode(exit.ExitCode())
+	cmd.Env = withoutPGVariables(os.Environ())
+	if err := cmd.Start(); err != nil {
+		return err
 	}
-	return err
+	// The terminal sends Ctrl-C to psql itself; a signal sent to the plugin alone is passed on.
+	forwarded := make(chan os.Signal, 1)
+	signal.Notify(forwarded, syscall.SIGTERM, syscall.SIGHUP, syscall.SIGQUIT)
+	defer signal.Stop(forwarded)
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	for {
+		select {
+		case sig := <-forwarded:
+			_ = cmd.Process.Signal(sig)
+		case err := <-exited:
+			var exit *exec.ExitError
+			if errors.As(err, &exit) {
+				if status, ok := exit.Sys().(syscall.WaitStatus); ok && status.Signaled() {
+					return ExitCode(128 + int(status.Signal()))
+				}
+				return ExitCode(exit.ExitCode())
+			}
+			return err
+		}
+	}
+}
+
+// conninfoString is a libpq keyword/value connection string with every value quoted.
+func conninfoString(params map[string]string) string {
+	keys := make([]string, 0, len(params))
+	for k := range params {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	quote := strings.NewReplacer(`\`, `\\`, `'`, `\'`).Replace
+	var parts []string
+	for _, k := range keys {
+		parts = append(parts, k+"='"+quote(params[k])+"'")
+	}
+	return strings.Join(parts, " ")
 }
 
 // passfileLine is a ~/.pgpass line for exactly this host, port and user: ':' and '\' are
@@ -118,11 +162,11 @@ func passfileLine(host string, port int, user, password string) (string, error) 
 	return strings.Join([]string{escape(host), strconv.Itoa(port), "*", escape(user), escape(password)}, ":") + "\n", nil
 }
 
-// withoutPGPassword drops PGPASSWORD, which libpq would prefer over the passfile.
-func withoutPGPassword(environ []string) []string {
+// withoutPGVariables drops libpq's environment (PGPASSWORD, PGHOSTADDR, PGSERVICE, ...).
+func withoutPGVariables(environ []string) []string {
 	var kept []string
 	for _, kv := range environ {
-		if !strings.HasPrefix(kv, "PGPASSWORD=") {
+		if !strings.HasPrefix(kv, "PG") {
 			kept = append(kept, kv)
 		}
 	}

@@ -127,8 +127,9 @@ func (o *rotateAuthOptions) run(ctx context.Context, env *Env, db string) error 
 	ended, err := follow(ctx, clients, created, p)
 	if err != nil {
 		if errors.Is(err, context.Canceled) {
-			fmt.Fprintf(out, "\nStopped following; the request goes on: `kubectl get pgops -n %s %s -w`.\n", clients.Namespace, created.Name)
-			return ExitCode(130)
+			p.clear()
+			fmt.Fprintf(out, "Stopped following; the request goes on: `kubectl get pgops -n %s %s -w`.\n", clients.Namespace, created.Name)
+			return interruptedExitCode(ctx)
 		}
 		return err
 	}
@@ -138,18 +139,22 @@ func (o *rotateAuthOptions) run(ctx context.Context, env *Env, db string) error 
 	return nil
 }
 
+// Backoff between watches that end without news (closed at once, or an error event), so a
+// misbehaving API server is not hammered.
+const (
+	rewatchFirst = 200 * time.Millisecond
+	rewatchMax   = 5 * time.Second
+)
+
 // follow watches req until it ends, showing each change on p. A watch the API server closes
-// is opened again from the last version seen.
+// is opened again from the request as read afresh.
 func follow(ctx context.Context, clients *Clients, req *opsv1alpha1.PostgresOpsRequest, p *progress) (*opsv1alpha1.PostgresOpsRequest, error) {
 	requests := clients.Pgops.OpsV1alpha1().PostgresOpsRequests(req.Namespace)
 	ticker := time.NewTicker(progressRedraw)
 	defer ticker.Stop()
 	p.show(req)
-	for {
-		if req.Status.Phase.Ended() {
-			p.end(req)
-			return req, nil
-		}
+	backoff := rewatchFirst
+	for !req.Status.Phase.Ended() {
 		w, err := requests.Watch(ctx, metav1.ListOptions{
 			FieldSelector:   fields.OneTermEqualSelector("metadata.name", req.Name).String(),
 			ResourceVersion: req.ResourceVersion,
@@ -160,49 +165,63 @@ func follow(ctx context.Context, clients *Clients, req *opsv1alpha1.PostgresOpsR
 			}
 			return nil, fmt.Errorf("watching PostgresOpsRequest %s: %w", req.Name, err)
 		}
-		req, err = nextEnd(ctx, w, req, p, ticker.C)
+		latest, news, err := nextEnd(ctx, w, req, p, ticker.C)
 		w.Stop()
 		if err != nil {
 			return nil, err
 		}
-		if !req.Status.Phase.Ended() {
-			// The watch closed (a timeout, or a version too old): read the request again.
-			latest, err := requests.Get(ctx, req.Name, metav1.GetOptions{})
-			if err != nil {
-				if ctx.Err() != nil {
-					return nil, ctx.Err()
-				}
-				return nil, fmt.Errorf("reading PostgresOpsRequest %s: %w", req.Name, err)
-			}
-			req = latest
-			p.show(req)
+		req = latest
+		if req.Status.Phase.Ended() {
+			break
 		}
+		if news {
+			backoff = rewatchFirst
+		} else {
+			select {
+			case <-ctx.Done():
+				return nil, ctx.Err()
+			case <-time.After(backoff):
+			}
+			backoff = min(2*backoff, rewatchMax)
+		}
+		// The watch closed (a timeout, or a version too old): read the request again.
+		if req, err = requests.Get(ctx, req.Name, metav1.GetOptions{}); err != nil {
+			if ctx.Err() != nil {
+				return nil, ctx.Err()
+			}
+			return nil, fmt.Errorf("reading PostgresOpsRequest %s: %w", req.Name, err)
+		}
+		p.show(req)
 	}
+	p.end(req)
+	return req, nil
 }
 
-// nextEnd shows the request's changes from one watch until it ends or the watch closes.
-func nextEnd(ctx context.Context, w watch.Interface, req *opsv1alpha1.PostgresOpsRequest, p *progress, tick <-chan time.Time) (*opsv1alpha1.PostgresOpsRequest, error) {
+// nextEnd shows the request's changes from one watch until it ends or the watch closes, and
+// tells whether the watch brought any change.
+func nextEnd(ctx context.Context, w watch.Interface, req *opsv1alpha1.PostgresOpsRequest, p *progress, tick <-chan time.Time) (*opsv1alpha1.PostgresOpsRequest, bool, error) {
+	news := false
 	for {
 		select {
 		case <-ctx.Done():
-			return nil, ctx.Err()
+			return nil, news, ctx.Err()
 		case <-tick:
 			p.redraw()
 		case ev, ok := <-w.ResultChan():
 			if !ok {
-				return req, nil
+				return req, news, nil
 			}
 			switch ev.Type {
 			case watch.Deleted:
-				return nil, fmt.Errorf("PostgresOpsRequest %s was deleted before it ended", req.Name)
+				return nil, news, fmt.Errorf("PostgresOpsRequest %s was deleted before it ended", req.Name)
 			case watch.Error:
-				return req, nil // too old a version, for one: read it again
+				return req, news, nil // too old a version, for one: read it again
 			}
 			if latest, ok := ev.Object.(*opsv1alpha1.PostgresOpsRequest); ok && latest.Name == req.Name {
-				req = latest
+				req, news = latest, true
 				p.show(req)
 				if req.Status.Phase.Ended() {
-					return req, nil
+					return req, news, nil
 				}
 			}
 		}

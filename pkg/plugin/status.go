@@ -52,7 +52,7 @@ The replication state needs a login to the primary with the auth Secret's creden
 }
 
 func addConnectFlag(cmd *cobra.Command, mode *string) {
-	cmd.Flags().StringVar(mode, "connect", connectAuto, "How to reach the primary: auto (its Service when the ClusterIP answers, else a port-forward), service, or port-forward.")
+	cmd.Flags().StringVar(mode, "connect", connectAuto, "How to reach the primary: auto (the primary Service from a pod of the cluster, else a port-forward to the primary pod, else the Service where the API server runs on this machine), service, or port-forward.")
 	_ = cmd.RegisterFlagCompletionFunc("connect", cobra.FixedCompletions(connectModes, cobra.ShellCompDirectiveNoFileComp))
 }
 
@@ -111,7 +111,7 @@ func (o *statusOptions) read(ctx context.Context, env *Env, clients *Clients, db
 		st.replication = "not read: " + err.Error()
 		return st, nil
 	}
-	ep, err := clients.primaryEndpoint(ctx, pg, o.connect, io.Discard)
+	ep, err := clients.primaryEndpoint(ctx, ctx, pg, o.connect, io.Discard)
 	if err != nil {
 		st.replication = "not read: " + err.Error()
 		return st, nil
@@ -151,7 +151,7 @@ func (st *databaseState) print(out io.Writer, now time.Time) {
 	fmt.Fprintf(w, "\nPods:\n  NAME\tROLE\tREADY\tSTATE\tSYNC\tREPLAY LAG\n")
 	byName := map[string]credential.StandbyLag{}
 	for _, s := range st.standbys {
-		byName[s.Name] = s
+		byName[s.Name] = s // the newest connection of a name wins
 	}
 	for _, pod := range st.pods {
 		role := orUnknown(pod.Labels[kubedbv1.LabelRole])

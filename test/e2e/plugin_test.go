@@ -62,6 +62,15 @@ func TestKubectlPgopsPlugin(t *testing.T) {
 		assert.NotContains(t, out, before.password)
 	})
 
+	t.Run("status --connect port-forward says why it cannot", func(t *testing.T) {
+		// The node agent serves no kubelet API, so the API server cannot port-forward; by
+		// default (above) the plugin then takes the Service, since the API server runs on
+		// this machine.
+		out, code := kubectlPgops(t, ctx, "status", "db", "-n", ns, "--connect", "port-forward")
+		require.Equal(t, 0, code, out)
+		assert.Contains(t, out, "Replication:  not read: port-forward to pod db-0")
+	})
+
 	t.Run("rotate-auth --wait succeeds", func(t *testing.T) {
 		out, code := kubectlPgops(t, ctx, "rotate-auth", "db", "-n", ns, "--restart", "StandbysOnly", "--wait")
 		require.Equal(t, 0, code, out)

@@ -1,6 +1,8 @@
 package integration
 
 import (
+	"context"
+	"errors"
 	"os"
 	"path/filepath"
 	"testing"
@@ -9,6 +11,10 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/rest"
+	"k8s.io/utils/ptr"
+
+	"github.com/pgops/pgops/pkg/operator"
 
 	"github.com/pgops/pgops/test/testenv"
 )
@@ -47,4 +53,33 @@ func TestOperatorsRunWithTheirServiceAccounts(t *testing.T) {
 			assert.NotContains(t, string(log), "is forbidden", "the operator hit an RBAC denial")
 		})
 	}
+}
+
+// A leader whose controllers fail to start (a flag only they check, say) ends the election
+// and gives up its Lease, so the standby takes over instead of waiting behind a leader that
+// does nothing.
+func TestALeaderWhoseRunFailsGivesUpItsLease(t *testing.T) {
+	ctx := testContext(t)
+	opts := operator.NewOptions("pgops-failing-leader")
+	opts.Kubeconfig = cluster.Kubeconfig
+	opts.LeaderElectionNS = "default"
+	opts.HealthAddr, opts.MetricsAddr = "", ""
+	opts.LeaseDuration, opts.RenewDeadline, opts.RetryPeriod = 3*time.Second, 2*time.Second, 500*time.Millisecond
+	failed := errors.New("--some-flag: not valid")
+
+	done := make(chan error, 1)
+	go func() {
+		done <- operator.Run(ctx, opts, func(context.Context, *rest.Config, *operator.Options, *operator.Health) error {
+			return failed
+		})
+	}()
+	select {
+	case err := <-done:
+		require.ErrorIs(t, err, failed)
+	case <-time.After(30 * time.Second):
+		t.Fatal("operator.Run kept running after its controllers failed")
+	}
+	lease, err := cluster.Client().CoordinationV1().Leases("default").Get(ctx, "pgops-failing-leader", metav1.GetOptions{})
+	require.NoError(t, err)
+	assert.Empty(t, ptr.Deref(lease.Spec.HolderIdentity, ""), "the Lease is released")
 }

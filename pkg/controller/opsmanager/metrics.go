@@ -1,6 +1,8 @@
 package opsmanager
 
 import (
+	"time"
+
 	"github.com/prometheus/client_golang/prometheus"
 	"k8s.io/apimachinery/pkg/api/meta"
 	"k8s.io/apimachinery/pkg/labels"
@@ -25,7 +27,17 @@ var requestDuration = prometheus.NewHistogramVec(prometheus.HistogramOpts{
 	Buckets: []float64{0.5, 1, 2, 5, 10, 20, 30, 60, 120, 300, 600, 1800, 3600},
 }, []string{"type", "phase"})
 
-func init() { operator.Registry.MustRegister(requestsEnded, requestDuration) }
+func init() {
+	operator.Registry.MustRegister(requestsEnded, requestDuration)
+	// Every series exists from the start at 0, so the first failure after an operator starts
+	// is an increase that alerts see, not a new series that already reads 1.
+	for _, phase := range []opsv1alpha1.OpsRequestPhase{
+		opsv1alpha1.OpsRequestPhaseSuccessful, opsv1alpha1.OpsRequestPhaseFailed, opsv1alpha1.OpsRequestPhaseSkipped,
+	} {
+		requestsEnded.WithLabelValues(string(opsv1alpha1.OpsRequestTypeRotateAuth), string(phase))
+		requestDuration.WithLabelValues(string(opsv1alpha1.OpsRequestTypeRotateAuth), string(phase))
+	}
+}
 
 func recordEnded(req *opsv1alpha1.PostgresOpsRequest) {
 	requestsEnded.WithLabelValues(string(req.Spec.Type), string(req.Status.Phase)).Inc()
@@ -42,8 +54,8 @@ var (
 		"How long a Postgres has been paused for an ops request: since its Paused condition last changed (asked, then acknowledged).",
 		[]string{"namespace", "name", "opsrequest"}, nil)
 	pauseTimeoutDesc = prometheus.NewDesc("pgops_postgres_pause_timeout_seconds",
-		"spec.timeout of the ops request that pauses a Postgres (the default when unset or gone): "+
-			"a pause longer than this outlived a step's deadline.",
+		"The longest the ops request that pauses a Postgres can hold the pause: spec.timeout (the default when unset or gone) "+
+			"for each of its steps and for the cleanup after a failure. A longer pause is a stuck pause.",
 		[]string{"namespace", "name", "opsrequest"}, nil)
 )
 
@@ -75,7 +87,10 @@ func (m pauseMetrics) Collect(ch chan<- prometheus.Metric) {
 		if req, err := m.c.requests.PostgresOpsRequests(pg.Namespace).Get(holder); err == nil && req.UID == pg.Status.PausedBy.UID {
 			timeout = stepTimeout(req)
 		}
+		// Each step fails the request at its own deadline, and the cleanup that resumes
+		// the database has one more.
+		longest := timeout * time.Duration(len(rotateAuthSteps)+1)
 		ch <- prometheus.MustNewConstMetric(pausedDesc, prometheus.GaugeValue, now.Sub(paused.LastTransitionTime.Time).Seconds(), pg.Namespace, pg.Name, holder)
-		ch <- prometheus.MustNewConstMetric(pauseTimeoutDesc, prometheus.GaugeValue, timeout.Seconds(), pg.Namespace, pg.Name, holder)
+		ch <- prometheus.MustNewConstMetric(pauseTimeoutDesc, prometheus.GaugeValue, longest.Seconds(), pg.Namespace, pg.Name, holder)
 	}
 }

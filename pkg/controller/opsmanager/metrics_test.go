@@ -25,6 +25,14 @@ func observations(t *testing.T, typ, phase string) uint64 {
 	return m.GetHistogram().GetSampleCount()
 }
 
+func TestEndedSeriesExistAtZeroBeforeTheFirstEnd(t *testing.T) {
+	for _, phase := range []string{"Successful", "Failed", "Skipped"} {
+		_, err := requestsEnded.GetMetricWithLabelValues("RotateAuth", phase)
+		require.NoError(t, err)
+	}
+	assert.Equal(t, 3, testutil.CollectAndCount(requestsEnded), "RotateAuth by Successful, Failed and Skipped, from the start")
+}
+
 func TestEndedRotationIsObservedInTheDurationHistogram(t *testing.T) {
 	w := newWorld(t, 1)
 	before := observations(t, string(opsv1alpha1.OpsRequestTypeRotateAuth), string(opsv1alpha1.OpsRequestPhaseSuccessful))
@@ -34,6 +42,7 @@ func TestEndedRotationIsObservedInTheDurationHistogram(t *testing.T) {
 	assert.Equal(t, before+1, observations(t, string(opsv1alpha1.OpsRequestTypeRotateAuth), string(opsv1alpha1.OpsRequestPhaseSuccessful)))
 }
 
+// The pause's bound is 3m for each of the five steps and the cleanup: 18m.
 func TestPausedDatabaseIsReportedWithItsRequestsTimeout(t *testing.T) {
 	w := newWorld(t, 1)
 	w.newRequest("rotate", func(r *opsv1alpha1.PostgresOpsRequest) { r.Spec.Timeout = &metav1.Duration{Duration: 3 * time.Minute} })
@@ -47,9 +56,9 @@ func TestPausedDatabaseIsReportedWithItsRequestsTimeout(t *testing.T) {
 	w.clock.SetTime(paused.LastTransitionTime.Add(42 * time.Second))
 
 	want := `
-# HELP pgops_postgres_pause_timeout_seconds spec.timeout of the ops request that pauses a Postgres (the default when unset or gone): a pause longer than this outlived a step's deadline.
+# HELP pgops_postgres_pause_timeout_seconds The longest the ops request that pauses a Postgres can hold the pause: spec.timeout (the default when unset or gone) for each of its steps and for the cleanup after a failure. A longer pause is a stuck pause.
 # TYPE pgops_postgres_pause_timeout_seconds gauge
-pgops_postgres_pause_timeout_seconds{name="` + pg.Name + `",namespace="` + ns + `",opsrequest="rotate"} 180
+pgops_postgres_pause_timeout_seconds{name="` + pg.Name + `",namespace="` + ns + `",opsrequest="rotate"} 1080
 # HELP pgops_postgres_paused_seconds How long a Postgres has been paused for an ops request: since its Paused condition last changed (asked, then acknowledged).
 # TYPE pgops_postgres_paused_seconds gauge
 pgops_postgres_paused_seconds{name="` + pg.Name + `",namespace="` + ns + `",opsrequest="rotate"} 42

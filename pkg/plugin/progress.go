@@ -63,6 +63,15 @@ var endConditions = map[string]bool{
 // pendingCondition is True while a request waits its turn: never a completed step.
 const pendingCondition = "Pending"
 
+// inProgress tells whether c is a step still running (False or Unknown), or the wait of a
+// Pending request.
+func inProgress(c metav1.Condition) bool {
+	if c.Type == pendingCondition {
+		return c.Status == metav1.ConditionTrue
+	}
+	return !endConditions[c.Type] && c.Status != metav1.ConditionTrue
+}
+
 // show prints what changed in req since the last call.
 func (p *progress) show(req *opsv1alpha1.PostgresOpsRequest) {
 	conds := append([]metav1.Condition(nil), req.Status.Conditions...)
@@ -74,8 +83,7 @@ func (p *progress) show(req *opsv1alpha1.PostgresOpsRequest) {
 		p.running = "waiting for the ops-manager to admit the request"
 	}
 	for _, c := range conds {
-		if !endConditions[c.Type] && c.Status != metav1.ConditionTrue && c.Type != pendingCondition ||
-			c.Type == pendingCondition && c.Status == metav1.ConditionTrue {
+		if inProgress(c) {
 			p.running = c.Type + ": " + oneLine(c.Message)
 		}
 	}

@@ -52,6 +52,7 @@ func BenchmarkRotationAtScale(b *testing.B) {
 	restartOperatorsWithDefaults(b, ctx)
 	ns := newNamespace(b, ctx)
 	dbs := provisionMany(b, ctx, ns, size)
+	idleCost(b, ctx, size)
 	for _, round := range []struct {
 		n    int
 		mode opsv1alpha1.RestartMode
@@ -62,6 +63,31 @@ func BenchmarkRotationAtScale(b *testing.B) {
 			}
 		})
 	}
+}
+
+// idleCost prints where the machine's CPU goes while size databases run and nothing
+// rotates: the background every round's figures stand on.
+func idleCost(b *testing.B, ctx context.Context, size int) {
+	b.Helper()
+	const window = 15 * time.Second
+	before, err := testenv.ReadCPUShares()
+	if err != nil {
+		b.Fatal(err)
+	}
+	start := time.Now()
+	select {
+	case <-ctx.Done():
+		return
+	case <-time.After(window):
+	}
+	after, err := testenv.ReadCPUShares()
+	if err != nil {
+		b.Fatal(err)
+	}
+	cores := before.Cores(after, time.Since(start))
+	fmt.Fprintf(os.Stderr, "idle with %d databases, cores busy over %s: user %.2f, system %.2f; "+
+		"node agent %.2f, its exec probes %.2f, postgres processes (with the backends of logins and probes) %.2f\n",
+		size, window, cores["user"], cores["system"], cores["node-agent"], cores["probes"], cores["postgres"])
 }
 
 // restartOperatorsWithDefaults restarts both operators at their default settings: the

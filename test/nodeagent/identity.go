@@ -94,6 +94,20 @@ func (a *Agent) volumeOwner(pod *corev1.Pod) owner {
 }
 
 // setprivIdentity is setpriv's part of the command that drops to id.
+// onlyPrimaryGroup tells whether id's groups are at most its gid (fsGroup 999 with gid 999,
+// say): then a uid and a gid are the whole identity.
+func (id identity) onlyPrimaryGroup() bool {
+	if id.agentUser {
+		return false
+	}
+	for _, g := range id.groups {
+		if g != id.gid {
+			return false
+		}
+	}
+	return true
+}
+
 func (a *Agent) setprivIdentity(id identity) []string {
 	args := []string{"--reuid=" + strconv.Itoa(id.uid), "--regid=" + strconv.Itoa(id.gid)}
 	switch {

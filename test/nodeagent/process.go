@@ -299,8 +299,14 @@ func (a *Agent) execIn(ctx context.Context, pid int, id identity, argv, env []st
 	if a.tools.hostname != "" {
 		args = append(args, "--uts")
 	}
-	args = append(args, "--")
-	args = append(args, a.setprivArgs(id, false)...)
+	if id.onlyPrimaryGroup() {
+		// nsenter sets the uid and gid itself, dropping supplementary groups, which these
+		// lack anyway: one process less than setpriv for every exec probe.
+		args = append(args, "--setgid", strconv.Itoa(id.gid), "--setuid", strconv.Itoa(id.uid), "--")
+	} else {
+		args = append(args, "--")
+		args = append(args, a.setprivArgs(id, false)...)
+	}
 	args = append(args, argv...)
 	cmd := exec.CommandContext(ctx, a.tools.nsenter, args...)
 	cmd.Env = env

@@ -83,11 +83,14 @@ func TestPodSpecSecurityMatchesTheOfficialImage(t *testing.T) {
 
 func TestPodSpecProbes(t *testing.T) {
 	c := desiredStatefulSet(newPG("x"), "img", "s").Spec.Template.Spec.Containers[0]
-	for name, p := range map[string]*corev1.Probe{"startup": c.StartupProbe, "liveness": c.LivenessProbe, "readiness": c.ReadinessProbe} {
+	for name, p := range map[string]*corev1.Probe{"startup": c.StartupProbe, "liveness": c.LivenessProbe} {
 		require.NotNil(t, p, name)
 		require.NotNil(t, p.Exec, name)
 		assert.Equal(t, []string{"sh", "-c"}, p.Exec.Command[:2], name)
 	}
+	// Readiness, the most frequent, runs pg_isready itself: no shell.
+	require.NotNil(t, c.ReadinessProbe.Exec)
+	assert.Equal(t, "pg_isready", c.ReadinessProbe.Exec.Command[0])
 	// Liveness asks the server over its socket and accepts "rejecting connections"
 	// (starting, in recovery, a warm standby): a server that answers is alive.
 	assert.Contains(t, c.LivenessProbe.Exec.Command[2], "pg_isready -q -h "+RunMount)

@@ -100,9 +100,11 @@ func desiredStatefulSet(pg *kubedbv1.Postgres, image, secretName string) *appsv1
 			SuccessThreshold: 1,
 		},
 		ReadinessProbe: &corev1.Probe{
-			ProbeHandler: corev1.ProbeHandler{Exec: &corev1.ExecAction{
-				Command: []string{"sh", "-c", readinessScript(standbyMode(pg))},
-			}},
+			ProbeHandler: corev1.ProbeHandler{Exec: &corev1.ExecAction{Command: readinessCommand(standbyMode(pg))}},
+			// Not Kubernetes' 10 s: the kubelet runs the readiness probe as soon as the
+			// startup probe passes, but a server that then still starts up (the startup
+			// probe accepts "rejecting connections") waits a period for the next try, and a
+			// rotation waits for every restarted pod.
 			InitialDelaySeconds: 2,
 			PeriodSeconds:       5,
 			TimeoutSeconds:      5,
@@ -457,12 +459,16 @@ func spreadAcrossNodes(pg *kubedbv1.Postgres) *corev1.Affinity {
 	}}
 }
 
-// readinessScript is the readiness probe: pg_isready against the pod's own address. A warm
-// standby rejects connections by design (pg_isready exits 1), so in Warm mode a standby that
-// answers is ready too; otherwise OrderedReady would never create the next standby.
-func readinessScript(mode kubedbv1.StandbyMode) string {
+// readinessCommand is the readiness probe: pg_isready on the server's Unix socket, run
+// without a shell. It runs every 5 s on every pod, so each process it saves counts: on a
+// node, every exec probe is a process started in the container's namespaces. A warm standby
+// rejects connections by design (pg_isready exits 1), so in Warm mode a standby that answers
+// is ready too, which takes a shell; otherwise OrderedReady would never create the next
+// standby.
+func readinessCommand(mode kubedbv1.StandbyMode) []string {
+	isReady := []string{"pg_isready", "-q", "-h", RunMount, "-p", "5432"}
 	if mode == kubedbv1.StandbyModeWarm {
-		return `pg_isready -h "$POD_IP" -p 5432; rc=$?; [ "$rc" -eq 0 ] || { [ "$rc" -eq 1 ] && [ -f "$PGDATA/standby.signal" ]; }`
+		return []string{"sh", "-c", strings.Join(isReady, " ") + `; rc=$?; [ "$rc" -eq 0 ] || { [ "$rc" -eq 1 ] && [ -f "$PGDATA/standby.signal" ]; }`}
 	}
-	return `pg_isready -h "$POD_IP" -p 5432`
+	return isReady
 }

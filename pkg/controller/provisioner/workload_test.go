@@ -52,7 +52,7 @@ func TestStatefulSetDefaults(t *testing.T) {
 	require.Len(t, c.ReadinessProbe.Exec.Command, 3)
 	assert.Contains(t, c.ReadinessProbe.Exec.Command[2], "standby.signal", "Warm standbys are ready when they answer")
 	hot := desiredStatefulSet(newPG("x"), "img", "s").Spec.Template.Spec.Containers[0]
-	assert.Equal(t, []string{"sh", "-c", `pg_isready -h "$POD_IP" -p 5432`}, hot.ReadinessProbe.Exec.Command)
+	assert.Equal(t, []string{"pg_isready", "-q", "-h", "/var/run/postgresql", "-p", "5432"}, hot.ReadinessProbe.Exec.Command, "no shell")
 	env := envByName(c.Env)
 	assert.Equal(t, "/var/pv/data", env["PGDATA"].Value)
 	assert.Equal(t, "metadata.name", env["POD_NAME"].ValueFrom.FieldRef.FieldPath)

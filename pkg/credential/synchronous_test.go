@@ -66,12 +66,21 @@ func TestSetPasswordNeverWaitsForASynchronousStandby(t *testing.T) {
 	require.Eventually(t, func() bool { return s.QueryString(t, "SHOW synchronous_standby_names") != "" }, 10*time.Second, 50*time.Millisecond)
 
 	// An ordinary commit waits: still waiting after a second. (Cancelling the wait lets
-	// it return with only a warning, as the commit is already local.)
+	// it return with only a warning, as the commit is already local.) It runs in a session
+	// that has itself seen the new setting: a pooled session may not have processed the
+	// reload yet when a new one already starts with it.
+	conn, err := s.DB(t).Conn(ctx)
+	require.NoError(t, err)
+	defer conn.Close()
+	require.Eventually(t, func() bool {
+		var names string
+		return conn.QueryRowContext(ctx, "SHOW synchronous_standby_names").Scan(&names) == nil && names != ""
+	}, 10*time.Second, 20*time.Millisecond)
 	waiting, cancel := context.WithCancel(ctx)
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		_, _ = s.DB(t).ExecContext(waiting, "CREATE TABLE waits (v int)")
+		_, _ = conn.ExecContext(waiting, "CREATE TABLE waits (v int)")
 	}()
 	select {
 	case <-done:

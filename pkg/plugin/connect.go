@@ -24,6 +24,7 @@ import (
 	kubedbv1 "github.com/pgops/pgops/pkg/apis/kubedb/v1"
 	"github.com/pgops/pgops/pkg/credential"
 	"github.com/pgops/pgops/pkg/dbaddr"
+	"github.com/pgops/pgops/pkg/podstatus"
 )
 
 // How the plugin reaches a database's primary.
@@ -125,7 +126,7 @@ func (c *Clients) primaryPod(ctx context.Context, pg *kubedbv1.Postgres) (*corev
 		return nil, err
 	}
 	for i := range pods {
-		if pods[i].Labels[kubedbv1.LabelRole] == kubedbv1.RolePrimary && podReady(&pods[i]) {
+		if pods[i].Labels[kubedbv1.LabelRole] == kubedbv1.RolePrimary && podstatus.Ready(&pods[i]) {
 			return &pods[i], nil
 		}
 	}
@@ -140,15 +141,6 @@ func (c *Clients) databasePods(ctx context.Context, pg *kubedbv1.Postgres) ([]co
 		return nil, fmt.Errorf("listing the pods of postgres %s: %w", pg.Name, err)
 	}
 	return list.Items, nil
-}
-
-func podReady(pod *corev1.Pod) bool {
-	for _, c := range pod.Status.Conditions {
-		if c.Type == corev1.PodReady {
-			return c.Status == corev1.ConditionTrue
-		}
-	}
-	return false
 }
 
 // portForward forwards a free local port to the pod's PostgreSQL port, over WebSockets where

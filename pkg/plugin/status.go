@@ -17,6 +17,7 @@ import (
 	kubedbv1 "github.com/pgops/pgops/pkg/apis/kubedb/v1"
 	opsv1alpha1 "github.com/pgops/pgops/pkg/apis/ops/v1alpha1"
 	"github.com/pgops/pgops/pkg/credential"
+	"github.com/pgops/pgops/pkg/podstatus"
 )
 
 // lastRotations is how many of a database's requests status lists.
@@ -165,7 +166,7 @@ func (st *databaseState) print(out io.Writer, now time.Time) {
 		default:
 			state = "unknown"
 		}
-		fmt.Fprintf(w, "  %s\t%s\t%t\t%s\t%s\t%s\n", pod.Name, role, podReady(&pod), state, sync, lag)
+		fmt.Fprintf(w, "  %s\t%s\t%t\t%s\t%s\t%s\n", pod.Name, role, podstatus.Ready(&pod), state, sync, lag)
 	}
 	for _, s := range st.standbys {
 		if !hasPod(st.pods, s.Name) {

@@ -25,8 +25,8 @@ import (
 	opsv1alpha1 "github.com/pgops/pgops/pkg/apis/ops/v1alpha1"
 	pgopsclient "github.com/pgops/pgops/pkg/generated/clientset/versioned"
 	pgopsinformers "github.com/pgops/pgops/pkg/generated/informers/externalversions"
+	"github.com/pgops/pgops/pkg/podstatus"
 	"github.com/pgops/pgops/test/localcluster"
-	"github.com/pgops/pgops/test/nodeagent"
 	"github.com/pgops/pgops/test/testenv"
 )
 
@@ -210,7 +210,7 @@ func watchRound(ctx context.Context, kube kubernetes.Interface, pgops pgopsclien
 			if _, seen := w.evicted[pod.Name]; !seen && first == string(pod.UID) {
 				w.evicted[pod.Name] = now
 			}
-		case string(pod.UID) != first && nodeagent.PodReady(pod):
+		case string(pod.UID) != first && podstatus.Ready(pod):
 			if _, seen := w.ready[pod.Name]; !seen {
 				w.ready[pod.Name] = now
 			}

@@ -17,6 +17,8 @@ import (
 	"k8s.io/client-go/informers"
 	corelisters "k8s.io/client-go/listers/core/v1"
 	"k8s.io/client-go/tools/cache"
+
+	"github.com/pgops/pgops/pkg/podstatus"
 )
 
 // serviceProxy is the kube-proxy part of the agent: for every Service with a
@@ -237,7 +239,7 @@ func (sp *serviceProxy) endpoints(l *listener) []string {
 	}
 	var out []string
 	for _, pod := range pods {
-		if pod.Status.PodIP == "" || pod.DeletionTimestamp != nil || !PodReady(pod) {
+		if pod.Status.PodIP == "" || pod.DeletionTimestamp != nil || !podstatus.Ready(pod) {
 			continue
 		}
 		port := targetPort(pod, sport)
@@ -248,16 +250,6 @@ func (sp *serviceProxy) endpoints(l *listener) []string {
 	}
 	rand.Shuffle(len(out), func(i, j int) { out[i], out[j] = out[j], out[i] })
 	return out
-}
-
-// PodReady tells whether pod has the condition Ready=True.
-func PodReady(pod *corev1.Pod) bool {
-	for _, c := range pod.Status.Conditions {
-		if c.Type == corev1.PodReady {
-			return c.Status == corev1.ConditionTrue
-		}
-	}
-	return false
 }
 
 // targetPort resolves a Service port's targetPort for one pod: a number, a name of one

@@ -15,6 +15,7 @@ import (
 
 	kubedbv1 "github.com/pgops/pgops/pkg/apis/kubedb/v1"
 	opsv1alpha1 "github.com/pgops/pgops/pkg/apis/ops/v1alpha1"
+	"github.com/pgops/pgops/pkg/podstatus"
 )
 
 // replicationPollInterval is how often RestartNodes looks at pg_stat_replication while
@@ -163,7 +164,7 @@ func (c *Controller) restartPod(ctx context.Context, r *rotation, sts *appsv1.St
 		out, err := c.evictPod(ctx, r, pod)
 		return out, false, err
 	}
-	if pod.DeletionTimestamp != nil || !podReady(pod) {
+	if pod.DeletionTimestamp != nil || !podstatus.Ready(pod) {
 		return restarting(name), false, nil
 	}
 	return outcome{}, true, nil
@@ -239,13 +240,4 @@ func (c *Controller) streamingStandbys(ctx context.Context, req *opsv1alpha1.Pos
 		return 0, fmt.Errorf("checking replication on Postgres %s: %w", req.Spec.DatabaseRef.Name, err)
 	}
 	return n, nil
-}
-
-func podReady(pod *corev1.Pod) bool {
-	for _, cond := range pod.Status.Conditions {
-		if cond.Type == corev1.PodReady {
-			return cond.Status == corev1.ConditionTrue
-		}
-	}
-	return false
 }

@@ -9,6 +9,7 @@ import (
 	opsv1alpha1 "github.com/pgops/pgops/pkg/apis/ops/v1alpha1"
 	"github.com/pgops/pgops/pkg/credential"
 	"github.com/pgops/pgops/pkg/dbaddr"
+	"github.com/pgops/pgops/pkg/podstatus"
 )
 
 // primaryTarget says how to reach the planned database's primary; the caller fills in who.
@@ -37,7 +38,7 @@ func (c *Controller) podTarget(req *opsv1alpha1.PostgresOpsRequest, sts *appsv1.
 	if owner := metav1.GetControllerOf(pod); owner == nil || owner.UID != sts.UID {
 		return credential.Target{}, fmt.Errorf("pod %s is not controlled by StatefulSet %s", name, sts.Name)
 	}
-	if pod.DeletionTimestamp != nil || !podReady(pod) {
+	if pod.DeletionTimestamp != nil || !podstatus.Ready(pod) {
 		return credential.Target{}, fmt.Errorf("pod %s is not ready", name)
 	}
 	return c.target(dbaddr.PodTarget(c.cfg.HostMode, pod))

@@ -14,6 +14,7 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 
 	kubedbv1 "github.com/pgops/pgops/pkg/apis/kubedb/v1"
+	"github.com/pgops/pgops/pkg/podstatus"
 )
 
 // podOrdinal returns the StatefulSet ordinal of pod, or -1 when pod is not one of pg's pods.
@@ -83,13 +84,5 @@ func (c *Controller) labelPodRoles(ctx context.Context, pg *kubedbv1.Postgres) e
 }
 
 func isPodReady(pod *corev1.Pod) bool {
-	if pod.DeletionTimestamp != nil {
-		return false
-	}
-	for _, c := range pod.Status.Conditions {
-		if c.Type == corev1.PodReady {
-			return c.Status == corev1.ConditionTrue
-		}
-	}
-	return false
+	return pod.DeletionTimestamp == nil && podstatus.Ready(pod)
 }

@@ -111,12 +111,7 @@ func (p *progress) show(req *opsv1alpha1.PostgresOpsRequest) {
 func (p *progress) end(req *opsv1alpha1.PostgresOpsRequest) {
 	p.running = ""
 	took := " in " + strings.TrimPrefix(p.elapsed(), "+")
-	var cond *metav1.Condition
-	for typ := range endConditions {
-		if c := meta.FindStatusCondition(req.Status.Conditions, typ); c != nil && c.Status == metav1.ConditionTrue {
-			cond = c
-		}
-	}
+	cond := meta.FindStatusCondition(req.Status.Conditions, req.Status.Phase.EndCondition())
 	switch {
 	case cond == nil:
 		p.line(fmt.Sprintf("%s %s", req.Name, req.Status.Phase))

@@ -128,15 +128,10 @@ func (c *Controller) announceEnd(req *opsv1alpha1.PostgresOpsRequest) {
 // endCondition is the condition named after an ended request's phase (Successful, Failed or
 // Skipped), nil while the request runs.
 func endCondition(req *opsv1alpha1.PostgresOpsRequest) *metav1.Condition {
-	kind, ended := map[opsv1alpha1.OpsRequestPhase]string{
-		opsv1alpha1.OpsRequestPhaseSuccessful: ConditionSuccessful,
-		opsv1alpha1.OpsRequestPhaseFailed:     ConditionFailed,
-		opsv1alpha1.OpsRequestPhaseSkipped:    ConditionSkipped,
-	}[req.Status.Phase]
-	if !ended {
+	if !req.Status.Phase.Ended() {
 		return nil
 	}
-	return meta.FindStatusCondition(req.Status.Conditions, kind)
+	return meta.FindStatusCondition(req.Status.Conditions, req.Status.Phase.EndCondition())
 }
 
 func hasFinalizer(req *opsv1alpha1.PostgresOpsRequest) bool {

@@ -23,6 +23,15 @@ const (
 	ConditionSkipped    = "Skipped"
 )
 
+// EndCondition is the condition type a request in this final phase carries (its name is
+// the phase's), or "" while the request runs.
+func (phase OpsRequestPhase) EndCondition() string {
+	if !phase.Ended() {
+		return ""
+	}
+	return string(phase)
+}
+
 // Ended tells whether phase is final.
 func (phase OpsRequestPhase) Ended() bool {
 	switch phase {

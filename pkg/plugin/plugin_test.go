@@ -311,3 +311,18 @@ func TestASignalEndsACommandWithItsExitCode(t *testing.T) {
 	assert.Equal(t, ExitCode(143), interruptedExitCode(ctx))
 	assert.Equal(t, ExitCode(130), interruptedExitCode(context.Background()), "Ctrl-C when the cause is unknown")
 }
+
+func TestFollowSaysSoWhenTheRequestIsDeletedBeforeItEnds(t *testing.T) {
+	req := &opsv1alpha1.PostgresOpsRequest{ObjectMeta: metav1.ObjectMeta{Name: "r", Namespace: ns}}
+	h := newHarness(t, []runtime.Object{req})
+	fw := watch.NewFake()
+	h.pgops.PrependWatchReactor("postgresopsrequests", func(clienttesting.Action) (bool, watch.Interface, error) {
+		go fw.Delete(req.DeepCopy())
+		return true, fw, nil
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	_, err := follow(ctx, &Clients{Namespace: ns, Kube: h.kube, Pgops: h.pgops}, req, newProgress(io.Discard, false, time.Now))
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), "PostgresOpsRequest r was deleted before it ended")
+}

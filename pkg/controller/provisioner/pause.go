@@ -13,6 +13,7 @@ import (
 	"k8s.io/klog/v2"
 
 	kubedbv1 "github.com/pgops/pgops/pkg/apis/kubedb/v1"
+	opsv1alpha1 "github.com/pgops/pgops/pkg/apis/ops/v1alpha1"
 )
 
 // ReasonPauseDropped is the event reason when a pause without a live request is removed.
@@ -24,12 +25,19 @@ const ReasonPauseDropped = "PauseDropped"
 // finalizer, or a pause was set by hand) it drops the pause, so a database never stays
 // paused forever.
 
-// pauseHeld tells whether pg's pause belongs to a request that is still running. The request
-// is read live: the provisioner keeps no cache of ops requests.
+// pauseHeld tells whether pg's pause belongs to a request that is still running. A cache
+// that shows the request running under the holder's UID is trusted: keeping a pause is the
+// safe side, and the request's end or deletion wakes this database once the cache sees it.
+// Anything else (not in the cache yet, ended, gone, another UID) is confirmed live before the
+// pause is dropped, since dropping a pause the ops-manager still holds would let this
+// provisioner act on the pods mid-rotation.
 func (c *Controller) pauseHeld(ctx context.Context, pg *kubedbv1.Postgres) (bool, error) {
 	holder := pg.Status.PausedBy
 	if holder == nil || meta.FindStatusCondition(pg.Status.Conditions, kubedbv1.ConditionPaused) == nil {
 		return false, nil
+	}
+	if cached, ok := c.cachedRequest(pg.Namespace, holder.Name); ok && holdsPause(cached, *holder) {
+		return true, nil
 	}
 	req, err := c.pgopsClient.OpsV1alpha1().PostgresOpsRequests(pg.Namespace).Get(ctx, holder.Name, metav1.GetOptions{})
 	if apierrors.IsNotFound(err) {
@@ -38,7 +46,22 @@ func (c *Controller) pauseHeld(ctx context.Context, pg *kubedbv1.Postgres) (bool
 	if err != nil {
 		return false, fmt.Errorf("reading PostgresOpsRequest %s that pauses postgres %s: %w", holder.Name, pg.Name, err)
 	}
-	return req.UID == holder.UID && !req.Status.Phase.Ended(), nil
+	return holdsPause(req, *holder), nil
+}
+
+// holdsPause tells whether req is the running request holder names.
+func holdsPause(req *opsv1alpha1.PostgresOpsRequest, holder kubedbv1.OpsRequestReference) bool {
+	return req.UID == holder.UID && !req.Status.Phase.Ended()
+}
+
+// cachedRequest is the ops request called name from the informer's cache.
+func (c *Controller) cachedRequest(namespace, name string) (*opsv1alpha1.PostgresOpsRequest, bool) {
+	obj, exists, err := c.requestIndexer.GetByKey(namespace + "/" + name)
+	if err != nil || !exists {
+		return nil, false
+	}
+	req, ok := obj.(*opsv1alpha1.PostgresOpsRequest)
+	return req, ok
 }
 
 // dropPause removes a pause whose request is gone or ended, and says so in an event.

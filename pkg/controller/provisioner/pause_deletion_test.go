@@ -120,6 +120,56 @@ func TestPauseWithoutARunningRequestIsDropped(t *testing.T) {
 	}
 }
 
+// While the cache shows the pause's request running, the pause is held without asking the
+// API server: a rotation wakes the provisioner a dozen times, and each look used to be a read.
+func TestPauseHeldByARunningRequestIsReadFromTheCache(t *testing.T) {
+	f := provisioned(t, newPG("x"))
+	setPaused(t, f, metav1.ConditionTrue, false)
+	require.NoError(t, f.sync("x"))
+	assert.Zero(t, requestReads(f), "the running request is read from the cache")
+	assert.Equal(t, metav1.ConditionTrue, condition(f.postgres("x"), kubedbv1.ConditionPaused).Status)
+}
+
+// A cache that lags the request's end keeps the pause, the safe side, until it catches up; a
+// cache that lags the request's creation is confirmed live, so a new pause is answered.
+func TestPauseWhenTheCacheLagsItsRequest(t *testing.T) {
+	t.Run("its end", func(t *testing.T) {
+		f := provisioned(t, newPG("x"))
+		setPaused(t, f, metav1.ConditionTrue, false)
+		setRequestPhase(t, f, "rotate", opsv1alpha1.OpsRequestPhaseSuccessful) // not in the cache yet
+		require.NoError(t, f.sync("x"))
+		assert.NotNil(t, f.postgres("x").Status.PausedBy, "kept while the cache shows the request running")
+		assert.False(t, f.hasEvent("Warning", ReasonPauseDropped, ""))
+
+		f.refresh()
+		require.NoError(t, f.sync("x"))
+		assert.Nil(t, f.postgres("x").Status.PausedBy, "dropped once the cache shows the end, confirmed live")
+		assert.Equal(t, 1, requestReads(f))
+	})
+	t.Run("its creation", func(t *testing.T) {
+		f := provisioned(t, newPG("x"))
+		setPaused(t, f, metav1.ConditionUnknown, false)
+		requests := f.pgInf.Ops().V1alpha1().PostgresOpsRequests().Informer().GetIndexer()
+		require.NoError(t, requests.Delete(runningRequest(t, f, "rotate")))
+		f.pgops.ClearActions()
+		require.NoError(t, f.sync("x"))
+		assert.Equal(t, metav1.ConditionTrue, condition(f.postgres("x"), kubedbv1.ConditionPaused).Status,
+			"answered: the request the cache does not show yet was read live")
+		assert.Equal(t, 1, requestReads(f))
+	})
+}
+
+// requestReads counts the live reads of ops requests since the last refresh.
+func requestReads(f *fixture) int {
+	n := 0
+	for _, a := range f.pgops.Actions() {
+		if a.GetVerb() == "get" && a.GetResource().Resource == "postgresopsrequests" {
+			n++
+		}
+	}
+	return n
+}
+
 // A cached Paused=True of an earlier request must not be taken as an answer for a new one:
 // the provisioner acknowledges the request named in pausedBy, and only while it runs.
 func TestPauseIsAcknowledgedForTheNamedRequestOnly(t *testing.T) {

@@ -124,7 +124,7 @@ func serve(what, addr string, handler http.Handler) (stop func(), err error) {
 }
 
 func runAsLeader(ctx context.Context, o *Options, cfg *rest.Config, health *Health, run RunFunc) error {
-	client, err := kubernetes.NewForConfig(rest.AddUserAgent(rest.CopyConfig(cfg), o.Name+"-leader-election"))
+	client, err := kubernetes.NewForConfig(rest.AddUserAgent(protobufConfig(cfg), o.Name+"-leader-election"))
 	if err != nil {
 		return err
 	}

@@ -107,6 +107,43 @@ func TestSetPasswordEndToEnd(t *testing.T) {
 	assert.False(t, m, "an md5 secret is not a SCRAM match; the operator must re-set it")
 }
 
+// EnsurePassword sets a password that is not in place, and leaves one that is alone: not
+// set again, so not re-salted (the rotation runs it again after a crash past its ALTER ROLE).
+func TestEnsurePasswordSetsOnlyWhatIsNotInPlace(t *testing.T) {
+	t.Parallel()
+	s := pgtest.Start(t)
+	ctx := ctxT(t)
+	tg := superTarget(s)
+	createRole(t, s, "app")
+	require.NoError(t, credential.SetPassword(ctx, tg, "app", "Old-Password-1"))
+
+	changed, err := credential.EnsurePassword(ctx, tg, "app", "New-Password-1")
+	require.NoError(t, err)
+	assert.True(t, changed)
+	ok, err := credential.VerifyLogin(ctx, tg, "app", "New-Password-1")
+	require.NoError(t, err)
+	assert.True(t, ok, "the new password logs in")
+	stored := storedSecret(t, s, "app")
+
+	changed, err = credential.EnsurePassword(ctx, tg, "app", "New-Password-1")
+	require.NoError(t, err)
+	assert.False(t, changed)
+	assert.Equal(t, stored, storedSecret(t, s, "app"), "a password in place is not set (and re-salted) again")
+
+	s.Exec(t, "SET password_encryption = 'md5'; CREATE ROLE md5role LOGIN PASSWORD 'md5pass-1234'")
+	changed, err = credential.EnsurePassword(ctx, tg, "md5role", "md5pass-1234")
+	require.NoError(t, err)
+	assert.True(t, changed, "an md5 secret is replaced by a SCRAM verifier")
+	assert.True(t, strings.HasPrefix(storedSecret(t, s, "md5role"), "SCRAM-SHA-256$"))
+
+	_, err = credential.EnsurePassword(ctx, tg, "no_such_role", "New-Password-1")
+	assert.ErrorIs(t, err, credential.ErrRoleNotFound)
+	wrong := tg
+	wrong.Password = "not-the-password-1"
+	_, err = credential.EnsurePassword(ctx, wrong, "app", "New-Password-2")
+	assert.Equal(t, credential.ClassAuth, credential.Classify(err), "a rejected login is told apart")
+}
+
 // TestNoSecretsInServerLog runs SetPassword against a server that logs every
 // statement and checks that neither the plaintext nor any part of the
 // verifier reaches the log, for a successful and a failing call.
@@ -133,6 +170,14 @@ func TestNoSecretsInServerLog(t *testing.T) {
 	require.NoError(t, credential.SetPassword(ctx, tg, "logged_role", okPw))
 	verifier := storedSecret(t, s, "logged_role")
 	v, err := credential.ParseVerifier(verifier)
+	require.NoError(t, err)
+
+	ensuredPw := "Sup3r-Secret-Plaintext-ENSURED"
+	createRole(t, s, "ensured_role")
+	changed, err := credential.EnsurePassword(ctx, tg, "ensured_role", ensuredPw)
+	require.NoError(t, err)
+	require.True(t, changed)
+	ensured, err := credential.ParseVerifier(storedSecret(t, s, "ensured_role"))
 	require.NoError(t, err)
 
 	failPw := "Sup3r-Secret-Plaintext-FAIL"
@@ -162,8 +207,9 @@ func TestNoSecretsInServerLog(t *testing.T) {
 	require.Contains(t, log, "role_that_does_not_exist", "the failing call's error should be logged")
 
 	for _, secret := range []string{
-		okPw, failPw, "weak-password-1", "SCRAM-SHA-256$", "PASSWORD",
+		okPw, failPw, ensuredPw, "weak-password-1", "SCRAM-SHA-256$", "PASSWORD",
 		b64(v.Salt), b64(v.StoredKey[:]), b64(v.ServerKey[:]),
+		b64(ensured.Salt), b64(ensured.StoredKey[:]), b64(ensured.ServerKey[:]),
 	} {
 		if strings.Contains(log, secret) {
 			t.Errorf("server log contains %q", secret)

@@ -64,6 +64,16 @@ func SetVerifier(ctx context.Context, target Target, role, verifier string) erro
 }
 
 func setVerifier(ctx context.Context, target Target, role, verifier, op string, secrets ...string) error {
+	db, conn, err := target.open(ctx, op)
+	if err != nil {
+		return err
+	}
+	defer closeQuietly(db, conn)
+	return setVerifierOn(ctx, conn, role, verifier, op, secrets...)
+}
+
+// setVerifierOn runs SetPassword's transaction on conn.
+func setVerifierOn(ctx context.Context, conn *sql.Conn, role, verifier, op string, secrets ...string) error {
 	secrets = append(secrets, verifier)
 	// Also scrub the base64 pieces, should a message quote one alone.
 	for _, p := range strings.FieldsFunc(strings.TrimPrefix(verifier, scramPrefix),
@@ -72,12 +82,6 @@ func setVerifier(ctx context.Context, target Target, role, verifier, op string, 
 			secrets = append(secrets, p)
 		}
 	}
-	db, conn, err := target.open(ctx, op)
-	if err != nil {
-		return err
-	}
-	defer closeQuietly(db, conn)
-
 	fail := func(err error) error { return wrapErr(ctx, op, err, true, secrets...) }
 
 	quiet, err := quietSettings(ctx, conn, "SET LOCAL")
@@ -107,6 +111,40 @@ func setVerifier(ctx context.Context, target Target, role, verifier, op string, 
 		return fail(err)
 	}
 	return nil
+}
+
+// EnsurePassword makes password role's password unless role's stored verifier already
+// matches it: PasswordMatches, then SetPassword if needed, on one connection as
+// target.User (one login instead of two). It tells whether it set the password. A
+// password already in place is never set (and re-salted) again.
+func EnsurePassword(ctx context.Context, target Target, role, password string) (changed bool, err error) {
+	const op = "set password"
+	if err := ValidateRoleName(role); err != nil {
+		return false, err
+	}
+	if err := validatePasswordBasic(password); err != nil {
+		return false, err
+	}
+	db, conn, err := target.open(ctx, op)
+	if err != nil {
+		return false, err
+	}
+	defer closeQuietly(db, conn)
+	stored, err := storedSecretOn(ctx, conn, role, op)
+	if err != nil {
+		return false, err
+	}
+	if matches, err := storedMatches(stored, password, op); err != nil || matches {
+		return false, err
+	}
+	if err := CheckPassword(password); err != nil {
+		return false, err
+	}
+	verifier, err := NewVerifier(password)
+	if err != nil {
+		return false, err
+	}
+	return true, setVerifierOn(ctx, conn, role, verifier, op, password)
 }
 
 // VerifyLogin reports whether a fresh connection to target's server and
@@ -163,6 +201,12 @@ func PasswordMatches(ctx context.Context, target Target, role, password string) 
 	if err != nil {
 		return false, err
 	}
+	return storedMatches(stored, password, op)
+}
+
+// storedMatches tells whether the stored secret stored is a SCRAM-SHA-256 verifier of
+// password; another kind of secret (md5, none) does not match.
+func storedMatches(stored, password, op string) (bool, error) {
 	if !strings.HasPrefix(stored, scramPrefix) {
 		return false, nil
 	}
@@ -185,8 +229,12 @@ func StoredSecret(ctx context.Context, target Target, role string) (string, erro
 		return "", err
 	}
 	defer closeQuietly(db, conn)
+	return storedSecretOn(ctx, conn, role, op)
+}
+
+func storedSecretOn(ctx context.Context, conn *sql.Conn, role, op string) (string, error) {
 	var secret sql.NullString
-	err = conn.QueryRowContext(ctx, `SELECT rolpassword FROM pg_catalog.pg_authid WHERE rolname = $1`, role).Scan(&secret)
+	err := conn.QueryRowContext(ctx, `SELECT rolpassword FROM pg_catalog.pg_authid WHERE rolname = $1`, role).Scan(&secret)
 	if errors.Is(err, sql.ErrNoRows) {
 		return "", &Error{Op: op, Class: ClassOther, Code: "42704", msg: fmt.Sprintf("role %q does not exist", role)}
 	}

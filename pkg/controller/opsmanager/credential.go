@@ -94,18 +94,14 @@ func pastPointOfNoReturn(req *opsv1alpha1.PostgresOpsRequest) bool {
 func (c *Controller) setInDatabase(ctx context.Context, req *opsv1alpha1.PostgresOpsRequest, target credential.Target, current, staged basicAuth) error {
 	asCurrent := target
 	asCurrent.User, asCurrent.Password = current.username, current.password
-	inPlace, err := c.db.PasswordMatches(ctx, asCurrent, staged.username, staged.password)
+	// One login as the current credential: it checks whether the staged password is
+	// already in place (a crash after the ALTER ROLE) and sets it if not.
+	_, err := c.db.EnsurePassword(ctx, asCurrent, staged.username, staged.password)
 	if err == nil {
-		if inPlace {
-			return nil
-		}
-		if err := c.db.SetPassword(ctx, asCurrent, staged.username, staged.password); err != nil {
-			return fmt.Errorf("setting the new credential in PostgreSQL: %w", err)
-		}
 		return nil
 	}
 	if credential.Classify(err) != credential.ClassAuth {
-		return fmt.Errorf("connecting to Postgres %s with the current credential: %w", req.Spec.DatabaseRef.Name, err)
+		return fmt.Errorf("setting the new credential in PostgreSQL with the current credential: %w", err)
 	}
 	// The current credential is rejected: after a crash past the ALTER ROLE, the staged
 	// credential is the one in place.

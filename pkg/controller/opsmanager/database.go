@@ -9,11 +9,9 @@ import (
 // Database is what a rotation needs from PostgreSQL. Production code uses PostgreSQL
 // (pkg/credential); unit tests of the state machine use an in-memory stand-in.
 type Database interface {
-	// PasswordMatches tells whether role's stored verifier matches password, logging in
-	// with target's credential.
-	PasswordMatches(ctx context.Context, target credential.Target, role, password string) (bool, error)
-	// SetPassword sets role's password, logging in with target's credential.
-	SetPassword(ctx context.Context, target credential.Target, role, password string) error
+	// EnsurePassword sets role's password unless its stored verifier already matches,
+	// logging in once with target's credential; it tells whether it set it.
+	EnsurePassword(ctx context.Context, target credential.Target, role, password string) (bool, error)
 	// VerifyLogin tells whether user/password authenticates; false, nil on rejection.
 	VerifyLogin(ctx context.Context, target credential.Target, user, password string) (bool, error)
 	// StreamingStandbys counts the standbys streaming from the primary behind target.
@@ -32,12 +30,8 @@ type PostgreSQL struct{}
 
 var _ Database = PostgreSQL{}
 
-func (PostgreSQL) PasswordMatches(ctx context.Context, t credential.Target, role, password string) (bool, error) {
-	return credential.PasswordMatches(ctx, t, role, password)
-}
-
-func (PostgreSQL) SetPassword(ctx context.Context, t credential.Target, role, password string) error {
-	return credential.SetPassword(ctx, t, role, password)
+func (PostgreSQL) EnsurePassword(ctx context.Context, t credential.Target, role, password string) (bool, error) {
+	return credential.EnsurePassword(ctx, t, role, password)
 }
 
 func (PostgreSQL) VerifyLogin(ctx context.Context, t credential.Target, user, password string) (bool, error) {

@@ -67,6 +67,8 @@ type world struct {
 	// writes counts the controller's own writes ("verb resource[/subresource]"), not the
 	// stand-ins'.
 	writes map[string]int
+	// reads counts the controller's own live reads (gets and lists) the same way.
+	reads map[string]int
 	// keep, when set (keepRunning), makes sync reuse one controller, whose memory of its
 	// own writes and of status kept back survives between syncs, and refresh its caches
 	// before each sync, as informers would.
@@ -351,19 +353,24 @@ func (w *world) sync(name string) (syncResult, error) {
 	return res, err
 }
 
-// countWrites adds the writes among actions to w.writes.
+// countWrites adds the writes among actions to w.writes, and the reads to w.reads.
 func (w *world) countWrites(actions []clienttesting.Action) {
 	if w.writes == nil {
 		w.writes = map[string]int{}
 	}
+	if w.reads == nil {
+		w.reads = map[string]int{}
+	}
 	for _, a := range actions {
+		key := a.GetVerb() + " " + a.GetResource().Resource
+		if a.GetSubresource() != "" {
+			key += "/" + a.GetSubresource()
+		}
 		switch a.GetVerb() {
 		case "create", "update", "patch", "delete":
-			key := a.GetVerb() + " " + a.GetResource().Resource
-			if a.GetSubresource() != "" {
-				key += "/" + a.GetSubresource()
-			}
 			w.writes[key]++
+		case "get", "list":
+			w.reads[key]++
 		}
 	}
 }
@@ -582,10 +589,10 @@ type fakeDatabase struct {
 	reconnected       map[string]bool
 	passfileWrites    int
 	reconnects        int
-	// setThenFail makes SetPassword change the password and then report an error, as when
-	// the connection breaks after the commit.
+	// setThenFail makes EnsurePassword change the password and then report an error, as
+	// when the connection breaks after the commit.
 	setThenFail bool
-	// beforeSetPassword, when set, runs before SetPassword changes anything.
+	// beforeSetPassword, when set, runs before EnsurePassword changes anything.
 	beforeSetPassword func()
 }
 
@@ -606,20 +613,14 @@ func (d *fakeDatabase) login(t credential.Target) error {
 	return nil
 }
 
-func (d *fakeDatabase) PasswordMatches(_ context.Context, t credential.Target, role, password string) (bool, error) {
+func (d *fakeDatabase) EnsurePassword(_ context.Context, t credential.Target, role, password string) (bool, error) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	if err := d.login(t); err != nil {
 		return false, err
 	}
-	return d.passwords[role] == password, nil
-}
-
-func (d *fakeDatabase) SetPassword(_ context.Context, t credential.Target, role, password string) error {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	if err := d.login(t); err != nil {
-		return err
+	if d.passwords[role] == password {
+		return false, nil
 	}
 	if d.beforeSetPassword != nil {
 		d.beforeSetPassword()
@@ -627,9 +628,9 @@ func (d *fakeDatabase) SetPassword(_ context.Context, t credential.Target, role,
 	d.setCalls++
 	d.passwords[role] = password
 	if d.setThenFail {
-		return fmt.Errorf("fake: %w", credential.ErrUnreachable)
+		return true, fmt.Errorf("fake: %w", credential.ErrUnreachable)
 	}
-	return nil
+	return true, nil
 }
 
 func (d *fakeDatabase) VerifyLogin(_ context.Context, t credential.Target, user, password string) (bool, error) {

@@ -72,6 +72,24 @@ func TestWriteBudgetOfOneReplicaRotation(t *testing.T) {
 	}
 }
 
+// Live reads are for decisions a cache could get wrong. Once the cache shows this rotation's
+// own template (its marker is the request's UID), the syncs that wait for the StatefulSet
+// controller read nothing more of the StatefulSet: one read, before the write.
+func TestStatefulSetIsReadOncePerRotation(t *testing.T) {
+	for _, running := range []bool{false, true} {
+		t.Run(fmt.Sprintf("running controller %v", running), func(t *testing.T) {
+			w := newWorld(t, 3)
+			if running {
+				w.keepRunning()
+			}
+			w.newRequest("rotate")
+			req := w.runUntilDone("rotate", 80)
+			require.Equal(t, opsv1alpha1.OpsRequestPhaseSuccessful, req.Status.Phase, describe(req))
+			assert.Equal(t, 1, w.reads["get statefulsets"], "reads: %v", w.reads)
+		})
+	}
+}
+
 // The status is written once per sync, after the ALTER ROLE and the Secret's update. Here
 // the operator dies between the ALTER ROLE and that write, so the stored status knows
 // nothing of UpdateCredential, and the request is then deleted: its cleanup must find the

@@ -63,7 +63,7 @@ func (c *Controller) pauseDatabase(ctx context.Context, r *rotation) (outcome, e
 		metav1.UpdateOptions{FieldManager: FieldManager}); err != nil {
 		return outcome{}, fmt.Errorf("asking to pause Postgres %s: %w", pg.Name, err)
 	}
-	c.recorder.Eventf(r.req, corev1.EventTypeNormal, "PauseDatabase", "pausing Postgres %s", pg.Name)
+	// No event here: the step's completion has one, and the condition says what it waits for.
 	return answerAwaited("waiting for the provisioner to pause Postgres %s", pg.Name), nil
 }
 
@@ -110,7 +110,6 @@ func heldBy(pg *kubedbv1.Postgres, req *opsv1alpha1.PostgresOpsRequest) bool {
 // credential changed and in which Secret.
 func (c *Controller) resumeDatabase(ctx context.Context, r *rotation) (outcome, error) {
 	changedAt := meta.FindStatusCondition(r.req.Status.Conditions, ConditionUpdateCredential).LastTransitionTime
-	resumed := false
 	err := retry.RetryOnConflict(retry.DefaultRetry, func() error {
 		pg, err := c.liveDatabase(ctx, r.req)
 		if err != nil {
@@ -120,8 +119,7 @@ func (c *Controller) resumeDatabase(ctx context.Context, r *rotation) (outcome, 
 		if !pausedByRequest(pg, r.req) && resumeRecorded(pg, r.req) {
 			return nil
 		}
-		resumed = pausedByRequest(pg, r.req)
-		if resumed {
+		if pausedByRequest(pg, r.req) {
 			meta.RemoveStatusCondition(&pg.Status.Conditions, kubedbv1.ConditionPaused)
 			pg.Status.PausedBy = nil
 		}
@@ -132,9 +130,8 @@ func (c *Controller) resumeDatabase(ctx context.Context, r *rotation) (outcome, 
 	if err != nil {
 		return outcome{}, fmt.Errorf("resuming Postgres %s: %w", r.req.Spec.DatabaseRef.Name, err)
 	}
-	if resumed {
-		c.recorder.Eventf(r.req, corev1.EventTypeNormal, "ResumeDatabase", "resumed Postgres %s", r.req.Spec.DatabaseRef.Name)
-	}
+	// The step's completion is the event; cleanup's resume of a request that stopped early
+	// has its own (resumeIfHeld).
 	return completed("Postgres %s is resumed", r.req.Spec.DatabaseRef.Name), nil
 }
 

@@ -41,6 +41,13 @@ func (c *Controller) updateStatefulSets(ctx context.Context, r *rotation) (outco
 // database's StatefulSet, checked to be the planned database's, and returns it as stored.
 func (c *Controller) pointStatefulSetAt(ctx context.Context, req *opsv1alpha1.PostgresOpsRequest, secretName string) (*appsv1.StatefulSet, error) {
 	marker := string(req.UID)
+	// A cached StatefulSet that already carries this rotation's marker shows this request's
+	// own write (the marker is its UID, so no cache can show it early): a sync that waits for
+	// the StatefulSet controller needs no read to know it.
+	if cached, err := c.statefulSets.StatefulSets(req.Namespace).Get(req.Spec.DatabaseRef.Name); err == nil &&
+		checkOwnedByPlan(cached, req) == nil && !pointTemplateAt(cached.DeepCopy(), secretName, marker) {
+		return cached, nil
+	}
 	statefulSets := c.kubeClient.AppsV1().StatefulSets(req.Namespace)
 	var written *appsv1.StatefulSet
 	err := retry.RetryOnConflict(retry.DefaultRetry, func() error {

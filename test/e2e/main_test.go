@@ -78,6 +78,7 @@ func run(m *testing.M) int {
 		WorkDir:      filepath.Join(workDir, "cluster"),
 		SkipFakeNode: true,
 		ServiceCIDR:  network.ServiceCIDR.String(),
+		KeepWorkDir:  keep,
 	}
 	if testing.Verbose() {
 		opts.Progress = os.Stderr

@@ -42,7 +42,8 @@ import (
 //     API server's audit log (events excluded, as they are not in it);
 //   - the operators' CPU seconds and resident memory.
 //
-// Run by `make bench`.
+// Run by `make bench`. PGOPS_KEEP_E2E=1 keeps each round's audit log and the control
+// plane's logs; PGOPS_PROFILE_DIR=dir writes a CPU profile of the API server per round.
 func BenchmarkRotationAtScale(b *testing.B) {
 	ctx := testContext(b, 40*time.Minute)
 	size := 200
@@ -257,6 +258,7 @@ func rotateAtOnce(b *testing.B, ctx context.Context, ns string, dbs []string, mo
 	var mu sync.Mutex
 	var wg sync.WaitGroup
 	limit := make(chan struct{}, 32)
+	profiled := profileAPIServer(ctx, kube, b.Name(), len(dbs))
 	b.ResetTimer()
 	start := time.Now()
 	for _, db := range dbs {
@@ -326,6 +328,7 @@ func rotateAtOnce(b *testing.B, ctx context.Context, ns string, dbs []string, mo
 		b.Fatalf("requests kept their finalizers: %v", err)
 	}
 	time.Sleep(2 * time.Second) // the provisioner's status writes after the resumes
+	<-profiled
 	usageAfter := processUsage(b)
 	events, _, err := localcluster.ReadAuditLog(env.cluster.AuditLogPath(), auditFrom)
 	if err != nil {
@@ -414,6 +417,34 @@ func rotateAtOnce(b *testing.B, ctx context.Context, ns string, dbs []string, mo
 	}
 	// How busy the machine's cores were from the first request to the last cleanup.
 	b.ReportMetric((usageAfter["machine"].CPU-usageBefore["machine"].CPU).Seconds()/time.Since(start).Seconds(), "busy-cores")
+}
+
+// profileAPIServer takes a CPU profile of the API server while a round runs, into
+// $PGOPS_PROFILE_DIR/<round>.pprof (read it with go tool pprof), and closes the channel it
+// returns when done. Without PGOPS_PROFILE_DIR it does nothing.
+func profileAPIServer(ctx context.Context, kube kubernetes.Interface, round string, databases int) <-chan struct{} {
+	done := make(chan struct{})
+	dir := os.Getenv("PGOPS_PROFILE_DIR")
+	if dir == "" {
+		close(done)
+		return done
+	}
+	seconds := 8
+	if databases > 50 {
+		seconds = 30
+	}
+	go func() {
+		defer close(done)
+		raw, err := kube.CoreV1().RESTClient().Get().AbsPath("/debug/pprof/profile").
+			Param("seconds", strconv.Itoa(seconds)).Timeout(time.Minute).DoRaw(ctx)
+		if err == nil {
+			err = os.WriteFile(filepath.Join(dir, strings.NewReplacer("/", "_", "=", "-").Replace(round)+".pprof"), raw, 0o644)
+		}
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "profiling the API server:", err)
+		}
+	}()
+	return done
 }
 
 // settle waits until the operators have written nothing for a few seconds (a previous

@@ -125,7 +125,9 @@ func (c *Cluster) startAPIServer(ctx context.Context, pt ports, token string) er
 		// nodes unhealthy), so the scheduler would place nothing.
 		"--disable-admission-plugins=TaintNodesByCondition",
 		"--allow-privileged=true",
-		"--profiling=false",
+		// Only admin may read /debug/pprof; the scale benchmark takes CPU profiles from it
+		// (PGOPS_PROFILE_DIR).
+		"--profiling=true",
 	}, c.auditFlags()...)
 	p, err := c.run(compAPIServer, args...)
 	if err != nil {

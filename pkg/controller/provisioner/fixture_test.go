@@ -47,6 +47,9 @@ type stubHealth struct {
 	// Replication calls.
 	settings         credential.SynchronousSettings
 	replicationCalls []PrimaryEndpoint
+	// duringCheck, when set, runs inside CheckPrimary: another writer acting while a
+	// health check takes its time.
+	duringCheck func()
 }
 
 func (s *stubHealth) Replication(_ context.Context, ep PrimaryEndpoint) (ReplicationReport, error) {
@@ -73,6 +76,9 @@ func (s *stubHealth) Replication(_ context.Context, ep PrimaryEndpoint) (Replica
 }
 
 func (s *stubHealth) CheckPrimary(_ context.Context, ep PrimaryEndpoint) error {
+	if s.duringCheck != nil {
+		s.duringCheck()
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.calls = append(s.calls, ep)

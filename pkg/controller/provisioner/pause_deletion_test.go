@@ -159,6 +159,34 @@ func TestPauseWhenTheCacheLagsItsRequest(t *testing.T) {
 	})
 }
 
+// The health check takes a while; a resume the ops-manager writes meanwhile (as the restarted
+// primary turns Ready) reaches the cache before the provisioner's status write, which builds
+// on it: no conflict and retry on an API server, and nothing undone where none is checked.
+func TestStatusWriteBuildsOnAResumeWrittenDuringTheHealthCheck(t *testing.T) {
+	f := provisioned(t, newPG("x"))
+	setPaused(t, f, metav1.ConditionTrue, false)
+	_, err := f.kube.CoreV1().Pods(testNS).Create(f.ctx, readyPod(f.postgres("x"), 0, true), metav1.CreateOptions{})
+	require.NoError(t, err)
+	f.refresh()
+	require.NotEqual(t, kubedbv1.DatabasePhaseReady, f.postgres("x").Status.Phase)
+	f.health.duringCheck = func() {
+		f.health.duringCheck = nil
+		pg := f.postgres("x")
+		meta.RemoveStatusCondition(&pg.Status.Conditions, kubedbv1.ConditionPaused)
+		pg.Status.PausedBy = nil
+		pg.ResourceVersion = "resumed" // an API server's new resourceVersion; the fake keeps none
+		_, err := f.pgops.KubedbV1().Postgreses(testNS).UpdateStatus(f.ctx, pg, metav1.UpdateOptions{})
+		require.NoError(t, err)
+		f.refresh()
+	}
+	require.NoError(t, f.sync("x"))
+	require.Nil(t, f.health.duringCheck, "the health check ran")
+	pg := f.postgres("x")
+	assert.Equal(t, kubedbv1.DatabasePhaseReady, pg.Status.Phase, "the status was written")
+	assert.Nil(t, pg.Status.PausedBy, "the resume is kept")
+	assert.Nil(t, condition(pg, kubedbv1.ConditionPaused))
+}
+
 // requestReads counts the live reads of ops requests since the last refresh.
 func requestReads(f *fixture) int {
 	n := 0

@@ -393,6 +393,10 @@ func readyMessage(phase kubedbv1.DatabasePhase, obs observation) string {
 func (c *Controller) writeStatus(ctx context.Context, pg *kubedbv1.Postgres, cred *authCredential, blocked *userError) error {
 	releaseWorkloadLock(ctx) // from here on the sync only observes
 	obs := c.observe(ctx, pg, cred, blocked)
+	// The observation logs in to the database, which takes a while: another writer's change
+	// of the status (the ops-manager's resume, as a restarted primary turns Ready) may have
+	// reached the cache meanwhile. Writing on the newest copy spares a conflict and its retry.
+	pg = c.newestPostgres(pg)
 	generation := pg.Generation
 	oldPhase := pg.Status.Phase
 	before := meta.FindStatusCondition(pg.Status.Conditions, ConditionCredentialRotation)
@@ -420,6 +424,20 @@ func (c *Controller) writeStatus(ctx context.Context, pg *kubedbv1.Postgres, cre
 		c.recorder.Event(updated, typ, ReasonPhaseChanged, msg)
 	}
 	return nil
+}
+
+// newestPostgres is the newest copy of pg the provisioner knows of: the cache's, or its own
+// later write (a cache only moves forward, so another resourceVersion there is a later
+// change); pg itself when the cache holds nothing newer, or no longer that object.
+func (c *Controller) newestPostgres(pg *kubedbv1.Postgres) *kubedbv1.Postgres {
+	cached, err := c.postgresLister.Postgreses(pg.Namespace).Get(pg.Name)
+	if err != nil || cached.UID != pg.UID {
+		return pg
+	}
+	if newest := c.written.Newest(cached); newest.ResourceVersion != pg.ResourceVersion {
+		return newest
+	}
+	return pg
 }
 
 // updateStatus applies mutate to pg's status and writes it through the status subresource

@@ -159,6 +159,44 @@ func startOperatorWith(ctx context.Context, name string, args ...string) (*teste
 	return op, nil
 }
 
+// restartOperatorsWithDefaults restarts both operators at their default settings: the
+// crash tests' short leases (quickTakeover) are lost on a machine as loaded as the
+// parallel tests and the benchmarks make it, and an operator that loses its lease exits,
+// as it should.
+func restartOperatorsWithDefaults(t testing.TB, ctx context.Context) {
+	t.Helper()
+	env.mu.Lock()
+	defer env.mu.Unlock()
+	for _, name := range []string{"provisioner", "ops-manager"} {
+		op := &env.provisioner
+		if name == "ops-manager" {
+			op = &env.opsManager
+		}
+		if err := (*op).Stop(30 * time.Second); err != nil {
+			t.Logf("stopping the %s: %v", name, err)
+		}
+		restarted, err := startOperatorWith(ctx, name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		*op = restarted
+	}
+}
+
+var parallelOperators sync.Once
+
+// parallel runs an e2e test alongside the other parallel ones, once the tests that kill the
+// operators (which stay sequential) are done. The first to run restarts both operators at
+// their default settings, and the others wait for it.
+func parallel(t *testing.T) {
+	t.Parallel()
+	parallelOperators.Do(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+		defer cancel()
+		restartOperatorsWithDefaults(t, ctx)
+	})
+}
+
 func operatorLog(name string) string { return filepath.Join(env.workDir, name+".log") }
 
 func killOpsManager(t testing.TB) {

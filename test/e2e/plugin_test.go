@@ -40,6 +40,7 @@ func kubectlPgops(t testing.TB, ctx context.Context, args ...string) (string, in
 // steps and exits 0 on success and 1 on a refused request, and psql runs a query with the
 // auth Secret's credential, which nothing prints.
 func TestKubectlPgopsPlugin(t *testing.T) {
+	parallel(t)
 	ctx := testContext(t, provisionTimeout)
 	ns := newNamespace(t, ctx)
 	createPostgres(t, ctx, ns, "db", 2)

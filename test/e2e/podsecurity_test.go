@@ -19,6 +19,7 @@ import (
 // any database pod is: PostgreSQL on all the pod's addresses and on a Unix socket where psql
 // looks, peer login for the image's postgres user from inside the pod, a read-only root.
 func TestDatabasePodsInARestrictedNamespace(t *testing.T) {
+	parallel(t)
 	ctx := testContext(t, provisionTimeout)
 	ns := newNamespace(t, ctx)
 

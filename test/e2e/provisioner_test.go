@@ -146,6 +146,7 @@ func checkPrimaryLogin(t testing.TB, ctx context.Context, ns, db string) credent
 }
 
 func TestProvisionOneReplica(t *testing.T) {
+	parallel(t)
 	ctx := testContext(t, provisionTimeout)
 	ns := newNamespace(t, ctx)
 	createPostgres(t, ctx, ns, "single", 1)
@@ -170,6 +171,7 @@ func TestProvisionOneReplica(t *testing.T) {
 }
 
 func TestProvisionThreeReplicas(t *testing.T) {
+	parallel(t)
 	ctx := testContext(t, provisionTimeout)
 	ns := newNamespace(t, ctx)
 	createPostgres(t, ctx, ns, "ha", 3)
@@ -250,6 +252,7 @@ func waitProvisioningBlocked(t testing.TB, ctx context.Context, ns, db, reason s
 }
 
 func TestMissingUserSecretIsReported(t *testing.T) {
+	parallel(t)
 	ctx := testContext(t, provisionTimeout)
 	ns := newNamespace(t, ctx)
 	createPostgres(t, ctx, ns, "byo", 1, func(pg *kubedbv1.Postgres) {
@@ -349,6 +352,7 @@ func envValue(c corev1.Container, name string) (string, bool) {
 }
 
 func TestPauseKeepsHandEditUntilResume(t *testing.T) {
+	parallel(t)
 	ctx := testContext(t, provisionTimeout)
 	ns := newNamespace(t, ctx)
 	createPostgres(t, ctx, ns, "paused", 1)
@@ -420,6 +424,7 @@ func TestPauseKeepsHandEditUntilResume(t *testing.T) {
 }
 
 func TestWipeOutLeavesNothingBehind(t *testing.T) {
+	parallel(t)
 	ctx := testContext(t, provisionTimeout)
 	ns := newNamespace(t, ctx)
 	createPostgres(t, ctx, ns, "gone", 2)

@@ -31,6 +31,7 @@ func applyRotateAuthWithRestart(t testing.TB, ctx context.Context, ns, name, db 
 // spec.authSecret.name to a Secret of the user's becomes a rotation to it (one database
 // serves all three, to keep the suite short).
 func TestZeroDowntimeRotation(t *testing.T) {
+	parallel(t)
 	ctx := testContext(t, 12*time.Minute)
 	rc := newRotationCase(t, ctx, 3)
 	deleteWhenDone(t, rc)
@@ -129,6 +130,7 @@ func rotateOnAuthSecretChange(t testing.TB, ctx context.Context, rc *rotationCas
 // seconds gets exactly one scheduled request per period, each ending with a working new
 // credential.
 func TestScheduledRotation(t *testing.T) {
+	parallel(t)
 	ctx := testContext(t, 6*time.Minute)
 	rc := newRotationCase(t, ctx, 1, func(s string) string {
 		return strings.Replace(s, "  deletionPolicy: WipeOut", "  authSecret:\n    rotateAfter: 8s\n    rotationRestart: None\n  deletionPolicy: WipeOut", 1)

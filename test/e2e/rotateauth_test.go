@@ -141,6 +141,7 @@ func (rc *rotationCase) checkCredentialRotated(t testing.TB, ctx context.Context
 }
 
 func TestGeneratedRotation(t *testing.T) {
+	parallel(t)
 	for _, replicas := range []int{1, 3} {
 		t.Run(fmt.Sprintf("replicas=%d", replicas), func(t *testing.T) {
 			ctx := testContext(t, 10*time.Minute)
@@ -153,6 +154,7 @@ func TestGeneratedRotation(t *testing.T) {
 }
 
 func TestUserProvidedRotation(t *testing.T) {
+	parallel(t)
 	ctx := testContext(t, 10*time.Minute)
 	rc := newRotationCase(t, ctx, 3)
 	watchForLeaks(t, "Chosen-By-User-2026")
@@ -171,6 +173,7 @@ func TestUserProvidedRotation(t *testing.T) {
 }
 
 func TestBadInputFailsClearlyAndLeavesTheDatabaseWorking(t *testing.T) {
+	parallel(t)
 	ctx := testContext(t, 10*time.Minute)
 	rc := newRotationCase(t, ctx, 1)
 	cases := []struct {
@@ -237,6 +240,7 @@ func (rc *rotationCase) checkUntouched(t testing.TB, ctx context.Context) {
 }
 
 func TestTwoRequestsForOneDatabase(t *testing.T) {
+	parallel(t)
 	ctx := testContext(t, 10*time.Minute)
 	rc := newRotationCase(t, ctx, 1)
 	kubectlApply(t, ctx, fmt.Sprintf(`apiVersion: ops.kubedb.com/v1alpha1

@@ -199,6 +199,7 @@ func (rc *rotationCase) standbysDescending() []string {
 // An Ephemeral primary's emptyDir is its data: it is never evicted, only standbys are
 // restarted (they clone the primary again), and the data is still there.
 func TestRotateAuthEphemeral(t *testing.T) {
+	parallel(t)
 	for _, replicas := range []int{1, 3} {
 		t.Run(fmt.Sprintf("replicas=%d", replicas), func(t *testing.T) {
 			ctx := testContext(t, safetyTimeout)
@@ -226,6 +227,7 @@ func TestRotateAuthEphemeral(t *testing.T) {
 // Passwords pods cannot carry are refused before the database is paused; the database keeps
 // its credential and its data.
 func TestHostilePasswordsRefusedBeforePause(t *testing.T) {
+	parallel(t)
 	ctx := testContext(t, safetyTimeout)
 	rc := newRotationCase(t, ctx, 1)
 	rc.writeData(t, ctx)
@@ -254,6 +256,7 @@ func TestHostilePasswordsRefusedBeforePause(t *testing.T) {
 // name "<request>-staged-auth", the ConfigMap's, the governing Service's) is the user's: it
 // becomes the auth Secret and is never deleted. One database rotates to each in turn.
 func TestUserSecretNamedLikeOperatorObjects(t *testing.T) {
+	parallel(t)
 	ctx := testContext(t, safetyTimeout)
 	rc := newRotationCase(t, ctx, 1)
 	rc.writeData(t, ctx)
@@ -287,6 +290,7 @@ func TestUserSecretNamedLikeOperatorObjects(t *testing.T) {
 // primary Service. The provisioner reports the conflict, a rotation of "x-pods" fails
 // before the pause without touching "x", and "x" itself still rotates.
 func TestCollidingDerivedNames(t *testing.T) {
+	parallel(t)
 	ctx := testContext(t, safetyTimeout)
 	ns := newNamespace(t, ctx)
 	createPostgres(t, ctx, ns, "x", 1)
@@ -323,6 +327,7 @@ func TestCollidingDerivedNames(t *testing.T) {
 // Secret update: the garbage collector leaves the staged credential alone, and cleanup rolls
 // the auth Secret forward to it once it can.
 func TestForegroundDeletionPastPointOfNoReturn(t *testing.T) {
+	parallel(t)
 	ctx := testContext(t, safetyTimeout)
 	rc := newRotationCase(t, ctx, 1)
 	rc.writeData(t, ctx)
@@ -374,6 +379,7 @@ func contains(list []string, s string) bool {
 
 // An immutable user Secret cannot record the previous credential: refused before the pause.
 func TestImmutableUserSecretRefused(t *testing.T) {
+	parallel(t)
 	ctx := testContext(t, safetyTimeout)
 	rc := newRotationCase(t, ctx, 1)
 	rc.writeData(t, ctx)
@@ -390,6 +396,7 @@ func TestImmutableUserSecretRefused(t *testing.T) {
 // The user deletes their Secret once PostgreSQL has its credential: the ops-manager writes it
 // again from the staged copy and the request succeeds with it.
 func TestUserSecretDeletedAfterStart(t *testing.T) {
+	parallel(t)
 	ctx := testContext(t, safetyTimeout)
 	rc := newRotationCase(t, ctx, 1)
 	rc.writeData(t, ctx)
@@ -412,6 +419,7 @@ func TestUserSecretDeletedAfterStart(t *testing.T) {
 // A request deleted in the middle of RestartNodes: cleanup still restarts the standbys on
 // an old pod revision, so every standby streams with the new credential.
 func TestDeletedMidRestartNodes(t *testing.T) {
+	parallel(t)
 	ctx := testContext(t, safetyTimeout)
 	rc := newRotationCase(t, ctx, 3)
 	rc.writeData(t, ctx)

@@ -91,29 +91,6 @@ func idleCost(b *testing.B, ctx context.Context, size int) {
 		size, window, cores["user"], cores["system"], cores["node-agent"], cores["probes"], cores["postgres"])
 }
 
-// restartOperatorsWithDefaults restarts both operators at their default settings: the
-// tests' short leases (quickTakeover) are lost on a machine as loaded as this benchmark
-// makes it, and an operator that loses its lease exits, as it should.
-func restartOperatorsWithDefaults(b *testing.B, ctx context.Context) {
-	b.Helper()
-	env.mu.Lock()
-	defer env.mu.Unlock()
-	for _, name := range []string{"provisioner", "ops-manager"} {
-		op := &env.provisioner
-		if name == "ops-manager" {
-			op = &env.opsManager
-		}
-		if err := (*op).Stop(30 * time.Second); err != nil {
-			b.Logf("stopping the %s: %v", name, err)
-		}
-		restarted, err := startOperatorWith(ctx, name)
-		if err != nil {
-			b.Fatal(err)
-		}
-		*op = restarted
-	}
-}
-
 // benchClients talk to the API server as admin without client-side throttling, so the
 // benchmark's own requests never hold up the operators'.
 func benchClients(t testing.TB) (kubernetes.Interface, pgopsclient.Interface) {

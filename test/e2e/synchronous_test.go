@@ -21,6 +21,7 @@ import (
 // that restarts the standbys keeps them synchronous, with pgbench writing on the primary
 // stalled for no longer than one standby's restart (each commit needs both standbys).
 func TestSynchronousReplication(t *testing.T) {
+	parallel(t)
 	ctx := testContext(t, 12*time.Minute)
 	ns := newNamespace(t, ctx)
 	applyExample(t, ctx, ns, "40-synchronous-postgres.yaml", nil)

@@ -165,6 +165,12 @@ func startOperatorWith(ctx context.Context, name string, args ...string) (*teste
 // as it should.
 func restartOperatorsWithDefaults(t testing.TB, ctx context.Context) {
 	t.Helper()
+	if err := restartWithDefaults(ctx); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func restartWithDefaults(ctx context.Context) error {
 	env.mu.Lock()
 	defer env.mu.Unlock()
 	for _, name := range []string{"provisioner", "ops-manager"} {
@@ -173,28 +179,36 @@ func restartOperatorsWithDefaults(t testing.TB, ctx context.Context) {
 			op = &env.opsManager
 		}
 		if err := (*op).Stop(30 * time.Second); err != nil {
-			t.Logf("stopping the %s: %v", name, err)
+			fmt.Fprintf(os.Stderr, "stopping the %s: %v\n", name, err)
 		}
 		restarted, err := startOperatorWith(ctx, name)
 		if err != nil {
-			t.Fatal(err)
+			return fmt.Errorf("starting the %s: %w", name, err)
 		}
 		*op = restarted
 	}
+	return nil
 }
 
-var parallelOperators sync.Once
+var (
+	parallelOperators sync.Once
+	parallelStartErr  error
+)
 
-// parallel runs an e2e test alongside the other parallel ones, once the tests that kill the
-// operators (which stay sequential) are done. The first to run restarts both operators at
-// their default settings, and the others wait for it.
+// parallel runs an e2e test alongside the other parallel ones, once the sequential tests are
+// done: those that kill the operators or change their RBAC. The first to run restarts both
+// operators at their default settings, and the others wait for it. A parallel test must
+// leave the operators and everything cluster-wide alone.
 func parallel(t *testing.T) {
 	t.Parallel()
 	parallelOperators.Do(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 		defer cancel()
-		restartOperatorsWithDefaults(t, ctx)
+		parallelStartErr = restartWithDefaults(ctx)
 	})
+	if parallelStartErr != nil {
+		t.Fatalf("restarting the operators for the parallel tests: %v", parallelStartErr)
+	}
 }
 
 func operatorLog(name string) string { return filepath.Join(env.workDir, name+".log") }

@@ -352,7 +352,7 @@ func envValue(c corev1.Container, name string) (string, bool) {
 }
 
 func TestPauseKeepsHandEditUntilResume(t *testing.T) {
-	parallel(t)
+	// Not parallel: it kills and restarts the shared ops-manager.
 	ctx := testContext(t, provisionTimeout)
 	ns := newNamespace(t, ctx)
 	createPostgres(t, ctx, ns, "paused", 1)

@@ -327,7 +327,7 @@ func TestCollidingDerivedNames(t *testing.T) {
 // Secret update: the garbage collector leaves the staged credential alone, and cleanup rolls
 // the auth Secret forward to it once it can.
 func TestForegroundDeletionPastPointOfNoReturn(t *testing.T) {
-	parallel(t)
+	// Not parallel: it takes Secret updates away from the shared ops-manager.
 	ctx := testContext(t, safetyTimeout)
 	rc := newRotationCase(t, ctx, 1)
 	rc.writeData(t, ctx)
@@ -396,7 +396,7 @@ func TestImmutableUserSecretRefused(t *testing.T) {
 // The user deletes their Secret once PostgreSQL has its credential: the ops-manager writes it
 // again from the staged copy and the request succeeds with it.
 func TestUserSecretDeletedAfterStart(t *testing.T) {
-	parallel(t)
+	// Not parallel: it takes Secret updates away from the shared ops-manager.
 	ctx := testContext(t, safetyTimeout)
 	rc := newRotationCase(t, ctx, 1)
 	rc.writeData(t, ctx)

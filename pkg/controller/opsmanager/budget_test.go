@@ -8,6 +8,7 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	appsv1 "k8s.io/api/apps/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -72,22 +73,52 @@ func TestWriteBudgetOfOneReplicaRotation(t *testing.T) {
 	}
 }
 
-// Live reads are for decisions a cache could get wrong. Once the cache shows this rotation's
-// own template (its marker is the request's UID), the syncs that wait for the StatefulSet
-// controller read nothing more of the StatefulSet: one read, before the write.
+// Live reads are for decisions a cache could get wrong. Once a controller has written the
+// rotation's template, its syncs that wait for the StatefulSet controller take the cached
+// StatefulSet at that generation without reading it again: one read per controller that
+// touches the template (a controller per sync has two: the one that writes it and the one
+// that sees it observed).
 func TestStatefulSetIsReadOncePerRotation(t *testing.T) {
-	for _, running := range []bool{false, true} {
-		t.Run(fmt.Sprintf("running controller %v", running), func(t *testing.T) {
+	for _, tc := range []struct {
+		running bool
+		reads   int
+	}{{false, 2}, {true, 1}} {
+		t.Run(fmt.Sprintf("running controller %v", tc.running), func(t *testing.T) {
 			w := newWorld(t, 3)
-			if running {
+			if tc.running {
 				w.keepRunning()
 			}
 			w.newRequest("rotate")
 			req := w.runUntilDone("rotate", 80)
 			require.Equal(t, opsv1alpha1.OpsRequestPhaseSuccessful, req.Status.Phase, describe(req))
-			assert.Equal(t, 1, w.reads["get statefulsets"], "reads: %v", w.reads)
+			assert.Equal(t, tc.reads, w.reads["get statefulsets"], "reads: %v", w.reads)
 		})
 	}
+}
+
+// A StatefulSet whose spec someone else changed after the rotation wrote its template (a
+// GitOps tool putting the old Secret back) is read live and pointed at the new credential
+// again, never taken from the cache as the rotation's own write.
+func TestStatefulSetChangedAfterTheTemplateWriteIsReadAgain(t *testing.T) {
+	w := newWorld(t, 1)
+	w.keepRunning()
+	w.statefulSetControllerAsleep = true
+	w.newRequest("rotate")
+	for i := 0; i < 10 && w.stsOf().Spec.Template.Annotations[kubedbv1.AuthRotationAnnotation] == ""; i++ {
+		_, _ = w.sync("rotate")
+	}
+	sts := w.stsOf()
+	require.NotEmpty(t, sts.Spec.Template.Annotations[kubedbv1.AuthRotationAnnotation], "the template was written")
+	target := sts.Spec.Template.Spec.Containers[0].Env[0].ValueFrom.SecretKeyRef.Name
+	// Someone reverts the Secret reference: a new generation.
+	sts.Spec.Template.Spec.Containers[0].Env[0].ValueFrom.SecretKeyRef.Name = "someone-elses"
+	_, err := w.kube.AppsV1().StatefulSets(ns).Update(context.Background(), sts, metav1.UpdateOptions{})
+	require.NoError(t, err)
+	w.statefulSetControllerAsleep = false
+	req := w.runUntilDone("rotate", 50)
+	require.Equal(t, opsv1alpha1.OpsRequestPhaseSuccessful, req.Status.Phase, describe(req))
+	assert.Equal(t, target, w.stsOf().Spec.Template.Spec.Containers[0].Env[0].ValueFrom.SecretKeyRef.Name,
+		"the template points at the rotation's Secret again")
 }
 
 // The status is written once per sync, after the ALTER ROLE and the Secret's update. Here
@@ -281,4 +312,12 @@ func TestDeletedWhileStatusKeptBackRollsForwardAndResumes(t *testing.T) {
 	assert.Equal(t, newPassword, string(w.secret(dbName + "-auth").Data["password"]))
 	assert.Nil(t, w.postgres().Status.PausedBy)
 	assert.Nil(t, meta.FindStatusCondition(w.postgres().Status.Conditions, kubedbv1.ConditionPaused), "database resumed")
+}
+
+// stsOf is the database's StatefulSet as the fake API server stores it.
+func (w *world) stsOf() *appsv1.StatefulSet {
+	w.t.Helper()
+	sts, err := w.kube.AppsV1().StatefulSets(ns).Get(context.Background(), dbName, metav1.GetOptions{})
+	require.NoError(w.t, err)
+	return sts
 }

@@ -57,7 +57,11 @@ func (c *Controller) cleanUp(ctx context.Context, req *opsv1alpha1.PostgresOpsRe
 			return syncResult{}, err
 		}
 	}
-	return syncResult{}, c.removeFinalizer(ctx, req)
+	if err := c.removeFinalizer(ctx, req); err != nil {
+		return syncResult{}, err
+	}
+	c.templates.forget(req.UID)
+	return syncResult{}, nil
 }
 
 // rollForward makes the Secrets agree with PostgreSQL after a request stopped part-way,

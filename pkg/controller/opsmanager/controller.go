@@ -82,6 +82,9 @@ type Controller struct {
 	written operator.OwnWrites[*opsv1alpha1.PostgresOpsRequest]
 	// unwritten holds status a sync kept back while it awaits an answer (unwritten.go).
 	unwritten unwrittenStatus
+	// templates holds the StatefulSet generation each request wrote or read live with its
+	// template (statefulset.go).
+	templates writtenTemplates
 }
 
 // New wires the controller to its informers. kubeInformers must be filtered to the

@@ -3,10 +3,12 @@ package opsmanager
 import (
 	"context"
 	"fmt"
+	"sync"
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/util/retry"
 
 	kubedbv1 "github.com/pgops/pgops/pkg/apis/kubedb/v1"
@@ -41,11 +43,13 @@ func (c *Controller) updateStatefulSets(ctx context.Context, r *rotation) (outco
 // database's StatefulSet, checked to be the planned database's, and returns it as stored.
 func (c *Controller) pointStatefulSetAt(ctx context.Context, req *opsv1alpha1.PostgresOpsRequest, secretName string) (*appsv1.StatefulSet, error) {
 	marker := string(req.UID)
-	// A cached StatefulSet that already carries this rotation's marker shows this request's
-	// own write (the marker is its UID, so no cache can show it early): a sync that waits for
-	// the StatefulSet controller needs no read to know it.
+	// A cached StatefulSet at the generation this controller wrote (or read live) with the
+	// rotation's template is that very object: a sync that waits for the StatefulSet
+	// controller needs no read to know it. Any other generation (someone changed the spec
+	// since, or this controller restarted) is read live.
 	if cached, err := c.statefulSets.StatefulSets(req.Namespace).Get(req.Spec.DatabaseRef.Name); err == nil &&
-		checkOwnedByPlan(cached, req) == nil && !pointTemplateAt(cached.DeepCopy(), secretName, marker) {
+		c.templates.wrote(req.UID, cached.Generation) && checkOwnedByPlan(cached, req) == nil &&
+		!pointTemplateAt(cached.DeepCopy(), secretName, marker) {
 		return cached, nil
 	}
 	statefulSets := c.kubeClient.AppsV1().StatefulSets(req.Namespace)
@@ -65,7 +69,40 @@ func (c *Controller) pointStatefulSetAt(ctx context.Context, req *opsv1alpha1.Po
 		written, err = statefulSets.Update(ctx, sts, metav1.UpdateOptions{FieldManager: FieldManager})
 		return err
 	})
+	if err == nil {
+		c.templates.remember(req.UID, written.Generation)
+	}
 	return written, err
+}
+
+// writtenTemplates remembers, per request, the StatefulSet generation that holds its
+// template as this controller wrote or read it live.
+type writtenTemplates struct {
+	mu    sync.Mutex
+	byUID map[types.UID]int64
+}
+
+func (w *writtenTemplates) remember(uid types.UID, generation int64) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.byUID == nil {
+		w.byUID = map[types.UID]int64{}
+	}
+	w.byUID[uid] = generation
+}
+
+func (w *writtenTemplates) wrote(uid types.UID, generation int64) bool {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	g, ok := w.byUID[uid]
+	return ok && g == generation
+}
+
+// forget drops what is remembered of a request that has ended.
+func (w *writtenTemplates) forget(uid types.UID) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	delete(w.byUID, uid)
 }
 
 // checkOwnedByPlan refuses an object that is not controlled by the planned Postgres: an

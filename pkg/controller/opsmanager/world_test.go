@@ -505,7 +505,8 @@ func (w *world) react() {
 	if err == nil && !w.statefulSetControllerAsleep {
 		revision := "rev-" + sts.Spec.Template.Annotations[kubedbv1.AuthRotationAnnotation]
 		if sts.Status.UpdateRevision != revision && sts.Spec.Template.Annotations[kubedbv1.AuthRotationAnnotation] != "" {
-			sts.Generation++
+			// The API server made the new template a new generation (the update reactor
+			// above); the controller observes that generation.
 			sts.Status.ObservedGeneration = sts.Generation
 			sts.Status.UpdateRevision = revision
 			_, err := w.kube.AppsV1().StatefulSets(ns).UpdateStatus(ctx, sts, metav1.UpdateOptions{})

@@ -187,6 +187,33 @@ func TestStatusWriteBuildsOnAResumeWrittenDuringTheHealthCheck(t *testing.T) {
 	assert.Nil(t, condition(pg, kubedbv1.ConditionPaused))
 }
 
+// A spec changed during the health check reaches the cache before the status write, which
+// still reports the generation this sync worked on: observedGeneration must never claim a
+// spec whose workloads nobody has written yet.
+func TestStatusWriteDuringASpecChangeKeepsItsOwnGeneration(t *testing.T) {
+	pg := newPG("x")
+	pg.Generation = 1
+	f := provisioned(t, pg)
+	_, err := f.kube.CoreV1().Pods(testNS).Create(f.ctx, readyPod(f.postgres("x"), 0, true), metav1.CreateOptions{})
+	require.NoError(t, err)
+	f.refresh()
+	f.health.duringCheck = func() {
+		f.health.duringCheck = nil
+		pg := f.postgres("x")
+		pg.Spec.Replicas = ptr.To[int32](5)
+		pg.Generation = 2
+		pg.ResourceVersion = "scaled" // an API server's new resourceVersion; the fake keeps none
+		_, err := f.pgops.KubedbV1().Postgreses(testNS).Update(f.ctx, pg, metav1.UpdateOptions{})
+		require.NoError(t, err)
+		f.refresh()
+	}
+	require.NoError(t, f.sync("x"))
+	require.Nil(t, f.health.duringCheck, "the health check ran")
+	got := f.postgres("x")
+	assert.Equal(t, int64(2), got.Generation)
+	assert.Equal(t, int64(1), got.Status.ObservedGeneration, "the status is for the generation the sync applied")
+}
+
 // requestReads counts the live reads of ops requests since the last refresh.
 func requestReads(f *fixture) int {
 	n := 0

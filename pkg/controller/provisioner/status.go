@@ -393,11 +393,13 @@ func readyMessage(phase kubedbv1.DatabasePhase, obs observation) string {
 func (c *Controller) writeStatus(ctx context.Context, pg *kubedbv1.Postgres, cred *authCredential, blocked *userError) error {
 	releaseWorkloadLock(ctx) // from here on the sync only observes
 	obs := c.observe(ctx, pg, cred, blocked)
+	// The status says what this sync saw and did, so for this sync's generation, even when a
+	// newer spec has reached the cache meanwhile (its own sync follows).
+	generation := pg.Generation
 	// The observation logs in to the database, which takes a while: another writer's change
 	// of the status (the ops-manager's resume, as a restarted primary turns Ready) may have
 	// reached the cache meanwhile. Writing on the newest copy spares a conflict and its retry.
 	pg = c.newestPostgres(pg)
-	generation := pg.Generation
 	oldPhase := pg.Status.Phase
 	before := meta.FindStatusCondition(pg.Status.Conditions, ConditionCredentialRotation)
 	now := c.now()

@@ -169,18 +169,10 @@ func TestStatusWriteBuildsOnAResumeWrittenDuringTheHealthCheck(t *testing.T) {
 	require.NoError(t, err)
 	f.refresh()
 	require.NotEqual(t, kubedbv1.DatabasePhaseReady, f.postgres("x").Status.Phase)
-	f.health.duringCheck = func() {
-		f.health.duringCheck = nil
-		pg := f.postgres("x")
+	syncWhileAnotherWriterActs(t, f, func(pg *kubedbv1.Postgres) {
 		meta.RemoveStatusCondition(&pg.Status.Conditions, kubedbv1.ConditionPaused)
 		pg.Status.PausedBy = nil
-		pg.ResourceVersion = "resumed" // an API server's new resourceVersion; the fake keeps none
-		_, err := f.pgops.KubedbV1().Postgreses(testNS).UpdateStatus(f.ctx, pg, metav1.UpdateOptions{})
-		require.NoError(t, err)
-		f.refresh()
-	}
-	require.NoError(t, f.sync("x"))
-	require.Nil(t, f.health.duringCheck, "the health check ran")
+	})
 	pg := f.postgres("x")
 	assert.Equal(t, kubedbv1.DatabasePhaseReady, pg.Status.Phase, "the status was written")
 	assert.Nil(t, pg.Status.PausedBy, "the resume is kept")
@@ -197,21 +189,30 @@ func TestStatusWriteDuringASpecChangeKeepsItsOwnGeneration(t *testing.T) {
 	_, err := f.kube.CoreV1().Pods(testNS).Create(f.ctx, readyPod(f.postgres("x"), 0, true), metav1.CreateOptions{})
 	require.NoError(t, err)
 	f.refresh()
+	syncWhileAnotherWriterActs(t, f, func(pg *kubedbv1.Postgres) {
+		pg.Spec.Replicas = ptr.To[int32](5)
+		pg.Generation = 2
+	})
+	got := f.postgres("x")
+	assert.Equal(t, int64(2), got.Generation)
+	assert.Equal(t, int64(1), got.Status.ObservedGeneration, "the status is for the generation the sync applied")
+}
+
+// syncWhileAnotherWriterActs syncs "x" while, during its health check, another writer
+// changes the Postgres with change and the cache catches up.
+func syncWhileAnotherWriterActs(t *testing.T, f *fixture, change func(*kubedbv1.Postgres)) {
+	t.Helper()
 	f.health.duringCheck = func() {
 		f.health.duringCheck = nil
 		pg := f.postgres("x")
-		pg.Spec.Replicas = ptr.To[int32](5)
-		pg.Generation = 2
-		pg.ResourceVersion = "scaled" // an API server's new resourceVersion; the fake keeps none
+		change(pg)
+		pg.ResourceVersion = "changed" // an API server's new resourceVersion; the fake keeps none
 		_, err := f.pgops.KubedbV1().Postgreses(testNS).Update(f.ctx, pg, metav1.UpdateOptions{})
 		require.NoError(t, err)
 		f.refresh()
 	}
 	require.NoError(t, f.sync("x"))
 	require.Nil(t, f.health.duringCheck, "the health check ran")
-	got := f.postgres("x")
-	assert.Equal(t, int64(2), got.Generation)
-	assert.Equal(t, int64(1), got.Status.ObservedGeneration, "the status is for the generation the sync applied")
 }
 
 // requestReads counts the live reads of ops requests since the last refresh.

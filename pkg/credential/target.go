@@ -168,27 +168,44 @@ func (t Target) dsn() string {
 // setting the fields keeps every byte exact. Environment variables lib/pq
 // honours (PGSSLROOTCERT, PGOPTIONS, …) still apply to keys not set here; a
 // .pgpass file is consulted only if Password is empty.
-func (t Target) connector(ctx context.Context) (*pq.Connector, error) {
+func (t Target) connector(ctx context.Context) (closingConnector, error) {
 	if err := t.validate(); err != nil {
-		return nil, err
+		return closingConnector{}, err
 	}
 	if os.Getenv("PQGO_DEBUG") == "1" {
 		// lib/pq then prints connection parameters and every statement,
 		// including passwords and verifiers, to stderr.
-		return nil, fmt.Errorf("credential: refusing to connect with PQGO_DEBUG=1: lib/pq would print secrets to stderr")
+		return closingConnector{}, fmt.Errorf("credential: refusing to connect with PQGO_DEBUG=1: lib/pq would print secrets to stderr")
 	}
 	cfg, err := pq.NewConfig(t.dsn())
 	if err != nil {
-		return nil, fmt.Errorf("credential: %w: %v", ErrInvalidTarget, err)
+		return closingConnector{}, fmt.Errorf("credential: %w: %v", ErrInvalidTarget, err)
 	}
 	cfg.User = t.User
 	cfg.Password = t.Password
 	c, err := pq.NewConnectorConfig(cfg)
 	if err != nil {
-		return nil, fmt.Errorf("credential: %w: %v", ErrInvalidTarget, err)
+		return closingConnector{}, fmt.Errorf("credential: %w: %v", ErrInvalidTarget, err)
 	}
-	c.Dialer(&ctxDialer{op: ctx})
-	return c, nil
+	dialer := &ctxDialer{op: ctx}
+	c.Dialer(dialer)
+	return closingConnector{Connector: c, dialer: dialer}, nil
+}
+
+// closingConnector is a lib/pq connector whose pool's Close also closes every connection
+// its dialer opened. lib/pq (v1.12.3) drops a connection without closing it when the SSL
+// negotiation of sslmode=prefer fails (a server or proxy that closes at once): it dials
+// again without SSL, and the first socket stays open, in CLOSE-WAIT, until the garbage
+// collector finds it. One operation per pool makes the pool's end the operation's end.
+type closingConnector struct {
+	*pq.Connector
+	dialer *ctxDialer
+}
+
+// Close is called by sql.DB.Close.
+func (c closingConnector) Close() error {
+	c.dialer.closeAll()
+	return nil
 }
 
 // open returns a single dedicated connection to t. The caller must Close
@@ -217,6 +234,33 @@ func (t Target) open(ctx context.Context, op string) (*sql.DB, *sql.Conn, error)
 type ctxDialer struct {
 	op context.Context
 	d  net.Dialer
+
+	mu     sync.Mutex
+	dialed []net.Conn // every connection of the operation, for closeAll
+	closed bool
+}
+
+// track records c for closeAll, or closes it if the operation's pool is closed already.
+func (d *ctxDialer) track(c net.Conn) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.closed {
+		// A CancelRequest after the pool's end: lib/pq closes it itself.
+		return
+	}
+	d.dialed = append(d.dialed, c)
+}
+
+// closeAll closes every connection the dialer opened; lib/pq has closed most of them
+// already, and a second Close does nothing.
+func (d *ctxDialer) closeAll() {
+	d.mu.Lock()
+	dialed := d.dialed
+	d.dialed, d.closed = nil, true
+	d.mu.Unlock()
+	for _, c := range dialed {
+		_ = c.Close()
+	}
 }
 
 func (d *ctxDialer) Dial(network, address string) (net.Conn, error) {
@@ -234,7 +278,11 @@ func (d *ctxDialer) DialContext(ctx context.Context, network, address string) (n
 		// The operation is over: this is lib/pq sending a CancelRequest on
 		// a fresh connection for a statement we gave up on. Let it through
 		// unbound, under the driver's own timeout.
-		return d.d.DialContext(ctx, network, address)
+		c, err := d.d.DialContext(ctx, network, address)
+		if err == nil {
+			d.track(c)
+		}
+		return c, err
 	}
 	// Dial under both the driver's context (connect_timeout) and ours.
 	dctx, cancel := context.WithCancel(ctx)
@@ -254,6 +302,7 @@ func (d *ctxDialer) DialContext(ctx context.Context, network, address string) (n
 		c.Close()
 		return nil, err
 	}
+	d.track(cc)
 	return cc, nil
 }
 

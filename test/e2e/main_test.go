@@ -94,7 +94,17 @@ func run(m *testing.M) int {
 		return fail(err)
 	}
 
-	agent, err := nodeagent.Start(ctx, nodeagent.Options{Client: cluster.Client(), RootDir: filepath.Join(workDir, "node"), Network: network})
+	agentOpts := nodeagent.Options{Client: cluster.Client(), RootDir: filepath.Join(workDir, "node"), Network: network}
+	if keep {
+		// The pods' lifecycle (starts, probes, readiness) next to the operators' logs.
+		agentLog, err := os.Create(filepath.Join(workDir, "nodeagent.log"))
+		if err != nil {
+			return fail(err)
+		}
+		defer agentLog.Close()
+		agentOpts.Log = agentLog
+	}
+	agent, err := nodeagent.Start(ctx, agentOpts)
 	if err != nil {
 		return fail(err)
 	}

@@ -693,6 +693,9 @@ func (a *Agent) Exec(ctx context.Context, namespace, name, containerName string,
 	if p == nil || p.exited() {
 		return nil, fmt.Errorf("nodeagent: container %s of pod %s/%s is not running", c.spec.Name, namespace, name)
 	}
+	if !p.waitSetUp(ctx) {
+		return nil, fmt.Errorf("nodeagent: container %s of pod %s/%s is not running", c.spec.Name, namespace, name)
+	}
 	return a.execIn(ctx, p.pid, p.id, argv, env, time.Minute)
 }
 

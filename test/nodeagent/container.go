@@ -342,7 +342,7 @@ func (c *container) status(initDone bool) corev1.ContainerStatus {
 // probe runs the container's startup, readiness and liveness probes against process
 // p until ctx ends.
 func (c *container) probe(ctx context.Context, p *proc) {
-	if c.init {
+	if c.init || !p.waitSetUp(ctx) {
 		return
 	}
 	if sp := c.spec.StartupProbe; sp != nil {

@@ -388,6 +388,13 @@ exec sleep infinity`
 					{Name: "cfg", MountPath: "/etc/cfg"},
 					{Name: "scratch", MountPath: "/scratch"},
 				},
+				// Run at once and fatal at the first failure: an exec probe sees the
+				// container's mounts from its first run, never the node's directories.
+				StartupProbe: &corev1.Probe{
+					ProbeHandler:     corev1.ProbeHandler{Exec: &corev1.ExecAction{Command: []string{"test", "-s", "/etc/cfg/greeting"}}},
+					PeriodSeconds:    1,
+					FailureThreshold: 1,
+				},
 			}},
 			Volumes: []corev1.Volume{
 				{Name: "cfg", VolumeSource: corev1.VolumeSource{ConfigMap: &corev1.ConfigMapVolumeSource{
@@ -400,6 +407,8 @@ exec sleep infinity`
 	_, err = client().CoreV1().Pods(ns).Create(ctx, pod, metav1.CreateOptions{})
 	require.NoError(t, err)
 	got := waitPod(ctx, t, ns, "env", "Ready", isReady)
+	require.Len(t, got.Status.ContainerStatuses, 1)
+	assert.Zero(t, got.Status.ContainerStatuses[0].RestartCount, "the startup probe passed at its first run")
 	log := waitLog(ctx, t, ns, "env", "main", "argv=")
 	ip := svc.Spec.ClusterIP
 	for _, want := range []string{

@@ -49,6 +49,10 @@ type proc struct {
 	id        identity
 	startedAt time.Time
 	done      chan struct{}
+	// setUp is closed once the container's namespaces and mounts are in place (its
+	// command is being exec'd) or the process ended: an exec before that would run
+	// in the agent's namespaces, or see the node's directories under the mount points.
+	setUp chan struct{}
 	// Valid once done is closed.
 	exitCode   int
 	finishedAt time.Time
@@ -112,6 +116,9 @@ func (a *Agent) containerScript(spec procSpec) string {
 		wd = "/"
 	}
 	fmt.Fprintf(&b, "cd %s\n", shellQuote(wd))
+	// Tell the agent the container is set up (on the descriptor setUpFD), and keep the
+	// descriptor from the container's command.
+	fmt.Fprintf(&b, "echo >&%[1]d\nexec %[1]d>&-\n", setUpFD)
 	fmt.Fprintf(&b, "exec %s\n", strings.Join(a.setprivArgs(spec.id, true), " "))
 	return b.String()
 }
@@ -126,6 +133,10 @@ func (a *Agent) setprivArgs(id identity, shell bool) []string {
 	}
 	return args
 }
+
+// setUpFD is the descriptor on which the container script reports that it is set up:
+// exec.Cmd's first ExtraFiles entry.
+const setUpFD = 3
 
 // startProc starts a container process: unshare(1) gives it private mount and UTS
 // namespaces, the script sets them up and execs the command, so the pid stays the
@@ -160,10 +171,23 @@ func (a *Agent) startProc(spec procSpec) (*proc, error) {
 	cmd.Stdout = logFile
 	cmd.Stderr = logFile
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
-	if err := cmd.Start(); err != nil {
+	setUpR, setUpW, err := os.Pipe()
+	if err != nil {
+		return nil, err
+	}
+	cmd.ExtraFiles = []*os.File{setUpW}
+	err = cmd.Start()
+	setUpW.Close() // the child has its own; EOF once it is set up or gone
+	if err != nil {
+		setUpR.Close()
 		return nil, fmt.Errorf("start container process: %w", err)
 	}
-	p := &proc{cmd: cmd, pid: cmd.Process.Pid, id: spec.id, startedAt: time.Now(), done: make(chan struct{})}
+	p := &proc{cmd: cmd, pid: cmd.Process.Pid, id: spec.id, startedAt: time.Now(), done: make(chan struct{}), setUp: make(chan struct{})}
+	go func() {
+		defer setUpR.Close()
+		_, _ = setUpR.Read(make([]byte, 1))
+		close(p.setUp)
+	}()
 	waited := make(chan struct{})
 	go p.pinNamespace(waited)
 	go func() {
@@ -197,6 +221,19 @@ func (a *Agent) startProc(spec procSpec) (*proc, error) {
 		close(p.done)
 	}()
 	return p, nil
+}
+
+// waitSetUp waits until the container is set up; false if ctx ended or the process
+// exited first.
+func (p *proc) waitSetUp(ctx context.Context) bool {
+	select {
+	case <-p.setUp:
+		return !p.exited()
+	case <-p.done:
+		return false
+	case <-ctx.Done():
+		return false
+	}
 }
 
 func (p *proc) exited() bool {

@@ -96,7 +96,8 @@ func TestPodSpecProbes(t *testing.T) {
 	assert.Contains(t, c.LivenessProbe.Exec.Command[2], "pg_isready -q -h "+RunMount)
 	assert.Contains(t, c.LivenessProbe.Exec.Command[2], `[ "$?" -le 1 ]`)
 	assert.Contains(t, c.LivenessProbe.Exec.Command[2], RunMount+"/"+preparingMarker, "a standby cloning its primary is alive")
-	assert.Equal(t, c.LivenessProbe.Exec.Command, c.StartupProbe.Exec.Command)
+	assert.Contains(t, c.StartupProbe.Exec.Command[2], RunMount+"/"+preparingMarker)
+	assert.Zero(t, c.ReadinessProbe.InitialDelaySeconds, "the startup probe waits for the server")
 	assert.GreaterOrEqual(t, c.StartupProbe.PeriodSeconds*c.StartupProbe.FailureThreshold, int32(600),
 		"crash recovery gets at least 10 minutes before the liveness probe takes over")
 	assert.GreaterOrEqual(t, c.LivenessProbe.PeriodSeconds*c.LivenessProbe.FailureThreshold, int32(60),

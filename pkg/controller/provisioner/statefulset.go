@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"strconv"
 	"strings"
 
 	appsv1 "k8s.io/api/apps/v1"
@@ -81,12 +82,15 @@ func desiredStatefulSet(pg *kubedbv1.Postgres, image, secretName string) *appsv1
 			{Name: TmpVolume, MountPath: TmpMount},
 		},
 		// Startup: up to 10 minutes to answer at all (crash recovery replays WAL before
-		// it does), asked every second so that a restarted pod is Ready without delay. Liveness: a server that does not answer for a minute is restarted.
-		// Both pass while the entrypoint prepares the data directory (a standby's clone
-		// takes as long as the data is large) and while the server answers but rejects
+		// it does). It waits a moment for the server to accept connections, so that the
+		// readiness probe, which the kubelet runs right after it, passes at its first try:
+		// a restarted pod is Ready a tenth of a second after its server is, not a period
+		// later. Liveness: a server that does not answer for a minute is restarted. Both
+		// pass while the entrypoint prepares the data directory (a standby's clone takes
+		// as long as the data is large) and while the server answers but rejects
 		// connections (starting, recovering, a warm standby).
 		StartupProbe: &corev1.Probe{
-			ProbeHandler:     corev1.ProbeHandler{Exec: &corev1.ExecAction{Command: []string{"sh", "-c", livenessScript}}},
+			ProbeHandler:     corev1.ProbeHandler{Exec: &corev1.ExecAction{Command: []string{"sh", "-c", startupScript(standbyMode(pg))}}},
 			PeriodSeconds:    1,
 			TimeoutSeconds:   5,
 			FailureThreshold: 600,
@@ -99,17 +103,13 @@ func desiredStatefulSet(pg *kubedbv1.Postgres, image, secretName string) *appsv1
 			FailureThreshold: 3,
 			SuccessThreshold: 1,
 		},
+		// No initial delay: the startup probe has waited for the server already.
 		ReadinessProbe: &corev1.Probe{
-			ProbeHandler: corev1.ProbeHandler{Exec: &corev1.ExecAction{Command: readinessCommand(standbyMode(pg))}},
-			// Not Kubernetes' 10 s: the kubelet runs the readiness probe as soon as the
-			// startup probe passes, but a server that then still starts up (the startup
-			// probe accepts "rejecting connections") waits a period for the next try, and a
-			// rotation waits for every restarted pod.
-			InitialDelaySeconds: 2,
-			PeriodSeconds:       5,
-			TimeoutSeconds:      5,
-			FailureThreshold:    3,
-			SuccessThreshold:    1,
+			ProbeHandler:     corev1.ProbeHandler{Exec: &corev1.ExecAction{Command: readinessCommand(standbyMode(pg))}},
+			PeriodSeconds:    5,
+			TimeoutSeconds:   5,
+			FailureThreshold: 3,
+			SuccessThreshold: 1,
 		},
 		Resources:                defaultResources(),
 		SecurityContext:          restrictedContainerSecurity(),
@@ -466,9 +466,38 @@ func spreadAcrossNodes(pg *kubedbv1.Postgres) *corev1.Affinity {
 // is ready too, which takes a shell; otherwise OrderedReady would never create the next
 // standby.
 func readinessCommand(mode kubedbv1.StandbyMode) []string {
-	isReady := []string{"pg_isready", "-q", "-h", RunMount, "-p", "5432"}
 	if mode == kubedbv1.StandbyModeWarm {
-		return []string{"sh", "-c", strings.Join(isReady, " ") + `; rc=$?; [ "$rc" -eq 0 ] || { [ "$rc" -eq 1 ] && [ -f "$PGDATA/standby.signal" ]; }`}
+		return []string{"sh", "-c", readyTest(mode)}
 	}
-	return isReady
+	return strings.Fields(isReady)
+}
+
+// isReady asks the server on its Unix socket whether it accepts connections.
+const isReady = "pg_isready -q -h " + RunMount + " -p 5432"
+
+// readyTest is the shell test of readiness; it leaves pg_isready's exit code in rc.
+func readyTest(mode kubedbv1.StandbyMode) string {
+	test := isReady + `; rc=$?; [ "$rc" -eq 0 ]`
+	if mode == kubedbv1.StandbyModeWarm {
+		test += ` || { [ "$rc" -eq 1 ] && [ -f "$PGDATA/standby.signal" ]; }`
+	}
+	return test
+}
+
+// startupPolls and startupPollSeconds bound how long one startup probe waits for the
+// server to be ready: 25 polls a tenth of a second apart, well within its 5 s timeout.
+const (
+	startupPolls       = 25
+	startupPollSeconds = "0.1"
+)
+
+// startupScript is the startup probe. It passes as soon as the server is ready (as the
+// readiness probe sees it), polling for a few seconds, also while the entrypoint prepares
+// the data directory, which takes a moment at every start. After its polls it passes
+// while the entrypoint still prepares (a standby's clone takes as long as the data is
+// large) or the server answers at all (pg_isready exits 1 while it starts up or recovers),
+// as the liveness probe would, so neither a long clone nor a long crash recovery is killed.
+func startupScript(mode kubedbv1.StandbyMode) string {
+	return `n=0; until ` + readyTest(mode) + `; do n=$((n+1)); if [ "$n" -ge ` + strconv.Itoa(startupPolls) + ` ]; then ` +
+		`[ -e ` + RunMount + `/` + preparingMarker + ` ] || exit $((rc > 1)); exit 0; fi; sleep ` + startupPollSeconds + `; done`
 }

@@ -900,3 +900,41 @@ func TestReplicationLagListsEachStandby(t *testing.T) {
 	assert.NotEmpty(t, lags[0].Name)
 	assert.GreaterOrEqual(t, lags[0].ReplayLagSeconds, 0.0)
 }
+
+// TestWakeStandbyTriesThePrimaryAtOnce: a standby whose primary went away retries it only
+// every wal_retrieve_retry_interval (an hour here); once the primary is back, a wake makes
+// it stream at once. A streaming standby, and a primary, are left alone.
+func TestWakeStandbyTriesThePrimaryAtOnce(t *testing.T) {
+	t.Parallel()
+	primary := pgtest.Start(t)
+	ctx := ctxT(t)
+	standby := pgtest.StartStandby(t, primary, pgtest.WithSetting("wal_retrieve_retry_interval", "1h"))
+	standby.WaitForReplay(t, primary.CurrentLSN(t), time.Minute)
+
+	woke, err := credential.WakeStandby(ctx, superTarget(standby))
+	require.NoError(t, err)
+	assert.False(t, woke, "a standby that streams is left alone")
+	woke, err = credential.WakeStandby(ctx, superTarget(primary))
+	require.NoError(t, err)
+	assert.False(t, woke, "a primary is no standby")
+
+	primary.Stop()
+	waitForValue(t, standby, "SELECT count(*) FROM pg_stat_wal_receiver", "0")
+	primary.Start()
+	woke, err = credential.WakeStandby(ctx, superTarget(standby))
+	require.NoError(t, err)
+	assert.True(t, woke)
+	waitForValue(t, standby, "SELECT coalesce((SELECT status FROM pg_stat_wal_receiver), 'none')", "streaming")
+}
+
+// waitForValue polls query on s until it returns want, for up to a minute.
+func waitForValue(t *testing.T, s *pgtest.Server, query, want string) {
+	t.Helper()
+	var got string
+	for deadline := time.Now().Add(time.Minute); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+		if got = s.QueryString(t, query); got == want {
+			return
+		}
+	}
+	t.Fatalf("%s: got %q, want %q", query, got, want)
+}

@@ -61,6 +61,7 @@ func (c *Controller) cleanUp(ctx context.Context, req *opsv1alpha1.PostgresOpsRe
 		return syncResult{}, err
 	}
 	c.templates.forget(req.UID)
+	c.wakes.forget(req.UID)
 	return syncResult{}, nil
 }
 

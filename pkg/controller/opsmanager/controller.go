@@ -85,6 +85,8 @@ type Controller struct {
 	// templates holds the StatefulSet generation each request wrote or read live with its
 	// template (statefulset.go).
 	templates writtenTemplates
+	// wakes counts the standbys each request woke (wake.go).
+	wakes standbyWakes
 }
 
 // New wires the controller to its informers. kubeInformers must be filtered to the

@@ -14,8 +14,12 @@ type Database interface {
 	EnsurePassword(ctx context.Context, target credential.Target, role, password string) (bool, error)
 	// VerifyLogin tells whether user/password authenticates; false, nil on rejection.
 	VerifyLogin(ctx context.Context, target credential.Target, user, password string) (bool, error)
-	// StreamingStandbys counts the standbys streaming from the primary behind target.
-	StreamingStandbys(ctx context.Context, target credential.Target) (int, error)
+	// StreamingStandbyNames lists the application names (pod names) of the standbys
+	// streaming from the primary behind target.
+	StreamingStandbyNames(ctx context.Context, target credential.Target) ([]string, error)
+	// WakeStandby makes the standby behind target, if it runs no WAL receiver, try its
+	// primary at once rather than at its next retry; it tells whether it did.
+	WakeStandby(ctx context.Context, target credential.Target) (bool, error)
 	// WriteStandbyPassfile gives the running standby behind target user/password for its
 	// next connection to the primary; it tells whether it wrote anything.
 	WriteStandbyPassfile(ctx context.Context, target credential.Target, user, password string) (bool, error)
@@ -38,8 +42,12 @@ func (PostgreSQL) VerifyLogin(ctx context.Context, t credential.Target, user, pa
 	return credential.VerifyLogin(ctx, t, user, password)
 }
 
-func (PostgreSQL) StreamingStandbys(ctx context.Context, t credential.Target) (int, error) {
-	return credential.StreamingStandbys(ctx, t)
+func (PostgreSQL) StreamingStandbyNames(ctx context.Context, t credential.Target) ([]string, error) {
+	return credential.StreamingStandbyNames(ctx, t)
+}
+
+func (PostgreSQL) WakeStandby(ctx context.Context, t credential.Target) (bool, error) {
+	return credential.WakeStandby(ctx, t)
 }
 
 func (PostgreSQL) WriteStandbyPassfile(ctx context.Context, t credential.Target, user, password string) (bool, error) {

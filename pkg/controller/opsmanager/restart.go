@@ -20,8 +20,9 @@ import (
 
 // replicationPollInterval is how often RestartNodes looks at pg_stat_replication while
 // standbys reconnect: no informer reports replication. The restarted primary's Ready event
-// wakes the first look; standbys retry it every wal_retrieve_retry_interval (1 s, set by the
-// entrypoint), so they stream within a second of it, and a look costs one login.
+// wakes the first look, which wakes the standbys that do not stream (wake.go); left alone,
+// they retry every wal_retrieve_retry_interval (1 s, set by the entrypoint). A look costs
+// one login.
 const replicationPollInterval = 200 * time.Millisecond
 
 // restartNodes brings every pod the plan names onto the new credential, one at a time, in
@@ -59,14 +60,17 @@ func (c *Controller) restartNodes(ctx context.Context, r *rotation) (outcome, er
 		}
 	}
 
-	if standbys := len(plan.RestartPods) + len(plan.RepointPods) + len(plan.KeptPods) - 1; standbys > 0 {
+	if standbys := plannedStandbys(r.req); len(standbys) > 0 {
 		streaming, err := c.streamingStandbys(ctx, r.req, auth)
 		if err != nil {
 			return outcome{}, err
 		}
-		if streaming < standbys {
-			out := waiting("waiting for standbys to stream from the primary (%d of %d streaming)", streaming, standbys)
+		if missing := notStreaming(standbys, streaming); len(missing) > 0 {
+			out := waiting("waiting for standbys to stream from the primary (%d of %d streaming)", len(standbys)-len(missing), len(standbys))
 			out.recheckAfter = replicationPollInterval
+			if c.wakeStandbys(ctx, r, sts, auth, missing) {
+				out.recheckAfter = wokenPollInterval
+			}
 			return out, nil
 		}
 	}
@@ -227,17 +231,33 @@ func (c *Controller) evictPod(ctx context.Context, r *rotation, pod *corev1.Pod)
 	return restarting(pod.Name), nil
 }
 
-// streamingStandbys asks the primary how many standbys stream from it, logging in with the
-// target credential auth (PostgreSQL has it from UpdateCredential on).
-func (c *Controller) streamingStandbys(ctx context.Context, req *opsv1alpha1.PostgresOpsRequest, auth basicAuth) (int, error) {
+// plannedStandbys is every pod of the plan but the primary (ordinal 0).
+func plannedStandbys(req *opsv1alpha1.PostgresOpsRequest) []string {
+	plan := req.Status.RotateAuth
+	primary := podName(req.Spec.DatabaseRef.Name, 0)
+	var standbys []string
+	for _, pods := range [][]string{plan.RestartPods, plan.RepointPods, plan.KeptPods} {
+		for _, name := range pods {
+			if name != primary {
+				standbys = append(standbys, name)
+			}
+		}
+	}
+	return standbys
+}
+
+// streamingStandbys asks the primary which standbys stream from it, logging in with the
+// target credential auth (PostgreSQL has it from UpdateCredential on) through the primary
+// Service.
+func (c *Controller) streamingStandbys(ctx context.Context, req *opsv1alpha1.PostgresOpsRequest, auth basicAuth) ([]string, error) {
 	target, err := c.primaryTarget(req)
 	if err != nil {
-		return 0, err
+		return nil, err
 	}
 	target.User, target.Password = auth.username, auth.password
-	n, err := c.db.StreamingStandbys(ctx, target)
+	names, err := c.db.StreamingStandbyNames(ctx, target)
 	if err != nil {
-		return 0, fmt.Errorf("checking replication on Postgres %s: %w", req.Spec.DatabaseRef.Name, err)
+		return nil, fmt.Errorf("checking replication on Postgres %s: %w", req.Spec.DatabaseRef.Name, err)
 	}
-	return n, nil
+	return names, nil
 }

@@ -590,6 +590,9 @@ type fakeDatabase struct {
 	reconnected       map[string]bool
 	passfileWrites    int
 	reconnects        int
+	// wakes names the standbys woken, in order; streamOnWake makes a woken standby stream.
+	wakes        []string
+	streamOnWake bool
 	// setThenFail makes EnsurePassword change the password and then report an error, as
 	// when the connection breaks after the commit.
 	setThenFail bool
@@ -645,13 +648,32 @@ func (d *fakeDatabase) VerifyLogin(_ context.Context, t credential.Target, user,
 	return err == nil, err
 }
 
-func (d *fakeDatabase) StreamingStandbys(_ context.Context, t credential.Target) (int, error) {
+// StreamingStandbyNames names the first standbys pods (ordinals 1 up): the fake's
+// standbys stream; a woken one is counted in wakes, and streams if streamOnWake.
+func (d *fakeDatabase) StreamingStandbyNames(_ context.Context, t credential.Target) ([]string, error) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	if err := d.login(t); err != nil {
-		return 0, err
+		return nil, err
 	}
-	return d.standbys, nil
+	var names []string
+	for i := 1; i <= d.standbys; i++ {
+		names = append(names, podName(dbName, int32(i)))
+	}
+	return names, nil
+}
+
+func (d *fakeDatabase) WakeStandby(_ context.Context, t credential.Target) (bool, error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if err := d.standbyLogin(t); err != nil {
+		return false, err
+	}
+	d.wakes = append(d.wakes, strings.TrimPrefix(t.Host, podIPPrefix))
+	if d.streamOnWake {
+		d.standbys++
+	}
+	return true, nil
 }
 
 func (d *fakeDatabase) WriteStandbyPassfile(_ context.Context, t credential.Target, _, password string) (bool, error) {

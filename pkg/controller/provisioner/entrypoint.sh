@@ -134,7 +134,9 @@ init_standby() {
 	log "cloning the primary at ${PRIMARY_HOST}:${PRIMARY_PORT} into $PGDATA"
 	local work="$PGDATA.clone"
 	rm -rf "$work"
-	PGPASSFILE="$passfile" pg_basebackup -h "$PRIMARY_HOST" -p "$PRIMARY_PORT" -U "$POSTGRES_USER" \
+	# The clone's WAL sender keeps PostgreSQL's default timeout (the servers run with 5 s,
+	# below): a clone from a primary whose disks are busy must not be cut off.
+	PGOPTIONS="-c wal_sender_timeout=60s" PGPASSFILE="$passfile" pg_basebackup -h "$PRIMARY_HOST" -p "$PRIMARY_PORT" -U "$POSTGRES_USER" \
 		-D "$work" -X stream --checkpoint=fast --no-password >&2
 	chmod 0700 "$work"
 	mv "$work" "$PGDATA"
@@ -232,8 +234,16 @@ rm -f "$preparing"
 log "starting postgres as $([ "$ordinal" = 0 ] && echo primary || echo standby) on ${POD_IP}:${PGPORT:-5432}"
 # wal_retrieve_retry_interval: a standby whose primary restarted (a rotation, a node drain)
 # tries to stream again after 1 s, not after PostgreSQL's default 5 s.
+# wal_sender_timeout, wal_receiver_timeout: 5 s, not 60 s, as CloudNativePG sets them. A
+# primary's fast shutdown waits for every WAL sender to see its standby confirm the last
+# WAL, and a sender whose standby vanished without a word (its pod gone, its node lost)
+# waits out this timeout: with 60 s the kubelet kills the primary at its 30 s grace, and a
+# rotation's restart of the primary stalls for that long. A standby likewise notices a
+# vanished primary within 5 s.
 exec postgres -D "$PGDATA" \
 	-c listen_addresses='*' \
 	-c unix_socket_directories="$run_dir" \
 	-c hot_standby="$hot_standby" \
-	-c wal_retrieve_retry_interval=1s
+	-c wal_retrieve_retry_interval=1s \
+	-c wal_sender_timeout=5s \
+	-c wal_receiver_timeout=5s

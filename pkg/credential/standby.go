@@ -251,7 +251,8 @@ func standbyErr(ctx context.Context, op string, err error, secrets ...string) er
 // primary went away, and it waits wal_retrieve_retry_interval before it tries again),
 // reloads its configuration: the reload wakes its startup process, which tries the
 // primary at once. A standby with a WAL receiver is left alone. It tells whether it
-// reloaded; pg_reload_conf takes a superuser or a grant of it.
+// reloaded. target.User needs the right to execute pg_reload_conf (a superuser, or a grant
+// of it), which PostgreSQL checks before the query runs, also when nothing is reloaded.
 func WakeStandby(ctx context.Context, target Target) (bool, error) {
 	const op = "wake standby"
 	db, conn, err := target.open(ctx, op)

@@ -193,10 +193,12 @@ func (t Target) connector(ctx context.Context) (closingConnector, error) {
 }
 
 // closingConnector is a lib/pq connector whose pool's Close also closes every connection
-// its dialer opened. lib/pq (v1.12.3) drops a connection without closing it when the SSL
-// negotiation of sslmode=prefer fails (a server or proxy that closes at once): it dials
-// again without SSL, and the first socket stays open, in CLOSE-WAIT, until the garbage
-// collector finds it. One operation per pool makes the pool's end the operation's end.
+// its dialer opened for the operation. lib/pq (v1.12.3) drops a connection without closing
+// it whenever the SSL negotiation of sslmode=prefer fails, a server without TLS answering
+// "no" included: it dials again without SSL, and the first socket stays open (in CLOSE-WAIT
+// once the server gives up on it) until the garbage collector finds it. With pgops's
+// servers, which have no TLS, and the default sslmode=prefer, that was one socket per
+// operation. One operation per pool makes the pool's end the operation's end.
 type closingConnector struct {
 	*pq.Connector
 	dialer *ctxDialer
@@ -245,7 +247,7 @@ func (d *ctxDialer) track(c net.Conn) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	if d.closed {
-		// A CancelRequest after the pool's end: lib/pq closes it itself.
+		_ = c.Close()
 		return
 	}
 	d.dialed = append(d.dialed, c)
@@ -278,11 +280,9 @@ func (d *ctxDialer) DialContext(ctx context.Context, network, address string) (n
 		// The operation is over: this is lib/pq sending a CancelRequest on
 		// a fresh connection for a statement we gave up on. Let it through
 		// unbound, under the driver's own timeout.
-		c, err := d.d.DialContext(ctx, network, address)
-		if err == nil {
-			d.track(c)
-		}
-		return c, err
+		// lib/pq closes it itself, and does not wait for it: closeAll must not cut
+		// it off before it is sent.
+		return d.d.DialContext(ctx, network, address)
 	}
 	// Dial under both the driver's context (connect_timeout) and ours.
 	dctx, cancel := context.WithCancel(ctx)
@@ -299,7 +299,7 @@ func (d *ctxDialer) DialContext(ctx context.Context, network, address string) (n
 	cc := &ctxConn{Conn: c, ctx: d.op}
 	cc.stop = context.AfterFunc(d.op, cc.expire)
 	if err := cc.SetDeadline(time.Time{}); err != nil {
-		c.Close()
+		cc.Close()
 		return nil, err
 	}
 	d.track(cc)

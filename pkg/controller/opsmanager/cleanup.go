@@ -31,6 +31,7 @@ const (
 // finalizer. Each part is idempotent.
 func (c *Controller) cleanUp(ctx context.Context, req *opsv1alpha1.PostgresOpsRequest) (syncResult, error) {
 	if !hasFinalizer(req) {
+		c.forget(req.UID) // released already, perhaps by hand
 		return syncResult{}, nil
 	}
 	// Resume first: a database must never stay paused, even while its credential cannot
@@ -60,8 +61,7 @@ func (c *Controller) cleanUp(ctx context.Context, req *opsv1alpha1.PostgresOpsRe
 	if err := c.removeFinalizer(ctx, req); err != nil {
 		return syncResult{}, err
 	}
-	c.templates.forget(req.UID)
-	c.wakes.forget(req.UID)
+	c.forget(req.UID)
 	return syncResult{}, nil
 }
 

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/types"
 	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
 	"k8s.io/apimachinery/pkg/util/wait"
 	kubeinformers "k8s.io/client-go/informers"
@@ -139,7 +140,7 @@ func New(kubeClient kubernetes.Interface, pgopsClient pgopsclient.Interface,
 	if _, err := requestInformer.Informer().AddEventHandler(cache.ResourceEventHandlerFuncs{
 		AddFunc:    func(obj interface{}) { c.handleRequest(obj, true) },
 		UpdateFunc: func(old, obj interface{}) { c.handleRequest(obj, operator.RequestStageChanged(old, obj)) },
-		DeleteFunc: func(obj interface{}) { c.handleRequest(obj, true) },
+		DeleteFunc: c.handleRequestDeleted,
 	}); err != nil {
 		return nil, err
 	}
@@ -216,6 +217,25 @@ func (c *Controller) handleRequest(obj interface{}, wakeSiblings bool) {
 			c.enqueue(sibling)
 		}
 	}
+}
+
+// handleRequestDeleted forgets what is remembered in memory of a deleted request (its
+// cleanup forgets it too, but a request released by hand never gets one), and wakes its
+// siblings.
+func (c *Controller) handleRequestDeleted(obj interface{}) {
+	if tombstone, ok := obj.(cache.DeletedFinalStateUnknown); ok {
+		obj = tombstone.Obj
+	}
+	if req, ok := obj.(*opsv1alpha1.PostgresOpsRequest); ok {
+		c.forget(req.UID)
+	}
+	c.handleRequest(obj, true)
+}
+
+// forget drops what the controller remembers in memory of request uid.
+func (c *Controller) forget(uid types.UID) {
+	c.templates.forget(uid)
+	c.wakes.forget(uid)
 }
 
 // handlePostgres wakes the requests that wait on the database.

@@ -9,6 +9,8 @@ import (
 	appsv1 "k8s.io/api/apps/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/klog/v2"
+
+	kubedbv1 "github.com/pgops/pgops/pkg/apis/kubedb/v1"
 )
 
 // A standby whose primary restarted tries it again only every wal_retrieve_retry_interval
@@ -30,6 +32,12 @@ const (
 // tells whether it woke any. Failures are logged, never returned: a standby that cannot
 // be woken still retries on its own.
 func (c *Controller) wakeStandbys(ctx context.Context, r *rotation, sts *appsv1.StatefulSet, auth basicAuth, missing []string) bool {
+	// Only a restarted primary leaves standbys waiting for their retry (a restarted or
+	// re-pointed standby connects at once), and Warm standbys accept no login to be woken.
+	if !slices.Contains(r.req.Status.RotateAuth.RestartPods, podName(r.req.Spec.DatabaseRef.Name, 0)) ||
+		(r.pg != nil && r.pg.Spec.StandbyMode != nil && *r.pg.Spec.StandbyMode == kubedbv1.StandbyModeWarm) {
+		return false
+	}
 	woke := false
 	for _, name := range missing {
 		if !c.wakes.take(r.req.UID, name, r.now) {

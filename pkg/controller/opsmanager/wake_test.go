@@ -1,12 +1,16 @@
 package opsmanager
 
 import (
+	"context"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/utils/ptr"
 
+	kubedbv1 "github.com/pgops/pgops/pkg/apis/kubedb/v1"
 	opsv1alpha1 "github.com/pgops/pgops/pkg/apis/ops/v1alpha1"
 )
 
@@ -65,4 +69,34 @@ func TestWakesAreSpacedAndForgottenWithTheRequest(t *testing.T) {
 	assert.True(t, wakes.take("v", "pg-1", now), "another request has its own count")
 	wakes.forget("u")
 	assert.True(t, wakes.take("u", "pg-1", now.Add(time.Hour)))
+}
+
+func TestStandbysAreWokenOnlyAfterThePrimaryRestartedAndOnlyWhenHot(t *testing.T) {
+	for name, tc := range map[string]struct {
+		mode opsv1alpha1.RestartMode
+		warm bool
+	}{
+		"StandbysOnly: a restarted standby connects as it starts": {mode: opsv1alpha1.RestartStandbysOnly},
+		"Warm standbys accept no login":                          {mode: opsv1alpha1.RestartAllPods, warm: true},
+	} {
+		t.Run(name, func(t *testing.T) {
+			w := newWorld(t, 3)
+			if tc.warm {
+				pg := w.postgres()
+				pg.Spec.StandbyMode = ptr.To(kubedbv1.StandbyModeWarm)
+				_, err := w.pgops.KubedbV1().Postgreses(ns).Update(context.Background(), pg, metav1.UpdateOptions{})
+				require.NoError(t, err)
+			}
+			w.db.standbys = 0
+			w.newRequest("rotate", withRestart(tc.mode))
+			for i := 0; i < 30; i++ {
+				_, err := w.sync("rotate")
+				require.NoError(t, err)
+				w.clock.Step(time.Second)
+			}
+			req := w.request("rotate")
+			require.Contains(t, describe(req), "waiting for standbys to stream", describe(req))
+			assert.Empty(t, w.db.wakes)
+		})
+	}
 }

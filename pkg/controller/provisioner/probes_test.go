@@ -26,7 +26,7 @@ exit "$rc"
 
 // runProbeScript runs a probe's shell script with RunMount and PGDATA in a temporary
 // directory and pg_isready answering codes; it returns the exit code and the calls made.
-func runProbeScript(t *testing.T, script string, codes []int, setup func(run, pgdata string)) (int, int) {
+func runProbeScript(t *testing.T, script string, codes []int, setup func(bin, run, pgdata string)) (int, int) {
 	t.Helper()
 	dir := t.TempDir()
 	bin, run, pgdata := filepath.Join(dir, "bin"), filepath.Join(dir, "run"), filepath.Join(dir, "data")
@@ -40,7 +40,7 @@ func runProbeScript(t *testing.T, script string, codes []int, setup func(run, pg
 	}
 	require.NoError(t, os.WriteFile(filepath.Join(bin, "codes"), []byte(strings.Join(lines, "\n")+"\n"), 0o644))
 	if setup != nil {
-		setup(run, pgdata)
+		setup(bin, run, pgdata)
 	}
 	cmd := exec.Command("sh", "-c", strings.ReplaceAll(script, RunMount, run))
 	cmd.Env = []string{"PATH=" + bin + ":/usr/bin:/bin", "PGDATA=" + pgdata}
@@ -78,7 +78,7 @@ func TestStartupProbeWaitsThroughAShortPreparation(t *testing.T) {
 	// Every start prepares for a moment: passing on the marker at once would run the
 	// readiness probe before the server is up, and the kubelet tries again only a period
 	// later.
-	code, calls := runProbeScript(t, startupScript(kubedbv1.StandbyModeHot), []int{noAnswer, noAnswer, accepting}, func(run, _ string) {
+	code, calls := runProbeScript(t, startupScript(kubedbv1.StandbyModeHot), []int{noAnswer, noAnswer, accepting}, func(_, run, _ string) {
 		require.NoError(t, os.WriteFile(filepath.Join(run, preparingMarker), nil, 0o644))
 	})
 	assert.Equal(t, 0, code)
@@ -88,7 +88,7 @@ func TestStartupProbeWaitsThroughAShortPreparation(t *testing.T) {
 func TestStartupProbePassesALongPreparationAfterItsPolls(t *testing.T) {
 	t.Parallel()
 	// A standby cloning its primary is alive for as long as the clone takes.
-	code, calls := runProbeScript(t, startupScript(kubedbv1.StandbyModeHot), []int{noAnswer}, func(run, _ string) {
+	code, calls := runProbeScript(t, startupScript(kubedbv1.StandbyModeHot), []int{noAnswer}, func(_, run, _ string) {
 		require.NoError(t, os.WriteFile(filepath.Join(run, preparingMarker), nil, 0o644))
 	})
 	assert.Equal(t, 0, code)
@@ -112,7 +112,7 @@ func TestStartupProbePassesARecoveringServerAfterItsPolls(t *testing.T) {
 
 func TestStartupProbePassesAWarmStandbyAtOnce(t *testing.T) {
 	t.Parallel()
-	code, calls := runProbeScript(t, startupScript(kubedbv1.StandbyModeWarm), []int{rejecting}, func(_, pgdata string) {
+	code, calls := runProbeScript(t, startupScript(kubedbv1.StandbyModeWarm), []int{rejecting}, func(_, _, pgdata string) {
 		require.NoError(t, os.WriteFile(filepath.Join(pgdata, "standby.signal"), nil, 0o644))
 	})
 	assert.Equal(t, 0, code)
@@ -125,8 +125,18 @@ func TestWarmReadinessProbe(t *testing.T) {
 	require.Equal(t, []string{"sh", "-c"}, script[:2])
 	code, _ := runProbeScript(t, script[2], []int{rejecting}, nil)
 	assert.Equal(t, 1, code, "a primary that rejects connections is not ready")
-	code, _ = runProbeScript(t, script[2], []int{rejecting}, func(_, pgdata string) {
+	code, _ = runProbeScript(t, script[2], []int{rejecting}, func(_, _, pgdata string) {
 		require.NoError(t, os.WriteFile(filepath.Join(pgdata, "standby.signal"), nil, 0o644))
 	})
 	assert.Equal(t, 0, code, "a warm standby rejects connections by design")
+}
+
+func TestStartupProbePassesWhateverSleepReturns(t *testing.T) {
+	t.Parallel()
+	// An image whose sleep refuses fractions: the loop's status is sleep's.
+	code, calls := runProbeScript(t, startupScript(kubedbv1.StandbyModeHot), []int{noAnswer, accepting}, func(bin, _, _ string) {
+		require.NoError(t, os.WriteFile(filepath.Join(bin, "sleep"), []byte("#!/bin/sh\nexit 1\n"), 0o755))
+	})
+	assert.Equal(t, 0, code)
+	assert.Equal(t, 2, calls)
 }

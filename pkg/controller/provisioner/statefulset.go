@@ -467,7 +467,7 @@ func spreadAcrossNodes(pg *kubedbv1.Postgres) *corev1.Affinity {
 // standby.
 func readinessCommand(mode kubedbv1.StandbyMode) []string {
 	if mode == kubedbv1.StandbyModeWarm {
-		return []string{"sh", "-c", readyTest(mode)}
+		return []string{"sh", "-c", readyTest(mode, "")}
 	}
 	return strings.Fields(isReady)
 }
@@ -475,9 +475,10 @@ func readinessCommand(mode kubedbv1.StandbyMode) []string {
 // isReady asks the server on its Unix socket whether it accepts connections.
 const isReady = "pg_isready -q -h " + RunMount + " -p 5432"
 
-// readyTest is the shell test of readiness; it leaves pg_isready's exit code in rc.
-func readyTest(mode kubedbv1.StandbyMode) string {
-	test := isReady + `; rc=$?; [ "$rc" -eq 0 ]`
+// readyTest is the shell test of readiness, pg_isready's options appended to its call; it
+// leaves pg_isready's exit code in rc.
+func readyTest(mode kubedbv1.StandbyMode, options string) string {
+	test := isReady + options + `; rc=$?; [ "$rc" -eq 0 ]`
 	if mode == kubedbv1.StandbyModeWarm {
 		test += ` || { [ "$rc" -eq 1 ] && [ -f "$PGDATA/standby.signal" ]; }`
 	}
@@ -485,19 +486,23 @@ func readyTest(mode kubedbv1.StandbyMode) string {
 }
 
 // startupPolls and startupPollSeconds bound how long one startup probe waits for the
-// server to be ready: 25 polls a tenth of a second apart, well within its 5 s timeout.
+// server to be ready: ten polls a tenth of a second apart, each pg_isready given a second
+// to answer, so that even on a busy node a probe ends well within its 5 s timeout (a
+// server starts in a fraction of a second; a probe that timed out would count as a failure,
+// and a long clone or recovery would not pass).
 const (
-	startupPolls       = 25
+	startupPolls       = 10
 	startupPollSeconds = "0.1"
 )
 
 // startupScript is the startup probe. It passes as soon as the server is ready (as the
-// readiness probe sees it), polling for a few seconds, also while the entrypoint prepares
-// the data directory, which takes a moment at every start. After its polls it passes
-// while the entrypoint still prepares (a standby's clone takes as long as the data is
-// large) or the server answers at all (pg_isready exits 1 while it starts up or recovers),
-// as the liveness probe would, so neither a long clone nor a long crash recovery is killed.
+// readiness probe sees it), polling for a second, also while the entrypoint prepares the
+// data directory, which takes a moment at every start. After its polls it passes while the
+// entrypoint still prepares (a standby's clone takes as long as the data is large) or the
+// server answers at all (pg_isready exits 1 while it starts up or recovers), as the
+// liveness probe would, so neither a long clone nor a long crash recovery is killed. The
+// final exit 0 keeps the loop's status from being sleep's.
 func startupScript(mode kubedbv1.StandbyMode) string {
-	return `n=0; until ` + readyTest(mode) + `; do n=$((n+1)); if [ "$n" -ge ` + strconv.Itoa(startupPolls) + ` ]; then ` +
-		`[ -e ` + RunMount + `/` + preparingMarker + ` ] || exit $((rc > 1)); exit 0; fi; sleep ` + startupPollSeconds + `; done`
+	return `n=0; until ` + readyTest(mode, " -t 1") + `; do n=$((n+1)); if [ "$n" -ge ` + strconv.Itoa(startupPolls) + ` ]; then ` +
+		`[ -e ` + RunMount + `/` + preparingMarker + ` ] || exit $((rc > 1)); exit 0; fi; sleep ` + startupPollSeconds + `; done; exit 0`
 }

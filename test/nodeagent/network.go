@@ -111,6 +111,12 @@ func (n *Network) run(args ...string) error {
 func (n *Network) create() error {
 	steps := [][]string{
 		{"link", "add", n.bridge, "type", "bridge"},
+		// A bridge without an address of its own takes the lowest of its ports', and so
+		// changes it as pods' veths come and go: the pods' ARP entries for the gateway
+		// then name an address nobody has, and their packets to the host are lost until
+		// the entries expire (seconds; a streaming standby's connection stalled that
+		// long). CNI's bridge plugin pins it too.
+		{"link", "set", "dev", n.bridge, "address", n.bridgeMAC()},
 		{"addr", "add", netip.PrefixFrom(n.Gateway, networkBits).String(), "dev", n.bridge},
 		{"link", "set", "dev", n.bridge, "up"},
 		// In the local table, so the proxy can bind ClusterIPs and the host takes their
@@ -123,6 +129,11 @@ func (n *Network) create() error {
 		}
 	}
 	return nil
+}
+
+// bridgeMAC is the bridge's own address: locally administered, unique per network index.
+func (n *Network) bridgeMAC() string {
+	return fmt.Sprintf("02:70:67:00:%02x:%02x", (n.Index>>8)&0xff, n.Index&0xff)
 }
 
 // remove deletes the network's pod namespaces, bridge and route, best effort (only the

@@ -77,7 +77,7 @@ func TestStandbysAreWokenOnlyAfterThePrimaryRestartedAndOnlyWhenHot(t *testing.T
 		warm bool
 	}{
 		"StandbysOnly: a restarted standby connects as it starts": {mode: opsv1alpha1.RestartStandbysOnly},
-		"Warm standbys accept no login":                          {mode: opsv1alpha1.RestartAllPods, warm: true},
+		"Warm standbys accept no login":                           {mode: opsv1alpha1.RestartAllPods, warm: true},
 	} {
 		t.Run(name, func(t *testing.T) {
 			w := newWorld(t, 3)

@@ -206,6 +206,26 @@ func watchRound(ctx context.Context, kube kubernetes.Interface, pgops pgopsclien
 	return w
 }
 
+// endedAt is when the watch saw request name end, or the zero time.
+func (w *scaleWatch) endedAt(name string) time.Time {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.ended[name]
+}
+
+// rotateAuthRequest is a RotateAuth of database db in restart mode mode, as the benchmarks
+// create it with the typed client: a kubectl run would add its own start-up to the figures.
+func rotateAuthRequest(ns, name, db string, mode opsv1alpha1.RestartMode) *opsv1alpha1.PostgresOpsRequest {
+	return &opsv1alpha1.PostgresOpsRequest{
+		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns},
+		Spec: opsv1alpha1.PostgresOpsRequestSpec{
+			Type: opsv1alpha1.OpsRequestTypeRotateAuth, DatabaseRef: opsv1alpha1.DatabaseReference{Name: db},
+			Timeout:    &metav1.Duration{Duration: 10 * time.Minute},
+			RotateAuth: &opsv1alpha1.RotateAuthOptions{Restart: mode},
+		},
+	}
+}
+
 // restartWindows is the sum of the pods' restart windows, from eviction seen to the new
 // pod seen Ready.
 func (w *scaleWatch) restartWindows() time.Duration {
@@ -245,14 +265,7 @@ func rotateAtOnce(b *testing.B, ctx context.Context, ns string, dbs []string, mo
 		go func() {
 			defer wg.Done()
 			defer func() { <-limit }()
-			req := &opsv1alpha1.PostgresOpsRequest{
-				ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns},
-				Spec: opsv1alpha1.PostgresOpsRequestSpec{
-					Type: opsv1alpha1.OpsRequestTypeRotateAuth, DatabaseRef: opsv1alpha1.DatabaseReference{Name: db},
-					Timeout:    &metav1.Duration{Duration: 10 * time.Minute},
-					RotateAuth: &opsv1alpha1.RotateAuthOptions{Restart: mode},
-				},
-			}
+			req := rotateAuthRequest(ns, name, db, mode)
 			at := time.Now()
 			if _, err := pgops.OpsV1alpha1().PostgresOpsRequests(ns).Create(ctx, req, metav1.CreateOptions{}); err != nil {
 				b.Errorf("creating %s: %v", name, err)

@@ -690,10 +690,7 @@ func (a *Agent) Exec(ctx context.Context, namespace, name, containerName string,
 	c.mu.Lock()
 	p, env := c.cur, c.env
 	c.mu.Unlock()
-	if p == nil || p.exited() {
-		return nil, fmt.Errorf("nodeagent: container %s of pod %s/%s is not running", c.spec.Name, namespace, name)
-	}
-	if !p.waitSetUp(ctx) {
+	if p == nil || !p.waitSetUp(ctx) {
 		return nil, fmt.Errorf("nodeagent: container %s of pod %s/%s is not running", c.spec.Name, namespace, name)
 	}
 	return a.execIn(ctx, p.pid, p.id, argv, env, time.Minute)

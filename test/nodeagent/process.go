@@ -183,13 +183,13 @@ func (a *Agent) startProc(spec procSpec) (*proc, error) {
 		return nil, fmt.Errorf("start container process: %w", err)
 	}
 	p := &proc{cmd: cmd, pid: cmd.Process.Pid, id: spec.id, startedAt: time.Now(), done: make(chan struct{}), setUp: make(chan struct{})}
+	waited := make(chan struct{})
 	go func() {
-		defer setUpR.Close()
 		_, _ = setUpR.Read(make([]byte, 1))
+		setUpR.Close()
+		p.pinNamespace(waited)
 		close(p.setUp)
 	}()
-	waited := make(chan struct{})
-	go p.pinNamespace(waited)
 	go func() {
 		err := cmd.Wait()
 		close(waited)
@@ -248,34 +248,32 @@ func (p *proc) exited() bool {
 // ownMountNS is the agent's mount namespace.
 var ownMountNS, _ = os.Readlink("/proc/self/ns/mnt")
 
-// pinNamespace waits (briefly) for the process to enter its new mount namespace and
-// opens it.
+// pinNamespace opens the mount namespace of the set-up container, unless the process
+// was reaped already.
 func (p *proc) pinNamespace(waited <-chan struct{}) {
-	path := fmt.Sprintf("/proc/%d/ns/mnt", p.pid)
-	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); {
-		select {
-		case <-waited:
-			return
-		default:
-		}
-		p.nsMu.Lock()
-		id, err := os.Readlink(path)
-		if err == nil && id != ownMountNS {
-			if f, err := os.Open(path); err == nil {
-				// Still the same namespace (the pid is not reaped: waited is open
-				// and we hold nsMu, which the reaper takes).
-				if id2, _ := os.Readlink(path); id2 == id {
-					p.nsID, p.nsFile = id, f
-				} else {
-					f.Close()
-				}
-			}
-			p.nsMu.Unlock()
-			return
-		}
-		p.nsMu.Unlock()
-		time.Sleep(2 * time.Millisecond)
+	p.nsMu.Lock()
+	defer p.nsMu.Unlock()
+	select {
+	case <-waited:
+		return
+	default:
 	}
+	path := fmt.Sprintf("/proc/%d/ns/mnt", p.pid)
+	id, err := os.Readlink(path)
+	if err != nil || id == ownMountNS {
+		return // it ended before its set-up
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		return
+	}
+	// Still the same namespace (the pid is not reaped: waited is open and we hold nsMu,
+	// which the reaper takes).
+	if id2, _ := os.Readlink(path); id2 != id {
+		f.Close()
+		return
+	}
+	p.nsID, p.nsFile = id, f
 }
 
 // killNamespace sends sig to every process in mount namespace id.

@@ -413,7 +413,7 @@ func overlay[T any](base, user *T) *T {
 // livenessScript passes while the server answers on its Unix socket, even to reject a
 // connection (pg_isready exits 1 while it starts, recovers, or is a warm standby), and
 // while the entrypoint prepares the data directory (it holds preparingMarker then).
-const livenessScript = `[ -e ` + RunMount + `/` + preparingMarker + ` ] || { pg_isready -q -h ` + RunMount + ` -p 5432 -t 4; [ "$?" -le 1 ]; }`
+const livenessScript = `[ -e ` + RunMount + `/` + preparingMarker + ` ] || { ` + isReady + ` -t 4; [ "$?" -le 1 ]; }`
 
 // preparingMarker is the file the entrypoint keeps in RunMount until it starts postgres.
 const preparingMarker = "pgops-preparing"

@@ -200,7 +200,9 @@ const evictionRecheck = 2 * time.Second
 // evictPod asks for pod to be evicted (honouring PodDisruptionBudgets) unless it is
 // already going away.
 func (c *Controller) evictPod(ctx context.Context, r *rotation, pod *corev1.Pod) (outcome, error) {
-	if pod.DeletionTimestamp != nil {
+	if pod.DeletionTimestamp != nil || evicted(r.req, pod) {
+		// Going away: an eviction the API server accepted deletes the pod, even while the
+		// cache, behind that write, still shows it running.
 		return restarting(pod.Name), nil
 	}
 	err := c.kubeClient.CoreV1().Pods(pod.Namespace).EvictV1(ctx, &policyv1.Eviction{
@@ -220,7 +222,7 @@ func (c *Controller) evictPod(ctx context.Context, r *rotation, pod *corev1.Pod)
 	case err != nil:
 		return outcome{}, fmt.Errorf("evicting pod %s: %w", pod.Name, err)
 	}
-	msg := fmt.Sprintf("evicted pod %s (uid %s)", pod.Name, pod.UID)
+	msg := evictedMessage(pod)
 	setCondition(&r.req.Status.Conditions, perPodCondition(ConditionEvictPod, pod.Name), metav1.ConditionTrue,
 		ReasonCompleted, msg, r.req.Generation, r.now)
 	if meta.FindStatusCondition(r.req.Status.Conditions, perPodCondition(ConditionCheckPodReady, pod.Name)) == nil {
@@ -229,6 +231,18 @@ func (c *Controller) evictPod(ctx context.Context, r *rotation, pod *corev1.Pod)
 	}
 	c.recorder.Event(r.req, corev1.EventTypeNormal, ConditionEvictPod, msg)
 	return restarting(pod.Name), nil
+}
+
+// evictedMessage is the EvictPod condition's message once pod is evicted: it names the
+// pod's UID, so that the eviction of this very pod is recorded in the request's status.
+func evictedMessage(pod *corev1.Pod) string {
+	return fmt.Sprintf("evicted pod %s (uid %s)", pod.Name, pod.UID)
+}
+
+// evicted tells whether req's status records the eviction of pod, this UID.
+func evicted(req *opsv1alpha1.PostgresOpsRequest, pod *corev1.Pod) bool {
+	cond := meta.FindStatusCondition(req.Status.Conditions, perPodCondition(ConditionEvictPod, pod.Name))
+	return cond != nil && cond.Status == metav1.ConditionTrue && cond.Message == evictedMessage(pod)
 }
 
 // plannedStandbys is every pod of the plan but the primary (ordinal 0).

@@ -245,6 +245,31 @@ func TestLaggingPostgresCacheKeepsPodsOnTheNewSecret(t *testing.T) {
 	w.requireCredentialWorks()
 }
 
+// A pod cache behind the ops-manager's own eviction still shows the evicted pod running
+// (no deletionTimestamp, the old revision): the syncs that the request's own status write
+// wakes meanwhile must not evict it again.
+func TestLaggingPodCacheEvictsEachPodOnce(t *testing.T) {
+	w := newWorld(t, 3)
+	w.freeze(&corev1.PodList{})
+	w.newRequest("rotate")
+	for i := 0; i < 30 && len(w.evictions()) == 0; i++ {
+		_, err := w.sync("rotate")
+		require.NoError(t, err)
+	}
+	for i := 0; i < 5; i++ {
+		_, err := w.sync("rotate")
+		require.NoError(t, err)
+	}
+	require.Equal(t, []string{"pg-2"}, w.evictions(), "the eviction the API server accepted is not asked again")
+	assert.Contains(t, describe(w.request("rotate")), "restarting pod pg-2")
+
+	delete(w.frozen, "*v1.PodList")
+	req := w.runUntilDone("rotate", 50)
+	require.Equal(t, opsv1alpha1.OpsRequestPhaseSuccessful, req.Status.Phase, describe(req))
+	assert.Equal(t, []string{"pg-2", "pg-1", "pg-0"}, w.evictions())
+	w.requireCredentialWorks()
+}
+
 // setPause makes the API server's Postgres paused (acknowledged) for holder, or not
 // paused when holder is nil.
 func (w *world) setPause(holder *kubedbv1.OpsRequestReference) {

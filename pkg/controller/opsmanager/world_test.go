@@ -412,6 +412,8 @@ func (w *world) freeze(list runtime.Object) {
 		list, err = w.kube.AppsV1().StatefulSets("").List(ctx, metav1.ListOptions{})
 	case *opsv1alpha1.PostgresOpsRequestList:
 		list, err = w.pgops.OpsV1alpha1().PostgresOpsRequests("").List(ctx, metav1.ListOptions{})
+	case *corev1.PodList:
+		list, err = w.kube.CoreV1().Pods("").List(ctx, metav1.ListOptions{})
 	default:
 		w.t.Fatalf("cannot freeze %T", list)
 	}

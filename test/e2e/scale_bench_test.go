@@ -333,8 +333,10 @@ func rotateAtOnce(b *testing.B, ctx context.Context, ns string, dbs []string, mo
 		b.Fatal(err)
 	}
 	var totals, windows, overheads []time.Duration
+	databaseOf := map[string]string{}
 	w.mu.Lock()
 	for _, r := range list.Items {
+		databaseOf[r.Name] = r.Spec.DatabaseRef.Name
 		at, ours := created[r.Name]
 		if !ours {
 			continue
@@ -363,7 +365,7 @@ func rotateAtOnce(b *testing.B, ctx context.Context, ns string, dbs []string, mo
 	if mode != opsv1alpha1.RestartNone {
 		reportDurations(b, "restart", windows)
 	}
-	reportDurations(b, "pause-ack", pauseAcks(events))
+	reportDurations(b, "pause-ack", pauseAcks(events, databaseOf))
 	writes, conflicts, reads := map[string]int{}, 0, 0
 	for _, e := range events {
 		// Events are not writes of the rotation's objects, and leases are leader election.
@@ -496,23 +498,30 @@ func keepAuditLog(b *testing.B, from int64) {
 	}
 }
 
-// pauseAcks are, per database, the time from the ops-manager's first status write of the
-// Postgres (the pause asked) to the provisioner's next one (the answer), from the audit log.
-func pauseAcks(events []localcluster.AuditEvent) []time.Duration {
-	asked := map[string]time.Time{}
+// pauseAcks are, per request, the time from the ops-manager's first status write of the
+// request (its plan, which asks for the pause) to the provisioner's next status write of the
+// request's database (the grant), from the audit log. databaseOf maps a request's name to
+// its database's.
+func pauseAcks(events []localcluster.AuditEvent, databaseOf map[string]string) []time.Duration {
+	asked := map[string]time.Time{} // by namespace/database
 	var acks []time.Duration
 	for _, e := range events {
-		if e.Verb != "update" || e.Resource() != "postgreses/status" || e.ResponseStatus.Code != 200 {
+		if e.Verb != "update" || e.ResponseStatus.Code != 200 {
 			continue
 		}
-		key := e.ObjectRef.Namespace + "/" + e.ObjectRef.Name
-		at, seen := asked[key]
 		switch {
-		case e.Operator() == "pgops-ops-manager" && !seen:
-			asked[key] = e.StageTimestamp.Time
-		case e.Operator() == "pgops-provisioner" && seen && !at.IsZero():
-			acks = append(acks, e.StageTimestamp.Sub(at))
-			asked[key] = time.Time{} // counted
+		case e.Resource() == "postgresopsrequests/status" && e.Operator() == "pgops-ops-manager":
+			db, ours := databaseOf[e.ObjectRef.Name]
+			key := e.ObjectRef.Namespace + "/" + db
+			if _, seen := asked[key]; ours && !seen {
+				asked[key] = e.StageTimestamp.Time
+			}
+		case e.Resource() == "postgreses/status" && e.Operator() == "pgops-provisioner":
+			key := e.ObjectRef.Namespace + "/" + e.ObjectRef.Name
+			if at, seen := asked[key]; seen && !at.IsZero() {
+				acks = append(acks, e.StageTimestamp.Sub(at))
+				asked[key] = time.Time{} // counted
+			}
 		}
 	}
 	return acks

@@ -21,6 +21,34 @@ import (
 	"github.com/pgops/pgops/pkg/operator"
 )
 
+// The ask for the pause is the stored request's status, which the provisioner reads: it is
+// withdrawn (PauseDatabase True stored) before the pause is given back, or the provisioner
+// could pause the database again for a request that has just resumed it.
+func TestPauseAskIsWithdrawnBeforeTheResume(t *testing.T) {
+	for _, mode := range []opsv1alpha1.RestartMode{opsv1alpha1.RestartAllPods, opsv1alpha1.RestartNone} {
+		t.Run(string(mode), func(t *testing.T) {
+			w := newWorld(t, 1)
+			w.keepRunning()
+			resumes := 0
+			w.pgops.PrependReactor("update", "postgreses", func(action clienttesting.Action) (bool, runtime.Object, error) {
+				pg := action.(clienttesting.UpdateAction).GetObject().(*kubedbv1.Postgres)
+				if action.GetSubresource() == "status" && pg.Status.PausedBy == nil {
+					obj, err := w.pgops.Tracker().Get(opsv1alpha1.SchemeGroupVersion.WithResource("postgresopsrequests"), ns, "rotate")
+					require.NoError(t, err)
+					stored := obj.(*opsv1alpha1.PostgresOpsRequest)
+					assert.False(t, stored.AsksForPause(), "the pause is given back while the stored request asks for it: %s", describe(stored))
+					resumes++
+				}
+				return false, nil, nil
+			})
+			w.newRequest("rotate", withRestart(mode))
+			req := w.runUntilDone("rotate", 50)
+			require.Equal(t, opsv1alpha1.OpsRequestPhaseSuccessful, req.Status.Phase, describe(req))
+			assert.Equal(t, 1, resumes)
+		})
+	}
+}
+
 // The ops-manager's writes per rotation are a budget (docs/architecture.md, "Write
 // budget"): a request's status is written once per sync, whatever number of steps complete
 // in it, and never conflicts with the controller's own previous write.
@@ -36,13 +64,14 @@ func TestWriteBudgetOfOneReplicaRotation(t *testing.T) {
 	}{
 		// started and pause asked; credential set and template written; pod evicted; Successful
 		{"AllPods, a controller per sync", opsv1alpha1.RestartAllPods, false, 4},
-		// started and pause asked; Successful (no pod to restart)
-		{"None, a controller per sync", opsv1alpha1.RestartNone, false, 2},
+		// started and pause asked; the pause taken (stored before the resume); Successful
+		{"None, a controller per sync", opsv1alpha1.RestartNone, false, 3},
 		// started, plan and pause asked (the plan is stored before PostgreSQL changes);
 		// credential, template and eviction; Successful
 		{"AllPods, a running controller", opsv1alpha1.RestartAllPods, true, 3},
-		// started, plan and pause asked; Successful
-		{"None, a running controller", opsv1alpha1.RestartNone, true, 2},
+		// started, plan and pause asked; credential, template, pause taken (stored before
+		// the resume, see TestPauseAskIsWithdrawnBeforeTheResume); Successful
+		{"None, a running controller", opsv1alpha1.RestartNone, true, 3},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			mode := tc.mode
@@ -58,7 +87,7 @@ func TestWriteBudgetOfOneReplicaRotation(t *testing.T) {
 
 			want := map[string]int{
 				"patch postgresopsrequests":         2, // the finalizer, on and off
-				"update postgreses/status":          2, // the pause asked, the resume
+				"update postgreses/status":          1, // the resume: the pause is asked in the request's status
 				"create secrets":                    1, // the staged credential
 				"update secrets":                    2, // the auth Secret; the staged Secret's finalizer
 				"delete secrets":                    1, // the staged credential, released
@@ -223,8 +252,8 @@ func TestRequestEventsWakeOnlyLiveSiblings(t *testing.T) {
 // no plan stored; a crash then, and a deletion, left cleanup nothing to roll forward from: a
 // lockout. The plan is stored before PostgreSQL changes, whatever is kept back.
 //
-// The same holds when the first sync's status write is lost after its pause was asked and
-// answered: the next sync plans again, finds the pause its own, and stops there.
+// The same holds when the first sync's status write is lost: the pause is asked in that
+// write, so no pause exists without a stored plan; the next sync plans again and asks.
 func TestPlanIsStoredBeforePostgreSQLChanges(t *testing.T) {
 	for _, tc := range []struct {
 		mode      opsv1alpha1.RestartMode
@@ -256,7 +285,7 @@ func TestPlanIsStoredBeforePostgreSQLChanges(t *testing.T) {
 			if tc.firstLost {
 				_, err := w.sync("rotate")
 				require.Error(t, err)
-				require.NotNil(t, w.postgres().Status.PausedBy, "the pause was asked and answered, its record lost")
+				require.Nil(t, w.postgres().Status.PausedBy, "no pause without a stored plan")
 				w.keep.c = nil // the operator died: a new one starts
 			}
 			req := w.runUntilDone("rotate", 50)

@@ -15,7 +15,7 @@ import (
 const (
 	ConditionPending            = "Pending"
 	ConditionRotateAuth         = "RotateAuth"
-	ConditionPauseDatabase      = "PauseDatabase"
+	ConditionPauseDatabase      = opsv1alpha1.ConditionPauseDatabase
 	ConditionUpdateCredential   = "UpdateCredential"
 	ConditionUpdateStatefulSets = "UpdateStatefulSets"
 	ConditionRestartNodes       = "RestartNodes"

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -18,53 +19,37 @@ import (
 // ReasonPauseLost fails a request whose pause was taken away (removed by hand).
 const ReasonPauseLost = "PauseLost"
 
-// The pause belongs to a request: status.pausedBy names it (name and UID) next to the
-// Paused condition. The ops-manager asks with Paused=Unknown, the provisioner answers True
-// for the request named there, and drops a pause whose request is gone or ended. Every
-// decision about the pause reads the Postgres live: a cache may still show the pause of the
-// previous request.
+// The pause belongs to a request: status.pausedBy on the Postgres names it (name and UID)
+// next to the Paused condition. The request asks for it in its own status, written with
+// its plan (opsv1alpha1's AsksForPause: PauseDatabase started and not completed), and the
+// provisioner, the only writer of a pause, grants it for the oldest request that asks once no
+// other running request holds it, and drops a pause whose request is gone or ended. So the
+// ops-manager writes nothing to pause, no pause exists before the plan is durable, and two
+// requests can never both believe they hold it.
 
-// pauseDatabase asks the provisioner to leave the database alone and waits until it
-// confirms, for this request.
+// pauseDatabase waits until the provisioner has paused the database for this request. A
+// cache that shows the pause granted to this request's UID is enough (a later removal is
+// checkPauseHeld's); one that does not is confirmed live, since the cache may lag the
+// grant, or still show the pause of the previous request.
 func (c *Controller) pauseDatabase(ctx context.Context, r *rotation) (outcome, error) {
+	if heldBy(r.pg, r.req) {
+		return completed("Postgres %s is paused for this request", r.pg.Name), nil
+	}
 	pg, err := c.liveDatabase(ctx, r.req)
 	if err != nil {
 		return outcome{}, err
 	}
-	if pg.DeletionTimestamp != nil {
-		// Its deletion waits for this request's pause; the pause would wait for nothing.
-		return outcome{}, fatal(ReasonDatabaseNotFound, "Postgres %s is being deleted", pg.Name)
-	}
-	paused := meta.FindStatusCondition(pg.Status.Conditions, kubedbv1.ConditionPaused)
 	switch holder := pg.Status.PausedBy; {
-	case holder != nil && holder.UID == r.req.UID && paused != nil && paused.Status == metav1.ConditionTrue:
+	case pg.DeletionTimestamp != nil:
+		// Its deletion waits for a pause of a running request; the pause would wait for nothing.
+		return outcome{}, fatal(ReasonDatabaseNotFound, "Postgres %s is being deleted", pg.Name)
+	case heldBy(pg, r.req):
 		return completed("Postgres %s is paused for this request", pg.Name), nil
-	case holder != nil && holder.UID == r.req.UID && paused != nil:
-		return answerAwaited("waiting for the provisioner to pause Postgres %s", pg.Name), nil
-	case holder != nil && holder.UID != r.req.UID && paused != nil:
-		active, err := c.requestActive(ctx, r.req.Namespace, *holder)
-		if err != nil {
-			return outcome{}, err
-		}
-		if active {
-			return waiting("Postgres %s is paused by PostgresOpsRequest %s; waiting for it to end", pg.Name, holder.Name), nil
-		}
-		// The pause of a request that is gone or ended: take it over.
+	case holder != nil && holder.UID != r.req.UID:
+		return waiting("waiting for the provisioner to pause Postgres %s, now paused by PostgresOpsRequest %s "+
+			"(a running request keeps it until it ends)", pg.Name, holder.Name), nil
 	}
-	meta.SetStatusCondition(&pg.Status.Conditions, metav1.Condition{
-		Type: kubedbv1.ConditionPaused, Status: metav1.ConditionUnknown, Reason: "PauseRequested",
-		Message:            fmt.Sprintf("paused by PostgresOpsRequest %s", r.req.Name),
-		ObservedGeneration: pg.Generation,
-	})
-	pg.Status.PausedBy = &kubedbv1.OpsRequestReference{Name: r.req.Name, UID: r.req.UID}
-	// The live object's resourceVersion guards this write: a pause set meanwhile by anyone
-	// else makes it conflict, and the next sync looks again.
-	if _, err := c.pgopsClient.KubedbV1().Postgreses(pg.Namespace).UpdateStatus(ctx, pg,
-		metav1.UpdateOptions{FieldManager: FieldManager}); err != nil {
-		return outcome{}, fmt.Errorf("asking to pause Postgres %s: %w", pg.Name, err)
-	}
-	// No event here: the step's completion has one, and the condition says what it waits for.
-	return answerAwaited("waiting for the provisioner to pause Postgres %s", pg.Name), nil
+	return waiting("waiting for the provisioner to pause Postgres %s", pg.Name), nil
 }
 
 // checkPauseHeld fails the request when the pause it holds was taken away. The cache is
@@ -109,6 +94,12 @@ func heldBy(pg *kubedbv1.Postgres, req *opsv1alpha1.PostgresOpsRequest) bool {
 // resumeDatabase hands the database back to the provisioner and records when its
 // credential changed and in which Secret.
 func (c *Controller) resumeDatabase(ctx context.Context, r *rotation) (outcome, error) {
+	if r.pauseAskStored {
+		// Withdraw the ask first: this sync writes the status, and its event wakes the next.
+		out := waiting("storing that the pause is taken before resuming Postgres %s", r.req.Spec.DatabaseRef.Name)
+		out.recheckAfter = time.Second
+		return out, nil
+	}
 	changedAt := meta.FindStatusCondition(r.req.Status.Conditions, ConditionUpdateCredential).LastTransitionTime
 	err := retry.RetryOnConflict(retry.DefaultRetry, func() error {
 		pg, err := c.liveDatabase(ctx, r.req)
@@ -169,18 +160,6 @@ func (c *Controller) resumeIfHeld(ctx context.Context, req *opsv1alpha1.Postgres
 		c.recorder.Eventf(req, corev1.EventTypeNormal, "ResumeDatabase", "resumed Postgres %s", req.Spec.DatabaseRef.Name)
 	}
 	return nil
-}
-
-// requestActive tells whether the request ref names still exists and has not ended.
-func (c *Controller) requestActive(ctx context.Context, namespace string, ref kubedbv1.OpsRequestReference) (bool, error) {
-	holder, err := c.pgopsClient.OpsV1alpha1().PostgresOpsRequests(namespace).Get(ctx, ref.Name, metav1.GetOptions{})
-	if apierrors.IsNotFound(err) {
-		return false, nil
-	}
-	if err != nil {
-		return false, fmt.Errorf("reading PostgresOpsRequest %s: %w", ref.Name, err)
-	}
-	return holder.UID == ref.UID && !holder.Status.Phase.Ended(), nil
 }
 
 // liveDatabase reads the request's Postgres from the API server and checks that it is the

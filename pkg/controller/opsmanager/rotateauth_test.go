@@ -273,10 +273,10 @@ func TestPauseWaitsForTheProvisioner(t *testing.T) {
 	require.NotNil(t, pause)
 	assert.Equal(t, metav1.ConditionFalse, pause.Status)
 	assert.Contains(t, pause.Message, "waiting for the provisioner to pause")
-	paused := meta.FindStatusCondition(w.postgres().Status.Conditions, kubedbv1.ConditionPaused)
-	require.NotNil(t, paused)
-	assert.Equal(t, metav1.ConditionUnknown, paused.Status)
-	assert.Nil(t, condition(req, ConditionUpdateCredential), "nothing changes before the pause is confirmed")
+	assert.True(t, req.AsksForPause(), "the request's status asks for the pause")
+	assert.Nil(t, w.postgres().Status.PausedBy, "the ops-manager writes no pause: the provisioner grants it")
+	assert.Equal(t, 1, w.writes["update postgresopsrequests/status"], "the ask is the status written with the plan")
+	assert.Nil(t, condition(req, ConditionUpdateCredential), "nothing changes before the pause is granted")
 
 	w.provisionerConfirmsPause = true
 	assert.Equal(t, opsv1alpha1.OpsRequestPhaseSuccessful, w.runUntilDone("rotate", 50).Status.Phase)

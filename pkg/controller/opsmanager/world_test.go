@@ -3,6 +3,7 @@ package opsmanager
 import (
 	"context"
 	"fmt"
+	"sort"
 	"strings"
 	"sync"
 	"testing"
@@ -51,7 +52,7 @@ type world struct {
 	events   []string
 	uid      int
 
-	// provisionerConfirmsPause makes the stand-in provisioner answer Paused=Unknown.
+	// provisionerConfirmsPause makes the stand-in provisioner grant the pause a request asks for.
 	provisionerConfirmsPause bool
 	// frozen holds, per informer, the objects a lagging cache still shows: the controller's
 	// cache of that kind does not see later writes (its own included) until thawed.
@@ -497,11 +498,7 @@ func (w *world) react() {
 	defer w.finishDeletions()
 	pg, err := w.pgops.KubedbV1().Postgreses(ns).Get(ctx, dbName, metav1.GetOptions{})
 	if err == nil && w.provisionerConfirmsPause {
-		if cond := meta.FindStatusCondition(pg.Status.Conditions, kubedbv1.ConditionPaused); cond != nil && cond.Status == metav1.ConditionUnknown {
-			cond.Status = metav1.ConditionTrue
-			_, err := w.pgops.KubedbV1().Postgreses(ns).UpdateStatus(ctx, pg, metav1.UpdateOptions{})
-			require.NoError(w.t, err)
-		}
+		w.grantPause(ctx, pg)
 	}
 	sts, err := w.kube.AppsV1().StatefulSets(ns).Get(ctx, dbName, metav1.GetOptions{})
 	if err == nil && !w.statefulSetControllerAsleep {
@@ -513,6 +510,31 @@ func (w *world) react() {
 			sts.Status.UpdateRevision = revision
 			_, err := w.kube.AppsV1().StatefulSets(ns).UpdateStatus(ctx, sts, metav1.UpdateOptions{})
 			require.NoError(w.t, err)
+		}
+	}
+}
+
+// grantPause plays the provisioner's answer to a request that asks for the pause in its
+// status: the oldest such request gets it, unless a running request holds it.
+func (w *world) grantPause(ctx context.Context, pg *kubedbv1.Postgres) {
+	reqs, err := w.pgops.OpsV1alpha1().PostgresOpsRequests(ns).List(ctx, metav1.ListOptions{})
+	require.NoError(w.t, err)
+	sort.Slice(reqs.Items, func(i, j int) bool { return reqs.Items[i].CreationTimestamp.Before(&reqs.Items[j].CreationTimestamp) })
+	if holder := pg.Status.PausedBy; holder != nil {
+		for _, r := range reqs.Items {
+			if r.UID == holder.UID && !r.Status.Phase.Ended() {
+				return
+			}
+		}
+	}
+	for _, r := range reqs.Items {
+		if r.Spec.DatabaseRef.Name == pg.Name && r.AsksForPause() && r.Status.RotateAuth.DatabaseUID == pg.UID {
+			meta.SetStatusCondition(&pg.Status.Conditions, metav1.Condition{
+				Type: kubedbv1.ConditionPaused, Status: metav1.ConditionTrue, Reason: "Paused", Message: "paused for " + r.Name})
+			pg.Status.PausedBy = &kubedbv1.OpsRequestReference{Name: r.Name, UID: r.UID}
+			_, err := w.pgops.KubedbV1().Postgreses(ns).UpdateStatus(ctx, pg, metav1.UpdateOptions{})
+			require.NoError(w.t, err)
+			return
 		}
 	}
 }

@@ -179,12 +179,17 @@ func New(ctx context.Context, kubeClient kubernetes.Interface, pgopsClient versi
 	// A request's progress (its conditions) changes nothing here: only its phase, its
 	// deletion and its finalizer do. Each sync logs in to the database, so waking it for
 	// every status write of a request would cost a login each.
+	// A request asking for its database's pause goes onto the pause queue only.
 	if _, err := requestInformer.Informer().AddEventHandler(cache.ResourceEventHandlerFuncs{
-		AddFunc: c.enqueueRequestDatabase,
+		AddFunc: func(obj interface{}) {
+			c.enqueueRequestDatabase(obj)
+			c.enqueuePauseAsk(obj)
+		},
 		UpdateFunc: func(oldObj, newObj interface{}) {
 			if operator.RequestStageChanged(oldObj, newObj) {
 				c.enqueueRequestDatabase(newObj)
 			}
+			c.enqueuePauseAsk(newObj)
 		},
 		DeleteFunc: c.enqueueRequestDatabase,
 	}); err != nil {
@@ -233,6 +238,14 @@ func (c *Controller) enqueueRequestDatabase(obj interface{}) {
 	}
 	if r, ok := obj.(*opsv1alpha1.PostgresOpsRequest); ok {
 		c.queue.Add(cache.ObjectName{Namespace: r.Namespace, Name: r.Spec.DatabaseRef.Name})
+	}
+}
+
+// enqueuePauseAsk puts the database of a request that asks for its pause onto the pause
+// queue.
+func (c *Controller) enqueuePauseAsk(obj interface{}) {
+	if r, ok := obj.(*opsv1alpha1.PostgresOpsRequest); ok && r.AsksForPause() {
+		c.pauseQueue.Add(cache.ObjectName{Namespace: r.Namespace, Name: r.Spec.DatabaseRef.Name})
 	}
 }
 

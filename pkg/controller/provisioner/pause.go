@@ -20,7 +20,10 @@ import (
 const ReasonPauseDropped = "PauseDropped"
 
 // The pause belongs to an ops request: status.pausedBy names it, by name and UID, next to
-// the Paused condition. The provisioner honours a pause only while that request exists
+// the Paused condition. A request asks for it in its own status (AsksForPause, written with
+// its plan), and the provisioner grants it by writing both (grantPause); an ops-manager of
+// an earlier version asks on the Postgres instead (Paused=Unknown), and is answered too
+// (acknowledgePause). The provisioner honours a pause only while that request exists
 // under that UID and has not ended; otherwise (the request was deleted without its
 // finalizer, or a pause was set by hand) it drops the pause, so a database never stays
 // paused forever.
@@ -93,34 +96,103 @@ func apiequalHolder(a, b *kubedbv1.OpsRequestReference) bool {
 	return *a == *b
 }
 
-// acknowledgePause answers the ops-manager's pause request, for the request named in
-// status.pausedBy. Nothing is written to workloads in this sync, and later syncs leave them
-// alone while the condition stays True.
+// acknowledgePause answers a pause asked on the Postgres itself (Paused=Unknown), the way
+// ops-managers before request-held asks paused: for the request named in status.pausedBy.
+// Nothing is written to workloads in this sync, and later syncs leave them alone while the
+// condition stays True.
 func (c *Controller) acknowledgePause(ctx context.Context, pg *kubedbv1.Postgres) error {
 	holder := pg.Status.PausedBy
 	answered := false
 	_, err := c.updateStatus(ctx, pg, func(st *kubedbv1.PostgresStatus) {
 		cond := meta.FindStatusCondition(st.Conditions, kubedbv1.ConditionPaused)
 		answered = cond != nil && cond.Status == metav1.ConditionUnknown && apiequalHolder(st.PausedBy, holder)
-		if !answered {
-			return // withdrawn, answered or taken over meanwhile
-		}
-		meta.SetStatusCondition(&st.Conditions, metav1.Condition{
-			Type:               kubedbv1.ConditionPaused,
-			Status:             metav1.ConditionTrue,
-			Reason:             ReasonPaused,
-			Message:            fmt.Sprintf("Paused for PostgresOpsRequest %s: the provisioner leaves workloads and the auth secret alone until it resumes", holder.Name),
-			ObservedGeneration: pg.Generation,
-		})
+		if answered {
+			recordPause(st, *holder, pg.Generation)
+		} // else withdrawn, answered or taken over meanwhile
 	})
 	if err != nil || !answered {
 		return err
 	}
+	c.reportPaused(ctx, pg, *holder)
+	return nil
+}
+
+// pauseAsker is the oldest request, in the cache, that asks in its status for pg to be
+// paused (AsksForPause) and whose plan names this very Postgres; nil when none does.
+func (c *Controller) pauseAsker(pg *kubedbv1.Postgres) *opsv1alpha1.PostgresOpsRequest {
+	for _, req := range c.requestsOf(pg) {
+		if asksToPause(req, pg) {
+			return req
+		}
+	}
+	return nil
+}
+
+func asksToPause(req *opsv1alpha1.PostgresOpsRequest, pg *kubedbv1.Postgres) bool {
+	return req.AsksForPause() && req.Status.RotateAuth.DatabaseUID == pg.UID
+}
+
+// grantPause pauses pg for asker, the request that asks for it, in one status write: the
+// provisioner is the only writer of a pause, so no two requests can both think they hold
+// it. A pause held by another running request is kept (that request's end wakes this
+// database); one whose request is gone or ended is replaced. The ask is confirmed live
+// first: a cache behind the request may show an ask that is over (PauseDatabase completed,
+// and the database perhaps resumed since), which must never pause the database again.
+func (c *Controller) grantPause(ctx context.Context, pg *kubedbv1.Postgres, asker *opsv1alpha1.PostgresOpsRequest) error {
+	holder := pg.Status.PausedBy
+	if holder != nil && holder.UID == asker.UID && meta.IsStatusConditionTrue(pg.Status.Conditions, kubedbv1.ConditionPaused) {
+		return nil // granted already; the request's cache has not seen it taken up
+	}
+	if holder != nil && holder.UID != asker.UID {
+		held, err := c.pauseHeld(ctx, pg)
+		if err != nil || held {
+			return err
+		}
+	}
+	live, err := c.pgopsClient.OpsV1alpha1().PostgresOpsRequests(asker.Namespace).Get(ctx, asker.Name, metav1.GetOptions{})
+	if apierrors.IsNotFound(err) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("reading PostgresOpsRequest %s that asks to pause postgres %s: %w", asker.Name, pg.Name, err)
+	}
+	if live.UID != asker.UID || !asksToPause(live, pg) {
+		return nil
+	}
+	grant := kubedbv1.OpsRequestReference{Name: live.Name, UID: live.UID}
+	granted := false
+	_, err = c.updateStatus(ctx, pg, func(st *kubedbv1.PostgresStatus) {
+		granted = apiequalHolder(st.PausedBy, holder)
+		if granted {
+			recordPause(st, grant, pg.Generation)
+		} // else someone changed the pause meanwhile: the event of that write looks again
+	})
+	if err != nil || !granted {
+		return err
+	}
+	c.reportPaused(ctx, pg, grant)
+	return nil
+}
+
+// recordPause records the pause of holder in st.
+func recordPause(st *kubedbv1.PostgresStatus, holder kubedbv1.OpsRequestReference, generation int64) {
+	meta.SetStatusCondition(&st.Conditions, metav1.Condition{
+		Type:               kubedbv1.ConditionPaused,
+		Status:             metav1.ConditionTrue,
+		Reason:             ReasonPaused,
+		Message:            fmt.Sprintf("Paused for PostgresOpsRequest %s: the provisioner leaves workloads and the auth secret alone until it resumes", holder.Name),
+		ObservedGeneration: generation,
+	})
+	st.PausedBy = &holder
+}
+
+// reportPaused says that pg is paused for holder, and schedules the paused database's next
+// observation.
+func (c *Controller) reportPaused(ctx context.Context, pg *kubedbv1.Postgres, holder kubedbv1.OpsRequestReference) {
 	klog.FromContext(ctx).Info("Paused reconciliation of workloads", "opsRequest", holder.Name)
 	c.recorder.Eventf(pg, corev1.EventTypeNormal, ReasonPaused,
 		"Paused for PostgresOpsRequest %s: workloads and the auth secret are left alone until it resumes", holder.Name)
 	c.queue.AddAfter(cache.MetaObjectToName(pg), c.statusPeriod)
-	return nil
 }
 
 // syncPaused only observes, and labels pod roles: status is kept honest while paused, and a

@@ -16,8 +16,8 @@ import (
 // write one condition, so a few keep up with any number of databases.
 const PauseWorkers = 2
 
-// The pause fast path: a pause the ops-manager asks for (Paused=Unknown) goes onto its own
-// queue, so its answer never waits behind the main queue's health checks of other
+// The pause fast path: a pause a request asks for in its status (or an earlier ops-manager
+// on the Postgres, Paused=Unknown) goes onto its own queue, so its answer never waits behind the main queue's health checks of other
 // databases. The per-database lock makes the answer wait only for a sync of the same
 // database that is under way: once the answer is written, no sync of the provisioner is
 // writing that database's workloads or Secret.
@@ -28,8 +28,9 @@ func pauseAsked(pg *kubedbv1.Postgres) bool {
 	return pg.Status.PausedBy != nil && cond != nil && cond.Status == metav1.ConditionUnknown
 }
 
-// answerPause acknowledges the pause asked on the Postgres called name, if it is still asked
-// for a request that runs. Anything else (a pause to drop, a deletion) is the main sync's.
+// answerPause grants the pause a request asks for on the Postgres called name, or
+// acknowledges one asked on the Postgres, if it is still asked for a request that runs.
+// Anything else (a pause to drop, a deletion) is the main sync's.
 func (c *Controller) answerPause(ctx context.Context, name cache.ObjectName) error {
 	unlock := c.locks.lock(name)
 	defer unlock()
@@ -40,15 +41,21 @@ func (c *Controller) answerPause(ctx context.Context, name cache.ObjectName) err
 	if err != nil {
 		return err
 	}
-	if cached.DeletionTimestamp != nil || !pauseAsked(cached) {
+	if cached.DeletionTimestamp != nil {
 		return nil
 	}
 	pg := c.written.Newest(cached)
-	held, err := c.pauseHeld(ctx, pg)
-	if err != nil || !held {
-		return err
+	if pauseAsked(pg) {
+		held, err := c.pauseHeld(ctx, pg)
+		if err != nil || !held {
+			return err
+		}
+		return c.acknowledgePause(ctx, pg)
 	}
-	return c.acknowledgePause(ctx, pg)
+	if asker := c.pauseAsker(pg); asker != nil {
+		return c.grantPause(ctx, pg, asker)
+	}
+	return nil
 }
 
 func (c *Controller) runPauseWorker(ctx context.Context) {

@@ -78,6 +78,11 @@ func (c *Controller) syncHandler(ctx context.Context, name cache.ObjectName) err
 			return c.syncPaused(ctx, pg)
 		}
 	}
+	if asker := c.pauseAsker(pg); asker != nil {
+		// Granted here too, not only on the pause queue: a request whose ask this sync sees
+		// first must not wait while workloads are reconciled.
+		return c.grantPause(ctx, pg, asker)
+	}
 
 	pg, cred, err := c.ensureAuthSecret(ctx, pg)
 	if err != nil {

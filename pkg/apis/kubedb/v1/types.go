@@ -461,8 +461,10 @@ const (
 	ConditionAcceptingConnection = "AcceptingConnection"
 	ConditionReady               = "Ready"
 	ConditionProvisioned         = "Provisioned"
-	// ConditionPaused is the pause handshake: the ops-manager sets it Unknown to ask, the
-	// provisioner sets it True once it has stopped reconciling workloads.
+	// ConditionPaused is the pause: the provisioner sets it True, with status.pausedBy, once
+	// it has stopped reconciling workloads for the ops request that asks for it (in that
+	// request's status). Unknown is the ask of ops-managers before pgops asked in the
+	// request, still answered.
 	ConditionPaused = "Paused"
 	// ConditionSynchronousReplication (a pgops extension) is present while streamingMode
 	// is Synchronous: True when at least numSyncReplicas standbys confirm commits, False
@@ -491,7 +493,7 @@ type PostgresStatus struct {
 	// +optional
 	AuthSecret *AuthSecretStatus `json:"authSecret,omitempty"`
 	// PausedBy names the ops request that holds the pause (condition Paused), a pgops
-	// extension. The provisioner acknowledges a pause only for the request named here, and
+	// extension. The provisioner grants a pause to one running request at a time, and
 	// drops a pause whose request is gone, replaced or ended.
 	// +optional
 	PausedBy *OpsRequestReference `json:"pausedBy,omitempty"`

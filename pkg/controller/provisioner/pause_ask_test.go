@@ -1,0 +1,139 @@
+package provisioner
+
+import (
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/tools/cache"
+
+	kubedbv1 "github.com/pgops/pgops/pkg/apis/kubedb/v1"
+	opsv1alpha1 "github.com/pgops/pgops/pkg/apis/ops/v1alpha1"
+)
+
+// askPause plays the ops-manager: the running request name has its plan stored for the
+// Postgres "x" of uid databaseUID, and its PauseDatabase step waits: its status asks for the
+// pause. The cache is refreshed.
+func askPause(t *testing.T, f *fixture, name string, databaseUID types.UID) *opsv1alpha1.PostgresOpsRequest {
+	t.Helper()
+	req := runningRequest(t, f, name)
+	req.Status.RotateAuth = &opsv1alpha1.RotateAuthPlan{DatabaseUID: databaseUID}
+	meta.SetStatusCondition(&req.Status.Conditions, metav1.Condition{
+		Type: opsv1alpha1.ConditionPauseDatabase, Status: metav1.ConditionFalse, Reason: "InProgress", Message: "waiting for the provisioner"})
+	req, err := f.pgops.OpsV1alpha1().PostgresOpsRequests(testNS).UpdateStatus(f.ctx, req, metav1.UpdateOptions{})
+	require.NoError(t, err)
+	f.refresh()
+	f.pgops.ClearActions()
+	f.kube.ClearActions()
+	return req
+}
+
+var keyX = cache.ObjectName{Namespace: testNS, Name: "x"}
+
+// The request's own status is the ask: the provisioner grants it with one write, which
+// names the request and sets Paused=True, and touches no workload.
+func TestPauseAskedByARequestIsGrantedInOneWrite(t *testing.T) {
+	for name, answer := range map[string]func(f *fixture) error{
+		"on the pause queue": func(f *fixture) error { defer f.drainEvents(); return f.c.answerPause(f.ctx, keyX) },
+		"by the main sync":   func(f *fixture) error { return f.sync("x") },
+	} {
+		t.Run(name, func(t *testing.T) {
+			f := provisioned(t, newPG("x"))
+			req := askPause(t, f, "rotate", f.postgres("x").UID)
+			require.NoError(t, answer(f))
+			assert.Empty(t, f.kubeWrites(), "no workload is touched")
+			assert.Equal(t, []string{"update postgreses/status x"}, f.pgWrites())
+			pg := f.postgres("x")
+			assert.Equal(t, metav1.ConditionTrue, condition(pg, kubedbv1.ConditionPaused).Status)
+			assert.Equal(t, &kubedbv1.OpsRequestReference{Name: "rotate", UID: req.UID}, pg.Status.PausedBy)
+			assert.True(t, f.hasEvent("Normal", ReasonPaused, "rotate"))
+			assert.Equal(t, 1, requestReads(f), "the ask is confirmed live")
+		})
+	}
+}
+
+// A cache behind the request shows an ask that is over: the live request has passed its
+// pause (and may have resumed the database since). The database is not paused again.
+func TestPauseAskThatTheCacheStillShowsIsNotGrantedAgain(t *testing.T) {
+	f := provisioned(t, newPG("x"))
+	req := askPause(t, f, "rotate", f.postgres("x").UID)
+	meta.SetStatusCondition(&req.Status.Conditions, metav1.Condition{
+		Type: opsv1alpha1.ConditionPauseDatabase, Status: metav1.ConditionTrue, Reason: "Completed", Message: "paused"})
+	req.Status.Phase = opsv1alpha1.OpsRequestPhaseSuccessful
+	_, err := f.pgops.OpsV1alpha1().PostgresOpsRequests(testNS).UpdateStatus(f.ctx, req, metav1.UpdateOptions{})
+	require.NoError(t, err) // not in the cache
+	f.pgops.ClearActions()
+
+	require.NoError(t, f.c.answerPause(f.ctx, keyX))
+	assert.Empty(t, f.pgWrites())
+	assert.Nil(t, f.postgres("x").Status.PausedBy)
+}
+
+// A plan made for an earlier Postgres of the same name (another UID) asks nothing of this one.
+func TestPauseAskForAnEarlierPostgresOfTheSameNameIsIgnored(t *testing.T) {
+	f := provisioned(t, newPG("x"))
+	askPause(t, f, "rotate", "uid-of-a-deleted-x")
+	require.NoError(t, f.c.answerPause(f.ctx, keyX))
+	require.NoError(t, f.sync("x"))
+	assert.Nil(t, f.postgres("x").Status.PausedBy)
+	assert.Nil(t, condition(f.postgres("x"), kubedbv1.ConditionPaused))
+}
+
+// One pause at a time: a request that asks while another running request holds the pause
+// waits; the holder's end hands the pause over.
+func TestPauseAskWaitsForTheRunningHolder(t *testing.T) {
+	f := provisioned(t, newPG("x"))
+	setPaused(t, f, metav1.ConditionTrue, false) // held by "rotate", running
+	second := askPause(t, f, "rotate-2", f.postgres("x").UID)
+
+	require.NoError(t, f.c.answerPause(f.ctx, keyX))
+	require.NoError(t, f.sync("x"))
+	assert.Equal(t, "rotate", f.postgres("x").Status.PausedBy.Name, "the running holder keeps its pause")
+
+	setRequestPhase(t, f, "rotate", opsv1alpha1.OpsRequestPhaseSuccessful)
+	f.refresh()
+	require.NoError(t, f.sync("x"))
+	pg := f.postgres("x")
+	assert.Equal(t, &kubedbv1.OpsRequestReference{Name: "rotate-2", UID: second.UID}, pg.Status.PausedBy)
+	assert.Equal(t, metav1.ConditionTrue, condition(pg, kubedbv1.ConditionPaused).Status)
+}
+
+// The pause of a request that has ended is replaced by the grant, in one write.
+func TestPauseOfAnEndedRequestIsReplacedByTheGrant(t *testing.T) {
+	f := provisioned(t, newPG("x"))
+	setPaused(t, f, metav1.ConditionTrue, false)
+	setRequestPhase(t, f, "rotate", opsv1alpha1.OpsRequestPhaseFailed)
+	second := askPause(t, f, "rotate-2", f.postgres("x").UID)
+
+	require.NoError(t, f.c.answerPause(f.ctx, keyX))
+	assert.Equal(t, []string{"update postgreses/status x"}, f.pgWrites())
+	assert.Equal(t, second.UID, f.postgres("x").Status.PausedBy.UID)
+}
+
+// A database being deleted is not paused: its deletion would then wait for a request that
+// fails because the database is going.
+func TestNoPauseIsGrantedToADatabaseBeingDeleted(t *testing.T) {
+	f := provisioned(t, newPG("x"))
+	askPause(t, f, "rotate", f.postgres("x").UID)
+	deletePG(t, f, kubedbv1.DeletionPolicyDelete)
+	require.NoError(t, f.c.answerPause(f.ctx, keyX))
+	assert.Nil(t, f.postgres("x").Status.PausedBy)
+}
+
+// Only a request that asks goes onto the pause queue; its other status writes do not.
+func TestRequestAskingForAPauseGoesOntoThePauseQueue(t *testing.T) {
+	f := provisioned(t, newPG("x"))
+	t.Cleanup(f.c.pauseQueue.ShutDown)
+	req := askPause(t, f, "rotate", f.postgres("x").UID)
+	f.c.enqueuePauseAsk(req)
+	require.Equal(t, 1, f.c.pauseQueue.Len())
+	f.c.pauseQueue.Get()
+
+	meta.SetStatusCondition(&req.Status.Conditions, metav1.Condition{
+		Type: opsv1alpha1.ConditionPauseDatabase, Status: metav1.ConditionTrue, Reason: "Completed", Message: "paused"})
+	f.c.enqueuePauseAsk(req)
+	assert.Equal(t, 0, f.c.pauseQueue.Len())
+}

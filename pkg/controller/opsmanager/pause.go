@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -25,7 +24,9 @@ const ReasonPauseLost = "PauseLost"
 // provisioner, the only writer of a pause, grants it for the oldest request that asks once no
 // other running request holds it, and drops a pause whose request is gone or ended. So the
 // ops-manager writes nothing to pause, no pause exists before the plan is durable, and two
-// requests can never both believe they hold it.
+// requests can never both believe they hold it. Giving the pause back removes the condition
+// and leaves pausedBy naming the request that released it, which is never granted a pause
+// again.
 
 // pauseDatabase waits until the provisioner has paused the database for this request. A
 // cache that shows the pause granted to this request's UID is enough (a later removal is
@@ -45,7 +46,11 @@ func (c *Controller) pauseDatabase(ctx context.Context, r *rotation) (outcome, e
 		return outcome{}, fatal(ReasonDatabaseNotFound, "Postgres %s is being deleted", pg.Name)
 	case heldBy(pg, r.req):
 		return completed("Postgres %s is paused for this request", pg.Name), nil
-	case holder != nil && holder.UID != r.req.UID:
+	case releasedBy(pg, r.req):
+		// Granted, then removed by hand before this request saw it: never granted again.
+		return outcome{}, fatal(ReasonPauseLost, "the pause of Postgres %s granted to this request was removed before it was used; "+
+			"nothing was changed: create a new request", pg.Name)
+	case holder != nil && holder.UID != r.req.UID && meta.FindStatusCondition(pg.Status.Conditions, kubedbv1.ConditionPaused) != nil:
 		return waiting("waiting for the provisioner to pause Postgres %s, now paused by PostgresOpsRequest %s "+
 			"(a running request keeps it until it ends)", pg.Name, holder.Name), nil
 	}
@@ -94,12 +99,6 @@ func heldBy(pg *kubedbv1.Postgres, req *opsv1alpha1.PostgresOpsRequest) bool {
 // resumeDatabase hands the database back to the provisioner and records when its
 // credential changed and in which Secret.
 func (c *Controller) resumeDatabase(ctx context.Context, r *rotation) (outcome, error) {
-	if r.pauseAskStored {
-		// Withdraw the ask first: this sync writes the status, and its event wakes the next.
-		out := waiting("storing that the pause is taken before resuming Postgres %s", r.req.Spec.DatabaseRef.Name)
-		out.recheckAfter = time.Second
-		return out, nil
-	}
 	changedAt := meta.FindStatusCondition(r.req.Status.Conditions, ConditionUpdateCredential).LastTransitionTime
 	err := retry.RetryOnConflict(retry.DefaultRetry, func() error {
 		pg, err := c.liveDatabase(ctx, r.req)
@@ -111,8 +110,7 @@ func (c *Controller) resumeDatabase(ctx context.Context, r *rotation) (outcome, 
 			return nil
 		}
 		if pausedByRequest(pg, r.req) {
-			meta.RemoveStatusCondition(&pg.Status.Conditions, kubedbv1.ConditionPaused)
-			pg.Status.PausedBy = nil
+			releasePause(pg)
 		}
 		pg.Status.AuthSecret = &kubedbv1.AuthSecretStatus{LastUpdateTimestamp: &changedAt, Name: target}
 		_, err = c.pgopsClient.KubedbV1().Postgreses(pg.Namespace).UpdateStatus(ctx, pg, metav1.UpdateOptions{FieldManager: FieldManager})
@@ -126,9 +124,26 @@ func (c *Controller) resumeDatabase(ctx context.Context, r *rotation) (outcome, 
 	return completed("Postgres %s is resumed", r.req.Spec.DatabaseRef.Name), nil
 }
 
-// pausedByRequest tells whether pg's pause, asked or acknowledged, is req's.
+// pausedByRequest tells whether pg's pause, asked or held, is req's.
 func pausedByRequest(pg *kubedbv1.Postgres, req *opsv1alpha1.PostgresOpsRequest) bool {
+	return namesRequest(pg, req) && meta.FindStatusCondition(pg.Status.Conditions, kubedbv1.ConditionPaused) != nil
+}
+
+// releasedBy tells whether pg records req as the request that held its last pause and gave
+// it back (or had it taken away): pausedBy still names it, without the Paused condition.
+func releasedBy(pg *kubedbv1.Postgres, req *opsv1alpha1.PostgresOpsRequest) bool {
+	return namesRequest(pg, req) && meta.FindStatusCondition(pg.Status.Conditions, kubedbv1.ConditionPaused) == nil
+}
+
+func namesRequest(pg *kubedbv1.Postgres, req *opsv1alpha1.PostgresOpsRequest) bool {
 	return pg.Status.PausedBy != nil && pg.Status.PausedBy.UID == req.UID
+}
+
+// releasePause gives pg's pause back. status.pausedBy keeps naming the request, as the one
+// that released it: the provisioner never grants a pause twice to a request, so a cache
+// that still shows its ask, from before it was granted, cannot pause the database again.
+func releasePause(pg *kubedbv1.Postgres) {
+	meta.RemoveStatusCondition(&pg.Status.Conditions, kubedbv1.ConditionPaused)
 }
 
 // resumeIfHeld removes req's pause, if the database still carries it. A pause of another
@@ -147,8 +162,7 @@ func (c *Controller) resumeIfHeld(ctx context.Context, req *opsv1alpha1.Postgres
 		if err != nil || !pausedByRequest(pg, req) {
 			return err
 		}
-		meta.RemoveStatusCondition(&pg.Status.Conditions, kubedbv1.ConditionPaused)
-		pg.Status.PausedBy = nil
+		releasePause(pg)
 		_, err = c.pgopsClient.KubedbV1().Postgreses(pg.Namespace).UpdateStatus(ctx, pg, metav1.UpdateOptions{FieldManager: FieldManager})
 		resumed = err == nil
 		return err

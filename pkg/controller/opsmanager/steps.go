@@ -49,11 +49,6 @@ type rotation struct {
 	req *opsv1alpha1.PostgresOpsRequest
 	pg  *kubedbv1.Postgres
 	now time.Time
-	// pauseAskStored says the stored request still asks for the pause (its PauseDatabase
-	// completed in this sync or in one whose status was kept back): the pause is given back
-	// only once that ask is withdrawn in the stored status, or the provisioner, reading it,
-	// would pause the database again for a request that has resumed it.
-	pauseAskStored bool
 }
 
 // outcome is where a step got to in one sync.
@@ -100,8 +95,8 @@ func fatal(reason, format string, args ...any) error {
 //
 // planned says the plan was made in this sync and is not stored yet: the sync then goes no
 // further than the pause, so the plan is stored before PostgreSQL changes (cleanup after a
-// crash rolls forward from it). pauseAskStored is rotation's.
-func (c *Controller) progress(ctx context.Context, req *opsv1alpha1.PostgresOpsRequest, planned, pauseAskStored bool) (syncResult, error) {
+// crash rolls forward from it).
+func (c *Controller) progress(ctx context.Context, req *opsv1alpha1.PostgresOpsRequest, planned bool) (syncResult, error) {
 	if req.Status.RotateAuth == nil {
 		// A request started by an earlier version of the ops-manager: plan it now.
 		plan, err := c.planRotation(ctx, req)
@@ -120,7 +115,7 @@ func (c *Controller) progress(ctx context.Context, req *opsv1alpha1.PostgresOpsR
 	if err != nil {
 		return c.failOrRetry(ctx, req, err, syncResult{requeueAfter: time.Second})
 	}
-	r := &rotation{req: req, pg: pg.DeepCopy(), now: c.clock.Now(), pauseAskStored: pauseAskStored}
+	r := &rotation{req: req, pg: pg.DeepCopy(), now: c.clock.Now()}
 	timeout := stepTimeout(req)
 
 	for _, s := range rotateAuthSteps {

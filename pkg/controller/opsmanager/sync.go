@@ -51,7 +51,7 @@ func (c *Controller) syncHandler(ctx context.Context, key cache.ObjectName) (syn
 
 	before := *stored.Status.DeepCopy()
 	req := c.unwritten.resume(stored)
-	res, err := c.advance(ctx, req, stored.AsksForPause())
+	res, err := c.advance(ctx, req)
 	// A status is kept back only once the stored request has its plan: a later sync may
 	// change PostgreSQL, and cleanup after a crash needs the stored plan to roll forward.
 	if err == nil && res.answerAwaited && planStored(stored) {
@@ -79,9 +79,8 @@ func planStored(stored *opsv1alpha1.PostgresOpsRequest) bool {
 }
 
 // advance takes a live request as far as it can go in this sync, changing only its status
-// in memory: admitted, scheduled, then its steps. pauseAskStored says the stored request
-// still asks for its pause.
-func (c *Controller) advance(ctx context.Context, req *opsv1alpha1.PostgresOpsRequest, pauseAskStored bool) (syncResult, error) {
+// in memory: admitted, scheduled, then its steps.
+func (c *Controller) advance(ctx context.Context, req *opsv1alpha1.PostgresOpsRequest) (syncResult, error) {
 	if req.Status.Phase == "" {
 		if err := c.admit(ctx, req); err != nil {
 			return syncResult{}, err
@@ -95,7 +94,7 @@ func (c *Controller) advance(ctx context.Context, req *opsv1alpha1.PostgresOpsRe
 		}
 		planned = true
 	}
-	return c.progress(ctx, req, planned, pauseAskStored)
+	return c.progress(ctx, req, planned)
 }
 
 // admit adds the finalizer, then makes a new request Pending.

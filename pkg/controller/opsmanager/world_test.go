@@ -515,12 +515,17 @@ func (w *world) react() {
 }
 
 // grantPause plays the provisioner's answer to a request that asks for the pause in its
-// status: the oldest such request gets it, unless a running request holds it.
+// status, as the provisioner's grantPause does: the oldest such request gets it, once,
+// unless a running request holds it, and never for a Postgres being deleted.
 func (w *world) grantPause(ctx context.Context, pg *kubedbv1.Postgres) {
 	reqs, err := w.pgops.OpsV1alpha1().PostgresOpsRequests(ns).List(ctx, metav1.ListOptions{})
 	require.NoError(w.t, err)
 	sort.Slice(reqs.Items, func(i, j int) bool { return reqs.Items[i].CreationTimestamp.Before(&reqs.Items[j].CreationTimestamp) })
-	if holder := pg.Status.PausedBy; holder != nil {
+	if pg.DeletionTimestamp != nil {
+		return
+	}
+	holder := pg.Status.PausedBy
+	if holder != nil && meta.FindStatusCondition(pg.Status.Conditions, kubedbv1.ConditionPaused) != nil {
 		for _, r := range reqs.Items {
 			if r.UID == holder.UID && !r.Status.Phase.Ended() {
 				return
@@ -528,6 +533,9 @@ func (w *world) grantPause(ctx context.Context, pg *kubedbv1.Postgres) {
 		}
 	}
 	for _, r := range reqs.Items {
+		if holder != nil && holder.UID == r.UID {
+			continue // a request is granted its pause once
+		}
 		if r.Spec.DatabaseRef.Name == pg.Name && r.AsksForPause() && r.Status.RotateAuth.DatabaseUID == pg.UID {
 			meta.SetStatusCondition(&pg.Status.Conditions, metav1.Condition{
 				Type: kubedbv1.ConditionPaused, Status: metav1.ConditionTrue, Reason: "Paused", Message: "paused for " + r.Name})

@@ -21,7 +21,8 @@ const ReasonPauseDropped = "PauseDropped"
 
 // The pause belongs to an ops request: status.pausedBy names it, by name and UID, next to
 // the Paused condition. A request asks for it in its own status (AsksForPause, written with
-// its plan), and the provisioner grants it by writing both (grantPause); an ops-manager of
+// its plan), and the provisioner grants it by writing both (grantPause), once per request:
+// pausedBy without the condition names the request that last held the pause. An ops-manager of
 // an earlier version asks on the Postgres instead (Paused=Unknown), and is answered too
 // (acknowledgePause). The provisioner honours a pause only while that request exists
 // under that UID and has not ended; otherwise (the request was deleted without its
@@ -74,8 +75,9 @@ func (c *Controller) dropPause(ctx context.Context, pg *kubedbv1.Postgres) (*kub
 		if !apiequalHolder(st.PausedBy, holder) {
 			return // taken over meanwhile
 		}
+		// pausedBy stays, naming the request that last held the pause: it is never
+		// granted another (grantPause).
 		meta.RemoveStatusCondition(&st.Conditions, kubedbv1.ConditionPaused)
-		st.PausedBy = nil
 	})
 	if err != nil {
 		return pg, err
@@ -118,10 +120,11 @@ func (c *Controller) acknowledgePause(ctx context.Context, pg *kubedbv1.Postgres
 }
 
 // pauseAsker is the oldest request, in the cache, that asks in its status for pg to be
-// paused (AsksForPause) and whose plan names this very Postgres; nil when none does.
+// paused (AsksForPause), whose plan names this very Postgres, and that has not had its
+// grant (pausedBy does not name it); nil when none does.
 func (c *Controller) pauseAsker(pg *kubedbv1.Postgres) *opsv1alpha1.PostgresOpsRequest {
 	for _, req := range c.requestsOf(pg) {
-		if asksToPause(req, pg) {
+		if asksToPause(req, pg) && (pg.Status.PausedBy == nil || pg.Status.PausedBy.UID != req.UID) {
 			return req
 		}
 	}
@@ -135,34 +138,30 @@ func asksToPause(req *opsv1alpha1.PostgresOpsRequest, pg *kubedbv1.Postgres) boo
 // grantPause pauses pg for asker, the request that asks for it, in one status write: the
 // provisioner is the only writer of a pause, so no two requests can both think they hold
 // it. A pause held by another running request is kept (that request's end wakes this
-// database); one whose request is gone or ended is replaced. The ask is confirmed live
-// first: a cache behind the request may show an ask that is over (PauseDatabase completed,
-// and the database perhaps resumed since), which must never pause the database again.
+// database); one whose request is gone or ended is replaced.
+//
+// A request is granted a pause once: pausedBy naming it, with the Paused condition or
+// without (it gave the pause back, or had it dropped), means it had its grant. So a cache
+// behind the request, which may still show an ask that is over, never pauses the database
+// again, and no read of the request is needed: the write re-checks pausedBy on the
+// object it replaces, which the API server's resourceVersion guarantees is current.
 func (c *Controller) grantPause(ctx context.Context, pg *kubedbv1.Postgres, asker *opsv1alpha1.PostgresOpsRequest) error {
 	holder := pg.Status.PausedBy
-	if holder != nil && holder.UID == asker.UID && meta.IsStatusConditionTrue(pg.Status.Conditions, kubedbv1.ConditionPaused) {
-		return nil // granted already; the request's cache has not seen it taken up
+	paused := meta.FindStatusCondition(pg.Status.Conditions, kubedbv1.ConditionPaused) != nil
+	if holder != nil && holder.UID == asker.UID {
+		return nil // granted already
 	}
-	if holder != nil && holder.UID != asker.UID {
+	if paused {
 		held, err := c.pauseHeld(ctx, pg)
 		if err != nil || held {
 			return err
 		}
 	}
-	live, err := c.pgopsClient.OpsV1alpha1().PostgresOpsRequests(asker.Namespace).Get(ctx, asker.Name, metav1.GetOptions{})
-	if apierrors.IsNotFound(err) {
-		return nil
-	}
-	if err != nil {
-		return fmt.Errorf("reading PostgresOpsRequest %s that asks to pause postgres %s: %w", asker.Name, pg.Name, err)
-	}
-	if live.UID != asker.UID || !asksToPause(live, pg) {
-		return nil
-	}
-	grant := kubedbv1.OpsRequestReference{Name: live.Name, UID: live.UID}
+	grant := kubedbv1.OpsRequestReference{Name: asker.Name, UID: asker.UID}
 	granted := false
-	_, err = c.updateStatus(ctx, pg, func(st *kubedbv1.PostgresStatus) {
-		granted = apiequalHolder(st.PausedBy, holder)
+	_, err := c.updateStatus(ctx, pg, func(st *kubedbv1.PostgresStatus) {
+		granted = apiequalHolder(st.PausedBy, holder) &&
+			(meta.FindStatusCondition(st.Conditions, kubedbv1.ConditionPaused) != nil) == paused
 		if granted {
 			recordPause(st, grant, pg.Generation)
 		} // else someone changed the pause meanwhile: the event of that write looks again

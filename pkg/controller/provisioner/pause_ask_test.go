@@ -50,26 +50,32 @@ func TestPauseAskedByARequestIsGrantedInOneWrite(t *testing.T) {
 			assert.Equal(t, metav1.ConditionTrue, condition(pg, kubedbv1.ConditionPaused).Status)
 			assert.Equal(t, &kubedbv1.OpsRequestReference{Name: "rotate", UID: req.UID}, pg.Status.PausedBy)
 			assert.True(t, f.hasEvent("Normal", ReasonPaused, "rotate"))
-			assert.Equal(t, 1, requestReads(f), "the ask is confirmed live")
+			assert.Zero(t, requestReads(f), "the cache is enough: a request is granted its pause once")
 		})
 	}
 }
 
-// A cache behind the request shows an ask that is over: the live request has passed its
-// pause (and may have resumed the database since). The database is not paused again.
+// A cache behind the request shows an ask that is over: the request was granted the pause
+// and gave it back, leaving pausedBy naming it. The database is not paused again.
 func TestPauseAskThatTheCacheStillShowsIsNotGrantedAgain(t *testing.T) {
 	f := provisioned(t, newPG("x"))
-	req := askPause(t, f, "rotate", f.postgres("x").UID)
-	meta.SetStatusCondition(&req.Status.Conditions, metav1.Condition{
-		Type: opsv1alpha1.ConditionPauseDatabase, Status: metav1.ConditionTrue, Reason: "Completed", Message: "paused"})
-	req.Status.Phase = opsv1alpha1.OpsRequestPhaseSuccessful
-	_, err := f.pgops.OpsV1alpha1().PostgresOpsRequests(testNS).UpdateStatus(f.ctx, req, metav1.UpdateOptions{})
-	require.NoError(t, err) // not in the cache
-	f.pgops.ClearActions()
+	askPause(t, f, "rotate", f.postgres("x").UID)
+	require.NoError(t, f.c.answerPause(f.ctx, keyX))
+	pg := f.postgres("x")
+	meta.RemoveStatusCondition(&pg.Status.Conditions, kubedbv1.ConditionPaused) // the ops-manager's resume
+	pg, err := f.pgops.KubedbV1().Postgreses(testNS).UpdateStatus(f.ctx, pg, metav1.UpdateOptions{})
+	require.NoError(t, err)
+	// Only the Postgres cache sees the resume; the request, cached and stored, still asks
+	// (a None rotation writes its status once, after the resume).
+	require.NoError(t, f.pgInf.Kubedb().V1().Postgreses().Informer().GetIndexer().Update(pg))
+	f.drainEvents()
+	f.events = nil
 
 	require.NoError(t, f.c.answerPause(f.ctx, keyX))
-	assert.Empty(t, f.pgWrites())
-	assert.Nil(t, f.postgres("x").Status.PausedBy)
+	require.NoError(t, f.sync("x"))
+	assert.Nil(t, condition(f.postgres("x"), kubedbv1.ConditionPaused), "not paused again")
+	assert.Equal(t, "rotate", f.postgres("x").Status.PausedBy.Name)
+	assert.False(t, f.hasEvent("Normal", ReasonPaused, ""))
 }
 
 // A plan made for an earlier Postgres of the same name (another UID) asks nothing of this one.
@@ -136,4 +142,21 @@ func TestRequestAskingForAPauseGoesOntoThePauseQueue(t *testing.T) {
 		Type: opsv1alpha1.ConditionPauseDatabase, Status: metav1.ConditionTrue, Reason: "Completed", Message: "paused"})
 	f.c.enqueuePauseAsk(req)
 	assert.Equal(t, 0, f.c.pauseQueue.Len())
+}
+
+// An older request whose cached status still shows its ask, though it had its pause and gave
+// it back, does not stand in the way of a younger request that asks.
+func TestStaleAskOfAnOlderRequestDoesNotBlockTheNext(t *testing.T) {
+	f := provisioned(t, newPG("x"))
+	first := askPause(t, f, "rotate", f.postgres("x").UID)
+	pg := f.postgres("x")
+	pg.Status.PausedBy = &kubedbv1.OpsRequestReference{Name: first.Name, UID: first.UID} // granted, then released
+	_, err := f.pgops.KubedbV1().Postgreses(testNS).UpdateStatus(f.ctx, pg, metav1.UpdateOptions{})
+	require.NoError(t, err)
+	second := askPause(t, f, "rotate-2", f.postgres("x").UID)
+	require.Equal(t, "rotate", f.c.requestsOf(f.postgres("x"))[0].Name, "the older request comes first")
+
+	require.NoError(t, f.c.answerPause(f.ctx, keyX))
+	assert.Equal(t, &kubedbv1.OpsRequestReference{Name: "rotate-2", UID: second.UID}, f.postgres("x").Status.PausedBy)
+	assert.Equal(t, metav1.ConditionTrue, condition(f.postgres("x"), kubedbv1.ConditionPaused).Status)
 }

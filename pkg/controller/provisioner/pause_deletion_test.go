@@ -114,7 +114,6 @@ func TestPauseWithoutARunningRequestIsDropped(t *testing.T) {
 			require.NoError(t, f.sync("x"))
 			pg := f.postgres("x")
 			assert.Nil(t, condition(pg, kubedbv1.ConditionPaused), "the pause is dropped")
-			assert.Nil(t, pg.Status.PausedBy)
 			assert.True(t, f.hasEvent("Warning", ReasonPauseDropped, ""))
 		})
 	}
@@ -143,7 +142,7 @@ func TestPauseWhenTheCacheLagsItsRequest(t *testing.T) {
 
 		f.refresh()
 		require.NoError(t, f.sync("x"))
-		assert.Nil(t, f.postgres("x").Status.PausedBy, "dropped once the cache shows the end, confirmed live")
+		assert.Nil(t, condition(f.postgres("x"), kubedbv1.ConditionPaused), "dropped once the cache shows the end, confirmed live")
 		assert.Equal(t, 1, requestReads(f))
 	})
 	t.Run("its creation", func(t *testing.T) {

@@ -17,7 +17,8 @@ import (
 const PauseWorkers = 2
 
 // The pause fast path: a pause a request asks for in its status (or an earlier ops-manager
-// on the Postgres, Paused=Unknown) goes onto its own queue, so its answer never waits behind the main queue's health checks of other
+// on the Postgres, Paused=Unknown) goes onto its own queue, so its answer never waits
+// behind the main queue's health checks of other
 // databases. The per-database lock makes the answer wait only for a sync of the same
 // database that is under way: once the answer is written, no sync of the provisioner is
 // writing that database's workloads or Secret.

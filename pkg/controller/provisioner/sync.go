@@ -63,7 +63,8 @@ func (c *Controller) syncHandler(ctx context.Context, name cache.ObjectName) err
 		}
 	}
 
-	if paused := meta.FindStatusCondition(pg.Status.Conditions, kubedbv1.ConditionPaused); paused != nil || pg.Status.PausedBy != nil {
+	// pausedBy without the Paused condition only names the request that last held the pause.
+	if paused := meta.FindStatusCondition(pg.Status.Conditions, kubedbv1.ConditionPaused); paused != nil {
 		held, err := c.pauseHeld(ctx, pg)
 		if err != nil {
 			return err

@@ -492,9 +492,10 @@ type PostgresStatus struct {
 	// PostgreSQL accepts.
 	// +optional
 	AuthSecret *AuthSecretStatus `json:"authSecret,omitempty"`
-	// PausedBy names the ops request that holds the pause (condition Paused), a pgops
-	// extension. The provisioner grants a pause to one running request at a time, and
-	// drops a pause whose request is gone, replaced or ended.
+	// PausedBy names the ops request that holds the pause (with condition Paused), or,
+	// without the condition, the one that held it last and gave it back; a pgops
+	// extension. The provisioner grants a pause to one running request at a time and once
+	// per request, and drops a pause whose request is gone, replaced or ended.
 	// +optional
 	PausedBy *OpsRequestReference `json:"pausedBy,omitempty"`
 }

@@ -15,8 +15,9 @@ const ConditionPauseDatabase = "PauseDatabase"
 // Postgres (status.pausedBy and the Paused condition). So a database is never paused for a
 // request whose plan is not durable, and the ops-manager writes nothing to ask.
 //
-// Once PauseDatabase is True it never goes back, so a cache that shows an older status of
-// the request may show an ask that is over: the provisioner confirms it live.
+// A cache that shows an older status of the request may show an ask that is over: the
+// provisioner grants a request its pause once (status.pausedBy keeps naming the request
+// that released it), so such an ask pauses nothing.
 func (req *PostgresOpsRequest) AsksForPause() bool {
 	if req.DeletionTimestamp != nil || req.Status.Phase != OpsRequestPhaseProgressing || req.Status.RotateAuth == nil {
 		return false

@@ -5,6 +5,7 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"path/filepath"
@@ -937,4 +938,52 @@ func waitForValue(t *testing.T, s *pgtest.Server, query, want string) {
 		}
 	}
 	t.Fatalf("%s: got %q, want %q", query, got, want)
+}
+
+// countingProxy forwards TCP connections to the server at port and counts them.
+func countingProxy(t testing.TB, port int) (int, func() int) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	t.Cleanup(func() { l.Close() })
+	var mu sync.Mutex
+	accepted := 0
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			mu.Lock()
+			accepted++
+			mu.Unlock()
+			go func() {
+				defer c.Close()
+				s, err := net.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", port))
+				if err != nil {
+					return
+				}
+				defer s.Close()
+				go func() { _, _ = io.Copy(s, c); s.Close() }()
+				_, _ = io.Copy(c, s)
+			}()
+		}
+	}()
+	return l.Addr().(*net.TCPAddr).Port, func() int { mu.Lock(); defer mu.Unlock(); return accepted }
+}
+
+// With sslmode=prefer and a server without TLS, lib/pq dials twice per login (it asks for
+// SSL, is refused, and starts over on a new connection); once the refusal is known, a
+// login is one connection (and one backend fork of the server).
+func TestPreferLogsInOverOneConnectionOnceSSLWasRefused(t *testing.T) {
+	t.Parallel()
+	s := pgtest.Start(t)
+	port, accepted := countingProxy(t, s.Port)
+	tg := superTarget(s)
+	tg.Host, tg.Port, tg.SSLMode = "127.0.0.1", port, "prefer"
+	for i := 0; i < 3; i++ {
+		ok, err := credential.VerifyLogin(ctxT(t), tg, s.SuperUser, s.SuperPassword)
+		require.NoError(t, err)
+		require.True(t, ok)
+	}
+	assert.Equal(t, 2+1+1, accepted(), "the first login asks for SSL and dials again; the next ones dial once")
 }

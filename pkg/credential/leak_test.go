@@ -77,6 +77,7 @@ func (s *leakServer) checkAllClosed(t *testing.T) {
 func TestNoConnectionLeftOpenWhenTheServerClosesDuringSSLNegotiation(t *testing.T) {
 	s := startLeakServer(t, false)
 	target := Target{Host: "127.0.0.1", Port: s.ln.Addr().(*net.TCPAddr).Port, SSLMode: "prefer", ConnectTimeout: 5 * time.Second}
+	refusedSSL.forget(target.address()) // a port used before may have refused SSL
 	ok, err := VerifyLogin(context.Background(), target, "postgres", "secret")
 	require.Error(t, err)
 	assert.False(t, ok)
@@ -88,6 +89,7 @@ func TestNoConnectionLeftOpenWhenTheServerHasNoTLS(t *testing.T) {
 	// Every pgops server: no TLS, so sslmode=prefer's first socket is answered "N".
 	s := startLeakServer(t, true)
 	target := Target{Host: "127.0.0.1", Port: s.ln.Addr().(*net.TCPAddr).Port, SSLMode: "prefer", ConnectTimeout: 5 * time.Second}
+	refusedSSL.forget(target.address()) // a port used before may have refused SSL
 	_, err := VerifyLogin(context.Background(), target, "postgres", "secret")
 	require.Error(t, err, "the second connection is cut off at its startup packet")
 	s.checkAllClosed(t)

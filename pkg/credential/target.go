@@ -117,13 +117,28 @@ func quoteDSNValue(v string) string {
 	return b.String()
 }
 
-// dsn builds the key=value connection string for everything but the
-// credentials.
-func (t Target) dsn() string {
+// address is host:port as lib/pq dials it.
+func (t Target) address() string {
+	return net.JoinHostPort(t.Host, strconv.Itoa(t.port()))
+}
+
+// sslMode is the sslmode to connect with: t's, or disable for prefer while the server has
+// refused SSL recently (refusedSSL).
+func (t Target) sslMode() string {
 	ssl := t.SSLMode
 	if ssl == "" {
 		ssl = DefaultSSLMode
 	}
+	if ssl == "prefer" && refusedSSL.recent(t.address(), time.Now()) {
+		return "disable"
+	}
+	return ssl
+}
+
+// dsn builds the key=value connection string for everything but the
+// credentials.
+func (t Target) dsn() string {
+	ssl := t.sslMode()
 	ct := t.ConnectTimeout
 	if ct <= 0 {
 		ct = DefaultConnectTimeout
@@ -187,7 +202,7 @@ func (t Target) connector(ctx context.Context) (closingConnector, error) {
 	if err != nil {
 		return closingConnector{}, fmt.Errorf("credential: %w: %v", ErrInvalidTarget, err)
 	}
-	dialer := &ctxDialer{op: ctx}
+	dialer := &ctxDialer{op: ctx, watchSSL: cfg.SSLMode == pq.SSLModePrefer}
 	c.Dialer(dialer)
 	return closingConnector{Connector: c, dialer: dialer}, nil
 }
@@ -236,6 +251,8 @@ func (t Target) open(ctx context.Context, op string) (*sql.DB, *sql.Conn, error)
 type ctxDialer struct {
 	op context.Context
 	d  net.Dialer
+	// watchSSL records a server's refusal of SSL (sslmode=prefer; see refusedSSL).
+	watchSSL bool
 
 	mu     sync.Mutex
 	dialed []net.Conn // every connection of the operation, for closeAll
@@ -303,6 +320,9 @@ func (d *ctxDialer) DialContext(ctx context.Context, network, address string) (n
 		return nil, err
 	}
 	d.track(cc)
+	if d.watchSSL {
+		return &sslWatch{Conn: cc, addr: address}, nil
+	}
 	return cc, nil
 }
 

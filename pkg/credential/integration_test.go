@@ -711,11 +711,22 @@ func BenchmarkVerifyLogin(b *testing.B) {
 	if err := credential.SetPassword(ctx, tg, "bench", "Bench-Password-1"); err != nil {
 		b.Fatal(err)
 	}
-	for b.Loop() {
-		ok, err := credential.VerifyLogin(ctx, tg, "bench", "Bench-Password-1")
-		if err != nil || !ok {
-			b.Fatal(ok, err)
-		}
+	// Through a proxy that counts connections: sslmode=prefer, the operators' default,
+	// against a server without TLS, as pgops's are.
+	port, accepted := countingProxy(b, s.Port)
+	tg.Host, tg.Port = "127.0.0.1", port
+	for _, mode := range []string{"disable", "prefer"} {
+		b.Run("sslmode="+mode, func(b *testing.B) {
+			tg.SSLMode = mode
+			before := accepted()
+			for b.Loop() {
+				ok, err := credential.VerifyLogin(ctx, tg, "bench", "Bench-Password-1")
+				if err != nil || !ok {
+					b.Fatal(ok, err)
+				}
+			}
+			b.ReportMetric(float64(accepted()-before)/float64(b.N), "connections/op")
+		})
 	}
 }
 

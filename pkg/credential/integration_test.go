@@ -490,32 +490,40 @@ func closedPort(t testing.TB) int {
 	return port
 }
 
-// silentServer accepts TCP connections and never answers.
-func silentServer(t testing.TB) int {
+// serveTCP listens on a loopback port until the test ends, calls handle for each
+// connection it accepts, and returns the port.
+func serveTCP(t testing.TB, handle func(net.Conn)) int {
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	require.NoError(t, err)
-	var mu sync.Mutex
-	var conns []net.Conn
+	t.Cleanup(func() { l.Close() })
 	go func() {
 		for {
 			c, err := l.Accept()
 			if err != nil {
 				return
 			}
-			mu.Lock()
-			conns = append(conns, c)
-			mu.Unlock()
+			handle(c)
 		}
 	}()
+	return l.Addr().(*net.TCPAddr).Port
+}
+
+// silentServer accepts TCP connections and never answers.
+func silentServer(t testing.TB) int {
+	var mu sync.Mutex
+	var conns []net.Conn
 	t.Cleanup(func() {
-		l.Close()
 		mu.Lock()
 		defer mu.Unlock()
 		for _, c := range conns {
 			c.Close()
 		}
 	})
-	return l.Addr().(*net.TCPAddr).Port
+	return serveTCP(t, func(c net.Conn) {
+		mu.Lock()
+		defer mu.Unlock()
+		conns = append(conns, c)
+	})
 }
 
 func TestErrorClasses(t *testing.T) {
@@ -953,33 +961,24 @@ func waitForValue(t *testing.T, s *pgtest.Server, query, want string) {
 
 // countingProxy forwards TCP connections to the server at port and counts them.
 func countingProxy(t testing.TB, port int) (int, func() int) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(t, err)
-	t.Cleanup(func() { l.Close() })
 	var mu sync.Mutex
 	accepted := 0
-	go func() {
-		for {
-			c, err := l.Accept()
+	proxy := serveTCP(t, func(c net.Conn) {
+		mu.Lock()
+		accepted++
+		mu.Unlock()
+		go func() {
+			defer c.Close()
+			s, err := net.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", port))
 			if err != nil {
 				return
 			}
-			mu.Lock()
-			accepted++
-			mu.Unlock()
-			go func() {
-				defer c.Close()
-				s, err := net.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", port))
-				if err != nil {
-					return
-				}
-				defer s.Close()
-				go func() { _, _ = io.Copy(s, c); s.Close() }()
-				_, _ = io.Copy(c, s)
-			}()
-		}
-	}()
-	return l.Addr().(*net.TCPAddr).Port, func() int { mu.Lock(); defer mu.Unlock(); return accepted }
+			defer s.Close()
+			go func() { _, _ = io.Copy(s, c); s.Close() }()
+			_, _ = io.Copy(c, s)
+		}()
+	})
+	return proxy, func() int { mu.Lock(); defer mu.Unlock(); return accepted }
 }
 
 // With sslmode=prefer and a server without TLS, lib/pq dials twice per login (it asks for

@@ -58,6 +58,36 @@ func TestResumeLeavesTheReleasingRequestNamed(t *testing.T) {
 	}
 }
 
+// A None rotation does everything in the sync after the grant, the resume included, and
+// writes its status once at the end. When that write is lost with the operator, the next
+// one finds the request at PauseDatabase and its pause given back: it is not granted again,
+// so the request fails (PauseLost) and cleanup, asking PostgreSQL, keeps the credential the
+// lost sync set. Nobody is locked out and the database is not left paused.
+func TestLostStatusWriteAfterTheResumeLeavesTheCredentialWorking(t *testing.T) {
+	w := newWorld(t, 1)
+	w.keepRunning()
+	lost := false
+	w.pgops.PrependReactor("update", "postgresopsrequests", func(action clienttesting.Action) (bool, runtime.Object, error) {
+		req := action.(clienttesting.UpdateAction).GetObject().(*opsv1alpha1.PostgresOpsRequest)
+		if !lost && action.GetSubresource() == "status" && req.Status.Phase == opsv1alpha1.OpsRequestPhaseSuccessful {
+			lost = true
+			return true, nil, fmt.Errorf("fake: the operator died")
+		}
+		return false, nil, nil
+	})
+	w.newRequest("rotate", withRestart(opsv1alpha1.RestartNone))
+	w.syncUntil("rotate", 20, func(*opsv1alpha1.PostgresOpsRequest) bool { return lost })
+	require.True(t, lost)
+	require.NotEqual(t, oldPassword, w.db.password(superuser), "the lost sync set the new password")
+	w.keep.c = nil // a new operator starts
+
+	req := w.runUntilDone("rotate", 50)
+	require.Equal(t, opsv1alpha1.OpsRequestPhaseFailed, req.Status.Phase, describe(req))
+	assert.Equal(t, ReasonPauseLost, condition(req, ConditionFailed).Reason)
+	w.requireCredentialWorks()
+	assert.False(t, hasFinalizer(req), "released")
+}
+
 // The ops-manager's writes per rotation are a budget (docs/architecture.md, "Write
 // budget"): a request's status is written once per sync, whatever number of steps complete
 // in it, and never conflicts with the controller's own previous write.

@@ -47,9 +47,10 @@ func (c *Controller) pauseDatabase(ctx context.Context, r *rotation) (outcome, e
 	case heldBy(pg, r.req):
 		return completed("Postgres %s is paused for this request", pg.Name), nil
 	case releasedBy(pg, r.req):
-		// Granted, then removed by hand before this request saw it: never granted again.
-		return outcome{}, fatal(ReasonPauseLost, "the pause of Postgres %s granted to this request was removed before it was used; "+
-			"nothing was changed: create a new request", pg.Name)
+		// Granted and given back already: removed by hand, or resumed by this request in a
+		// sync whose status write was lost. A request is granted its pause once, and
+		// cleanup finds out from PostgreSQL what that sync did.
+		return outcome{}, pauseLost(pg)
 	case holder != nil && holder.UID != r.req.UID && meta.FindStatusCondition(pg.Status.Conditions, kubedbv1.ConditionPaused) != nil:
 		return waiting("waiting for the provisioner to pause Postgres %s, now paused by PostgresOpsRequest %s "+
 			"(a running request keeps it until it ends)", pg.Name, holder.Name), nil
@@ -73,6 +74,10 @@ func (c *Controller) checkPauseHeld(ctx context.Context, r *rotation) error {
 	if resumeRecorded(pg, r.req) {
 		return errAlreadyResumed
 	}
+	return pauseLost(pg)
+}
+
+func pauseLost(pg *kubedbv1.Postgres) error {
 	return fatal(ReasonPauseLost, "the pause of Postgres %s was removed while the request was running; "+
 		"the database was resumed, and the credential is checked and rolled forward if PostgreSQL already has the new one", pg.Name)
 }

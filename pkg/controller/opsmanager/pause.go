@@ -28,14 +28,11 @@ const ReasonPauseLost = "PauseLost"
 // and leaves pausedBy naming the request that released it, which is never granted a pause
 // again.
 
-// pauseDatabase waits until the provisioner has paused the database for this request. A
-// cache that shows the pause granted to this request's UID is enough (a later removal is
-// checkPauseHeld's); one that does not is confirmed live, since the cache may lag the
-// grant, or still show the pause of the previous request.
+// pauseDatabase waits until the provisioner has paused the database for this request. It
+// reads the Postgres live: a cache may lag the grant, or still show a pause this request
+// has given back already (in a sync whose status write was lost), and the steps after this
+// one must only run under the pause.
 func (c *Controller) pauseDatabase(ctx context.Context, r *rotation) (outcome, error) {
-	if heldBy(r.pg, r.req) {
-		return completed("Postgres %s is paused for this request", r.pg.Name), nil
-	}
 	pg, err := c.liveDatabase(ctx, r.req)
 	if err != nil {
 		return outcome{}, err

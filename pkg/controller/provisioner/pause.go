@@ -159,22 +159,35 @@ func (c *Controller) grantPause(ctx context.Context, pg *kubedbv1.Postgres, aske
 	}
 	grant := kubedbv1.OpsRequestReference{Name: asker.Name, UID: asker.UID}
 	granted := false
-	_, err := c.updateStatus(ctx, pg, func(st *kubedbv1.PostgresStatus) {
-		granted = apiequalHolder(st.PausedBy, holder) &&
-			(meta.FindStatusCondition(st.Conditions, kubedbv1.ConditionPaused) != nil) == paused
+	// On a conflict the write is retried on the object read again by name: it must still be
+	// this Postgres (not one created again under its name), not being deleted, and its
+	// pause as decided on here.
+	_, err := c.writePostgres(ctx, pg, func(next *kubedbv1.Postgres) bool {
+		granted = next.UID == pg.UID && next.DeletionTimestamp == nil &&
+			apiequalHolder(next.Status.PausedBy, holder) &&
+			(meta.FindStatusCondition(next.Status.Conditions, kubedbv1.ConditionPaused) != nil) == paused
 		if granted {
-			recordPause(st, grant, pg.Generation)
-		} // else someone changed the pause meanwhile: the event of that write looks again
-	})
-	if err != nil || !granted {
-		return err
+			recordPause(&next.Status, grant, pg.Generation)
+		} // else someone changed it meanwhile: the event of that write looks again
+		return granted
+	}, c.pgopsClient.KubedbV1().Postgreses(pg.Namespace).UpdateStatus)
+	if err != nil {
+		return fmt.Errorf("pausing postgres %s/%s for PostgresOpsRequest %s: %w", pg.Namespace, pg.Name, asker.Name, err)
+	}
+	if !granted {
+		return nil
 	}
 	c.reportPaused(ctx, pg, grant)
 	return nil
 }
 
-// recordPause records the pause of holder in st.
+// recordPause records the pause of holder in st. A pause handed over from another request
+// starts its condition anew, so its age (kubectl pgops status, the paused-seconds metric) is
+// the new holder's.
 func recordPause(st *kubedbv1.PostgresStatus, holder kubedbv1.OpsRequestReference, generation int64) {
+	if !apiequalHolder(st.PausedBy, &holder) {
+		meta.RemoveStatusCondition(&st.Conditions, kubedbv1.ConditionPaused)
+	}
 	meta.SetStatusCondition(&st.Conditions, metav1.Condition{
 		Type:               kubedbv1.ConditionPaused,
 		Status:             metav1.ConditionTrue,

@@ -1,13 +1,18 @@
 package provisioner
 
 import (
+	"fmt"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
+	clienttesting "k8s.io/client-go/testing"
 	"k8s.io/client-go/tools/cache"
 
 	kubedbv1 "github.com/pgops/pgops/pkg/apis/kubedb/v1"
@@ -159,4 +164,58 @@ func TestStaleAskOfAnOlderRequestDoesNotBlockTheNext(t *testing.T) {
 	require.NoError(t, f.c.answerPause(f.ctx, keyX))
 	assert.Equal(t, &kubedbv1.OpsRequestReference{Name: "rotate-2", UID: second.UID}, f.postgres("x").Status.PausedBy)
 	assert.Equal(t, metav1.ConditionTrue, condition(f.postgres("x"), kubedbv1.ConditionPaused).Status)
+}
+
+// A grant that conflicts is retried on the Postgres read again by name, which may be
+// another one now (deleted and created again: a new UID) or one being deleted: neither is
+// paused for a request whose plan names the one it replaced.
+func TestConflictingGrantIsNotRetriedOnAnotherPostgres(t *testing.T) {
+	for name, change := range map[string]func(pg *kubedbv1.Postgres){
+		"created again": func(pg *kubedbv1.Postgres) { pg.UID = "uid-x-again" },
+		"being deleted": func(pg *kubedbv1.Postgres) {
+			now := metav1.Now()
+			pg.DeletionTimestamp = &now
+			pg.Finalizers = []string{Finalizer}
+		},
+	} {
+		t.Run(name, func(t *testing.T) {
+			f := provisioned(t, newPG("x"))
+			askPause(t, f, "rotate", f.postgres("x").UID)
+			pg := f.postgres("x") // the cache keeps the one the request asks about
+			change(pg)
+			require.NoError(t, f.pgops.Tracker().Update(kubedbv1.SchemeGroupVersion.WithResource("postgreses"), pg, testNS))
+			conflicted := false
+			f.pgops.PrependReactor("update", "postgreses", func(action clienttesting.Action) (bool, runtime.Object, error) {
+				if action.GetSubresource() == "status" && !conflicted {
+					conflicted = true
+					return true, nil, apierrors.NewConflict(kubedbv1.Resource("postgreses"), "x", fmt.Errorf("the object has been modified"))
+				}
+				return false, nil, nil
+			})
+
+			require.NoError(t, f.c.answerPause(f.ctx, keyX))
+			require.True(t, conflicted)
+			assert.Nil(t, f.postgres("x").Status.PausedBy)
+			assert.Nil(t, condition(f.postgres("x"), kubedbv1.ConditionPaused))
+		})
+	}
+}
+
+// A pause handed over from a request that ended without giving it back starts anew: its
+// age is the new holder's.
+func TestHandedOverPauseStartsItsClockAnew(t *testing.T) {
+	f := provisioned(t, newPG("x"))
+	setPaused(t, f, metav1.ConditionTrue, false)
+	pg := f.postgres("x")
+	cond := meta.FindStatusCondition(pg.Status.Conditions, kubedbv1.ConditionPaused)
+	cond.LastTransitionTime = metav1.NewTime(time.Now().Add(-time.Hour))
+	_, err := f.pgops.KubedbV1().Postgreses(testNS).UpdateStatus(f.ctx, pg, metav1.UpdateOptions{})
+	require.NoError(t, err)
+	setRequestPhase(t, f, "rotate", opsv1alpha1.OpsRequestPhaseFailed)
+	askPause(t, f, "rotate-2", f.postgres("x").UID)
+
+	require.NoError(t, f.c.answerPause(f.ctx, keyX))
+	paused := condition(f.postgres("x"), kubedbv1.ConditionPaused)
+	assert.Equal(t, "rotate-2", f.postgres("x").Status.PausedBy.Name)
+	assert.WithinDuration(t, time.Now(), paused.LastTransitionTime.Time, time.Minute)
 }

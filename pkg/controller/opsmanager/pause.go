@@ -150,7 +150,8 @@ func releasePause(pg *kubedbv1.Postgres) {
 
 // resumeIfHeld removes req's pause, if the database still carries it. A pause of another
 // request is left alone. Unless ResumeDatabase completed, the Postgres is read: the pause
-// may have been asked in a sync whose status write was lost.
+// may have been granted after the request's last status write, or taken up in a sync whose
+// status write was lost.
 func (c *Controller) resumeIfHeld(ctx context.Context, req *opsv1alpha1.PostgresOpsRequest) error {
 	if isTrue(req.Status.Conditions, ConditionResumeDatabase) {
 		return nil // resumed by the step, after a live read

@@ -16,9 +16,10 @@ const sslRefusalTTL = time.Minute
 // costs two TCP connections and two backend forks of the postmaster. refusedSSL remembers,
 // per server address and for sslRefusalTTL, that the server said no, and a Target with
 // sslmode=prefer dials that address with sslmode=disable meanwhile: what prefer would have
-// ended with, in one connection. It is no weaker than prefer, which authenticates nothing
-// and falls back to plaintext whenever SSL is refused; a server that gains TLS is used with
-// it again within the TTL.
+// ended with, in one connection. prefer authenticates nothing and falls back to plaintext
+// whenever SSL is refused; the one difference is that a refusal (a forged one included) now
+// holds for that address for the TTL instead of one connection, and a server that gains TLS
+// is used with it again within the TTL. A passive listener sees SCRAM exchanges only.
 var refusedSSL = &sslRefusals{at: map[string]time.Time{}}
 
 type sslRefusals struct {

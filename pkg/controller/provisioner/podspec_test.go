@@ -98,6 +98,10 @@ func TestPodSpecProbes(t *testing.T) {
 	assert.Contains(t, c.LivenessProbe.Exec.Command[2], RunMount+"/"+preparingMarker, "a standby cloning its primary is alive")
 	assert.Contains(t, c.StartupProbe.Exec.Command[2], RunMount+"/"+preparingMarker)
 	assert.Zero(t, c.ReadinessProbe.InitialDelaySeconds, "the startup probe waits for the server")
+	assert.Equal(t, int32(10), c.ReadinessProbe.PeriodSeconds,
+		"Kubernetes' default period: every pod pays for each readiness probe, a process in the container and a backend")
+	assert.LessOrEqual(t, c.ReadinessProbe.PeriodSeconds*c.ReadinessProbe.FailureThreshold, int32(30),
+		"a hung server leaves its Service within 30 s")
 	assert.GreaterOrEqual(t, c.StartupProbe.PeriodSeconds*c.StartupProbe.FailureThreshold, int32(600),
 		"crash recovery gets at least 10 minutes before the liveness probe takes over")
 	assert.GreaterOrEqual(t, c.LivenessProbe.PeriodSeconds*c.LivenessProbe.FailureThreshold, int32(60),

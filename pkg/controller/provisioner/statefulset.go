@@ -103,10 +103,15 @@ func desiredStatefulSet(pg *kubedbv1.Postgres, image, secretName string) *appsv1
 			FailureThreshold: 3,
 			SuccessThreshold: 1,
 		},
-		// No initial delay: the startup probe has waited for the server already.
+		// No initial delay: the startup probe has waited for the server already, and the
+		// kubelet probes readiness at once when a started container is not Ready yet, so
+		// the period does not delay a restarted pod's Ready. It only bounds how long a hung
+		// server stays in its Service (3 periods), and it is what every pod pays: an exec
+		// probe is a process started in the container, and pg_isready's login a backend
+		// forked by the server. Kubernetes' default of 10 s, as CloudNativePG's.
 		ReadinessProbe: &corev1.Probe{
 			ProbeHandler:     corev1.ProbeHandler{Exec: &corev1.ExecAction{Command: readinessCommand(standbyMode(pg))}},
-			PeriodSeconds:    5,
+			PeriodSeconds:    readinessPeriodSeconds,
 			TimeoutSeconds:   5,
 			FailureThreshold: 3,
 			SuccessThreshold: 1,
@@ -459,8 +464,11 @@ func spreadAcrossNodes(pg *kubedbv1.Postgres) *corev1.Affinity {
 	}}
 }
 
+// readinessPeriodSeconds is the readiness probe's period (see the probe).
+const readinessPeriodSeconds = 10
+
 // readinessCommand is the readiness probe: pg_isready on the server's Unix socket, run
-// without a shell. It runs every 5 s on every pod, so each process it saves counts: on a
+// without a shell. It runs every 10 s on every pod, so each process it saves counts: on a
 // node, every exec probe is a process started in the container's namespaces. A warm standby
 // rejects connections by design (pg_isready exits 1), so in Warm mode a standby that answers
 // is ready too, which takes a shell; otherwise OrderedReady would never create the next

@@ -105,10 +105,12 @@ func desiredStatefulSet(pg *kubedbv1.Postgres, image, secretName string) *appsv1
 		},
 		// No initial delay: the startup probe has waited for the server already, and the
 		// kubelet probes readiness at once when a started container is not Ready yet, so
-		// the period does not delay a restarted pod's Ready. It only bounds how long a hung
-		// server stays in its Service (3 periods), and it is what every pod pays: an exec
-		// probe is a process started in the container, and pg_isready's login a backend
-		// forked by the server. Kubernetes' default of 10 s, as CloudNativePG's.
+		// the period does not delay the Ready of a pod whose server accepts connections
+		// within the startup probe's second (a slower one waits for a period tick). It
+		// bounds how long a hung server stays in its Service (3 periods), and it is what
+		// every pod pays: an exec probe is a process started in the container, and
+		// pg_isready's login a backend forked by the server. Kubernetes' default of 10 s,
+		// as CloudNativePG's.
 		ReadinessProbe: &corev1.Probe{
 			ProbeHandler:     corev1.ProbeHandler{Exec: &corev1.ExecAction{Command: readinessCommand(standbyMode(pg))}},
 			PeriodSeconds:    readinessPeriodSeconds,

@@ -144,7 +144,7 @@ func provisionMany(b *testing.B, ctx context.Context, ns string, n int) []string
 			return ready == to, nil
 		})
 		if err != nil {
-			b.Fatalf("%d of %d databases were Ready after %s: %v", ready, to, bound, err)
+			b.Fatalf("%d of %d databases were Ready after %s: %v", ready, to, time.Since(started).Round(time.Second), err)
 		}
 	}
 	fmt.Fprintf(os.Stderr, "provisioned %d databases, %d at a time, in %s\n", n, provisionWave, time.Since(started).Round(time.Second))

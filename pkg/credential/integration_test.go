@@ -939,6 +939,10 @@ func TestWakeStandbyTriesThePrimaryAtOnce(t *testing.T) {
 	assert.False(t, woke, "a primary is no standby")
 
 	primary.Stop()
+	// No WAL receiver is not yet the state a wake is for: the first failure restarts the
+	// receiver at once, and only the next one makes the startup process wait out
+	// wal_retrieve_retry_interval. Wait for that wait.
+	waitForValue(t, standby, "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'startup' AND wait_event = 'RecoveryRetrieveRetryInterval'", "1")
 	waitForValue(t, standby, "SELECT count(*) FROM pg_stat_wal_receiver", "0")
 	primary.Start()
 	woke, err = credential.WakeStandby(ctx, superTarget(standby))

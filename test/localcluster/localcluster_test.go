@@ -144,9 +144,15 @@ func TestStatefulSetWithVolumes(t *testing.T) {
 		if i == 0 {
 			first = p
 		}
-		pvc, err := cs.CoreV1().PersistentVolumeClaims(ns).Get(ctx, fmt.Sprintf("data-pg-%d", i), metav1.GetOptions{})
-		require.NoError(t, err)
-		assert.Equal(t, corev1.ClaimBound, pvc.Status.Phase, "PVC %s", pvc.Name)
+		// kwok binds the claim (spec.volumeName) before it writes the Bound phase, and the
+		// scheduler places the pod on the binding alone.
+		name := fmt.Sprintf("data-pg-%d", i)
+		var pvc *corev1.PersistentVolumeClaim
+		poll(ctx, t, "PVC "+name+" Bound", func(ctx context.Context) (bool, error) {
+			var err error
+			pvc, err = cs.CoreV1().PersistentVolumeClaims(ns).Get(ctx, name, metav1.GetOptions{})
+			return err == nil && pvc.Status.Phase == corev1.ClaimBound, nil
+		})
 		assert.NotEmpty(t, pvc.Spec.VolumeName)
 	}
 
@@ -277,8 +283,12 @@ func TestTwoClustersAndCleanStop(t *testing.T) {
 	nodes, err := b.Client().CoreV1().Nodes().List(ctx, metav1.ListOptions{})
 	require.NoError(t, err)
 	assert.Empty(t, nodes.Items)
-	svc, err := b.Client().CoreV1().Services(metav1.NamespaceDefault).Get(ctx, "kubernetes", metav1.GetOptions{})
-	require.NoError(t, err)
+	// The API server creates the kubernetes Service after it is ready, on its own.
+	var svc *corev1.Service
+	poll(ctx, t, "the kubernetes Service", func(ctx context.Context) (bool, error) {
+		svc, err = b.Client().CoreV1().Services(metav1.NamespaceDefault).Get(ctx, "kubernetes", metav1.GetOptions{})
+		return err == nil, nil
+	})
 	assert.True(t, netip.MustParsePrefix(serviceCIDR).Contains(netip.MustParseAddr(svc.Spec.ClusterIP)),
 		"ClusterIP %s outside %s", svc.Spec.ClusterIP, serviceCIDR)
 

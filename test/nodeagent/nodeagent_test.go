@@ -389,10 +389,13 @@ exec sleep infinity`
 					{Name: "scratch", MountPath: "/scratch"},
 				},
 				// Run at once and fatal at the first failure: an exec probe sees the
-				// container's mounts from its first run, never the node's directories.
+				// container's mounts from its first run, never the node's directories. A
+				// generous timeout: on a busy machine the exec itself may take over the
+				// default second, and that failure would restart the container too.
 				StartupProbe: &corev1.Probe{
 					ProbeHandler:     corev1.ProbeHandler{Exec: &corev1.ExecAction{Command: []string{"test", "-s", "/etc/cfg/greeting"}}},
 					PeriodSeconds:    1,
+					TimeoutSeconds:   10,
 					FailureThreshold: 1,
 				},
 			}},
@@ -557,13 +560,19 @@ func TestPostgresStatefulSet(t *testing.T) {
 	assert.Equal(t, pod0.Status.PodIP, queryEventually(primary, "SELECT host(inet_server_addr())"))
 	_, err = primary.ExecContext(ctx, "CREATE TABLE kept (v text); INSERT INTO kept VALUES ('survives')")
 	require.NoError(t, err)
-	// The second Service reaches both pods (random endpoint per connection).
+	// The second Service reaches both pods (random endpoint per connection), once its
+	// endpoints list pg-1, which turned Ready just now.
 	seen := map[string]bool{}
 	allDB := open(all.Spec.ClusterIP, 15432)
-	for i := 0; i < 40 && len(seen) < 2; i++ {
-		seen[queryEventually(allDB, "SELECT host(inet_server_addr())")] = true
-	}
-	assert.Equal(t, map[string]bool{pod0.Status.PodIP: true, pod1.Status.PodIP: true}, seen)
+	var lastErr error
+	_ = wait.PollUntilContextCancel(ctx, 200*time.Millisecond, true, func(ctx context.Context) (bool, error) {
+		var addr string
+		if lastErr = allDB.QueryRowContext(ctx, "SELECT host(inet_server_addr())").Scan(&addr); lastErr == nil {
+			seen[addr] = true
+		}
+		return len(seen) >= 2, nil
+	})
+	assert.Equal(t, map[string]bool{pod0.Status.PodIP: true, pod1.Status.PodIP: true}, seen, "last error: %v", lastErr)
 	// The password is not in the log.
 	assert.NotContains(t, readLog(ns, "pg-0", "postgres"), password)
 
@@ -652,9 +661,9 @@ func TestStopLeavesNoProcess(t *testing.T) {
 	require.Len(t, pids, 2)
 	var all []int
 	for _, pid := range pids {
-		require.Eventually(t, func() bool { return len(nsMembers(t, pid)) == 3 }, 10*time.Second, 50*time.Millisecond,
-			"bash and two sleeps in the container of %d", pid)
-		assert.Len(t, groupMembers(pid), 2, "bash and one sleep in group %d", pid)
+		// Until the second sleep has called setsid, it is in bash's group as well.
+		require.Eventually(t, func() bool { return len(nsMembers(t, pid)) == 3 && len(groupMembers(pid)) == 2 }, time.Minute, 50*time.Millisecond,
+			"bash and two sleeps in the container of %d, bash and one sleep in its group", pid)
 		all = append(all, nsMembers(t, pid)...)
 	}
 	root := a2.RootDir
@@ -663,11 +672,13 @@ func TestStopLeavesNoProcess(t *testing.T) {
 	a2.Stop()
 	t.Logf("Stop took %s", time.Since(began).Round(time.Millisecond))
 	a2.Stop() // idempotent
+	// Stop waits for each container's main process; the others die of a SIGKILL, which
+	// takes effect asynchronously.
 	for _, pid := range all {
-		assert.False(t, processAlive(pid), "process %d survived Stop", pid)
+		assert.Eventually(t, func() bool { return !processAlive(pid) }, time.Minute, 50*time.Millisecond, "process %d survived Stop", pid)
 	}
 	for _, pid := range pids {
-		assert.Empty(t, groupMembers(pid))
+		assert.Eventually(t, func() bool { return len(groupMembers(pid)) == 0 }, time.Minute, 50*time.Millisecond, "group %d survived Stop", pid)
 	}
 	_, err = os.Stat(root)
 	assert.True(t, os.IsNotExist(err), "RootDir %s not removed", root)
@@ -818,8 +829,15 @@ func TestProvisionerEntrypoint(t *testing.T) {
 	})
 	require.NoError(t, err, "the standby never saw the primary's table")
 	assert.Equal(t, 42, answer)
+	// pg_stat_replication has the standby's row only while its connection is up (a
+	// walreceiver may reconnect): ask until it has one.
 	var sender string
-	require.NoError(t, primary.QueryRowContext(ctx, "SELECT application_name FROM pg_stat_replication").Scan(&sender))
+	var senderErr error
+	err = wait.PollUntilContextCancel(ctx, 100*time.Millisecond, true, func(ctx context.Context) (bool, error) {
+		senderErr = primary.QueryRowContext(ctx, "SELECT application_name FROM pg_stat_replication").Scan(&sender)
+		return senderErr == nil, nil
+	})
+	require.NoError(t, err, "no standby in pg_stat_replication: %v", senderErr)
 	assert.Equal(t, "db-1", sender)
 	for _, pod := range []string{"db-0", "db-1"} {
 		assert.NotContains(t, readLog(ns, pod, "postgres"), password, "password in the log of %s", pod)

@@ -10,6 +10,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"testing"
 	"time"
 
@@ -73,7 +74,9 @@ func InstallCRDsAndRBAC(ctx context.Context, c *localcluster.Cluster) error {
 	return WaitForCRDs(ctx, c)
 }
 
-// WaitForCRDs waits until every pgops CRD is Established.
+// WaitForCRDs waits until every pgops CRD is Established and its resource is in discovery:
+// the API server adds a group to discovery only after it has seen Established itself, and
+// kubectl maps a kind through discovery.
 func WaitForCRDs(ctx context.Context, c *localcluster.Cluster) error {
 	client, err := apiextensionsclient.NewForConfig(c.AdminConfig())
 	if err != nil {
@@ -92,6 +95,18 @@ func WaitForCRDs(ctx context.Context, c *localcluster.Cluster) error {
 				}
 			}
 			if !established {
+				return false, nil
+			}
+			version := crd.Spec.Group + "/" + crd.Spec.Versions[0].Name
+			for _, v := range crd.Spec.Versions {
+				if v.Storage {
+					version = crd.Spec.Group + "/" + v.Name
+				}
+			}
+			resources, err := client.Discovery().ServerResourcesForGroupVersion(version)
+			if err != nil || !slices.ContainsFunc(resources.APIResources, func(r metav1.APIResource) bool {
+				return r.Name == crd.Spec.Names.Plural
+			}) {
 				return false, nil
 			}
 		}

@@ -41,26 +41,26 @@ func TestRunProvisionsThroughInformers(t *testing.T) {
 	require.Eventually(t, func() bool {
 		sts, err := kube.AppsV1().StatefulSets(testNS).Get(ctx, "x", metav1.GetOptions{})
 		return err == nil && *sts.Spec.Replicas == 2
-	}, 10*time.Second, 50*time.Millisecond)
+	}, time.Minute, 50*time.Millisecond)
 	require.Eventually(t, func() bool {
 		pg, err := pgops.KubedbV1().Postgreses(testNS).Get(ctx, "x", metav1.GetOptions{})
 		return err == nil && pg.Status.Phase == kubedbv1.DatabasePhaseProvisioning &&
 			pg.Spec.AuthSecret != nil && pg.Spec.AuthSecret.Name == "x-auth"
-	}, 10*time.Second, 50*time.Millisecond)
+	}, time.Minute, 50*time.Millisecond)
 
-	// Only labelled Secrets are cached.
-	_, err = c.secretLister.Secrets(testNS).Get("unrelated")
-	require.Error(t, err)
+	// Only labelled Secrets are cached: checked once the cache holds the labelled one.
 	require.Eventually(t, func() bool {
 		_, err := c.secretLister.Secrets(testNS).Get("x-auth")
 		return err == nil
-	}, 10*time.Second, 50*time.Millisecond)
+	}, time.Minute, 50*time.Millisecond)
+	_, err = c.secretLister.Secrets(testNS).Get("unrelated")
+	require.Error(t, err)
 
 	cancel()
 	select {
 	case err := <-done:
 		require.NoError(t, err)
-	case <-time.After(10 * time.Second):
+	case <-time.After(time.Minute):
 		t.Fatal("Run did not return after cancel")
 	}
 }

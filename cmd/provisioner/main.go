@@ -6,7 +6,7 @@
 //	--image-registry        repository of PostgreSQL images (default docker.io/library/postgres)
 //	--image-tag-template    Go template for the tag, over .Version ("16.4"), .Major ("16") and
 //	                        .Minor ("4" or ""); default "{{.Version}}". spec.version must match
-//	                        ^[0-9]+(\.[0-9]+)?$ with a major version >= 12.
+//	                        ^[0-9]+(\.[0-9]+)?$ with a major version from 13 to 18.
 //	--database-host-mode    how the status check reaches a primary Service: ClusterIP (default;
 //	                        works out of cluster where ClusterIPs are routable) or DNS
 //	                        (<name>.<namespace>.svc, in cluster)
@@ -51,7 +51,7 @@ func main() {
 	fs.StringVar(&flags.imageRegistry, "image-registry", flags.imageRegistry,
 		"Repository of the PostgreSQL images; the image is <registry>:<tag>.")
 	fs.StringVar(&flags.imageTagTemplate, "image-tag-template", flags.imageTagTemplate,
-		"Go template of the image tag, over .Version (spec.version, e.g. 16.4), .Major and .Minor. spec.version must be MAJOR or MAJOR.MINOR with MAJOR >= 12.")
+		"Go template of the image tag, over .Version (spec.version, e.g. 16.4), .Major and .Minor. spec.version must be MAJOR or MAJOR.MINOR with MAJOR from 13 to 18.")
 	fs.StringVar(&flags.databaseHostMode, "database-host-mode", flags.databaseHostMode, dbaddr.FlagUsage)
 	fs.DurationVar(&flags.healthCheckTimeout, "health-check-timeout", flags.healthCheckTimeout,
 		"Timeout of one SQL login check of a primary.")

@@ -3,12 +3,12 @@ package provisioner
 import (
 	"context"
 	"fmt"
-	"regexp"
 
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/client-go/util/retry"
 	"k8s.io/klog/v2"
 
@@ -160,20 +160,21 @@ func (c *Controller) orphanGeneratedSecret(ctx context.Context, pg *kubedbv1.Pos
 	})
 }
 
-// deletePVCs removes the data PVCs of pg: those named data-<name>-<ordinal> and those with
-// pg's labels.
+// deletePVCs removes the data PVCs of pg: those labelled as its own (isDatabasePVC). A PVC
+// that only has a name like pg's may be another application's, and stays.
 func (c *Controller) deletePVCs(ctx context.Context, pg *kubedbv1.Postgres) error {
-	list, err := c.kubeClient.CoreV1().PersistentVolumeClaims(pg.Namespace).List(ctx, metav1.ListOptions{})
+	list, err := c.kubeClient.CoreV1().PersistentVolumeClaims(pg.Namespace).List(ctx, metav1.ListOptions{
+		LabelSelector: labels.SelectorFromSet(selectorLabels(pg)).String()})
 	if err != nil {
 		return fmt.Errorf("listing PVCs in %s: %w", pg.Namespace, err)
 	}
-	nameRE := regexp.MustCompile("^" + regexp.QuoteMeta(DataVolume+"-"+statefulSetName(pg)) + "-[0-9]+$")
 	for _, pvc := range list.Items {
-		byLabel := pvc.Labels[LabelInstance] == pg.Name && pvc.Labels[LabelManagedBy] == ManagedByValue
-		if !byLabel && !nameRE.MatchString(pvc.Name) {
+		if !isDatabasePVC(&pvc, pg) {
 			continue
 		}
-		err := c.kubeClient.CoreV1().PersistentVolumeClaims(pg.Namespace).Delete(ctx, pvc.Name, metav1.DeleteOptions{})
+		uid := pvc.UID
+		err := c.kubeClient.CoreV1().PersistentVolumeClaims(pg.Namespace).Delete(ctx, pvc.Name,
+			metav1.DeleteOptions{Preconditions: &metav1.Preconditions{UID: &uid}})
 		if err != nil && !apierrors.IsNotFound(err) {
 			return fmt.Errorf("deleting PVC %s/%s: %w", pg.Namespace, pvc.Name, err)
 		}

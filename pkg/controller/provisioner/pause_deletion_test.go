@@ -6,6 +6,7 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -339,7 +340,8 @@ func TestDeletionPolicies(t *testing.T) {
 	for _, policy := range []kubedbv1.DeletionPolicy{kubedbv1.DeletionPolicyDelete, kubedbv1.DeletionPolicyHalt, kubedbv1.DeletionPolicyWipeOut} {
 		t.Run(string(policy), func(t *testing.T) {
 			pg := newPG("x", withReplicas(2))
-			f := provisioned(t, pg, pvc("data-x-0", ownedLabels(pg)), pvc("data-x-1", nil), pvc("data-xy-0", nil), pvc("other", nil))
+			f := provisioned(t, pg, pvc("data-x-0", ownedLabels(pg)), pvc("data-x-1", ownedLabels(pg)),
+				pvc("data-xy-0", nil), pvc("other", nil))
 			deletePG(t, f, policy)
 			require.NoError(t, f.sync("x"))
 
@@ -361,6 +363,67 @@ func TestDeletionPolicies(t *testing.T) {
 				assert.Empty(t, sec.OwnerReferences, "the kept secret is orphaned so the garbage collector keeps it")
 			}
 			assert.NotContains(t, f.postgres("x").Finalizers, Finalizer)
+		})
+	}
+}
+
+// WipeOut deletes only what it can prove is this database's: a PVC with the database's
+// name pattern but not its labels, or labelled for another KubeDB kind, and a Secret
+// "<name>-auth" of another KubeDB database, are another application's.
+func TestWipeOutDeletesOnlyWhatIsProvablyThisDatabases(t *testing.T) {
+	pg := newPG("x", withReplicas(2))
+	mysqlLabels := map[string]string{LabelName: "mysqls.kubedb.com", LabelInstance: "x", LabelManagedBy: ManagedByValue}
+	f := provisioned(t, pg, pvc("data-x-0", ownedLabels(pg)), pvc("data-x-1", nil), pvc("data-x-2", mysqlLabels),
+		pvc("mine", ownedLabels(pg)))
+	deletePG(t, f, kubedbv1.DeletionPolicyWipeOut)
+	require.NoError(t, f.sync("x"))
+	assert.False(t, f.exists("pvc", "data-x-0"), "labelled as this database's")
+	assert.False(t, f.exists("pvc", "mine"), "labelled as this database's, whatever its name")
+	assert.True(t, f.exists("pvc", "data-x-1"), "an unlabelled PVC is not provably this database's")
+	assert.True(t, f.exists("pvc", "data-x-2"), "another KubeDB kind's PVC stays")
+	assert.NotContains(t, f.postgres("x").Finalizers, Finalizer)
+}
+
+func TestAnotherKubeDBDatabasesSecretIsNeverAdoptedOrDeleted(t *testing.T) {
+	foreign := userSecret("x-auth", map[string]string{"username": "root", "password": "Long-Enough-1"})
+	foreign.Labels = map[string]string{LabelName: "mysqls.kubedb.com", LabelInstance: "x", LabelManagedBy: ManagedByValue}
+	f := newFixture(t, []*kubedbv1.Postgres{newPG("x")}, foreign)
+	require.NoError(t, f.sync("x"))
+	sec := f.secret("x-auth")
+	assert.Empty(t, sec.OwnerReferences, "not adopted")
+	cond := meta.FindStatusCondition(f.postgres("x").Status.Conditions, kubedbv1.ConditionProvisioningStarted)
+	require.NotNil(t, cond)
+	assert.Equal(t, ReasonObjectConflict, cond.Reason)
+	assert.Contains(t, cond.Message, "mysqls.kubedb.com")
+	assert.False(t, f.exists("statefulset", "x"), "nothing is created on another database's credential")
+
+	f.refresh()
+	deletePG(t, f, kubedbv1.DeletionPolicyWipeOut)
+	require.NoError(t, f.sync("x"))
+	assert.True(t, f.exists("secret", "x-auth"), "WipeOut leaves another database's Secret")
+}
+
+// A Postgres whose names are taken by another application's objects gets no finalizer: it
+// created nothing, so its deletion has nothing to apply a policy to.
+func TestNameConflictFoundBeforeTheFinalizer(t *testing.T) {
+	for kind, obj := range map[string]runtime.Object{
+		"Service":     &corev1.Service{ObjectMeta: metav1.ObjectMeta{Name: "x", Namespace: testNS}},
+		"StatefulSet": &appsv1.StatefulSet{ObjectMeta: metav1.ObjectMeta{Name: "x", Namespace: testNS}},
+		"ConfigMap":   &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: "x-scripts", Namespace: testNS}},
+	} {
+		t.Run(kind, func(t *testing.T) {
+			f := newFixture(t, []*kubedbv1.Postgres{newPG("x")}, obj)
+			require.NoError(t, f.sync("x"))
+			pg := f.postgres("x")
+			assert.NotContains(t, pg.Finalizers, Finalizer)
+			cond := meta.FindStatusCondition(pg.Status.Conditions, kubedbv1.ConditionProvisioningStarted)
+			require.NotNil(t, cond)
+			assert.Equal(t, ReasonObjectConflict, cond.Reason)
+			assert.Contains(t, cond.Message, kind)
+			assert.False(t, f.exists("secret", "x-auth"), "nothing is created")
+			for _, w := range f.kubeWrites() {
+				assert.NotContains(t, w, "create", "nothing is created: %v", f.kubeWrites())
+			}
 		})
 	}
 }

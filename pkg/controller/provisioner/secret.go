@@ -143,7 +143,8 @@ func credentialFrom(sec *corev1.Secret) (*authCredential, error) {
 // isGeneratedSecret reports whether sec is the provisioner's "<name>-auth" for pg (owned, or
 // orphaned by an earlier Postgres of the same name under the Halt or Delete policy).
 func isGeneratedSecret(sec *corev1.Secret, pg *kubedbv1.Postgres) bool {
-	if sec.Name != authSecretName(pg) || sec.Labels[LabelManagedBy] != ManagedByValue || sec.Labels[LabelInstance] != pg.Name {
+	if sec.Name != authSecretName(pg) || sec.Labels[LabelName] != NameValue ||
+		sec.Labels[LabelManagedBy] != ManagedByValue || sec.Labels[LabelInstance] != pg.Name {
 		return false
 	}
 	owner := metav1.GetControllerOf(sec)
@@ -156,6 +157,9 @@ func (c *Controller) ensureGeneratedSecret(ctx context.Context, pg *kubedbv1.Pos
 	name := authSecretName(pg)
 	sec, err := c.getSecret(ctx, pg.Namespace, name)
 	if err == nil {
+		if err := checkAuthSecretNotForeign(sec, pg); err != nil {
+			return nil, err
+		}
 		if replacement := sec.Annotations[kubedbv1.AuthSupersededByAnnotation]; replacement != "" {
 			// A rotation moved an earlier Postgres of this name to the user's Secret: the
 			// data on the kept PVCs expects that credential, not this one.

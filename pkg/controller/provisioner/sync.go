@@ -17,7 +17,8 @@ import (
 // syncHandler brings the Postgres called name to its desired state, in order:
 //
 //  1. deletion: apply the deletion policy and release the finalizer;
-//  2. finalizer: make sure it is there;
+//  2. finalizer: make sure it is there, once no other application's object holds one of
+//     the database's names (ownership.go);
 //  3. pause handshake: answer Paused=Unknown with True for the request in status.pausedBy;
 //     while True, only observe status and label pod roles; drop a pause whose request is
 //     gone or ended;
@@ -52,6 +53,9 @@ func (c *Controller) syncHandler(ctx context.Context, name cache.ObjectName) err
 	}
 
 	if !hasFinalizer(pg) {
+		if err := c.findNameConflict(ctx, pg); err != nil {
+			return c.handleStepError(ctx, pg, nil, err)
+		}
 		if pg, err = c.updatePostgres(ctx, pg, func(p *kubedbv1.Postgres) bool {
 			if hasFinalizer(p) {
 				return false

@@ -136,6 +136,9 @@ func appendOnce(list []string, s string) []string {
 func (c *Controller) checkWorkloadsOwned(req *opsv1alpha1.PostgresOpsRequest, plan *opsv1alpha1.RotateAuthPlan) error {
 	name := req.Spec.DatabaseRef.Name
 	owned := func(kind string, obj metav1.Object, err error) error {
+		if apierrors.IsNotFound(err) {
+			return fmt.Errorf("waiting for the %s of Postgres %s, which does not exist", kind, name)
+		}
 		if err != nil {
 			return fmt.Errorf("reading the %s of Postgres %s: %w", kind, name, err)
 		}

@@ -229,6 +229,70 @@ func TestApplyAlwaysRunsOnAProvisionedDatabase(t *testing.T) {
 	assert.Equal(t, opsv1alpha1.OpsRequestPhaseSuccessful, req.Status.Phase, describe(req))
 }
 
+// A halted database has no pods to rotate: even apply: Always waits for it within
+// spec.timeout, then fails, instead of waiting forever and running whenever it is un-halted.
+func TestHaltedDatabaseWaitsThenTimesOutWhateverApply(t *testing.T) {
+	for _, apply := range []opsv1alpha1.ApplyOption{opsv1alpha1.ApplyOptionIfReady, opsv1alpha1.ApplyOptionAlways} {
+		t.Run(string(apply), func(t *testing.T) {
+			w := newWorld(t, 1)
+			// Halted as the provisioner leaves it: no StatefulSet, no Services, still Provisioned.
+			pg := w.postgres()
+			pg.Spec.Halted = true
+			_, err := w.pgops.KubedbV1().Postgreses(ns).Update(context.Background(), pg, metav1.UpdateOptions{})
+			require.NoError(t, err)
+			pg = w.postgres()
+			pg.Status.Phase = kubedbv1.DatabasePhaseHalted
+			_, err = w.pgops.KubedbV1().Postgreses(ns).UpdateStatus(context.Background(), pg, metav1.UpdateOptions{})
+			require.NoError(t, err)
+			require.NoError(t, w.kube.AppsV1().StatefulSets(ns).Delete(context.Background(), dbName, metav1.DeleteOptions{}))
+			require.NoError(t, w.kube.CoreV1().Services(ns).Delete(context.Background(), dbName, metav1.DeleteOptions{}))
+			w.newRequest("rotate", func(r *opsv1alpha1.PostgresOpsRequest) {
+				r.Spec.Apply = apply
+				r.Spec.Timeout = &metav1.Duration{Duration: 30 * time.Second}
+			})
+
+			for i := 0; i < 3; i++ {
+				_, err := w.sync("rotate")
+				require.NoError(t, err)
+			}
+			req := w.request("rotate")
+			require.Equal(t, opsv1alpha1.OpsRequestPhasePending, req.Status.Phase)
+			pending := condition(req, ConditionPending)
+			assert.Equal(t, ReasonWaitingForDatabase, pending.Reason)
+			assert.Contains(t, pending.Message, "halted")
+
+			w.clock.Step(31 * time.Second)
+			req = w.runUntilDone("rotate", 5)
+			require.Equal(t, opsv1alpha1.OpsRequestPhaseFailed, req.Status.Phase)
+			assert.Equal(t, ReasonDatabaseNotReady, condition(req, ConditionFailed).Reason)
+			assert.Contains(t, condition(req, ConditionFailed).Message, "halted")
+			assert.Nil(t, w.postgres().Status.PausedBy, "never paused")
+		})
+	}
+}
+
+// A database whose StatefulSet is missing (deleted by hand, not yet re-created) is waited for
+// within spec.timeout like a database that is not ready, not retried for ever.
+func TestMissingStatefulSetWaitsThenTimesOut(t *testing.T) {
+	w := newWorld(t, 1)
+	require.NoError(t, w.kube.AppsV1().StatefulSets(ns).Delete(context.Background(), dbName, metav1.DeleteOptions{}))
+	w.newRequest("rotate", func(r *opsv1alpha1.PostgresOpsRequest) {
+		r.Spec.Apply = opsv1alpha1.ApplyOptionAlways
+		r.Spec.Timeout = &metav1.Duration{Duration: 30 * time.Second}
+	})
+	for i := 0; i < 3; i++ {
+		_, err := w.sync("rotate")
+		require.NoError(t, err)
+	}
+	req := w.request("rotate")
+	require.Equal(t, opsv1alpha1.OpsRequestPhasePending, req.Status.Phase)
+	assert.Contains(t, condition(req, ConditionPending).Message, "StatefulSet")
+	w.clock.Step(31 * time.Second)
+	req = w.runUntilDone("rotate", 5)
+	require.Equal(t, opsv1alpha1.OpsRequestPhaseFailed, req.Status.Phase)
+	assert.Equal(t, ReasonDatabaseNotReady, condition(req, ConditionFailed).Reason)
+}
+
 func TestOneRequestAtATimeAndSupersededSkipped(t *testing.T) {
 	w := newWorld(t, 1)
 	w.newRequest("first")

@@ -33,7 +33,8 @@ var everything = labels.Everything()
 // schedule decides, in memory, whether a Pending request starts, waits, is skipped or fails:
 //   - one request per database is Progressing at a time, in creation order;
 //   - of several Pending requests of one type for one database, only the newest runs;
-//   - apply IfReady waits for phase Ready, Always only for the database to be provisioned;
+//   - apply IfReady waits for phase Ready, Always only for the database to be provisioned,
+//     and neither runs on a halted database or one whose StatefulSet or Service is missing;
 //   - waiting for the database is bounded by spec.timeout.
 func (c *Controller) schedule(ctx context.Context, req *opsv1alpha1.PostgresOpsRequest) (syncResult, error) {
 	now := c.clock.Now()
@@ -83,7 +84,13 @@ func (c *Controller) schedule(ctx context.Context, req *opsv1alpha1.PostgresOpsR
 		c.fail(ctx, req, conflict.reason, conflict.message)
 		return syncResult{}, nil
 	}
-	if ready, why := databaseReadyFor(pg, req.Spec.Apply); !ready {
+	ready, why := databaseReadyFor(pg, req.Spec.Apply)
+	if ready && ownership != nil {
+		// A StatefulSet or Service not there (yet) is waited for like a database that is
+		// not ready: within spec.timeout, never for ever.
+		ready, why = false, ownership.Error()
+	}
+	if !ready {
 		waitingSince := now
 		if cond := meta.FindStatusCondition(req.Status.Conditions, ConditionPending); cond != nil && cond.Reason == ReasonWaitingForDatabase {
 			waitingSince = cond.LastTransitionTime.Time
@@ -97,9 +104,6 @@ func (c *Controller) schedule(ctx context.Context, req *opsv1alpha1.PostgresOpsR
 		return syncResult{requeueAfter: timeout - now.Sub(waitingSince) + time.Second}, nil
 	}
 
-	if ownership != nil {
-		return syncResult{}, ownership
-	}
 	req.Status.Phase = opsv1alpha1.OpsRequestPhaseProgressing
 	req.Status.RotateAuth = plan
 	msg := fmt.Sprintf("rotating the credential of Postgres %s", pg.Name)
@@ -174,6 +178,10 @@ func createdBefore(a, b *opsv1alpha1.PostgresOpsRequest) bool {
 // databaseReadyFor tells whether the database may be operated on under apply, and if not,
 // why, in words for the user.
 func databaseReadyFor(pg *kubedbv1.Postgres, apply opsv1alpha1.ApplyOption) (bool, string) {
+	if pg.Spec.Halted || pg.Status.Phase == kubedbv1.DatabasePhaseHalted {
+		// Whatever apply says: a halted database has no server to rotate.
+		return false, fmt.Sprintf("Postgres %s is halted; set spec.halted: false to run this request", pg.Name)
+	}
 	if apply == opsv1alpha1.ApplyOptionAlways {
 		if meta.IsStatusConditionTrue(pg.Status.Conditions, kubedbv1.ConditionProvisioned) {
 			return true, ""

@@ -18,9 +18,10 @@ import (
 
 // Reasons of the cleanup of a request that stopped past the point of no return.
 const (
-	ReasonRolledForward       = "RolledForward"
-	ReasonFinishingRestarts   = "FinishingRestarts"
-	ReasonStandbysNeedRestart = "StandbysNeedRestart"
+	ReasonNamespaceTerminating = "NamespaceTerminating"
+	ReasonRolledForward        = "RolledForward"
+	ReasonFinishingRestarts    = "FinishingRestarts"
+	ReasonStandbysNeedRestart  = "StandbysNeedRestart"
 )
 
 // cleanUp runs for a request that has ended, or is being deleted before it ended. Whatever
@@ -41,28 +42,46 @@ func (c *Controller) cleanUp(ctx context.Context, req *opsv1alpha1.PostgresOpsRe
 	}
 	keepStaged := false
 	if req.Status.RotateAuth != nil && req.Status.Phase != opsv1alpha1.OpsRequestPhaseSuccessful {
-		published, uncertain, err := c.rollForward(ctx, req)
-		if err != nil {
-			return syncResult{}, err
+		res, keep, err := c.finishStopped(ctx, req)
+		if apierrors.HasStatusCause(err, corev1.NamespaceTerminatingCause) {
+			// Nothing can be created in a namespace being deleted (a deleted Secret written
+			// again), and all of it goes, the data included: retrying would hold the
+			// namespace's deletion for ever.
+			c.recorder.Eventf(req, corev1.EventTypeWarning, ReasonNamespaceTerminating,
+				"namespace %s is being deleted: the stopped rotation is not finished, and its staged credential goes with the namespace", req.Namespace)
+			res, keep, err = syncResult{}, false, nil
 		}
-		keepStaged = uncertain
-		if published {
-			res, err := c.finishRestarts(ctx, req)
-			if err != nil || res.requeueAfter > 0 {
-				return res, err
-			}
+		if err != nil || res.requeueAfter > 0 {
+			return res, err
 		}
+		keepStaged = keep
 	}
-	if !keepStaged {
-		if err := c.releaseStaged(ctx, req); err != nil {
+	if keepStaged {
+		// No finalizer outlives its request: nothing would release it, and it would hold a
+		// later namespace deletion for ever. The Secret itself stays.
+		if err := c.unguardStaged(ctx, req); err != nil {
 			return syncResult{}, err
 		}
+	} else if err := c.releaseStaged(ctx, req); err != nil {
+		return syncResult{}, err
 	}
 	if err := c.removeFinalizer(ctx, req); err != nil {
 		return syncResult{}, err
 	}
 	c.forget(req.UID)
 	return syncResult{}, nil
+}
+
+// finishStopped finishes a request that stopped before it succeeded: the Secrets are rolled
+// forward to the credential PostgreSQL has, and the standbys restarted on it. keepStaged says
+// the staged credential must be kept (see rollForward's uncertain).
+func (c *Controller) finishStopped(ctx context.Context, req *opsv1alpha1.PostgresOpsRequest) (res syncResult, keepStaged bool, err error) {
+	published, uncertain, err := c.rollForward(ctx, req)
+	if err != nil || !published {
+		return syncResult{}, uncertain, err
+	}
+	res, err = c.finishRestarts(ctx, req)
+	return res, uncertain, err
 }
 
 // rollForward makes the Secrets agree with PostgreSQL after a request stopped part-way,
@@ -108,8 +127,8 @@ func (c *Controller) rollForward(ctx context.Context, req *opsv1alpha1.PostgresO
 		if gone {
 			c.recorder.Eventf(req, corev1.EventTypeWarning, "StagedCredentialKept",
 				"Postgres %s is gone, so it cannot be asked whether it already had the new credential; "+
-					"Secret %s keeps it (the previous one is in Secret %s): use whichever logs in, then delete Secret %s after removing its finalizer %s",
-				req.Spec.DatabaseRef.Name, plan.StagedSecret, plan.CurrentSecret, plan.StagedSecret, StagedCredentialFinalizer)
+					"Secret %s keeps it (the previous one is in Secret %s): use whichever logs in, then delete Secret %s",
+				req.Spec.DatabaseRef.Name, plan.StagedSecret, plan.CurrentSecret, plan.StagedSecret)
 			return false, true, nil
 		}
 		if err != nil || !ok {

@@ -561,8 +561,36 @@ func TestStagedCredentialKeptWhenTheDatabaseCannotBeAsked(t *testing.T) {
 	w.runUntilDone("rotate", 5)
 	staged := w.secret(req.Status.RotateAuth.StagedSecret)
 	assert.Equal(t, newPassword, string(staged.Data["password"]), "the only copy of the password is kept")
+	assert.Empty(t, staged.Finalizers,
+		"no finalizer outlives its request: nothing would release it, and a namespace deletion would wait for ever")
 	w.drainEvents()
 	assert.Contains(t, strings.Join(w.events, "\n"), "StagedCredentialKept")
+}
+
+// Item 6: `kubectl delete ns` in the middle of a rotation, past the point of no return. The
+// namespace controller deletes the request, the staged Secret and the auth Secret at once,
+// and the API server refuses every create in a namespace being deleted: cleanup cannot write
+// the auth Secret again and must not retry for ever, or the request's and the staged
+// Secret's finalizers hold the namespace Terminating for good.
+func TestNamespaceDeletionMidRotationReleasesEverything(t *testing.T) {
+	w := newWorld(t, 1)
+	w.denySecretUpdates = true
+	w.newRequest("rotate")
+	req := w.syncUntil("rotate", 30, atPointOfNoReturn)
+	require.False(t, isTrue(req.Status.Conditions, ConditionUpdateCredential), "the Secrets are not written yet")
+	staged := req.Status.RotateAuth.StagedSecret
+	w.denySecretUpdates = false
+
+	w.namespaceTerminating = true
+	require.NoError(t, w.kube.CoreV1().Secrets(ns).Delete(context.Background(), staged, metav1.DeleteOptions{}))
+	require.NoError(t, w.kube.CoreV1().Secrets(ns).Delete(context.Background(), dbName+"-auth", metav1.DeleteOptions{}))
+	w.deleteAndCleanUp("rotate")
+	w.finishDeletions()
+	_, err := w.kube.CoreV1().Secrets(ns).Get(context.Background(), staged, metav1.GetOptions{})
+	assert.True(t, apierrors.IsNotFound(err), "the staged Secret's finalizer is released: %v", err)
+	w.drainEvents()
+	assert.Contains(t, strings.Join(w.events, "\n"), "is being deleted")
+	assert.Nil(t, meta.FindStatusCondition(w.postgres().Status.Conditions, kubedbv1.ConditionPaused), "resumed")
 }
 
 // Found by review: a request waiting for the pause of a Postgres that is being deleted

@@ -152,8 +152,32 @@ func stagedFrom(secret *corev1.Secret) (basicAuth, error) {
 // releaseStaged removes the staged Secret once the request no longer needs it: its
 // finalizer first, then the Secret (only the request's own, by UID).
 func (c *Controller) releaseStaged(ctx context.Context, req *opsv1alpha1.PostgresOpsRequest) error {
+	uid, err := c.dropStagedFinalizer(ctx, req)
+	if err != nil || uid == "" {
+		return err
+	}
+	err = c.kubeClient.CoreV1().Secrets(req.Namespace).Delete(ctx, req.Status.RotateAuth.StagedSecret,
+		metav1.DeleteOptions{Preconditions: &metav1.Preconditions{UID: &uid}})
+	if err != nil && !apierrors.IsNotFound(err) && !apierrors.IsConflict(err) {
+		return fmt.Errorf("deleting the staged credential: %w", err)
+	}
+	return nil
+}
+
+// unguardStaged keeps the staged Secret but removes the request's finalizer from it, for a
+// request that goes away while the Secret may hold the only copy of the password
+// PostgreSQL has: the Secret outlives the request, its finalizer does not.
+func (c *Controller) unguardStaged(ctx context.Context, req *opsv1alpha1.PostgresOpsRequest) error {
+	_, err := c.dropStagedFinalizer(ctx, req)
+	return err
+}
+
+// dropStagedFinalizer removes the staged-credential finalizer from the request's staged
+// Secret and returns the Secret's UID, or "" when the request staged nothing (or the name
+// is someone else's).
+func (c *Controller) dropStagedFinalizer(ctx context.Context, req *opsv1alpha1.PostgresOpsRequest) (types.UID, error) {
 	if req.Status.RotateAuth == nil {
-		return nil
+		return "", nil
 	}
 	secrets := c.kubeClient.CoreV1().Secrets(req.Namespace)
 	var uid types.UID
@@ -174,19 +198,11 @@ func (c *Controller) releaseStaged(ctx context.Context, req *opsv1alpha1.Postgre
 	var conflict *failure
 	switch {
 	case errors.As(err, &conflict):
-		return nil // someone else's Secret: never touch it
+		return "", nil // someone else's Secret: never touch it
 	case apierrors.IsNotFound(err):
-		return nil
-	case err != nil:
-		return err
-	case uid == "":
-		return nil // nothing staged
+		return "", nil
 	}
-	err = secrets.Delete(ctx, req.Status.RotateAuth.StagedSecret, metav1.DeleteOptions{Preconditions: &metav1.Preconditions{UID: &uid}})
-	if err != nil && !apierrors.IsNotFound(err) && !apierrors.IsConflict(err) {
-		return fmt.Errorf("deleting the staged credential: %w", err)
-	}
-	return nil
+	return uid, err
 }
 
 func withoutFinalizer(finalizers []string, name string) []string {

@@ -60,6 +60,8 @@ type world struct {
 	// denySecretUpdates makes every Secret update fail, holding a rotation between the
 	// ALTER ROLE and the Secret's update (the point of no return).
 	denySecretUpdates bool
+	// namespaceTerminating makes every create fail as in a namespace being deleted.
+	namespaceTerminating bool
 	// podsNeverReady makes restarted pods come back not Ready.
 	podsNeverReady bool
 	// statefulSetControllerAsleep makes the stand-in StatefulSet controller observe no
@@ -141,6 +143,11 @@ func newWorld(t testing.TB, replicas int32) *world {
 		PrependReactor(verb, resource string, reaction clienttesting.ReactionFunc)
 	}{w.kube, w.pgops} {
 		client.PrependReactor("create", "*", w.defaultMetadata)
+	}
+	for _, client := range []interface {
+		PrependReactor(verb, resource string, reaction clienttesting.ReactionFunc)
+	}{w.kube, w.pgops} {
+		client.PrependReactor("create", "*", w.refuseInTerminatingNamespace)
 	}
 	w.kube.PrependReactor("create", "pods", w.evict)
 	w.kube.PrependReactor("delete", "secrets", w.deleteHonouringFinalizers)
@@ -449,6 +456,19 @@ func (w *world) deleteHonouringFinalizers(action clienttesting.Action) (bool, ru
 		return true, obj, w.kube.Tracker().Update(gvr, obj, del.GetNamespace())
 	}
 	return true, obj, nil
+}
+
+// refuseInTerminatingNamespace refuses a create as the API server's NamespaceLifecycle
+// admission does in a namespace being deleted.
+func (w *world) refuseInTerminatingNamespace(action clienttesting.Action) (bool, runtime.Object, error) {
+	if !w.namespaceTerminating {
+		return false, nil, nil
+	}
+	err := apierrors.NewForbidden(action.GetResource().GroupResource(), "",
+		fmt.Errorf("unable to create new content in namespace %s because it is being terminated", action.GetNamespace()))
+	err.ErrStatus.Details.Causes = append(err.ErrStatus.Details.Causes, metav1.StatusCause{
+		Type: corev1.NamespaceTerminatingCause, Message: "namespace " + action.GetNamespace() + " is being terminated", Field: "metadata.namespace"})
+	return true, nil, err
 }
 
 // finishDeletions removes Secrets and requests whose deletion waited for finalizers that

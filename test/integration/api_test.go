@@ -148,6 +148,31 @@ spec: {version: "16.4", replicas: 0}
 	}
 }
 
+// Halt promises to keep a database's data; on Ephemeral storage there is none to keep once
+// the pods are gone, so the API server refuses the promise when it is made, naming the field,
+// at creation and on a later edit. Ephemeral with Delete (the default) or WipeOut is fine.
+func TestHaltOnEphemeralStorageIsRefused(t *testing.T) {
+	ctx := testContext(t)
+	ns := newNamespace(t, ctx)
+	for name, tc := range map[string]struct{ spec, want string }{
+		"deletionPolicy Halt": {`{version: "16.4", storageType: Ephemeral, deletionPolicy: Halt}`, "spec.deletionPolicy: Halt keeps data"},
+		"halted":              {`{version: "16.4", storageType: Ephemeral, halted: true}`, "spec.halted: halting removes the pods"},
+	} {
+		t.Run(name, func(t *testing.T) {
+			out, err := kubectlApply(ctx, t, "apiVersion: kubedb.com/v1\nkind: Postgres\nmetadata: {name: eph, namespace: "+ns+"}\nspec: "+tc.spec+"\n")
+			require.Error(t, err, out)
+			assert.Contains(t, out, tc.want)
+		})
+	}
+	out, err := kubectlApply(ctx, t, "apiVersion: kubedb.com/v1\nkind: Postgres\nmetadata: {name: eph, namespace: "+ns+"}\nspec: {version: \"16.4\", storageType: Ephemeral}\n")
+	require.NoError(t, err, out)
+	patched, err := cluster.Kubectl(ctx, "patch", "postgres", "eph", "-n", ns, "--type=merge", "-p", `{"spec":{"halted":true}}`)
+	require.Error(t, err, string(patched))
+	assert.Contains(t, string(patched), "spec.halted: halting removes the pods")
+	patched, err = cluster.Kubectl(ctx, "patch", "postgres", "eph", "-n", ns, "--type=merge", "-p", `{"spec":{"deletionPolicy":"WipeOut"}}`)
+	require.NoError(t, err, string(patched))
+}
+
 func TestOpsRequestSpecIsImmutable(t *testing.T) {
 	ctx := testContext(t)
 	ns := newNamespace(t, ctx)

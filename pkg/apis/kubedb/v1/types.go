@@ -32,7 +32,11 @@ type Postgres struct {
 	Status PostgresStatus `json:"status,omitempty"`
 }
 
-// PostgresSpec is the desired state of a Postgres.
+// PostgresSpec is the desired state of a Postgres. Halt keeps a database's data only where
+// the data outlives its pods: with storageType Ephemeral the data is in the pods' emptyDir,
+// so the API server refuses a promise to keep it (as KubeDB refuses Halt there).
+// +kubebuilder:validation:XValidation:rule="!has(self.storageType) || self.storageType != 'Ephemeral' || !has(self.deletionPolicy) || self.deletionPolicy != 'Halt'",message="spec.deletionPolicy: Halt keeps data, but storageType Ephemeral keeps none once the pods are gone; use Delete or WipeOut, or Durable storage"
+// +kubebuilder:validation:XValidation:rule="!has(self.storageType) || self.storageType != 'Ephemeral' || !has(self.halted) || !self.halted",message="spec.halted: halting removes the pods, and with storageType Ephemeral their data with them; use Durable storage to halt a database"
 type PostgresSpec struct {
 	// Version of PostgreSQL to run, for example "16.4". The provisioner maps it to an image.
 	// +kubebuilder:validation:MinLength=1

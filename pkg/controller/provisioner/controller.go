@@ -265,10 +265,15 @@ func (c *Controller) handleObject(obj interface{}) {
 		}
 	}
 	owner := metav1.GetControllerOf(object)
+	ns := object.GetNamespace()
 	if owner == nil {
+		// The generated auth Secret has no owner reference (secret.go): its labels name
+		// its database.
+		if l := object.GetLabels(); l[LabelName] == NameValue && l[LabelInstance] != "" {
+			c.queue.Add(cache.ObjectName{Namespace: ns, Name: l[LabelInstance]})
+		}
 		return
 	}
-	ns := object.GetNamespace()
 	if owner.Kind == "StatefulSet" {
 		sts, err := c.statefulSetLister.StatefulSets(ns).Get(owner.Name)
 		if err != nil {

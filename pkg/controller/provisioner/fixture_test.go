@@ -15,9 +15,11 @@ import (
 	"github.com/stretchr/testify/require"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
+	policyv1 "k8s.io/api/policy/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/informers"
 	k8sfake "k8s.io/client-go/kubernetes/fake"
@@ -323,6 +325,36 @@ func (f *fixture) secret(name string) *corev1.Secret {
 	s, err := f.kube.CoreV1().Secrets(testNS).Get(f.ctx, name, metav1.GetOptions{})
 	require.NoError(f.t, err)
 	return s
+}
+
+// collectGarbageOf deletes what the garbage collector deletes in a foreground deletion of
+// owner: every object whose owner references name it.
+func (f *fixture) collectGarbageOf(owner metav1.Object) {
+	f.t.Helper()
+	for resource, kind := range map[string]schema.GroupVersionKind{
+		"statefulsets":           appsv1.SchemeGroupVersion.WithKind("StatefulSet"),
+		"services":               corev1.SchemeGroupVersion.WithKind("Service"),
+		"secrets":                corev1.SchemeGroupVersion.WithKind("Secret"),
+		"configmaps":             corev1.SchemeGroupVersion.WithKind("ConfigMap"),
+		"persistentvolumeclaims": corev1.SchemeGroupVersion.WithKind("PersistentVolumeClaim"),
+		"poddisruptionbudgets":   policyv1.SchemeGroupVersion.WithKind("PodDisruptionBudget"),
+	} {
+		gvr := kind.GroupVersion().WithResource(resource)
+		list, err := f.kube.Tracker().List(gvr, kind, testNS)
+		require.NoError(f.t, err)
+		items, err := meta.ExtractList(list)
+		require.NoError(f.t, err)
+		for _, item := range items {
+			obj := item.(metav1.Object)
+			for _, ref := range obj.GetOwnerReferences() {
+				if ref.UID == owner.GetUID() {
+					require.NoError(f.t, f.kube.Tracker().Delete(gvr, testNS, obj.GetName()))
+					break
+				}
+			}
+		}
+	}
+	f.refresh()
 }
 
 func (f *fixture) exists(kind, name string) bool {

@@ -31,7 +31,8 @@ func anotherKubeDBObject(obj metav1.Object, pg *kubedbv1.Postgres) string {
 	if l[LabelManagedBy] == ManagedByValue && l[LabelName] != "" && l[LabelName] != NameValue {
 		return l[LabelName] + " " + l[LabelInstance]
 	}
-	if ref := metav1.GetControllerOf(obj); ref != nil && ref.UID != pg.UID && isKubeDBGroup(ref.APIVersion) {
+	if ref := metav1.GetControllerOf(obj); ref != nil && ref.UID != pg.UID && isKubeDBGroup(ref.APIVersion) &&
+		(ref.Kind != kubedbv1.ResourceKindPostgres || ref.Name != pg.Name) { // not an earlier Postgres of this name
 		return ref.Kind + " " + ref.Name
 	}
 	return ""

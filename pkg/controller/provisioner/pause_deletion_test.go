@@ -517,8 +517,35 @@ func TestHaltPolicyThenRecreateAdoptsSecret(t *testing.T) {
 	require.NoError(t, f.sync("x"))
 	sec := f.secret("x-auth")
 	assert.Equal(t, password, string(sec.Data["password"]))
-	assert.True(t, isOwnedBy(sec, fresh))
+	assert.True(t, isGeneratedSecret(sec, fresh))
 	assert.Equal(t, "x-auth", f.postgres("x").Spec.AuthSecret.Name)
+}
+
+// Item 1: `kubectl delete pg --cascade=foreground` (Argo CD's prune) makes the garbage
+// collector delete every object the Postgres owns while the provisioner's finalizer still
+// holds it, whatever its deletionPolicy. The generated auth Secret is owned by nobody, so it
+// survives with the PVCs, and the same manifest applied again runs on the same credential.
+func TestForegroundDeletionKeepsTheCredentialForTheData(t *testing.T) {
+	for _, policy := range []kubedbv1.DeletionPolicy{kubedbv1.DeletionPolicyDelete, kubedbv1.DeletionPolicyHalt} {
+		t.Run(string(policy), func(t *testing.T) {
+			pg := newPG("x")
+			f := provisioned(t, pg, pvc("data-x-0", ownedLabels(pg)))
+			password := string(f.secret("x-auth").Data["password"])
+			deletePG(t, f, policy)
+			f.collectGarbageOf(f.postgres("x"))
+			assert.False(t, f.exists("statefulset", "x"), "the garbage collector took what the Postgres owns")
+			require.NoError(t, f.sync("x"))
+			require.NoError(t, f.pgops.KubedbV1().Postgreses(testNS).Delete(f.ctx, "x", metav1.DeleteOptions{}))
+
+			_, err := f.pgops.KubedbV1().Postgreses(testNS).Create(f.ctx, newPG("x", func(pg *kubedbv1.Postgres) { pg.UID = "uid-x-2" }), metav1.CreateOptions{})
+			require.NoError(t, err)
+			f.refresh()
+			require.NoError(t, f.sync("x"))
+			assert.Equal(t, password, string(f.secret("x-auth").Data["password"]), "the data's credential is kept")
+			assert.True(t, f.exists("pvc", "data-x-0"))
+			assert.True(t, f.exists("statefulset", "x"), "provisioned again")
+		})
+	}
 }
 
 // A pause asked is answered on its own queue: it does not wait for the main queue, where

@@ -7,7 +7,6 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/client-go/util/retry"
 	"k8s.io/klog/v2"
 
 	kubedbv1 "github.com/pgops/pgops/pkg/apis/kubedb/v1"
@@ -68,7 +67,7 @@ func (c *Controller) ensureAuthSecret(ctx context.Context, pg *kubedbv1.Postgres
 	if err != nil {
 		return pg, nil, err
 	}
-	if err := c.adoptGeneratedSecret(ctx, pg, sec); err != nil {
+	if err := c.disownGeneratedSecret(ctx, pg, sec); err != nil {
 		return pg, nil, err
 	}
 	cred, err := credentialFrom(sec)
@@ -167,7 +166,12 @@ func (c *Controller) ensureGeneratedSecret(ctx context.Context, pg *kubedbv1.Pos
 				"secret %s/%s was replaced by secret %s in a credential rotation and holds a credential the database no longer accepts; "+
 					"set spec.authSecret.name: %s (and externallyManaged: true)", pg.Namespace, name, replacement, replacement)}
 		}
-		return sec, c.adoptGeneratedSecret(ctx, pg, sec)
+		if isGeneratedSecret(sec, pg) {
+			// spec.authSecret.name is still empty: this Postgres finds the Secret a Halt or
+			// Delete of an earlier one of the same name kept, with the credential its data has.
+			c.recorder.Eventf(pg, corev1.EventTypeNormal, ReasonAuthSecretAdopted, "Adopted existing auth secret %s", sec.Name)
+		}
+		return sec, c.disownGeneratedSecret(ctx, pg, sec)
 	}
 	if !apierrors.IsNotFound(err) {
 		return nil, fmt.Errorf("reading secret %s/%s: %w", pg.Namespace, name, err)
@@ -178,11 +182,14 @@ func (c *Controller) ensureGeneratedSecret(ctx context.Context, pg *kubedbv1.Pos
 	}
 	sec = &corev1.Secret{
 		ObjectMeta: metav1.ObjectMeta{
-			Name:            name,
-			Namespace:       pg.Namespace,
-			Labels:          ownedLabels(pg),
-			Annotations:     map[string]string{AnnotationAuthActiveFrom: c.now().UTC().Format("2006-01-02T15:04:05Z07:00")},
-			OwnerReferences: []metav1.OwnerReference{ownerRef(pg)},
+			Name:        name,
+			Namespace:   pg.Namespace,
+			Labels:      ownedLabels(pg),
+			Annotations: map[string]string{AnnotationAuthActiveFrom: c.now().UTC().Format("2006-01-02T15:04:05Z07:00")},
+			// No owner reference: the garbage collector must never delete the credential the
+			// data expects, not even in a foreground deletion (kubectl delete
+			// --cascade=foreground, Argo CD's prune), which ignores deletionPolicy. WipeOut
+			// deletes it by its labels.
 		},
 		Type: corev1.SecretTypeBasicAuth,
 		Data: map[string][]byte{
@@ -203,27 +210,25 @@ func (c *Controller) ensureGeneratedSecret(ctx context.Context, pg *kubedbv1.Pos
 	return created, nil
 }
 
-// adoptGeneratedSecret puts pg's owner reference back on an orphaned generated Secret (left
-// by a Halt or Delete of an earlier Postgres with the same name). Other Secrets are left alone.
-func (c *Controller) adoptGeneratedSecret(ctx context.Context, pg *kubedbv1.Postgres, sec *corev1.Secret) error {
-	if !isGeneratedSecret(sec, pg) || metav1.GetControllerOf(sec) != nil {
+// disownGeneratedSecret removes pg's owner reference from its generated Secret, which
+// versions before this one set: with it, a foreground deletion of the Postgres would make the
+// garbage collector delete the Secret whatever the deletion policy. The Secret is pg's by its
+// labels (isGeneratedSecret). A Secret without the reference is not written.
+func (c *Controller) disownGeneratedSecret(ctx context.Context, pg *kubedbv1.Postgres, sec *corev1.Secret) error {
+	if !isGeneratedSecret(sec, pg) || !hasOwnerReference(sec, pg) {
 		return nil
 	}
-	err := retry.RetryOnConflict(retry.DefaultRetry, func() error {
-		cur, err := c.kubeClient.CoreV1().Secrets(pg.Namespace).Get(ctx, sec.Name, metav1.GetOptions{})
-		if err != nil {
-			return err
-		}
-		if !isGeneratedSecret(cur, pg) || metav1.GetControllerOf(cur) != nil {
-			return nil
-		}
-		cur.OwnerReferences = append(cur.OwnerReferences, ownerRef(pg))
-		_, err = c.kubeClient.CoreV1().Secrets(pg.Namespace).Update(ctx, cur, metav1.UpdateOptions{FieldManager: FieldManager})
-		return err
-	})
-	if err != nil {
-		return fmt.Errorf("adopting secret %s/%s: %w", pg.Namespace, sec.Name, err)
+	if err := c.orphanGeneratedSecret(ctx, pg); err != nil {
+		return fmt.Errorf("removing the owner reference of secret %s/%s: %w", pg.Namespace, sec.Name, err)
 	}
-	c.recorder.Eventf(pg, corev1.EventTypeNormal, ReasonAuthSecretAdopted, "Adopted existing auth secret %s", sec.Name)
 	return nil
+}
+
+func hasOwnerReference(obj metav1.Object, pg *kubedbv1.Postgres) bool {
+	for _, ref := range obj.GetOwnerReferences() {
+		if ref.UID == pg.UID {
+			return true
+		}
+	}
+	return false
 }

@@ -39,8 +39,8 @@ func TestSyncGeneratesSecretAndWorkloads(t *testing.T) {
 	assert.Len(t, sec.Data["password"], 16)
 	assert.Equal(t, map[string]string{LabelName: NameValue, LabelInstance: "x", LabelManagedBy: ManagedByValue}, sec.Labels)
 	assert.Equal(t, "2025-01-02T03:04:05Z", sec.Annotations[AnnotationAuthActiveFrom])
-	require.Len(t, sec.OwnerReferences, 1)
-	assert.True(t, isOwnedBy(sec, newPG("x")))
+	assert.Empty(t, sec.OwnerReferences, "no owner reference: no garbage collection can take the credential")
+	assert.True(t, isGeneratedSecret(sec, newPG("x")), "its labels make it this database's")
 
 	pg = f.postgres("x")
 	assert.Equal(t, "x-auth", pg.Spec.AuthSecret.Name)
@@ -264,12 +264,30 @@ func TestSyncAdoptsOrphanedGeneratedSecret(t *testing.T) {
 	orphan.Labels = ownedLabels(pg)
 	f := newFixture(t, []*kubedbv1.Postgres{pg}, orphan)
 	require.NoError(t, f.sync("x"))
-	assert.Contains(t, f.kubeWrites(), "update secrets x-auth")
+	assert.NotContains(t, f.kubeWrites(), "update secrets x-auth", "adopted by its labels, not written")
 	assert.NotContains(t, f.kubeWrites(), "create secrets x-auth")
 	sec := f.secret("x-auth")
 	assert.Equal(t, "kept-password", string(sec.Data["password"]), "an adopted secret keeps its credential")
-	assert.True(t, isOwnedBy(sec, pg))
 	assert.Equal(t, "x-auth", f.postgres("x").Spec.AuthSecret.Name)
+	assert.True(t, f.hasEvent("Normal", ReasonAuthSecretAdopted, "x-auth"))
+}
+
+// A generated Secret of an earlier version carries the Postgres's owner reference; the next
+// sync removes it, so that a foreground deletion can no longer take it.
+func TestSyncRemovesTheOwnerReferenceOfAnEarlierVersion(t *testing.T) {
+	pg := newPG("x", withFinalizer)
+	sec := userSecret("x-auth", map[string]string{"username": "postgres", "password": "kept-password"})
+	sec.Labels = ownedLabels(pg)
+	sec.OwnerReferences = []metav1.OwnerReference{ownerRef(pg)}
+	f := newFixture(t, []*kubedbv1.Postgres{pg}, sec)
+	require.NoError(t, f.sync("x"))
+	assert.Empty(t, f.secret("x-auth").OwnerReferences)
+	f.refresh()
+	before := len(f.kubeWrites())
+	require.NoError(t, f.sync("x"))
+	for _, w := range f.kubeWrites()[before:] {
+		assert.NotContains(t, w, "secrets", "written once")
+	}
 }
 
 // After a rotation to a user's Secret, the generated Secret is marked superseded. A new

@@ -374,6 +374,36 @@ spec:
 	assert.Equal(t, "500m", pg.Spec.PodTemplate.Spec.Containers[0].Resources.Requests.Cpu().String())
 	assert.JSONEq(t, `{"leaseDurationSeconds":15,"renewDeadlineSeconds":10,"retryPeriodSeconds":2,"maximumLagBeforeFailover":67108864}`,
 		string(pg.Spec.LeaderElection.Raw))
-	// Deleting it is refused by the provisioner later, not by the schema now.
 	assert.Equal(t, kubedbv1.DeletionPolicyDoNotTerminate, pg.Spec.DeletionPolicy)
+}
+
+// deletionPolicy DoNotTerminate refuses the deletion itself (manifests/policies), as
+// KubeDB's webhook does: no finalizer holds a half-deleted database whose StatefulSet the
+// garbage collector may already have removed. Another policy lets the deletion through.
+func TestDoNotTerminateRefusesTheDeletion(t *testing.T) {
+	ctx := testContext(t)
+	ns := newNamespace(t, ctx)
+	out, err := kubectlApply(ctx, t, "apiVersion: kubedb.com/v1\nkind: Postgres\nmetadata: {name: keep, namespace: "+ns+"}\n"+
+		"spec: {version: \"16.4\", deletionPolicy: DoNotTerminate}\n")
+	require.NoError(t, err, out)
+	client := pgopsClient(t).KubedbV1().Postgreses(ns)
+	// The API server loads a new policy asynchronously: wait until it refuses.
+	var refusal error
+	require.Eventually(t, func() bool {
+		refusal = client.Delete(ctx, "keep", metav1.DeleteOptions{DryRun: []string{metav1.DryRunAll}})
+		return refusal != nil
+	}, time.Minute, 100*time.Millisecond, "the deletion is refused")
+	assert.Contains(t, refusal.Error(), "has spec.deletionPolicy DoNotTerminate")
+	for _, propagation := range []metav1.DeletionPropagation{metav1.DeletePropagationForeground, metav1.DeletePropagationBackground, metav1.DeletePropagationOrphan} {
+		err := client.Delete(ctx, "keep", metav1.DeleteOptions{PropagationPolicy: &propagation})
+		require.Error(t, err, "propagation %s", propagation)
+		assert.Contains(t, err.Error(), "DoNotTerminate")
+	}
+	pg, err := client.Get(ctx, "keep", metav1.GetOptions{})
+	require.NoError(t, err)
+	assert.Nil(t, pg.DeletionTimestamp, "not even marked for deletion")
+
+	patched, err := cluster.Kubectl(ctx, "patch", "postgres", "keep", "-n", ns, "--type=merge", "-p", `{"spec":{"deletionPolicy":"Delete"}}`)
+	require.NoError(t, err, string(patched))
+	require.NoError(t, client.Delete(ctx, "keep", metav1.DeleteOptions{}))
 }

@@ -62,12 +62,14 @@ func Main(m *testing.M, cluster **localcluster.Cluster, opts localcluster.Option
 }
 
 // InstallCRDsAndRBAC applies manifests/ except the Deployments (tests run the operators
-// as local processes) and waits until the CRDs are served.
+// as local processes): the CRDs, RBAC and admission policies, and waits until the CRDs are
+// served.
 func InstallCRDsAndRBAC(ctx context.Context, c *localcluster.Cluster) error {
 	out, err := c.Kubectl(ctx, "apply",
 		"-f", Path("manifests", "namespace.yaml"),
 		"-f", Path("manifests", "crds"),
-		"-f", Path("manifests", "rbac"))
+		"-f", Path("manifests", "rbac"),
+		"-f", Path("manifests", "policies"))
 	if err != nil {
 		return fmt.Errorf("kubectl apply manifests: %v: %s", err, out)
 	}

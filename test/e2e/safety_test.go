@@ -287,8 +287,9 @@ func TestUserSecretNamedLikeOperatorObjects(t *testing.T) {
 }
 
 // Database "x" has the governing Service "x-pods", the name database "x-pods" wants for its
-// primary Service. The provisioner reports the conflict, a rotation of "x-pods" fails
-// before the pause without touching "x", and "x" itself still rotates.
+// primary Service. The provisioner reports the conflict before it creates anything or adds
+// its finalizer, a rotation of "x-pods" fails before the pause without touching "x", and
+// "x" itself still rotates.
 func TestCollidingDerivedNames(t *testing.T) {
 	parallel(t)
 	ctx := testContext(t, safetyTimeout)
@@ -297,10 +298,17 @@ func TestCollidingDerivedNames(t *testing.T) {
 	rc := rotationCaseFor(t, ctx, ns, "x", 1)
 	rc.writeData(t, ctx)
 
-	createPostgres(t, ctx, ns, "x-pods", 1)
+	// x-pods names a Secret of its own: the ops-manager can plan a rotation of it, and must
+	// still refuse it for the Service it does not control.
+	createUserSecret(t, ctx, ns, "x-pods-own", "postgres", "X-pods-own-password-1")
+	createPostgres(t, ctx, ns, "x-pods", 1, func(pg *kubedbv1.Postgres) {
+		pg.Spec.AuthSecret = &kubedbv1.SecretReference{Name: "x-pods-own", ExternallyManaged: true}
+	})
 	last, cond := waitProvisioningBlocked(t, ctx, ns, "x-pods", provisioner.ReasonObjectConflict)
-	require.NotNil(t, last.Spec.AuthSecret, "the auth Secret is made before the conflicting Service")
 	assert.Contains(t, cond.Message, "Service "+ns+"/x-pods exists and is not controlled by this Postgres")
+	assert.NotContains(t, last.Finalizers, provisioner.Finalizer, "the conflict is found before the finalizer")
+	_, err := env.kube.CoreV1().Secrets(ns).Get(ctx, "x-pods-auth", metav1.GetOptions{})
+	assert.True(t, apierrors.IsNotFound(err), "nothing is created: %v", err)
 	watchForLeaks(t, authCredential(t, ctx, ns, "x-pods").password)
 
 	t.Run("rotating x-pods", func(t *testing.T) {
@@ -311,7 +319,7 @@ func TestCollidingDerivedNames(t *testing.T) {
 		rc.checkUntouched(t, ctx)
 	})
 	t.Run("x to the auth Secret of x-pods", func(t *testing.T) {
-		applyRotateAuth(t, ctx, ns, "rotate-x-to-x-pods-auth", "x", "x-pods-auth")
+		applyRotateAuth(t, ctx, ns, "rotate-x-to-x-pods-auth", "x", "x-pods-own")
 		requireFailedBeforePause(t, ctx, ns, "rotate-x-to-x-pods-auth", opsmanager.ReasonInvalidRequest,
 			"the auth Secret of Postgres x-pods")
 		rc.checkUntouched(t, ctx)

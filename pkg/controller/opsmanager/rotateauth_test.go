@@ -293,6 +293,38 @@ func TestMissingStatefulSetWaitsThenTimesOut(t *testing.T) {
 	assert.Equal(t, ReasonDatabaseNotReady, condition(req, ConditionFailed).Reason)
 }
 
+// A database that has no auth Secret yet (its names are taken by another application's
+// objects, so the provisioner created nothing) cannot be planned for: the request waits
+// within spec.timeout, then fails, instead of retrying for ever.
+func TestDatabaseWithoutAuthSecretWaitsThenTimesOut(t *testing.T) {
+	w := newWorld(t, 1)
+	pg := w.postgres()
+	pg.Spec.AuthSecret = nil
+	_, err := w.pgops.KubedbV1().Postgreses(ns).Update(context.Background(), pg, metav1.UpdateOptions{})
+	require.NoError(t, err)
+	w.newRequest("rotate", func(r *opsv1alpha1.PostgresOpsRequest) {
+		r.Spec.Apply = opsv1alpha1.ApplyOptionAlways
+		r.Spec.Timeout = &metav1.Duration{Duration: 30 * time.Second}
+	})
+	for i := 0; i < 3; i++ {
+		_, _ = w.sync("rotate")
+	}
+	req := w.request("rotate")
+	require.Equal(t, opsv1alpha1.OpsRequestPhasePending, req.Status.Phase)
+	pending := condition(req, ConditionPending)
+	assert.Equal(t, ReasonWaitingForDatabase, pending.Reason)
+	assert.Contains(t, pending.Message, "no auth Secret yet")
+
+	w.clock.Step(31 * time.Second)
+	for i := 0; i < 5 && !w.request("rotate").Status.Phase.Ended(); i++ {
+		_, _ = w.sync("rotate")
+	}
+	req = w.request("rotate")
+	require.Equal(t, opsv1alpha1.OpsRequestPhaseFailed, req.Status.Phase, describe(req))
+	assert.Equal(t, ReasonDatabaseNotReady, condition(req, ConditionFailed).Reason)
+	assert.Contains(t, condition(req, ConditionFailed).Message, "no auth Secret yet")
+}
+
 func TestOneRequestAtATimeAndSupersededSkipped(t *testing.T) {
 	w := newWorld(t, 1)
 	w.newRequest("first")

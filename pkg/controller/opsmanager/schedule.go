@@ -71,6 +71,15 @@ func (c *Controller) schedule(ctx context.Context, req *opsv1alpha1.PostgresOpsR
 
 	// Reject bad input before the database is paused, and decide what the rotation acts on.
 	plan, err := c.planRotation(ctx, req)
+	var permanent *failure
+	if err != nil && !errors.As(err, &permanent) {
+		// A plan that cannot be made yet (no auth Secret yet, a read that failed) is
+		// retried, within spec.timeout like a database that is not ready.
+		if c.waitedTooLong(ctx, req, pg, err.Error()) {
+			return syncResult{}, nil
+		}
+		return syncResult{}, err
+	}
 	if err != nil {
 		return c.failOrRetry(ctx, req, err, syncResult{})
 	}
@@ -91,17 +100,10 @@ func (c *Controller) schedule(ctx context.Context, req *opsv1alpha1.PostgresOpsR
 		ready, why = false, ownership.Error()
 	}
 	if !ready {
-		waitingSince := now
-		if cond := meta.FindStatusCondition(req.Status.Conditions, ConditionPending); cond != nil && cond.Reason == ReasonWaitingForDatabase {
-			waitingSince = cond.LastTransitionTime.Time
-		}
-		timeout := stepTimeout(req)
-		if now.Sub(waitingSince) > timeout {
-			c.fail(ctx, req, ReasonDatabaseNotReady, fmt.Sprintf("Postgres %s was not ready within %s: %s", pg.Name, timeout, why))
+		if c.waitedTooLong(ctx, req, pg, why) {
 			return syncResult{}, nil
 		}
-		c.stayPending(req, ReasonWaitingForDatabase, why)
-		return syncResult{requeueAfter: timeout - now.Sub(waitingSince) + time.Second}, nil
+		return syncResult{requeueAfter: c.waitLeft(req) + time.Second}, nil
 	}
 
 	req.Status.Phase = opsv1alpha1.OpsRequestPhaseProgressing
@@ -111,6 +113,28 @@ func (c *Controller) schedule(ctx context.Context, req *opsv1alpha1.PostgresOpsR
 	setCondition(&req.Status.Conditions, ConditionRotateAuth, metav1.ConditionTrue, "Started", msg, req.Generation, now)
 	c.recorder.Event(req, corev1.EventTypeNormal, "Starting", msg)
 	return syncResult{}, nil
+}
+
+// waitedTooLong records that req waits for its database, for the reason why, and fails it
+// once it has waited longer than spec.timeout; it reports whether it failed it.
+func (c *Controller) waitedTooLong(ctx context.Context, req *opsv1alpha1.PostgresOpsRequest, pg *kubedbv1.Postgres, why string) bool {
+	if c.waitLeft(req) < 0 {
+		c.fail(ctx, req, ReasonDatabaseNotReady, fmt.Sprintf("Postgres %s was not ready within %s: %s", pg.Name, stepTimeout(req), why))
+		return true
+	}
+	c.stayPending(req, ReasonWaitingForDatabase, why)
+	return false
+}
+
+// waitLeft is how much longer req may wait for its database: spec.timeout from when it
+// started waiting (now, when it was not waiting yet).
+func (c *Controller) waitLeft(req *opsv1alpha1.PostgresOpsRequest) time.Duration {
+	now := c.clock.Now()
+	waitingSince := now
+	if cond := meta.FindStatusCondition(req.Status.Conditions, ConditionPending); cond != nil && cond.Reason == ReasonWaitingForDatabase {
+		waitingSince = cond.LastTransitionTime.Time
+	}
+	return stepTimeout(req) - now.Sub(waitingSince)
 }
 
 func (c *Controller) stayPending(req *opsv1alpha1.PostgresOpsRequest, reason, message string) {

@@ -19,6 +19,7 @@ import (
 // Reasons of the cleanup of a request that stopped past the point of no return.
 const (
 	ReasonNamespaceTerminating = "NamespaceTerminating"
+	ReasonSecretRestored       = "SecretRestored"
 	ReasonRolledForward        = "RolledForward"
 	ReasonFinishingRestarts    = "FinishingRestarts"
 	ReasonStandbysNeedRestart  = "StandbysNeedRestart"
@@ -41,8 +42,8 @@ func (c *Controller) cleanUp(ctx context.Context, req *opsv1alpha1.PostgresOpsRe
 		return syncResult{}, err
 	}
 	keepStaged := false
-	if req.Status.RotateAuth != nil && req.Status.Phase != opsv1alpha1.OpsRequestPhaseSuccessful {
-		res, keep, err := c.finishStopped(ctx, req)
+	if req.Status.RotateAuth != nil {
+		res, keep, err := c.finishRotation(ctx, req)
 		if apierrors.HasStatusCause(err, corev1.NamespaceTerminatingCause) {
 			// Nothing can be created in a namespace being deleted (a deleted Secret written
 			// again), and all of it goes, the data included: retrying would hold the
@@ -72,16 +73,64 @@ func (c *Controller) cleanUp(ctx context.Context, req *opsv1alpha1.PostgresOpsRe
 	return syncResult{}, nil
 }
 
-// finishStopped finishes a request that stopped before it succeeded: the Secrets are rolled
-// forward to the credential PostgreSQL has, and the standbys restarted on it. keepStaged says
-// the staged credential must be kept (see rollForward's uncertain).
-func (c *Controller) finishStopped(ctx context.Context, req *opsv1alpha1.PostgresOpsRequest) (res syncResult, keepStaged bool, err error) {
-	published, uncertain, err := c.rollForward(ctx, req)
-	if err != nil || !published {
-		return syncResult{}, uncertain, err
+// finishRotation makes sure, before the staged copy of the credential goes, that the
+// Secrets agree with PostgreSQL: for a request that stopped before it succeeded, the Secrets
+// are rolled forward to the credential PostgreSQL has and the standbys restarted on it; for
+// every request whose credential PostgreSQL has, the target Secret holds it (restoreTarget).
+// keepStaged says the staged credential must be kept (see rollForward's uncertain).
+func (c *Controller) finishRotation(ctx context.Context, req *opsv1alpha1.PostgresOpsRequest) (res syncResult, keepStaged bool, err error) {
+	succeeded := req.Status.Phase == opsv1alpha1.OpsRequestPhaseSuccessful
+	if !succeeded {
+		published, uncertain, err := c.rollForward(ctx, req)
+		if err != nil || !published {
+			return syncResult{}, uncertain, err
+		}
+	}
+	if err := c.restoreTarget(ctx, req); err != nil {
+		return syncResult{}, false, err
+	}
+	if succeeded {
+		return syncResult{}, false, nil
 	}
 	res, err = c.finishRestarts(ctx, req)
-	return res, uncertain, err
+	return res, false, err
+}
+
+// restoreTarget writes the staged credential into the target Secret again when it no longer
+// holds it: after the request wrote it, another actor changed it back (a GitOps self-heal,
+// a secret operator's refresh, a stale kubectl apply) or deleted it. PostgreSQL has the
+// staged credential, and the staged copy may be the only one left, so it is released only
+// once the Secret holds it again. Call it only when PostgreSQL has the staged credential.
+func (c *Controller) restoreTarget(ctx context.Context, req *opsv1alpha1.PostgresOpsRequest) error {
+	secret, err := c.getStaged(ctx, req)
+	var conflict *failure
+	if errors.As(err, &conflict) || (err == nil && secret == nil) {
+		return nil // nothing staged by this request
+	}
+	if err != nil {
+		return err
+	}
+	staged, err := stagedFrom(secret)
+	if err != nil {
+		return nil
+	}
+	target := req.Status.RotateAuth.TargetSecret
+	current, _, readErr := c.readCredential(ctx, req.Namespace, target)
+	if readErr == nil && current == staged {
+		return nil
+	}
+	if readErr != nil && !apierrors.IsNotFound(readErr) {
+		return readErr
+	}
+	// A deleted Secret is created again, and putCredential says so in an event of its own.
+	if err := c.putCredential(ctx, req, target, staged, nil, c.clock.Now()); err != nil {
+		return err
+	}
+	if readErr == nil {
+		c.recorder.Eventf(req, corev1.EventTypeWarning, ReasonSecretRestored,
+			"Secret %s no longer held the credential PostgreSQL has: another actor changed it during the rotation; it is written again from the staged copy", target)
+	}
+	return nil
 }
 
 // rollForward makes the Secrets agree with PostgreSQL after a request stopped part-way,

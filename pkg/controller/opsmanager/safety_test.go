@@ -417,6 +417,73 @@ func TestUserSecretChangedPastPointOfNoReturn(t *testing.T) {
 	}
 }
 
+// Issue 26, item 3: after UpdateCredential wrote the new credential, another actor changes
+// the Secret back (an Argo CD self-heal, an External Secrets refresh, a stale kubectl
+// apply) or deletes it. The staged copy is then the only one of the password PostgreSQL
+// has: it is released only once the Secret holds that password again.
+func TestSecretChangedAfterUpdateCredentialNeverCostsTheOnlyCopy(t *testing.T) {
+	type change struct {
+		secret string
+		apply  func(w *world, secret string)
+	}
+	reverted := func(w *world, secret string) {
+		s := w.secret(secret)
+		s.Data["password"] = []byte(oldPassword)
+		delete(s.Data, "password.prev")
+		require.NoError(t, w.kube.Tracker().Update(corev1.SchemeGroupVersion.WithResource("secrets"), s, ns))
+	}
+	deleted := func(w *world, secret string) {
+		require.NoError(t, w.kube.CoreV1().Secrets(ns).Delete(context.Background(), secret, metav1.DeleteOptions{}))
+	}
+	for name, tc := range map[string]struct {
+		replicas int32
+		user     bool
+		change   func(w *world, secret string)
+	}{
+		"generated, 1 replica, reverted":     {1, false, reverted},
+		"generated, 3 replicas, reverted":    {3, false, reverted},
+		"user-provided, 3 replicas, deleted": {3, true, deleted},
+		"user-provided, 1 replica, reverted": {1, true, reverted},
+		"generated, 1 replica, deleted":      {1, false, deleted},
+	} {
+		t.Run(name, func(t *testing.T) {
+			w := newWorld(t, tc.replicas)
+			target := dbName + "-auth"
+			var mutate []func(*opsv1alpha1.PostgresOpsRequest)
+			if tc.user {
+				target = "mine"
+				w.userSecret("mine", map[string]string{"username": superuser, "password": "Users-Own-Password-1"})
+				mutate = append(mutate, userProvided("mine"))
+			}
+			w.newRequest("rotate", mutate...)
+			req := w.syncUntil("rotate", 60, func(r *opsv1alpha1.PostgresOpsRequest) bool {
+				return isTrue(r.Status.Conditions, ConditionUpdateCredential)
+			})
+			staged := req.Status.RotateAuth.StagedSecret
+			tc.change(w, target)
+			for i := 0; i < 80; i++ {
+				if _, err := w.pgops.OpsV1alpha1().PostgresOpsRequests(ns).Get(context.Background(), "rotate", metav1.GetOptions{}); err == nil {
+					if r := w.request("rotate"); r.Status.Phase.Ended() && !hasFinalizer(r) {
+						break
+					}
+				}
+				_, _ = w.sync("rotate")
+				w.clock.Step(10 * time.Second)
+			}
+			req = w.request("rotate")
+			require.True(t, req.Status.Phase.Ended() && !hasFinalizer(req), describe(req))
+			secret := w.secret(target)
+			assert.Equal(t, w.db.password(superuser), string(secret.Data["password"]),
+				"the Secret holds the password PostgreSQL has again (%s)", describe(req))
+			_, err := w.kube.CoreV1().Secrets(ns).Get(context.Background(), staged, metav1.GetOptions{})
+			assert.True(t, apierrors.IsNotFound(err), "the staged copy goes once the Secret holds it")
+			assert.Equal(t, 1, w.db.setCalls, "never a second password")
+			w.drainEvents()
+			assert.Regexp(t, "Warning (SecretRestored|SecretRecreated) ", strings.Join(w.events, "\n"), "an event says the Secret was written again")
+		})
+	}
+}
+
 // Item 8: a request deleted in the middle of RestartNodes on 3 replicas finishes the job in
 // cleanup: the standby still on the old revision is restarted; the primary, which does not
 // need it, is not.

@@ -65,7 +65,7 @@ func TestPlanPodsPerRestartMode(t *testing.T) {
 			if tc.mutate != nil {
 				tc.mutate(pg, p)
 			}
-			planPods(p, pg)
+			planPods(p, pg, ptr.Deref(pg.Spec.Replicas, 1))
 			assert.Equal(t, tc.want, plan{restart: p.RestartPods, repoint: p.RepointPods, kept: p.KeptPods})
 			if tc.note != "" {
 				require.Len(t, p.Notes, 1)

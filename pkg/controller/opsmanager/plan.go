@@ -8,6 +8,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/utils/ptr"
 
 	kubedbv1 "github.com/pgops/pgops/pkg/apis/kubedb/v1"
 	opsv1alpha1 "github.com/pgops/pgops/pkg/apis/ops/v1alpha1"
@@ -64,7 +65,7 @@ func (c *Controller) planRotation(ctx context.Context, req *opsv1alpha1.Postgres
 	}
 
 	plan.RestartMode = restartMode(req)
-	planPods(plan, pg)
+	planPods(plan, pg, ptr.Deref(pg.Spec.Replicas, 1))
 	return plan, nil
 }
 
@@ -86,11 +87,12 @@ func restartMode(req *opsv1alpha1.PostgresOpsRequest) opsv1alpha1.RestartMode {
 //   - the primary restarts last, in mode AllPods only, and never when its storage is
 //     Ephemeral (a restart would erase its data). It needs no restart in any mode: the new
 //     password is set over SQL and pods read it only at initdb.
-func planPods(plan *opsv1alpha1.RotateAuthPlan, pg *kubedbv1.Postgres) {
-	replicas := int32(1)
-	if pg.Spec.Replicas != nil && *pg.Spec.Replicas > 0 {
-		replicas = *pg.Spec.Replicas
-	}
+//
+// replicas is how many pods the database runs: spec.replicas when the request is planned,
+// the paused StatefulSet's when UpdateStatefulSets follows a scale (followScale).
+func planPods(plan *opsv1alpha1.RotateAuthPlan, pg *kubedbv1.Postgres, replicas int32) {
+	plan.RestartPods, plan.RepointPods, plan.KeptPods = nil, nil, nil
+	replicas = max(replicas, 1)
 	warm := pg.Spec.StandbyMode != nil && *pg.Spec.StandbyMode == kubedbv1.StandbyModeWarm
 	for ordinal := replicas - 1; ordinal >= 1; ordinal-- {
 		name := podName(pg.Name, ordinal)

@@ -9,6 +9,7 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
@@ -482,6 +483,56 @@ func TestSecretChangedAfterUpdateCredentialNeverCostsTheOnlyCopy(t *testing.T) {
 			assert.Regexp(t, "Warning (SecretRestored|SecretRecreated) ", strings.Join(w.events, "\n"), "an event says the Secret was written again")
 		})
 	}
+}
+
+// Issue 26, item 8: the database is scaled between the request's plan and its pause. The
+// plan follows what the StatefulSet runs once the pause freezes it: standbys the provisioner
+// added before the pause are restarted onto the new credential, and standbys it never
+// created are not waited for (the provisioner scales after the resume, from the new
+// template).
+func TestScaleBetweenPlanAndPauseIsFollowed(t *testing.T) {
+	scale := func(w *world, replicas int32, podsToo bool) {
+		pg := w.postgres()
+		pg.Spec.Replicas = ptr.To(replicas)
+		_, err := w.pgops.KubedbV1().Postgreses(ns).Update(context.Background(), pg, metav1.UpdateOptions{})
+		require.NoError(t, err)
+		if !podsToo {
+			return
+		}
+		sts, err := w.kube.AppsV1().StatefulSets(ns).Get(context.Background(), dbName, metav1.GetOptions{})
+		require.NoError(t, err)
+		sts.Spec.Replicas = ptr.To(replicas)
+		require.NoError(t, w.kube.Tracker().Update(appsv1.SchemeGroupVersion.WithResource("statefulsets"), sts, ns))
+		for i := int32(1); i < replicas; i++ {
+			w.create(w.readyPod(fmt.Sprintf("%s-%d", dbName, i), sts.Status.UpdateRevision))
+		}
+		w.db.mu.Lock()
+		w.db.standbys = int(replicas) - 1
+		w.db.mu.Unlock()
+	}
+	t.Run("scaled up before the pause: the new standbys are restarted too", func(t *testing.T) {
+		w := newWorld(t, 1)
+		w.provisionerConfirmsPause = false
+		w.newRequest("rotate")
+		req := w.syncUntil("rotate", 10, func(r *opsv1alpha1.PostgresOpsRequest) bool { return r.Status.RotateAuth != nil })
+		require.Equal(t, []string{dbName + "-0"}, req.Status.RotateAuth.RestartPods, "planned on one replica")
+		scale(w, 3, true) // the provisioner scaled before it granted the pause
+		w.provisionerConfirmsPause = true
+		req = w.runUntilDone("rotate", 80)
+		require.Equal(t, opsv1alpha1.OpsRequestPhaseSuccessful, req.Status.Phase, describe(req))
+		assert.Equal(t, []string{dbName + "-2", dbName + "-1", dbName + "-0"}, req.Status.RotateAuth.RestartPods)
+		assert.ElementsMatch(t, []string{dbName + "-2", dbName + "-1", dbName + "-0"}, w.evictions())
+		w.requireCredentialWorks()
+	})
+	t.Run("scaled up, StatefulSet not yet: nothing waits for pods the pause keeps from being created", func(t *testing.T) {
+		w := newWorld(t, 1)
+		scale(w, 3, false) // spec says 3; the provisioner has not scaled the StatefulSet yet
+		w.newRequest("rotate")
+		req := w.runUntilDone("rotate", 60)
+		require.Equal(t, opsv1alpha1.OpsRequestPhaseSuccessful, req.Status.Phase, describe(req))
+		assert.Equal(t, []string{dbName + "-0"}, req.Status.RotateAuth.RestartPods)
+		w.requireCredentialWorks()
+	})
 }
 
 // Item 8: a request deleted in the middle of RestartNodes on 3 replicas finishes the job in

@@ -10,6 +10,8 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/util/retry"
+	"k8s.io/klog/v2"
+	"k8s.io/utils/ptr"
 
 	kubedbv1 "github.com/pgops/pgops/pkg/apis/kubedb/v1"
 	opsv1alpha1 "github.com/pgops/pgops/pkg/apis/ops/v1alpha1"
@@ -25,6 +27,9 @@ func (c *Controller) updateStatefulSets(ctx context.Context, r *rotation) (outco
 	if err != nil {
 		return outcome{}, err
 	}
+	if err := c.followScale(ctx, r.req, written); err != nil {
+		return outcome{}, err
+	}
 	if len(r.req.Status.RotateAuth.RestartPods) == 0 {
 		// No pod restarts in this rotation, so nothing waits for the new revision: a pod
 		// started later (re-created, or after its container exits) gets the new template.
@@ -37,6 +42,28 @@ func (c *Controller) updateStatefulSets(ctx context.Context, r *rotation) (outco
 		return answerAwaited("waiting for the StatefulSet controller to observe the new pod template"), nil
 	}
 	return completed("StatefulSet %s uses Secret %s (revision %s)", sts.Name, secretName, sts.Status.UpdateRevision), nil
+}
+
+// followScale makes the plan's pods the ones the StatefulSet runs now that the pause has
+// frozen it: the plan took them from spec.replicas before the pause, and the provisioner may
+// have scaled the StatefulSet since (its new standbys run the old credential and must be
+// restarted or re-pointed too), or not yet (the pods spec.replicas adds are created only
+// after the resume, from the new template, and must not be waited for). The new plan is
+// recorded with the step, before any pod restarts.
+func (c *Controller) followScale(ctx context.Context, req *opsv1alpha1.PostgresOpsRequest, sts *appsv1.StatefulSet) error {
+	plan := req.Status.RotateAuth
+	running := ptr.Deref(sts.Spec.Replicas, 1)
+	if int(running) == len(plan.RestartPods)+len(plan.RepointPods)+len(plan.KeptPods) {
+		return nil
+	}
+	pg, err := c.liveDatabase(ctx, req)
+	if err != nil {
+		return err
+	}
+	planPods(plan, pg, running)
+	klog.FromContext(ctx).Info("The plan follows the StatefulSet's replicas", "replicas", running,
+		"restart", plan.RestartPods, "repoint", plan.RepointPods, "keep", plan.KeptPods)
+	return nil
 }
 
 // pointStatefulSetAt writes the credential references and the rotation marker into the

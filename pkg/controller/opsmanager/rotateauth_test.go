@@ -229,6 +229,39 @@ func TestApplyAlwaysRunsOnAProvisionedDatabase(t *testing.T) {
 	assert.Equal(t, opsv1alpha1.OpsRequestPhaseSuccessful, req.Status.Phase, describe(req))
 }
 
+// newWaitingRequest creates request "rotate" with apply and a 30 s spec.timeout.
+func (w *world) newWaitingRequest(apply opsv1alpha1.ApplyOption) {
+	w.newRequest("rotate", func(r *opsv1alpha1.PostgresOpsRequest) {
+		r.Spec.Apply = apply
+		r.Spec.Timeout = &metav1.Duration{Duration: 30 * time.Second}
+	})
+}
+
+// requireWaitsThenTimesOut syncs request "rotate" (see newWaitingRequest) a few times and
+// checks that it waits for its database saying why, then that it fails DatabaseNotReady, saying
+// why, once its spec.timeout has passed; it is never paused. Sync errors are retries.
+func (w *world) requireWaitsThenTimesOut(why string) {
+	w.t.Helper()
+	for i := 0; i < 3; i++ {
+		_, _ = w.sync("rotate")
+	}
+	req := w.request("rotate")
+	require.Equal(w.t, opsv1alpha1.OpsRequestPhasePending, req.Status.Phase, describe(req))
+	pending := condition(req, ConditionPending)
+	assert.Equal(w.t, ReasonWaitingForDatabase, pending.Reason)
+	assert.Contains(w.t, pending.Message, why)
+
+	w.clock.Step(31 * time.Second)
+	for i := 0; i < 5 && !w.request("rotate").Status.Phase.Ended(); i++ {
+		_, _ = w.sync("rotate")
+	}
+	req = w.request("rotate")
+	require.Equal(w.t, opsv1alpha1.OpsRequestPhaseFailed, req.Status.Phase, describe(req))
+	assert.Equal(w.t, ReasonDatabaseNotReady, condition(req, ConditionFailed).Reason)
+	assert.Contains(w.t, condition(req, ConditionFailed).Message, why)
+	assert.Nil(w.t, w.postgres().Status.PausedBy, "never paused")
+}
+
 // A halted database has no pods to rotate: even apply: Always waits for it within
 // spec.timeout, then fails, instead of waiting forever and running whenever it is un-halted.
 func TestHaltedDatabaseWaitsThenTimesOutWhateverApply(t *testing.T) {
@@ -246,27 +279,8 @@ func TestHaltedDatabaseWaitsThenTimesOutWhateverApply(t *testing.T) {
 			require.NoError(t, err)
 			require.NoError(t, w.kube.AppsV1().StatefulSets(ns).Delete(context.Background(), dbName, metav1.DeleteOptions{}))
 			require.NoError(t, w.kube.CoreV1().Services(ns).Delete(context.Background(), dbName, metav1.DeleteOptions{}))
-			w.newRequest("rotate", func(r *opsv1alpha1.PostgresOpsRequest) {
-				r.Spec.Apply = apply
-				r.Spec.Timeout = &metav1.Duration{Duration: 30 * time.Second}
-			})
-
-			for i := 0; i < 3; i++ {
-				_, err := w.sync("rotate")
-				require.NoError(t, err)
-			}
-			req := w.request("rotate")
-			require.Equal(t, opsv1alpha1.OpsRequestPhasePending, req.Status.Phase)
-			pending := condition(req, ConditionPending)
-			assert.Equal(t, ReasonWaitingForDatabase, pending.Reason)
-			assert.Contains(t, pending.Message, "halted")
-
-			w.clock.Step(31 * time.Second)
-			req = w.runUntilDone("rotate", 5)
-			require.Equal(t, opsv1alpha1.OpsRequestPhaseFailed, req.Status.Phase)
-			assert.Equal(t, ReasonDatabaseNotReady, condition(req, ConditionFailed).Reason)
-			assert.Contains(t, condition(req, ConditionFailed).Message, "halted")
-			assert.Nil(t, w.postgres().Status.PausedBy, "never paused")
+			w.newWaitingRequest(apply)
+			w.requireWaitsThenTimesOut("halted")
 		})
 	}
 }
@@ -276,21 +290,8 @@ func TestHaltedDatabaseWaitsThenTimesOutWhateverApply(t *testing.T) {
 func TestMissingStatefulSetWaitsThenTimesOut(t *testing.T) {
 	w := newWorld(t, 1)
 	require.NoError(t, w.kube.AppsV1().StatefulSets(ns).Delete(context.Background(), dbName, metav1.DeleteOptions{}))
-	w.newRequest("rotate", func(r *opsv1alpha1.PostgresOpsRequest) {
-		r.Spec.Apply = opsv1alpha1.ApplyOptionAlways
-		r.Spec.Timeout = &metav1.Duration{Duration: 30 * time.Second}
-	})
-	for i := 0; i < 3; i++ {
-		_, err := w.sync("rotate")
-		require.NoError(t, err)
-	}
-	req := w.request("rotate")
-	require.Equal(t, opsv1alpha1.OpsRequestPhasePending, req.Status.Phase)
-	assert.Contains(t, condition(req, ConditionPending).Message, "StatefulSet")
-	w.clock.Step(31 * time.Second)
-	req = w.runUntilDone("rotate", 5)
-	require.Equal(t, opsv1alpha1.OpsRequestPhaseFailed, req.Status.Phase)
-	assert.Equal(t, ReasonDatabaseNotReady, condition(req, ConditionFailed).Reason)
+	w.newWaitingRequest(opsv1alpha1.ApplyOptionAlways)
+	w.requireWaitsThenTimesOut("StatefulSet")
 }
 
 // A database that has no auth Secret yet (its names are taken by another application's
@@ -302,27 +303,8 @@ func TestDatabaseWithoutAuthSecretWaitsThenTimesOut(t *testing.T) {
 	pg.Spec.AuthSecret = nil
 	_, err := w.pgops.KubedbV1().Postgreses(ns).Update(context.Background(), pg, metav1.UpdateOptions{})
 	require.NoError(t, err)
-	w.newRequest("rotate", func(r *opsv1alpha1.PostgresOpsRequest) {
-		r.Spec.Apply = opsv1alpha1.ApplyOptionAlways
-		r.Spec.Timeout = &metav1.Duration{Duration: 30 * time.Second}
-	})
-	for i := 0; i < 3; i++ {
-		_, _ = w.sync("rotate")
-	}
-	req := w.request("rotate")
-	require.Equal(t, opsv1alpha1.OpsRequestPhasePending, req.Status.Phase)
-	pending := condition(req, ConditionPending)
-	assert.Equal(t, ReasonWaitingForDatabase, pending.Reason)
-	assert.Contains(t, pending.Message, "no auth Secret yet")
-
-	w.clock.Step(31 * time.Second)
-	for i := 0; i < 5 && !w.request("rotate").Status.Phase.Ended(); i++ {
-		_, _ = w.sync("rotate")
-	}
-	req = w.request("rotate")
-	require.Equal(t, opsv1alpha1.OpsRequestPhaseFailed, req.Status.Phase, describe(req))
-	assert.Equal(t, ReasonDatabaseNotReady, condition(req, ConditionFailed).Reason)
-	assert.Contains(t, condition(req, ConditionFailed).Message, "no auth Secret yet")
+	w.newWaitingRequest(opsv1alpha1.ApplyOptionAlways)
+	w.requireWaitsThenTimesOut("no auth Secret yet")
 }
 
 func TestOneRequestAtATimeAndSupersededSkipped(t *testing.T) {

@@ -18,7 +18,6 @@ import (
 
 	kubedbv1 "github.com/pgops/pgops/pkg/apis/kubedb/v1"
 	opsv1alpha1 "github.com/pgops/pgops/pkg/apis/ops/v1alpha1"
-	"github.com/pgops/pgops/pkg/controller/opsmanager"
 	"github.com/pgops/pgops/pkg/controller/provisioner"
 	"github.com/pgops/pgops/pkg/credential"
 )
@@ -164,16 +163,25 @@ func TestScaleRightAfterARotationIsCreated(t *testing.T) {
 	rc.checkRotated(t, ctx, "rotate") // the new standbys stream with the new credential
 }
 
-// `kubectl delete ns` in the middle of a rotation: the request's cleanup, the staged
-// credential's finalizer and the Postgres's finalizer all let go, and the namespace is gone
-// within the request's spec.timeout (5m) although the API server refuses every create in it.
+// `kubectl delete ns` in the middle of a rotation, past the point of no return: PostgreSQL
+// has the new credential and the auth Secret does not yet (the ops-manager may not update
+// Secrets meanwhile). The namespace controller deletes the auth Secret, and the API server
+// refuses every create in a namespace being deleted, so cleanup cannot write it again; the
+// request's, the staged credential's and the Postgres's finalizers must all let go, and the
+// namespace be gone within the request's spec.timeout (5m).
 func TestNamespaceDeletedMidRotation(t *testing.T) {
-	parallel(t)
+	// Not parallel: it takes Secret updates away from the shared ops-manager.
 	ctx := testContext(t, safetyTimeout)
 	rc := newRotationCase(t, ctx, 1)
+	restore := withoutSecretUpdates(t, ctx)
 	applyRotateAuth(t, ctx, rc.ns, "rotate", rc.db, "")
-	waitRequest(t, ctx, rc.ns, "rotate", conditionTrue(opsmanager.ConditionUpdateCredential))
+	waitRequest(t, ctx, rc.ns, "rotate", credentialUnpublished)
 	require.NoError(t, env.kube.CoreV1().Namespaces().Delete(ctx, rc.ns, metav1.DeleteOptions{}))
+	poll(t, ctx, "the namespace controller to delete the auth Secret", func(ctx context.Context) (bool, error) {
+		_, err := env.kube.CoreV1().Secrets(rc.ns).Get(ctx, rc.db+"-auth", metav1.GetOptions{})
+		return apierrors.IsNotFound(err), nil
+	}, func() string { return "still there" })
+	restore()
 	deadline, cancel := context.WithTimeout(ctx, 5*time.Minute)
 	defer cancel()
 	var left string

@@ -86,8 +86,9 @@ func (c *Controller) finishRotation(ctx context.Context, req *opsv1alpha1.Postgr
 			return syncResult{}, uncertain, err
 		}
 	}
-	if err := c.restoreTarget(ctx, req); err != nil {
-		return syncResult{}, false, err
+	gone, err := c.restoreTarget(ctx, req)
+	if err != nil || gone {
+		return syncResult{}, gone, err
 	}
 	if succeeded {
 		return syncResult{}, false, nil
@@ -98,39 +99,56 @@ func (c *Controller) finishRotation(ctx context.Context, req *opsv1alpha1.Postgr
 
 // restoreTarget writes the staged credential into the target Secret again when it no longer
 // holds it: after the request wrote it, another actor changed it back (a GitOps self-heal,
-// a secret operator's refresh, a stale kubectl apply) or deleted it. PostgreSQL has the
-// staged credential, and the staged copy may be the only one left, so it is released only
-// once the Secret holds it again. Call it only when PostgreSQL has the staged credential.
-func (c *Controller) restoreTarget(ctx context.Context, req *opsv1alpha1.PostgresOpsRequest) error {
+// a secret operator's refresh, a stale kubectl apply), made it unusable or deleted it.
+// PostgreSQL has the staged credential, and the staged copy may be the only one left, so it
+// is released only once the Secret holds it again. Call it only when PostgreSQL has the
+// staged credential.
+//
+// gone says the planned database is gone or replaced: its Secret may now be another
+// database's, or deleted by its WipeOut, so nothing is written, and the staged Secret is
+// kept (rollForward's uncertain) with a Warning event.
+func (c *Controller) restoreTarget(ctx context.Context, req *opsv1alpha1.PostgresOpsRequest) (gone bool, err error) {
 	secret, err := c.getStaged(ctx, req)
 	var conflict *failure
 	if errors.As(err, &conflict) || (err == nil && secret == nil) {
-		return nil // nothing staged by this request
+		return false, nil // nothing staged by this request
 	}
 	if err != nil {
-		return err
+		return false, err
 	}
 	staged, err := stagedFrom(secret)
 	if err != nil {
-		return nil
+		return false, nil
 	}
-	target := req.Status.RotateAuth.TargetSecret
-	current, _, readErr := c.readCredential(ctx, req.Namespace, target)
+	plan := req.Status.RotateAuth
+	current, _, readErr := c.readCredential(ctx, req.Namespace, plan.TargetSecret)
 	if readErr == nil && current == staged {
-		return nil
+		return false, nil
 	}
-	if readErr != nil && !apierrors.IsNotFound(readErr) {
-		return readErr
+	var unusable *failure
+	if readErr != nil && !apierrors.IsNotFound(readErr) && !errors.As(readErr, &unusable) {
+		return false, readErr
 	}
-	// A deleted Secret is created again, and putCredential says so in an event of its own.
-	if err := c.putCredential(ctx, req, target, staged, nil, c.clock.Now()); err != nil {
-		return err
+	if _, err := c.liveDatabase(ctx, req); err != nil {
+		var replaced *failure
+		if !errors.As(err, &replaced) {
+			return false, err
+		}
+		c.recorder.Eventf(req, corev1.EventTypeWarning, "StagedCredentialKept",
+			"Secret %s no longer holds the credential PostgreSQL had when Postgres %s went away; Secret %s keeps it: "+
+				"use it if the kept data needs it, then delete Secret %s", plan.TargetSecret, req.Spec.DatabaseRef.Name, plan.StagedSecret, plan.StagedSecret)
+		return true, nil
 	}
-	if readErr == nil {
+	// A deleted Secret is created again, and putCredential says so in an event of its own;
+	// an unusable one (a key removed) is overwritten.
+	if err := c.putCredential(ctx, req, plan.TargetSecret, staged, nil, c.clock.Now()); err != nil {
+		return false, err
+	}
+	if readErr == nil || errors.As(readErr, &unusable) {
 		c.recorder.Eventf(req, corev1.EventTypeWarning, ReasonSecretRestored,
-			"Secret %s no longer held the credential PostgreSQL has: another actor changed it during the rotation; it is written again from the staged copy", target)
+			"Secret %s no longer held the credential PostgreSQL has: another actor changed it during the rotation; it is written again from the staged copy", plan.TargetSecret)
 	}
-	return nil
+	return false, nil
 }
 
 // rollForward makes the Secrets agree with PostgreSQL after a request stopped part-way,

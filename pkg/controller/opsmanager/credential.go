@@ -221,6 +221,7 @@ func (c *Controller) putCredential(ctx context.Context, req *opsv1alpha1.Postgre
 			if name == generatedSecretName(req.Spec.DatabaseRef.Name) {
 				// The provisioner adopts its own Secret again by these labels.
 				fresh.Labels = databaseLabels(req.Spec.DatabaseRef.Name)
+				fresh.Annotations = kubedbv1.NeverPrunedAnnotations()
 			}
 			setCredential(fresh, auth, prev, now)
 			if _, err := secrets.Create(ctx, fresh, metav1.CreateOptions{FieldManager: FieldManager}); err != nil {

@@ -48,6 +48,14 @@ func (c *Controller) planRotation(ctx context.Context, req *opsv1alpha1.Postgres
 		return nil, err
 	}
 	if ref := userSecretRef(req); ref != nil {
+		if pg.Spec.StorageType == kubedbv1.StorageTypeEphemeral && (pg.Spec.DeletionPolicy == kubedbv1.DeletionPolicyHalt || pg.Spec.Halted) {
+			// The rotation names the user's Secret in spec.authSecret, and the API server
+			// refuses any spec change of a Postgres that promises to keep Ephemeral data:
+			// refused here, before the pause, rather than past the point of no return.
+			return nil, fatal(ReasonInvalidRequest, "Postgres %s has storageType Ephemeral with deletionPolicy Halt or halted: true, "+
+				"which keep data Ephemeral storage cannot keep and which the API server no longer accepts in a spec change; "+
+				"set deletionPolicy to Delete or WipeOut (and halted to false) first", pg.Name)
+		}
 		if req.Labels[opsv1alpha1.LabelTrigger] == opsv1alpha1.TriggerAuthSecretChanged && pg.Spec.AuthSecret.Name != ref.Name {
 			// pgops created this request for a change of spec.authSecret.name that has been
 			// changed again (or back) since: rotating would undo the user's latest word.

@@ -307,6 +307,25 @@ func TestDatabaseWithoutAuthSecretWaitsThenTimesOut(t *testing.T) {
 	w.requireWaitsThenTimesOut("no auth Secret yet")
 }
 
+// A Postgres created before the API server refused Halt on Ephemeral storage cannot take the
+// spec change a rotation to a user's Secret makes: the request is refused before the pause.
+func TestUserRotationOfAnEphemeralHaltDatabaseIsRefusedBeforeThePause(t *testing.T) {
+	w := newWorld(t, 1)
+	pg := w.postgres()
+	pg.Spec.StorageType = kubedbv1.StorageTypeEphemeral
+	pg.Spec.DeletionPolicy = kubedbv1.DeletionPolicyHalt
+	_, err := w.pgops.KubedbV1().Postgreses(ns).Update(context.Background(), pg, metav1.UpdateOptions{})
+	require.NoError(t, err)
+	w.userSecret("mine", map[string]string{"username": superuser, "password": "Users-Own-Password-1"})
+	w.newRequest("rotate", userProvided("mine"))
+	req := w.runUntilDone("rotate", 10)
+	require.Equal(t, opsv1alpha1.OpsRequestPhaseFailed, req.Status.Phase, describe(req))
+	assert.Equal(t, ReasonInvalidRequest, condition(req, ConditionFailed).Reason)
+	assert.Contains(t, condition(req, ConditionFailed).Message, "deletionPolicy")
+	assert.Nil(t, condition(req, ConditionPauseDatabase), "refused before the pause")
+	assert.Equal(t, 0, w.db.setCalls)
+}
+
 func TestOneRequestAtATimeAndSupersededSkipped(t *testing.T) {
 	w := newWorld(t, 1)
 	w.newRequest("first")

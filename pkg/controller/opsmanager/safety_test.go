@@ -535,6 +535,63 @@ func TestScaleBetweenPlanAndPauseIsFollowed(t *testing.T) {
 	})
 }
 
+// Found by review: another actor removes the password key from the Secret after
+// UpdateCredential wrote it. Cleanup overwrites the unusable Secret from the staged copy
+// instead of retrying for ever with the request's finalizer held.
+func TestUnusableTargetSecretIsWrittenAgain(t *testing.T) {
+	w := newWorld(t, 1)
+	w.newRequest("rotate")
+	req := w.syncUntil("rotate", 60, func(r *opsv1alpha1.PostgresOpsRequest) bool {
+		return isTrue(r.Status.Conditions, ConditionUpdateCredential)
+	})
+	s := w.secret(dbName + "-auth")
+	delete(s.Data, "password")
+	require.NoError(t, w.kube.Tracker().Update(corev1.SchemeGroupVersion.WithResource("secrets"), s, ns))
+	for i := 0; i < 80 && !(w.request("rotate").Status.Phase.Ended() && !hasFinalizer(w.request("rotate"))); i++ {
+		_, _ = w.sync("rotate")
+		w.clock.Step(10 * time.Second)
+	}
+	req = w.request("rotate")
+	require.False(t, hasFinalizer(req), describe(req))
+	assert.Equal(t, w.db.password(superuser), string(w.secret(dbName + "-auth").Data["password"]))
+	_, err := w.kube.CoreV1().Secrets(ns).Get(context.Background(), req.Status.RotateAuth.StagedSecret, metav1.GetOptions{})
+	assert.True(t, apierrors.IsNotFound(err), "released once the Secret holds it")
+}
+
+// Found by review: a request's cleanup is held up (here: it may not update Secrets) while its
+// Postgres is deleted and created again with a credential of its own. Cleanup must not write
+// the old database's password into the new database's Secret: it keeps the staged copy.
+func TestCleanupNeverWritesIntoAReplacedDatabasesSecret(t *testing.T) {
+	w := newWorld(t, 1)
+	w.newRequest("rotate")
+	w.syncUntil("rotate", 60, func(r *opsv1alpha1.PostgresOpsRequest) bool {
+		return isTrue(r.Status.Conditions, ConditionUpdateCredential)
+	})
+	w.denySecretUpdates = true // the staged copy cannot be released at the end
+	req := w.syncUntil("rotate", 60, func(r *opsv1alpha1.PostgresOpsRequest) bool { return r.Status.Phase.Ended() })
+	require.Equal(t, opsv1alpha1.OpsRequestPhaseSuccessful, req.Status.Phase, describe(req))
+	require.True(t, hasFinalizer(req), "cleanup is held up: %s", describe(req))
+
+	require.NoError(t, w.pgops.KubedbV1().Postgreses(ns).Delete(context.Background(), dbName, metav1.DeleteOptions{}))
+	w.create(&kubedbv1.Postgres{
+		ObjectMeta: metav1.ObjectMeta{Name: dbName, Namespace: ns, Generation: 1},
+		Spec:       kubedbv1.PostgresSpec{Version: "16.4", AuthSecret: &kubedbv1.SecretReference{Name: dbName + "-auth"}},
+	})
+	s := w.secret(dbName + "-auth")
+	s.Data["password"] = []byte("New-Databases-Password-1")
+	require.NoError(t, w.kube.Tracker().Update(corev1.SchemeGroupVersion.WithResource("secrets"), s, ns))
+	w.denySecretUpdates = false
+	for i := 0; i < 10 && hasFinalizer(w.request("rotate")); i++ {
+		_, _ = w.sync("rotate")
+	}
+	require.False(t, hasFinalizer(w.request("rotate")))
+	assert.Equal(t, "New-Databases-Password-1", string(w.secret(dbName + "-auth").Data["password"]), "the new database's Secret is left alone")
+	staged := w.secret(req.Status.RotateAuth.StagedSecret)
+	assert.Empty(t, staged.Finalizers, "kept, without a finalizer")
+	w.drainEvents()
+	assert.Contains(t, strings.Join(w.events, "\n"), "StagedCredentialKept")
+}
+
 // Item 8: a request deleted in the middle of RestartNodes on 3 replicas finishes the job in
 // cleanup: the standby still on the old revision is restarted; the primary, which does not
 // need it, is not.

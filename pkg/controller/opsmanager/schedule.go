@@ -78,7 +78,8 @@ func (c *Controller) schedule(ctx context.Context, req *opsv1alpha1.PostgresOpsR
 		if c.waitedTooLong(ctx, req, pg, err.Error()) {
 			return syncResult{}, nil
 		}
-		return syncResult{}, err
+		// The rate limiter's backoff grows to minutes: come back by the deadline anyway.
+		return syncResult{requeueAfter: c.waitLeft(req) + time.Second}, err
 	}
 	if err != nil {
 		return c.failOrRetry(ctx, req, err, syncResult{})

@@ -53,8 +53,8 @@ func (c *Controller) updateStatefulSets(ctx context.Context, r *rotation) (outco
 func (c *Controller) followScale(ctx context.Context, req *opsv1alpha1.PostgresOpsRequest, sts *appsv1.StatefulSet) error {
 	plan := req.Status.RotateAuth
 	running := ptr.Deref(sts.Spec.Replicas, 1)
-	if int(running) == len(plan.RestartPods)+len(plan.RepointPods)+len(plan.KeptPods) {
-		return nil
+	if running < 1 || int(running) == len(plan.RestartPods)+len(plan.RepointPods)+len(plan.KeptPods) {
+		return nil // scaled to zero by hand: RestartNodes waits for the pods, within spec.timeout
 	}
 	pg, err := c.liveDatabase(ctx, req)
 	if err != nil {

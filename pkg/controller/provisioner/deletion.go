@@ -136,8 +136,8 @@ func (c *Controller) deleteGeneratedSecret(ctx context.Context, pg *kubedbv1.Pos
 	return nil
 }
 
-// orphanGeneratedSecret removes pg's owner reference from its generated Secret, so the garbage
-// collector keeps the Secret when the Postgres goes.
+// orphanGeneratedSecret removes pg's owner reference from its generated Secret (one an
+// earlier version made), so the garbage collector keeps the Secret when the Postgres goes.
 func (c *Controller) orphanGeneratedSecret(ctx context.Context, pg *kubedbv1.Postgres) error {
 	return retry.RetryOnConflict(retry.DefaultRetry, func() error {
 		sec, err := c.generatedSecret(ctx, pg)
@@ -155,6 +155,9 @@ func (c *Controller) orphanGeneratedSecret(ctx context.Context, pg *kubedbv1.Pos
 		}
 		sec = sec.DeepCopy()
 		sec.OwnerReferences = refs
+		// Without the owner reference, Argo CD's label tracking would take it for an
+		// object of its own to prune.
+		sec.Annotations = mergeMaps(sec.Annotations, kubedbv1.NeverPrunedAnnotations())
 		_, err = c.kubeClient.CoreV1().Secrets(pg.Namespace).Update(ctx, sec, metav1.UpdateOptions{FieldManager: FieldManager})
 		return err
 	})

@@ -182,10 +182,11 @@ func (c *Controller) ensureGeneratedSecret(ctx context.Context, pg *kubedbv1.Pos
 	}
 	sec = &corev1.Secret{
 		ObjectMeta: metav1.ObjectMeta{
-			Name:        name,
-			Namespace:   pg.Namespace,
-			Labels:      ownedLabels(pg),
-			Annotations: map[string]string{AnnotationAuthActiveFrom: c.now().UTC().Format("2006-01-02T15:04:05Z07:00")},
+			Name:      name,
+			Namespace: pg.Namespace,
+			Labels:    ownedLabels(pg),
+			Annotations: mergeMaps(kubedbv1.NeverPrunedAnnotations(), map[string]string{
+				AnnotationAuthActiveFrom: c.now().UTC().Format("2006-01-02T15:04:05Z07:00")}),
 			// No owner reference: the garbage collector must never delete the credential the
 			// data expects, not even in a foreground deletion (kubectl delete
 			// --cascade=foreground, Argo CD's prune), which ignores deletionPolicy. WipeOut

@@ -40,6 +40,7 @@ func TestSyncGeneratesSecretAndWorkloads(t *testing.T) {
 	assert.Equal(t, map[string]string{LabelName: NameValue, LabelInstance: "x", LabelManagedBy: ManagedByValue}, sec.Labels)
 	assert.Equal(t, "2025-01-02T03:04:05Z", sec.Annotations[AnnotationAuthActiveFrom])
 	assert.Empty(t, sec.OwnerReferences, "no owner reference: no garbage collection can take the credential")
+	assert.Equal(t, "Prune=false", sec.Annotations["argocd.argoproj.io/sync-options"], "nor an Argo CD prune")
 	assert.True(t, isGeneratedSecret(sec, newPG("x")), "its labels make it this database's")
 
 	pg = f.postgres("x")
@@ -282,6 +283,8 @@ func TestSyncRemovesTheOwnerReferenceOfAnEarlierVersion(t *testing.T) {
 	f := newFixture(t, []*kubedbv1.Postgres{pg}, sec)
 	require.NoError(t, f.sync("x"))
 	assert.Empty(t, f.secret("x-auth").OwnerReferences)
+	assert.Equal(t, kubedbv1.NeverPrunedAnnotations()["argocd.argoproj.io/compare-options"],
+		f.secret("x-auth").Annotations["argocd.argoproj.io/compare-options"])
 	f.refresh()
 	before := len(f.kubeWrites())
 	require.NoError(t, f.sync("x"))

@@ -39,6 +39,18 @@ const (
 	PostgresPort = 5432
 )
 
+// NeverPrunedAnnotations go on a generated auth Secret, which has no owner reference (so
+// that no garbage collection takes the credential its data expects): Argo CD with label
+// tracking counts an ownerless object labelled app.kubernetes.io/instance=<Application> as
+// the Application's, and would prune it as not in Git. These tell Argo CD not to prune it
+// and not to count it as out of sync.
+func NeverPrunedAnnotations() map[string]string {
+	return map[string]string{
+		"argocd.argoproj.io/sync-options":    "Prune=false",
+		"argocd.argoproj.io/compare-options": "IgnoreExtraneous",
+	}
+}
+
 // ManagedBySelector selects the objects the operators create; informers for owned
 // objects are filtered with it so unrelated objects are never cached.
 const ManagedBySelector = LabelManagedBy + "=" + ManagedByValue

@@ -20,6 +20,7 @@ import (
 const (
 	ReasonNamespaceTerminating = "NamespaceTerminating"
 	ReasonSecretRestored       = "SecretRestored"
+	ReasonStagedCredentialKept = "StagedCredentialKept"
 	ReasonRolledForward        = "RolledForward"
 	ReasonFinishingRestarts    = "FinishingRestarts"
 	ReasonStandbysNeedRestart  = "StandbysNeedRestart"
@@ -134,7 +135,7 @@ func (c *Controller) restoreTarget(ctx context.Context, req *opsv1alpha1.Postgre
 		if !errors.As(err, &replaced) {
 			return false, err
 		}
-		c.recorder.Eventf(req, corev1.EventTypeWarning, "StagedCredentialKept",
+		c.recorder.Eventf(req, corev1.EventTypeWarning, ReasonStagedCredentialKept,
 			"Secret %s no longer holds the credential PostgreSQL had when Postgres %s went away; Secret %s keeps it: "+
 				"use it if the kept data needs it, then delete Secret %s", plan.TargetSecret, req.Spec.DatabaseRef.Name, plan.StagedSecret, plan.StagedSecret)
 		return true, nil
@@ -192,7 +193,7 @@ func (c *Controller) rollForward(ctx context.Context, req *opsv1alpha1.PostgresO
 		// PostgreSQL which credential it has.
 		ok, gone, err := c.databaseHasStaged(ctx, req, staged)
 		if gone {
-			c.recorder.Eventf(req, corev1.EventTypeWarning, "StagedCredentialKept",
+			c.recorder.Eventf(req, corev1.EventTypeWarning, ReasonStagedCredentialKept,
 				"Postgres %s is gone, so it cannot be asked whether it already had the new credential; "+
 					"Secret %s keeps it (the previous one is in Secret %s): use whichever logs in, then delete Secret %s",
 				req.Spec.DatabaseRef.Name, plan.StagedSecret, plan.CurrentSecret, plan.StagedSecret)

@@ -39,7 +39,7 @@ func TestResumeLeavesTheReleasingRequestNamed(t *testing.T) {
 			w := newWorld(t, 1)
 			w.keepRunning()
 			if tc.fail {
-				w.db.acceptAnyPassword = true // fails with OldCredentialAccepted, after the restart
+				w.db.oldPasswordStored = true // fails with OldCredentialAccepted, after the restart
 			}
 			w.newRequest("rotate", withRestart(tc.mode))
 			req := w.runUntilDone("rotate", 50)
@@ -127,7 +127,7 @@ func TestWriteBudgetOfOneReplicaRotation(t *testing.T) {
 				"patch postgresopsrequests":         2, // the finalizer, on and off
 				"update postgreses/status":          1, // the resume: the pause is asked in the request's status
 				"create secrets":                    1, // the staged credential
-				"update secrets":                    2, // the auth Secret; the staged Secret's finalizer
+				"update secrets":                    3, // the credential record; the auth Secret; the staged Secret's finalizer
 				"delete secrets":                    1, // the staged credential, released
 				"update statefulsets":               1, // the pod template
 				"update postgresopsrequests/status": tc.statusWrites,

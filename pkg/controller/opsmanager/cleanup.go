@@ -14,6 +14,7 @@ import (
 	"k8s.io/klog/v2"
 
 	opsv1alpha1 "github.com/pgops/pgops/pkg/apis/ops/v1alpha1"
+	"github.com/pgops/pgops/pkg/credential"
 )
 
 // Reasons of the cleanup of a request that stopped past the point of no return.
@@ -109,6 +110,9 @@ func (c *Controller) finishRotation(ctx context.Context, req *opsv1alpha1.Postgr
 // database's, or deleted by its WipeOut, so nothing is written, and the staged Secret is
 // kept (rollForward's uncertain) with a Warning event.
 func (c *Controller) restoreTarget(ctx context.Context, req *opsv1alpha1.PostgresOpsRequest) (gone bool, err error) {
+	if appliesSecretEdit(req) {
+		return false, nil // the edited Secret is the user's word: a newer edit is applied next
+	}
 	secret, err := c.getStaged(ctx, req)
 	var conflict *failure
 	if errors.As(err, &conflict) || (err == nil && secret == nil) {
@@ -219,8 +223,9 @@ func (c *Controller) rollForward(ctx context.Context, req *opsv1alpha1.PostgresO
 	return true, false, nil
 }
 
-// databaseHasStaged tells whether PostgreSQL rejects the current credential and accepts the
-// staged one; gone says the database is gone or replaced, so it cannot be asked.
+// databaseHasStaged tells whether PostgreSQL has the staged password, by the role's stored
+// verifier (pg_authid), never by a login, which a trust rule in pg_hba.conf answers with yes
+// whatever the password; gone says the database is gone or replaced, so it cannot be asked.
 func (c *Controller) databaseHasStaged(ctx context.Context, req *opsv1alpha1.PostgresOpsRequest, staged basicAuth) (has, gone bool, err error) {
 	plan := req.Status.RotateAuth
 	if _, err := c.liveDatabase(ctx, req); err != nil {
@@ -234,28 +239,32 @@ func (c *Controller) databaseHasStaged(ctx context.Context, req *opsv1alpha1.Pos
 	if err != nil {
 		return false, false, err
 	}
-	current, _, err := c.readCredential(ctx, req.Namespace, plan.CurrentSecret)
+	current, _, err := c.acceptedCredential(ctx, req, plan.DatabaseUID, plan.CurrentSecret)
 	if err != nil && !apierrors.IsNotFound(err) {
 		return false, false, err
 	}
-	if err == nil && current != staged {
-		ok, err := c.db.VerifyLogin(ctx, target, current.username, current.password)
+	if err == nil && current == staged {
+		return true, false, nil // recorded once PostgreSQL accepted it
+	}
+	// Log in with whichever of the two PostgreSQL takes, then ask pg_authid.
+	for _, as := range []basicAuth{staged, current} {
+		if as.password == "" {
+			continue
+		}
+		asWho := target
+		asWho.User, asWho.Password = as.username, as.password
+		has, err := c.db.PasswordMatches(ctx, asWho, staged.username, staged.password)
+		if credential.Classify(err) == credential.ClassAuth {
+			continue
+		}
 		if err != nil {
-			return false, false, fmt.Errorf("checking the credential of Postgres %s after the request stopped: %w", req.Spec.DatabaseRef.Name, err)
+			return false, false, fmt.Errorf("asking Postgres %s which password it has after the request stopped: %w", req.Spec.DatabaseRef.Name, err)
 		}
-		if ok {
-			return false, false, nil // PostgreSQL kept the current credential
-		}
+		return has, false, nil
 	}
-	ok, err := c.db.VerifyLogin(ctx, target, staged.username, staged.password)
-	if err != nil {
-		return false, false, err
-	}
-	if !ok {
-		c.recorder.Eventf(req, corev1.EventTypeWarning, ReasonCredentialRejected,
-			"PostgreSQL rejects both the credential in Secret %s and the staged one", plan.CurrentSecret)
-	}
-	return ok, false, nil
+	c.recorder.Eventf(req, corev1.EventTypeWarning, ReasonCredentialRejected,
+		"PostgreSQL rejects both the credential it was known to accept and the staged one (Secret %s)", plan.StagedSecret)
+	return false, false, nil
 }
 
 // finishRestarts restarts, after a request stopped, the planned standbys that still run
@@ -275,7 +284,11 @@ func (c *Controller) finishRestarts(ctx context.Context, req *opsv1alpha1.Postgr
 	if len(standbys)+len(plan.RepointPods) == 0 || isTrue(req.Status.Conditions, ConditionRestartNodes) {
 		return syncResult{}, nil
 	}
-	written, err := c.pointStatefulSetAt(ctx, req, plan.TargetSecret)
+	secretName, err := c.podSecret(ctx, req)
+	if err != nil {
+		return syncResult{}, err
+	}
+	written, err := c.pointStatefulSetAt(ctx, req, secretName)
 	if apierrors.IsNotFound(err) {
 		return syncResult{}, nil // the database is gone
 	}

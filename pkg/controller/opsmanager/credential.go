@@ -48,7 +48,7 @@ func (b basicAuth) String() string { return b.username + ":<redacted>" }
 // and never re-sets (and re-salts) a password already in place.
 func (c *Controller) updateCredential(ctx context.Context, r *rotation) (outcome, error) {
 	plan := r.req.Status.RotateAuth
-	current, _, err := c.readCredential(ctx, r.req.Namespace, plan.CurrentSecret)
+	current, _, err := c.acceptedCredential(ctx, r.req, plan.DatabaseUID, plan.CurrentSecret)
 	if err != nil {
 		return outcome{}, err
 	}
@@ -157,16 +157,33 @@ func basicAuthFrom(secret *corev1.Secret) (basicAuth, string) {
 func (c *Controller) publishCredential(ctx context.Context, req *opsv1alpha1.PostgresOpsRequest, staged basicAuth) error {
 	plan := req.Status.RotateAuth
 	now := c.clock.Now()
-	if plan.TargetSecret == plan.CurrentSecret {
-		return c.putCredential(ctx, req, plan.TargetSecret, staged, nil, now)
-	}
-	prev, _, err := c.readCredential(ctx, req.Namespace, plan.CurrentSecret)
-	if err != nil && !apierrors.IsNotFound(err) {
+	// The record first: it is what pods boot from, and no other actor writes it.
+	if err := c.recordAccepted(ctx, req, staged); err != nil {
 		return err
 	}
-	var prevPtr *basicAuth
-	if err == nil && prev != staged {
-		prevPtr = &prev
+	if appliesSecretEdit(req) {
+		// The Secret holds the credential already, or a newer edit the provisioner applies
+		// next: it is the user's word, never overwritten.
+		return nil
+	}
+	// The previous credential is the one PostgreSQL accepted before: staged with the new
+	// one, since the Secret may have been edited meanwhile.
+	prevPtr, err := c.stagedPrevious(ctx, req)
+	if err != nil {
+		return err
+	}
+	if plan.TargetSecret == plan.CurrentSecret {
+		return c.putCredential(ctx, req, plan.TargetSecret, staged, prevPtr, now)
+	}
+	if prevPtr == nil {
+		// Staged by an earlier version, without the previous credential.
+		prev, _, err := c.readCredential(ctx, req.Namespace, plan.CurrentSecret)
+		if err != nil && !apierrors.IsNotFound(err) {
+			return err
+		}
+		if err == nil && prev != staged {
+			prevPtr = &prev
+		}
 	}
 	if err := c.putCredential(ctx, req, plan.TargetSecret, staged, prevPtr, now); err != nil {
 		return err

@@ -12,6 +12,10 @@ type Database interface {
 	// EnsurePassword sets role's password unless its stored verifier already matches,
 	// logging in once with target's credential; it tells whether it set it.
 	EnsurePassword(ctx context.Context, target credential.Target, role, password string) (bool, error)
+	// PasswordMatches tells whether password is role's password as pg_authid stores it,
+	// logging in with target's credential: unlike a login, no trust rule in pg_hba.conf
+	// can answer it.
+	PasswordMatches(ctx context.Context, target credential.Target, role, password string) (bool, error)
 	// VerifyLogin tells whether user/password authenticates; false, nil on rejection.
 	VerifyLogin(ctx context.Context, target credential.Target, user, password string) (bool, error)
 	// StreamingStandbyNames lists the application names (pod names) of the standbys
@@ -36,6 +40,10 @@ var _ Database = PostgreSQL{}
 
 func (PostgreSQL) EnsurePassword(ctx context.Context, t credential.Target, role, password string) (bool, error) {
 	return credential.EnsurePassword(ctx, t, role, password)
+}
+
+func (PostgreSQL) PasswordMatches(ctx context.Context, t credential.Target, role, password string) (bool, error) {
+	return credential.PasswordMatches(ctx, t, role, password)
 }
 
 func (PostgreSQL) VerifyLogin(ctx context.Context, t credential.Target, user, password string) (bool, error) {

@@ -132,15 +132,29 @@ func TestNoneToAUserSecretRestartsTheStandbys(t *testing.T) {
 	assert.Contains(t, condition(req, ConditionRestartNodes).Message, "their pods name Secret pg-auth")
 }
 
-func TestOldPasswordStillAcceptedFailsTheRotation(t *testing.T) {
+func TestOldPasswordStillStoredFailsTheRotation(t *testing.T) {
 	w := newWorld(t, 1)
-	w.db.acceptAnyPassword = true
+	w.db.oldPasswordStored = true
 	w.newRequest("rotate", withRestart(opsv1alpha1.RestartNone))
 	req := w.runUntilDone("rotate", 30)
 	require.Equal(t, opsv1alpha1.OpsRequestPhaseFailed, req.Status.Phase, describe(req))
 	assert.Equal(t, ReasonOldCredentialAccepted, condition(req, ConditionFailed).Reason, describe(req))
 	assert.NotContains(t, describe(req), oldPassword)
 	assert.Nil(t, meta.FindStatusCondition(w.postgres().Status.Conditions, kubedbv1.ConditionPaused), "the database is resumed")
+}
+
+// With a trust rule in pg_hba.conf every password logs in, the old one too: what PostgreSQL
+// has is read from pg_authid, so the rotation succeeds, and says that the old password's
+// refusal cannot be checked instead of claiming it.
+func TestTrustRuleDoesNotFailTheRotationAndIsNamed(t *testing.T) {
+	w := newWorld(t, 1)
+	w.db.acceptAnyPassword = true
+	w.newRequest("rotate", withRestart(opsv1alpha1.RestartNone))
+	req := w.runUntilDone("rotate", 30)
+	require.Equal(t, opsv1alpha1.OpsRequestPhaseSuccessful, req.Status.Phase, describe(req))
+	assert.Contains(t, condition(req, ConditionRestartNodes).Message, "cannot be checked")
+	assert.NotEqual(t, oldPassword, w.db.password(superuser))
+	w.requireCredentialWorks()
 }
 
 // A None request deleted after one standby was re-pointed still re-points the other in its

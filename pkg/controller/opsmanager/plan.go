@@ -2,6 +2,7 @@ package opsmanager
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 
@@ -43,8 +44,15 @@ func (c *Controller) planRotation(ctx context.Context, req *opsv1alpha1.Postgres
 		plan.StorageType = string(kubedbv1.StorageTypeEphemeral)
 	}
 
-	current, currentSecret, err := c.readCredential(ctx, pg.Namespace, plan.CurrentSecret)
+	// The credential PostgreSQL accepts is the record's: the current Secret may have been
+	// edited since (and this request may be what applies the edit).
+	current, recorded, err := c.acceptedCredential(ctx, req, pg.UID, plan.CurrentSecret)
 	if err != nil {
+		return nil, err
+	}
+	_, currentSecret, err := c.readCredential(ctx, pg.Namespace, plan.CurrentSecret)
+	var unusable *failure
+	if err != nil && !(recorded && (apierrors.IsNotFound(err) || errors.As(err, &unusable))) {
 		return nil, err
 	}
 	if ref := userSecretRef(req); ref != nil {
@@ -62,11 +70,11 @@ func (c *Controller) planRotation(ctx context.Context, req *opsv1alpha1.Postgres
 			return nil, fatal(ReasonInvalidRequest, "spec.authSecret.name of Postgres %s names %s now, not %s: this rotation is no longer wanted",
 				pg.Name, pg.Spec.AuthSecret.Name, ref.Name)
 		}
-		if _, err := c.checkUserSecret(ctx, req, pg, ref, plan.CurrentSecret, current); err != nil {
+		if _, err := c.checkUserSecret(ctx, req, pg, ref, plan.CurrentSecret, current, recorded); err != nil {
 			return nil, err
 		}
 		plan.TargetSecret = ref.Name
-	} else if isImmutable(currentSecret) {
+	} else if currentSecret != nil && isImmutable(currentSecret) {
 		return nil, fatal(ReasonSecretInvalid,
 			"auth Secret %s is immutable, so a generated credential cannot be written into it; "+
 				"rotate to a Secret of your own with authentication.secretRef", currentSecret.Name)
@@ -183,13 +191,13 @@ func userSecretRef(req *opsv1alpha1.PostgresOpsRequest) *opsv1alpha1.SecretRefer
 // previous credential can be recorded in it, with the database's username and a password
 // that pods can carry.
 func (c *Controller) checkUserSecret(ctx context.Context, req *opsv1alpha1.PostgresOpsRequest, pg *kubedbv1.Postgres,
-	ref *opsv1alpha1.SecretReference, currentSecret string, current basicAuth) (basicAuth, error) {
+	ref *opsv1alpha1.SecretReference, currentSecret string, current basicAuth, recorded bool) (basicAuth, error) {
 	if ref.Kind != "" && ref.Kind != "Secret" {
 		return basicAuth{}, fatal(ReasonInvalidRequest, "authentication.secretRef.kind must be Secret, got %q", ref.Kind)
 	}
-	if ref.Name == currentSecret {
-		// Rotating "to" the current Secret would lose the old credential before it is
-		// replaced in PostgreSQL.
+	if ref.Name == currentSecret && !recorded {
+		// Without a credential record, rotating "to" the current Secret would lose the old
+		// credential before it is replaced in PostgreSQL.
 		return basicAuth{}, fatal(ReasonInvalidRequest,
 			"authentication.secretRef names %s, the database's current auth Secret; give a new Secret", ref.Name)
 	}
@@ -220,6 +228,10 @@ func (c *Controller) checkUserSecret(ctx context.Context, req *opsv1alpha1.Postg
 	auth, problem := basicAuthFrom(secret)
 	if problem != "" {
 		return basicAuth{}, fatal(ReasonSecretInvalid, "Secret %s/%s %s", req.Namespace, ref.Name, problem)
+	}
+	if ref.Name == currentSecret && auth == current {
+		return basicAuth{}, fatal(ReasonInvalidRequest,
+			"authentication.secretRef names %s, the database's auth Secret, whose credential PostgreSQL accepts already: edit it first, or give a new Secret", ref.Name)
 	}
 	if auth.username != current.username {
 		return basicAuth{}, fatal(ReasonUsernameChanged, "%s: Secret %s has username %q, the database's is %q",

@@ -74,26 +74,39 @@ func (c *Controller) restartNodes(ctx context.Context, r *rotation) (outcome, er
 			return out, nil
 		}
 	}
-	if err := c.checkOldCredentialRefused(ctx, r.req, prev, auth); err != nil {
+	refusal, err := c.checkOldCredentialRefused(ctx, r.req, prev, auth)
+	if err != nil {
 		return outcome{}, err
 	}
 	if len(plan.RestartPods) > 0 {
 		setCondition(&r.req.Status.Conditions, ConditionCheckPodReady, metav1.ConditionTrue, ReasonCompleted,
 			"every restarted pod is ready", r.req.Generation, r.now)
 	}
-	return completed("%s; standbys stream again; the old credential is refused", restartSummary(plan)), nil
+	return completed("%s; standbys stream again%s", restartSummary(plan), refusal), nil
 }
 
-// targetCredential reads the credential the rotation published and the previous one the
-// target Secret records (nil when it records none, or the same).
+// targetCredential reads the credential the rotation gave PostgreSQL, from the credential
+// record (a target Secret that another actor changed back since says nothing about it), and
+// the previous one, which the staged Secret (or else the target Secret) records; prev is nil
+// when none is recorded, or it is the same.
 func (c *Controller) targetCredential(ctx context.Context, req *opsv1alpha1.PostgresOpsRequest) (basicAuth, *basicAuth, error) {
-	auth, secret, err := c.readCredential(ctx, req.Namespace, req.Status.RotateAuth.TargetSecret)
+	plan := req.Status.RotateAuth
+	auth, _, err := c.acceptedCredential(ctx, req, plan.DatabaseUID, plan.TargetSecret)
 	if err != nil {
 		return basicAuth{}, nil, err
 	}
+	var recorded *corev1.Secret
+	if staged, err := c.getStaged(ctx, req); err == nil && staged != nil {
+		recorded = staged
+	} else if _, target, err := c.readCredential(ctx, req.Namespace, plan.TargetSecret); err == nil {
+		recorded = target
+	}
+	if recorded == nil {
+		return auth, nil, nil
+	}
 	prev := basicAuth{
-		username: string(secret.Data[kubedbv1.AuthPrevUsernameKey]),
-		password: string(secret.Data[kubedbv1.AuthPrevPasswordKey]),
+		username: string(recorded.Data[kubedbv1.AuthPrevUsernameKey]),
+		password: string(recorded.Data[kubedbv1.AuthPrevPasswordKey]),
 	}
 	if prev.username == "" || prev.password == "" || prev == auth {
 		return auth, nil, nil
@@ -101,24 +114,37 @@ func (c *Controller) targetCredential(ctx context.Context, req *opsv1alpha1.Post
 	return auth, &prev, nil
 }
 
-// checkOldCredentialRefused makes sure the primary refuses the credential the rotation
-// replaced: a rotation whose old password still logs in has not rotated anything.
-func (c *Controller) checkOldCredentialRefused(ctx context.Context, req *opsv1alpha1.PostgresOpsRequest, prev *basicAuth, auth basicAuth) error {
+// checkOldCredentialRefused makes sure PostgreSQL no longer has the password the rotation
+// replaced, by its stored verifier (pg_authid): a rotation whose old password is still the
+// role's has not rotated anything. A login is no proof either way, since a trust rule in
+// pg_hba.conf accepts any password: when the old password still logs in although it is not
+// the role's any more, the returned note says that its refusal cannot be checked.
+func (c *Controller) checkOldCredentialRefused(ctx context.Context, req *opsv1alpha1.PostgresOpsRequest, prev *basicAuth, auth basicAuth) (string, error) {
 	if prev == nil || prev.password == auth.password {
-		return nil
+		return "", nil
 	}
 	target, err := c.primaryTarget(req)
 	if err != nil {
-		return err
+		return "", err
+	}
+	asNew := target
+	asNew.User, asNew.Password = auth.username, auth.password
+	stored, err := c.db.PasswordMatches(ctx, asNew, prev.username, prev.password)
+	if err != nil {
+		return "", fmt.Errorf("checking that PostgreSQL no longer has the old password: %w", err)
+	}
+	if stored {
+		return "", fatal(ReasonOldCredentialAccepted, "PostgreSQL still has the old password of %s", prev.username)
 	}
 	ok, err := c.db.VerifyLogin(ctx, target, prev.username, prev.password)
 	if err != nil {
-		return fmt.Errorf("checking that the old credential is refused: %w", err)
+		return "", fmt.Errorf("checking that the old credential is refused: %w", err)
 	}
 	if ok {
-		return fatal(ReasonOldCredentialAccepted, "the primary still accepts the old password of %s: check pg_hba.conf for trust or password-less rules", prev.username)
+		return "; the old password still logs in although PostgreSQL no longer has it: a trust or password-less rule in pg_hba.conf answers " +
+			"logins, so whether the old one is refused cannot be checked", nil
 	}
-	return nil
+	return "; the old credential is refused", nil
 }
 
 // restartSummary says what was and was not restarted, and why.

@@ -149,8 +149,9 @@ func TestUserProvidedRotation(t *testing.T) {
 	sts, err := w.kube.AppsV1().StatefulSets(ns).Get(context.Background(), dbName, metav1.GetOptions{})
 	require.NoError(t, err)
 	for _, env := range sts.Spec.Template.Spec.Containers[0].Env {
-		assert.Equal(t, "mine", env.ValueFrom.SecretKeyRef.Name, env.Name)
+		assert.Equal(t, recordName, env.ValueFrom.SecretKeyRef.Name, env.Name)
 	}
+	assert.Equal(t, "Users-Own-Password-1", string(w.secret(recordName).Data["password"]), "the pods boot from the record, which has the new credential")
 	w.assertNoSecretsLeaked(oldPassword, "Users-Own-Password-1")
 }
 
@@ -164,7 +165,7 @@ func TestBadInputFailsBeforePausing(t *testing.T) {
 		"missing secret":     {nil, "absent", ReasonSecretInvalid, "Secret demo/absent named in authentication.secretRef does not exist"},
 		"no password":        {map[string]string{"username": superuser}, "mine", ReasonSecretInvalid, `Secret demo/mine has no "password"`},
 		"different username": {map[string]string{"username": "alice", "password": "Alice-Password-1"}, "mine", ReasonUsernameChanged, "database username cannot be changed"},
-		"current secret":     {nil, dbName + "-auth", ReasonInvalidRequest, "the database's current auth Secret"},
+		"current secret":     {nil, dbName + "-auth", ReasonInvalidRequest, "whose credential PostgreSQL accepts already"},
 	}
 	for name, tc := range cases {
 		t.Run(name, func(t *testing.T) {

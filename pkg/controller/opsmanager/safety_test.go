@@ -86,6 +86,9 @@ func (w *world) requireCredentialWorks() string {
 	require.Nil(w.t, meta.FindStatusCondition(pg.Status.Conditions, kubedbv1.ConditionPaused), "database resumed")
 	secret := w.secret(pg.Spec.AuthSecret.Name)
 	require.Equal(w.t, w.db.password(superuser), string(secret.Data["password"]), "the auth Secret logs in")
+	if rec, err := w.kube.CoreV1().Secrets(ns).Get(context.Background(), recordName, metav1.GetOptions{}); err == nil {
+		require.Equal(w.t, w.db.password(superuser), string(rec.Data["password"]), "the pods boot from what PostgreSQL accepts")
+	}
 	return string(secret.Data["password"])
 }
 
@@ -240,7 +243,7 @@ func TestLaggingPostgresCacheKeepsPodsOnTheNewSecret(t *testing.T) {
 	sts, err := w.kube.AppsV1().StatefulSets(ns).Get(context.Background(), dbName, metav1.GetOptions{})
 	require.NoError(t, err)
 	for _, env := range sts.Spec.Template.Spec.Containers[0].Env {
-		assert.Equal(t, "mine", env.ValueFrom.SecretKeyRef.Name, env.Name)
+		assert.Equal(t, recordName, env.ValueFrom.SecretKeyRef.Name, env.Name)
 	}
 	w.requireCredentialWorks()
 }
@@ -479,6 +482,13 @@ func TestSecretChangedAfterUpdateCredentialNeverCostsTheOnlyCopy(t *testing.T) {
 			_, err := w.kube.CoreV1().Secrets(ns).Get(context.Background(), staged, metav1.GetOptions{})
 			assert.True(t, apierrors.IsNotFound(err), "the staged copy goes once the Secret holds it")
 			assert.Equal(t, 1, w.db.setCalls, "never a second password")
+			assert.Equal(t, w.db.password(superuser), string(w.secret(recordName).Data["password"]),
+				"the credential record, which the pods boot from, held the new password throughout")
+			assert.Equal(t, opsv1alpha1.OpsRequestPhaseSuccessful, req.Status.Phase,
+				"the standbys got the password PostgreSQL has from the record: %s", describe(req))
+			for _, pod := range req.Status.RotateAuth.RepointPods {
+				assert.Equal(t, w.db.password(superuser), w.db.passfile(pod))
+			}
 			w.drainEvents()
 			assert.Regexp(t, "Warning (SecretRestored|SecretRecreated) ", strings.Join(w.events, "\n"), "an event says the Secret was written again")
 		})

@@ -216,5 +216,11 @@ func databaseReadyFor(pg *kubedbv1.Postgres, apply opsv1alpha1.ApplyOption) (boo
 	if pg.Status.Phase == kubedbv1.DatabasePhaseReady {
 		return true, ""
 	}
+	if ready := meta.FindStatusCondition(pg.Status.Conditions, kubedbv1.ConditionReady); ready != nil &&
+		ready.Reason == kubedbv1.ReasonAuthSecretOutOfSync && pg.Status.Phase == kubedbv1.DatabasePhaseNotReady {
+		// The database runs; its only fault is an auth Secret that disagrees with
+		// PostgreSQL, which is what a rotation repairs.
+		return true, ""
+	}
 	return false, fmt.Sprintf("waiting for Postgres %s to be Ready (phase %q); use apply: Always to run anyway", pg.Name, pg.Status.Phase)
 }

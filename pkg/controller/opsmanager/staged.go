@@ -73,7 +73,11 @@ func (c *Controller) stageCredential(ctx context.Context, r *rotation, current b
 		if err != nil {
 			return basicAuth{}, fmt.Errorf("reading Postgres %s: %w", r.req.Spec.DatabaseRef.Name, err)
 		}
-		if staged, err = c.checkUserSecret(ctx, r.req, pg, ref, plan.CurrentSecret, current); err != nil {
+		_, recorded, err := c.acceptedCredential(ctx, r.req, plan.DatabaseUID, plan.CurrentSecret)
+		if err != nil {
+			return basicAuth{}, err
+		}
+		if staged, err = c.checkUserSecret(ctx, r.req, pg, ref, plan.CurrentSecret, current, recorded); err != nil {
 			return basicAuth{}, err
 		}
 	} else {
@@ -98,9 +102,14 @@ func (c *Controller) stageCredential(ctx context.Context, r *rotation, current b
 			Finalizers:  []string{StagedCredentialFinalizer},
 		},
 		Type: corev1.SecretTypeBasicAuth,
+		// The credential it replaces goes with it: after an in-place edit of the auth
+		// Secret, this is the only place that says which password RestartNodes must find
+		// refused.
 		Data: map[string][]byte{
-			kubedbv1.AuthUsernameKey: []byte(staged.username),
-			kubedbv1.AuthPasswordKey: []byte(staged.password),
+			kubedbv1.AuthUsernameKey:     []byte(staged.username),
+			kubedbv1.AuthPasswordKey:     []byte(staged.password),
+			kubedbv1.AuthPrevUsernameKey: []byte(current.username),
+			kubedbv1.AuthPrevPasswordKey: []byte(current.password),
 		},
 	}
 	_, err = c.kubeClient.CoreV1().Secrets(r.req.Namespace).Create(ctx, secret, metav1.CreateOptions{FieldManager: FieldManager})
@@ -139,6 +148,20 @@ func (c *Controller) getStaged(ctx context.Context, req *opsv1alpha1.PostgresOps
 			name, LabelOpsRequestUID, req.UID)
 	}
 	return secret, nil
+}
+
+// stagedPrevious is the credential the staged one replaces, as staged with it; nil when none
+// is recorded (staged by an earlier version) or nothing is staged.
+func (c *Controller) stagedPrevious(ctx context.Context, req *opsv1alpha1.PostgresOpsRequest) (*basicAuth, error) {
+	secret, err := c.getStaged(ctx, req)
+	if err != nil || secret == nil {
+		return nil, err
+	}
+	prev := basicAuth{username: string(secret.Data[kubedbv1.AuthPrevUsernameKey]), password: string(secret.Data[kubedbv1.AuthPrevPasswordKey])}
+	if prev.username == "" || prev.password == "" {
+		return nil, nil
+	}
+	return &prev, nil
 }
 
 func stagedFrom(secret *corev1.Secret) (basicAuth, error) {

@@ -17,12 +17,16 @@ import (
 	opsv1alpha1 "github.com/pgops/pgops/pkg/apis/ops/v1alpha1"
 )
 
-// updateStatefulSets points the pod template's credential at the plan's target Secret and
-// marks the template with this rotation, so the StatefulSet gets a new revision: RestartNodes
-// then recognises restarted pods by that revision. The target comes from the plan, never
-// from a cached Postgres, which may not show the switch to a user's Secret yet.
+// updateStatefulSets marks the pod template with this rotation, so the StatefulSet gets a new
+// revision: RestartNodes then recognises restarted pods by that revision. The template's
+// credential is the database's credential record (which UpdateCredential has written), or,
+// for a database without one yet, the plan's target Secret: never a cached Postgres's, which
+// may not show the switch to a user's Secret yet.
 func (c *Controller) updateStatefulSets(ctx context.Context, r *rotation) (outcome, error) {
-	secretName := r.req.Status.RotateAuth.TargetSecret
+	secretName, err := c.podSecret(ctx, r.req)
+	if err != nil {
+		return outcome{}, err
+	}
 	written, err := c.pointStatefulSetAt(ctx, r.req, secretName)
 	if err != nil {
 		return outcome{}, err

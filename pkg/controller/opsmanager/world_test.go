@@ -36,6 +36,7 @@ import (
 const (
 	ns          = "demo"
 	dbName      = "pg"
+	recordName  = dbName + kubedbv1.CredentialRecordSuffix
 	oldPassword = "Old-Password-123"
 	superuser   = "postgres"
 )
@@ -173,6 +174,13 @@ func newWorld(t testing.TB, replicas int32) *world {
 			{Type: kubedbv1.ConditionProvisioned, Status: metav1.ConditionTrue, Reason: "Provisioned"},
 		}},
 	})
+	// The provisioner's credential record, which the pods boot from.
+	w.create(&corev1.Secret{
+		ObjectMeta: metav1.ObjectMeta{Name: recordName, Namespace: ns, Labels: kubedbv1.CredentialRecordLabels(dbName),
+			Annotations: map[string]string{kubedbv1.RecordDatabaseUIDAnnotation: string(w.postgres().UID)}},
+		Type: corev1.SecretTypeBasicAuth,
+		Data: map[string][]byte{"username": []byte(superuser), "password": []byte(oldPassword)},
+	})
 	pgOwner := []metav1.OwnerReference{*metav1.NewControllerRef(w.postgres(), kubedbv1.SchemeGroupVersion.WithKind("Postgres"))}
 	w.create(&corev1.Service{
 		ObjectMeta: metav1.ObjectMeta{Name: dbName, Namespace: ns, Labels: ownedLabels(), OwnerReferences: pgOwner},
@@ -185,8 +193,8 @@ func newWorld(t testing.TB, replicas int32) *world {
 			Template: corev1.PodTemplateSpec{Spec: corev1.PodSpec{Containers: []corev1.Container{{
 				Name: "postgres",
 				Env: []corev1.EnvVar{
-					secretEnv("POSTGRES_USER", dbName+"-auth", "username"),
-					secretEnv("POSTGRES_PASSWORD", dbName+"-auth", "password"),
+					secretEnv("POSTGRES_USER", recordName, "username"),
+					secretEnv("POSTGRES_PASSWORD", recordName, "password"),
 				},
 			}}}},
 		},
@@ -638,6 +646,10 @@ type fakeDatabase struct {
 	unreachable bool
 	// acceptAnyPassword is pg_hba.conf "trust": every password logs in.
 	acceptAnyPassword bool
+	// oldPasswordStored makes pg_authid still show the password a rotation replaced, as
+	// when a DBA sets it back between the rotation's checks.
+	oldPasswordStored bool
+	replaced          map[string]string
 	passfiles         map[string]string
 	reconnected       map[string]bool
 	passfileWrites    int
@@ -682,11 +694,24 @@ func (d *fakeDatabase) EnsurePassword(_ context.Context, t credential.Target, ro
 		d.beforeSetPassword()
 	}
 	d.setCalls++
+	if d.replaced == nil {
+		d.replaced = map[string]string{}
+	}
+	d.replaced[role] = d.passwords[role]
 	d.passwords[role] = password
 	if d.setThenFail {
 		return true, fmt.Errorf("fake: %w", credential.ErrUnreachable)
 	}
 	return true, nil
+}
+
+func (d *fakeDatabase) PasswordMatches(_ context.Context, t credential.Target, role, password string) (bool, error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if err := d.login(t); err != nil {
+		return false, err
+	}
+	return d.passwords[role] == password || (d.oldPasswordStored && d.replaced[role] == password), nil
 }
 
 func (d *fakeDatabase) VerifyLogin(_ context.Context, t credential.Target, user, password string) (bool, error) {

@@ -76,10 +76,13 @@ func (c *Controller) handleDeletion(ctx context.Context, pg *kubedbv1.Postgres) 
 		if err := c.deleteGeneratedSecret(ctx, pg); err != nil {
 			return err
 		}
+		if err := c.deleteRecord(ctx, pg); err != nil {
+			return err
+		}
 		if err := c.deletePVCs(ctx, pg); err != nil {
 			return err
 		}
-		c.recorder.Event(pg, corev1.EventTypeNormal, ReasonWipedOut, "Removed the database with its data and generated auth secret")
+		c.recorder.Event(pg, corev1.EventTypeNormal, ReasonWipedOut, "Removed the database with its data, its credential record and its generated auth secret")
 	} else {
 		if err := c.orphanGeneratedSecret(ctx, pg); err != nil {
 			return err

@@ -96,7 +96,7 @@ func TestStatefulSetHandEditsReverted(t *testing.T) {
 				e := envByName(s.Spec.Template.Spec.Containers[0].Env)["POSTGRES_PASSWORD"]
 				assert.Empty(t, e.Value)
 				require.NotNil(t, e.ValueFrom)
-				assert.Equal(t, "x-auth", e.ValueFrom.SecretKeyRef.Name)
+				assert.Equal(t, "x.pgops-credential", e.ValueFrom.SecretKeyRef.Name)
 			},
 		},
 		"resources, probe and command": {

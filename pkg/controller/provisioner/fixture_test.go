@@ -456,3 +456,11 @@ func TestMain(m *testing.M) {
 	klog.SetOutput(io.Discard)
 	os.Exit(m.Run())
 }
+
+// addSecret creates sec on the fake API server and refreshes the caches.
+func (f *fixture) addSecret(sec *corev1.Secret) {
+	f.t.Helper()
+	_, err := f.kube.CoreV1().Secrets(testNS).Create(f.ctx, sec, metav1.CreateOptions{})
+	require.NoError(f.t, err)
+	f.refresh()
+}

@@ -55,8 +55,8 @@ func checkAuthSecretNotForeign(sec *corev1.Secret, pg *kubedbv1.Postgres) error 
 }
 
 // findNameConflict reads live what exists under pg's names before pg holds a finalizer:
-// another application's StatefulSet, Service or ConfigMap, or another KubeDB database's auth
-// Secret. A Postgres that finds one creates nothing, so it needs no finalizer, and its
+// another application's StatefulSet, Service or ConfigMap, another KubeDB database's auth
+// Secret, or a Secret under the credential record's name that is not pgops's record. A Postgres that finds one creates nothing, so it needs no finalizer, and its
 // deletion policy can never reach what it does not own. The caches hold only labelled
 // objects, so these are GETs.
 func (c *Controller) findNameConflict(ctx context.Context, pg *kubedbv1.Postgres) error {
@@ -89,6 +89,9 @@ func (c *Controller) findNameConflict(ctx context.Context, pg *kubedbv1.Postgres
 		if err := c.checkOwned(pg, obj, check.kind); err != nil {
 			return err
 		}
+	}
+	if _, err := c.getRecord(ctx, pg); err != nil {
+		return err // a Secret under the credential record's name that is not one
 	}
 	if pg.Spec.AuthSecret != nil && pg.Spec.AuthSecret.Name != "" && pg.Spec.AuthSecret.Name != authSecretName(pg) {
 		return nil

@@ -217,6 +217,22 @@ func (c *Controller) syncPaused(ctx context.Context, pg *kubedbv1.Postgres) erro
 	if err != nil && !errors.As(err, &ue) {
 		return err
 	}
+	if ue != nil {
+		cred = &authCredential{secretName: pg.ActiveAuthSecretName(), unusable: ue}
+	}
+	rec, err := c.getRecord(ctx, pg)
+	if err != nil && !errors.As(err, &ue) {
+		return err
+	}
+	switch {
+	case rec != nil:
+		cred.attachRecord(rec)
+		// The request holding the pause makes the Secret and PostgreSQL agree: mid-way, they
+		// differ by design.
+		cred.outOfSync = ""
+	case cred.unusable == nil:
+		cred.accepted = basicAuth{user: cred.user, password: cred.password}
+	}
 	if err := c.labelPodRoles(ctx, pg); err != nil {
 		return err
 	}

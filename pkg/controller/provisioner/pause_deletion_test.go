@@ -355,12 +355,14 @@ func TestDeletionPolicies(t *testing.T) {
 				assert.False(t, f.exists("pvc", "data-x-0"))
 				assert.False(t, f.exists("pvc", "data-x-1"))
 				assert.False(t, f.exists("secret", "x-auth"))
+				assert.False(t, f.exists("secret", "x.pgops-credential"), "with the data gone, its credential record goes")
 				assert.True(t, f.hasEvent("Normal", ReasonWipedOut, ""))
 			} else {
 				assert.True(t, f.exists("pvc", "data-x-0"))
 				assert.True(t, f.exists("pvc", "data-x-1"))
 				sec := f.secret("x-auth")
 				assert.Empty(t, sec.OwnerReferences, "the kept secret is orphaned so the garbage collector keeps it")
+				assert.True(t, f.exists("secret", "x.pgops-credential"), "the kept data's credential record stays")
 			}
 			assert.NotContains(t, f.postgres("x").Finalizers, Finalizer)
 		})

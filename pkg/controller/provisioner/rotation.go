@@ -18,15 +18,17 @@ import (
 
 	kubedbv1 "github.com/pgops/pgops/pkg/apis/kubedb/v1"
 	opsv1alpha1 "github.com/pgops/pgops/pkg/apis/ops/v1alpha1"
-	"github.com/pgops/pgops/pkg/credential"
 )
 
-// The provisioner creates RotateAuth requests by itself in two cases, and the ops-manager
+// The provisioner creates RotateAuth requests by itself in three cases, and the ops-manager
 // carries them out like any other (docs/architecture.md, "Rotations pgops starts"):
 //   - scheduled: a generated credential is older than spec.authSecret.rotateAfter;
 //   - a change of spec.authSecret.name to a Secret PostgreSQL does not accept yet: the
 //     database keeps running on the Secret it has (status.authSecret.name) until the
-//     rotation to the new one ends.
+//     rotation to the new one ends;
+//   - an edit of the auth Secret in place to a credential PostgreSQL does not accept yet:
+//     the pods keep booting from the credential record until the rotation to the edited
+//     content ends.
 //
 // The condition CredentialRotation on the Postgres says what is going on: True while
 // rotations go as they should, False when the user must act (with a Warning event),
@@ -40,6 +42,8 @@ const (
 	ReasonRotationExternal        = "ExternallyManaged"
 	ReasonAuthSecretChangeRefused = "AuthSecretChangeRefused"
 	ReasonAuthSecretChanged       = "AuthSecretChanged"
+	ReasonAuthSecretEdited        = "AuthSecretEdited"
+	ReasonAuthSecretEditRefused   = "AuthSecretEditRefused"
 
 	// autoRequestHistory is how many ended requests pgops created keep per database.
 	autoRequestHistory = 5
@@ -106,24 +110,32 @@ func openRequest(requests []*opsv1alpha1.PostgresOpsRequest) *opsv1alpha1.Postgr
 }
 
 // authSecretChange handles a spec.authSecret.name that differs from the Secret the database
-// runs on (status.authSecret.name). It returns the credential the pods must use now:
-//   - the new Secret's, adopted, when PostgreSQL already accepts it (for example after a
-//     rotation to it that the ops-manager finished);
+// runs on (status.authSecret.name). It returns the credential the database uses now:
+//   - the new Secret's, adopted, when it holds the credential PostgreSQL accepts as the
+//     credential record keeps it (for example after a rotation to it that the ops-manager
+//     finished). A login is no proof: a trust rule in pg_hba.conf accepts any password;
 //   - else the running one's, while a RotateAuth to the new Secret is created and runs, or
 //     while the new Secret cannot be used (the note says why).
-func (c *Controller) authSecretChange(ctx context.Context, pg *kubedbv1.Postgres) (*authCredential, error) {
+func (c *Controller) authSecretChange(ctx context.Context, pg *kubedbv1.Postgres, rec *corev1.Secret) (*authCredential, error) {
 	active, wanted := pg.ActiveAuthSecretName(), pg.Spec.AuthSecret.Name
 	running, err := c.credentialNamed(ctx, pg, active)
 	var ue *userError
-	if errors.As(err, &ue) {
-		// Without the credential PostgreSQL accepts, nothing can be rotated, and the new
-		// Secret is never adopted on a login alone (it may be another role's).
+	if errors.As(err, &ue) && rec == nil {
+		// Without the credential PostgreSQL accepts, nothing can be rotated.
 		return nil, &userError{reason: ue.reason, msg: fmt.Sprintf(
 			"Secret %s holds the credential PostgreSQL accepts and cannot be read (%s): restore it; "+
 				"spec.authSecret.name names Secret %s, which pgops rotates to once it can", active, ue.msg, wanted)}
 	}
+	if errors.As(err, &ue) {
+		// The record keeps the credential: the old Secret is not needed any more.
+		running, err = &authCredential{secretName: active, unusable: ue}, nil
+	}
 	if err != nil {
 		return nil, err
+	}
+	accepted := basicAuth{user: running.user, password: running.password}
+	if rec != nil {
+		accepted = recordedCredential(rec)
 	}
 	next, err := c.credentialNamed(ctx, pg, wanted)
 	if errors.As(err, &ue) {
@@ -134,24 +146,15 @@ func (c *Controller) authSecretChange(ctx context.Context, pg *kubedbv1.Postgres
 	if err != nil {
 		return nil, err
 	}
-	if next.user != running.user {
+	if next.user != accepted.user {
 		running.note = &rotationNote{status: metav1.ConditionFalse, reason: ReasonAuthSecretChangeRefused,
 			message: fmt.Sprintf("spec.authSecret.name names Secret %s with username %q, but the database's is %q and cannot be changed; the database keeps running on Secret %s",
-				wanted, next.user, running.user, active)}
+				wanted, next.user, accepted.user, active)}
 		return running, nil
 	}
-	accepted := next.password == running.password
-	if !accepted {
-		if accepted, err = c.primaryAccepts(ctx, pg, next); err != nil {
-			// Cannot tell yet (the primary is down or starting): keep what works.
-			running.note = &rotationNote{status: metav1.ConditionUnknown, reason: ReasonAuthSecretChanged, recheck: c.statusPeriod,
-				message: fmt.Sprintf("spec.authSecret.name names Secret %s; the database keeps running on Secret %s until the primary can be asked whether it accepts it: %v", wanted, active, err)}
-			return running, nil
-		}
-	}
-	if accepted {
+	if next.password == accepted.password {
 		next.adoptedFrom = active
-		c.recorder.Eventf(pg, corev1.EventTypeNormal, ReasonAuthSecretAdopted, "PostgreSQL accepts the credential in Secret %s: the pods use it from now on", wanted)
+		c.recorder.Eventf(pg, corev1.EventTypeNormal, ReasonAuthSecretAdopted, "Secret %s holds the credential PostgreSQL accepts: it is the auth Secret from now on", wanted)
 		return next, nil
 	}
 	running.note = c.requestRotationTo(ctx, pg, active, wanted)
@@ -193,6 +196,52 @@ func (c *Controller) requestRotationTo(ctx context.Context, pg *kubedbv1.Postgre
 	return &rotationNote{status: metav1.ConditionTrue, reason: ReasonRotationRequested,
 		message: fmt.Sprintf("spec.authSecret.name names Secret %s, whose credential PostgreSQL does not accept yet: rotating to it with PostgresOpsRequest %s; "+
 			"the pods keep Secret %s until it ends", wanted, name, active)}
+}
+
+// applySecretEdit makes sure an edit of the auth Secret that left it with another credential
+// than the one PostgreSQL accepts is applied, as a RotateAuth to the Secret's own content
+// that re-points the standbys without restarting them, and says how it goes. A Secret that
+// cannot be used, or changes the username, is refused before anything is touched: the
+// database keeps the credential it has. The request's name is derived from the Secret's
+// resourceVersion, so each edit is tried once: a failed one is retried by editing again.
+func (c *Controller) applySecretEdit(ctx context.Context, pg *kubedbv1.Postgres, cred *authCredential) *rotationNote {
+	refused := func(format string, args ...any) *rotationNote {
+		return &rotationNote{status: metav1.ConditionFalse, reason: ReasonAuthSecretEditRefused, message: fmt.Sprintf(format, args...) +
+			"; the database keeps the credential it accepts (kept in Secret " + credentialRecordName(pg) + ", which the pods boot from)"}
+	}
+	switch {
+	case cred.unusable != nil:
+		return refused("Secret %s cannot be used: %s", cred.secretName, cred.unusable.msg)
+	case cred.user != cred.accepted.user:
+		return refused("Secret %s has username %q, but the database's is %q and cannot be changed", cred.secretName, cred.user, cred.accepted.user)
+	}
+	sum := sha256.Sum256([]byte(cred.secretName + "/" + cred.version))
+	name := fmt.Sprintf("%s-apply-auth-%s", pg.Name, hex.EncodeToString(sum[:5]))
+	requests := c.requestsOf(pg)
+	for _, r := range requests {
+		if r.Name != name {
+			continue
+		}
+		if r.Status.Phase == opsv1alpha1.OpsRequestPhaseFailed || r.Status.Phase == opsv1alpha1.OpsRequestPhaseSkipped {
+			return refused("applying the edit of Secret %s (PostgresOpsRequest %s) ended %s: %s. Edit the Secret again to retry",
+				cred.secretName, name, r.Status.Phase, endMessage(r))
+		}
+		return &rotationNote{status: metav1.ConditionTrue, reason: ReasonAuthSecretEdited,
+			message: fmt.Sprintf("Secret %s was edited: applying its credential with PostgresOpsRequest %s", cred.secretName, name)}
+	}
+	if open := openRequest(requests); open != nil {
+		return &rotationNote{status: metav1.ConditionTrue, reason: ReasonAuthSecretEdited,
+			message: fmt.Sprintf("Secret %s was edited: waiting for PostgresOpsRequest %s to end before applying it", cred.secretName, open.Name)}
+	}
+	req := c.autoRequest(pg, name, opsv1alpha1.TriggerAuthSecretEdited)
+	req.Spec.Authentication = &opsv1alpha1.AuthSpec{SecretRef: &opsv1alpha1.SecretReference{Kind: "Secret", Name: cred.secretName}}
+	req.Spec.RotateAuth = &opsv1alpha1.RotateAuthOptions{Restart: opsv1alpha1.RestartNone}
+	if err := c.createRequest(ctx, pg, req, fmt.Sprintf("Secret %s was edited to a credential PostgreSQL does not accept yet: applying it", cred.secretName)); err != nil {
+		return &rotationNote{status: metav1.ConditionUnknown, reason: ReasonAuthSecretEdited, recheck: c.statusPeriod,
+			message: fmt.Sprintf("creating the request that applies the edit of Secret %s: %v", cred.secretName, err)}
+	}
+	return &rotationNote{status: metav1.ConditionTrue, reason: ReasonAuthSecretEdited,
+		message: fmt.Sprintf("Secret %s was edited: applying its credential with PostgresOpsRequest %s", cred.secretName, name)}
 }
 
 // scheduleRotation creates a RotateAuth when the generated credential in use is older than
@@ -358,22 +407,6 @@ func (c *Controller) pruneRequests(ctx context.Context, pg *kubedbv1.Postgres) e
 		}
 	}
 	return nil
-}
-
-// primaryAccepts tells whether pg's primary accepts cred: false, nil when it refuses it.
-func (c *Controller) primaryAccepts(ctx context.Context, pg *kubedbv1.Postgres, cred *authCredential) (bool, error) {
-	svc, err := c.serviceLister.Services(pg.Namespace).Get(primaryServiceName(pg))
-	if err != nil {
-		return false, fmt.Errorf("finding the primary Service: %w", err)
-	}
-	err = c.health.CheckPrimary(ctx, PrimaryEndpoint{Service: svc, User: cred.user, Password: cred.password})
-	if err == nil {
-		return true, nil
-	}
-	if credential.Classify(err) == credential.ClassAuth {
-		return false, nil
-	}
-	return false, err
 }
 
 // credentialNamed reads and checks the credential in Secret name.

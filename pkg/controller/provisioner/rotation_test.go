@@ -206,7 +206,13 @@ func TestEndedAutoRequestsArePrunedToTheLastFive(t *testing.T) {
 // "from-git", a Secret of the user's holding password.
 func gitopsFixture(t *testing.T, username, password string) *fixture {
 	t.Helper()
-	f := provisioned(t, newPG("x"), userSecret("from-git", map[string]string{"username": username, "password": password}))
+	return gitopsFixtureOn(t, provisioned(t, newPG("x")), username, password)
+}
+
+// gitopsFixtureOn is gitopsFixture on f, "x" provisioned.
+func gitopsFixtureOn(t *testing.T, f *fixture, username, password string) *fixture {
+	t.Helper()
+	f.addSecret(userSecret("from-git", map[string]string{"username": username, "password": password}))
 	pg := f.postgres("x")
 	require.Equal(t, "x-auth", pg.Status.AuthSecret.Name, "the provisioner records the Secret it runs on")
 	pg.Spec.AuthSecret.Name = "from-git"
@@ -239,7 +245,7 @@ func TestAuthSecretChangeBecomesARotation(t *testing.T) {
 	assert.Equal(t, opsv1alpha1.TriggerAuthSecretChanged, req.Labels[opsv1alpha1.LabelTrigger])
 	require.NotNil(t, req.Spec.Authentication)
 	assert.Equal(t, "from-git", req.Spec.Authentication.SecretRef.Name)
-	assert.Equal(t, "x-auth", f.podSecret(), "the pods keep the credential that works")
+	assert.Equal(t, "x.pgops-credential", f.podSecret(), "the pods boot from the credential record")
 	pg := f.postgres("x")
 	assert.Equal(t, "x-auth", pg.Status.AuthSecret.Name)
 	cond := condition(pg, ConditionCredentialRotation)
@@ -258,17 +264,32 @@ func TestAuthSecretChangeBecomesARotation(t *testing.T) {
 	cond = condition(f.postgres("x"), ConditionCredentialRotation)
 	assert.Equal(t, ReasonRotationFailed, cond.Reason)
 	assert.Contains(t, cond.Message, "the database keeps running on Secret x-auth")
-	assert.Equal(t, "x-auth", f.podSecret())
+	assert.Equal(t, "x.pgops-credential", f.podSecret())
 }
 
+// A new spec.authSecret.name holding the credential the record keeps (what PostgreSQL
+// accepts) is adopted without a rotation.
 func TestAuthSecretChangeAlreadyAcceptedIsAdopted(t *testing.T) {
-	f := gitopsFixture(t, "postgres", "From-Git-Password-1")
+	f := provisioned(t, newPG("x"))
+	accepted := f.secret("x-auth").Data
+	f = gitopsFixtureOn(t, f, "postgres", string(accepted["password"]))
 	f.mustSync("x")
 	f.refresh()
 	assert.Empty(t, f.requests(), "PostgreSQL accepts it: nothing to rotate")
 	assert.Equal(t, "from-git", f.postgres("x").Status.AuthSecret.Name)
-	assert.Equal(t, "from-git", f.podSecret())
+	assert.Equal(t, "x.pgops-credential", f.podSecret())
 	assert.Nil(t, condition(f.postgres("x"), ConditionCredentialRotation))
+}
+
+// A login proves nothing (a trust rule in pg_hba.conf accepts any password): a new Secret
+// whose password logs in, but is not the recorded one, is rotated to, never adopted.
+func TestAuthSecretChangeIsNeverAdoptedOnALogin(t *testing.T) {
+	f := gitopsFixture(t, "postgres", "From-Git-Password-1") // the fake health accepts any password
+	f.mustSync("x")
+	f.refresh()
+	require.Len(t, f.requests(), 1)
+	assert.Equal(t, opsv1alpha1.TriggerAuthSecretChanged, f.requests()[0].Labels[opsv1alpha1.LabelTrigger])
+	assert.Equal(t, "x-auth", f.postgres("x").Status.AuthSecret.Name)
 }
 
 func TestInvalidAuthSecretChangeKeepsTheDatabaseRunning(t *testing.T) {
@@ -283,7 +304,7 @@ func TestInvalidAuthSecretChangeKeepsTheDatabaseRunning(t *testing.T) {
 			f.mustSync("x")
 			f.refresh()
 			assert.Empty(t, f.requests())
-			assert.Equal(t, "x-auth", f.podSecret())
+			assert.Equal(t, "x.pgops-credential", f.podSecret())
 			cond := condition(f.postgres("x"), ConditionCredentialRotation)
 			require.NotNil(t, cond)
 			assert.Equal(t, metav1.ConditionFalse, cond.Status)
@@ -304,24 +325,22 @@ func TestAuthSecretChangeToAnotherRoleIsNeverAdopted(t *testing.T) {
 	f.refresh()
 	assert.Empty(t, f.requests())
 	assert.Equal(t, "x-auth", f.postgres("x").Status.AuthSecret.Name)
-	assert.Equal(t, "x-auth", f.podSecret())
+	assert.Equal(t, "x.pgops-credential", f.podSecret())
 	assert.Equal(t, ReasonAuthSecretChangeRefused, condition(f.postgres("x"), ConditionCredentialRotation).Reason)
 }
 
-// The Secret PostgreSQL accepts deleted together with the rename (one Git commit): nothing
-// is adopted on a login alone, and the Postgres says which Secret to restore.
+// The Secret the database ran on deleted together with the rename (one Git commit): the
+// credential record keeps what PostgreSQL accepts, so the rotation to the new Secret goes
+// ahead, and the pods keep booting from the record.
 func TestAuthSecretChangeWithTheRunningSecretGone(t *testing.T) {
 	f := gitopsFixture(t, "postgres", "From-Git-Password-1")
 	require.NoError(t, f.kube.CoreV1().Secrets(testNS).Delete(f.ctx, "x-auth", metav1.DeleteOptions{}))
 	f.refresh()
 	f.mustSync("x")
 	f.refresh()
-	assert.Empty(t, f.requests())
-	assert.Equal(t, "x-auth", f.postgres("x").Status.AuthSecret.Name)
-	cond := condition(f.postgres("x"), kubedbv1.ConditionProvisioningStarted)
-	require.NotNil(t, cond)
-	assert.Contains(t, cond.Message, "Secret x-auth holds the credential PostgreSQL accepts and cannot be read")
-	assert.Contains(t, cond.Message, "restore it")
+	require.Len(t, f.requests(), 1)
+	assert.Equal(t, "from-git", f.requests()[0].Spec.Authentication.SecretRef.Name)
+	assert.Equal(t, "x.pgops-credential", f.podSecret())
 }
 
 // Pruning the oldest failed attempts never makes a new attempt collide with a kept one.

@@ -2,6 +2,7 @@ package provisioner
 
 import (
 	"context"
+	"errors"
 	"fmt"
 
 	corev1 "k8s.io/api/core/v1"
@@ -13,11 +14,20 @@ import (
 	"github.com/pgops/pgops/pkg/credential"
 )
 
-// authCredential is the superuser credential of a database, read from its auth Secret.
+// authCredential is the superuser credential of a database: the auth Secret's (user,
+// password), and the one PostgreSQL accepts as its credential record keeps it (accepted).
 type authCredential struct {
 	secretName string
 	user       string
 	password   string
+	// version is the auth Secret's resourceVersion.
+	version string
+	// unusable says why the auth Secret's credential cannot be used, if it cannot.
+	unusable *userError
+	// accepted is the credential record's; outOfSync says how the auth Secret disagrees with
+	// it, when it does.
+	accepted  basicAuth
+	outOfSync string
 	// adoptedFrom is the Secret the database ran on before this sync found that PostgreSQL
 	// accepts secretName's credential (a finished change of spec.authSecret.name).
 	adoptedFrom string
@@ -30,9 +40,12 @@ type authCredential struct {
 // Postgres is then the updated one. A user's Secret is only read, never written. When
 // spec.authSecret.name names another Secret than the one the database runs on
 // (status.authSecret.name), authSecretChange decides which the pods use.
-func (c *Controller) ensureAuthSecret(ctx context.Context, pg *kubedbv1.Postgres) (*kubedbv1.Postgres, *authCredential, error) {
+//
+// rec is the database's credential record, when it has one: a deleted generated Secret is
+// created again from it, and a new spec.authSecret.name is adopted when it holds it.
+func (c *Controller) ensureAuthSecret(ctx context.Context, pg *kubedbv1.Postgres, rec *corev1.Secret) (*kubedbv1.Postgres, *authCredential, error) {
 	if pg.Spec.AuthSecret == nil || pg.Spec.AuthSecret.Name == "" {
-		sec, err := c.ensureGeneratedSecret(ctx, pg)
+		sec, err := c.ensureGeneratedSecret(ctx, pg, rec)
 		if err != nil {
 			return pg, nil, err
 		}
@@ -60,10 +73,17 @@ func (c *Controller) ensureAuthSecret(ctx context.Context, pg *kubedbv1.Postgres
 		return pg, cred, nil
 	}
 	if active := pg.ActiveAuthSecretName(); active != pg.Spec.AuthSecret.Name {
-		cred, err := c.authSecretChange(ctx, pg)
+		cred, err := c.authSecretChange(ctx, pg, rec)
 		return pg, cred, err
 	}
 	sec, err := c.loadAuthSecret(ctx, pg)
+	var ue *userError
+	if errors.As(err, &ue) && ue.reason == ReasonAuthSecretNotFound && rec != nil && pg.Spec.AuthSecret.Name == authSecretName(pg) &&
+		!pg.Spec.AuthSecret.ExternallyManaged {
+		// The generated Secret was deleted (by hand, by a prune): it is the user's interface
+		// to the credential the record keeps, so it is created again from the record.
+		sec, err = c.ensureGeneratedSecret(ctx, pg, rec)
+	}
 	if err != nil {
 		return pg, nil, err
 	}
@@ -136,7 +156,7 @@ func credentialFrom(sec *corev1.Secret) (*authCredential, error) {
 		return nil, &userError{reason: ReasonAuthSecretInvalid,
 			msg: fmt.Sprintf("secret %s/%s has an invalid %q: %v", sec.Namespace, sec.Name, corev1.BasicAuthPasswordKey, err)}
 	}
-	return &authCredential{secretName: sec.Name, user: user, password: password}, nil
+	return &authCredential{secretName: sec.Name, user: user, password: password, version: sec.ResourceVersion}, nil
 }
 
 // isGeneratedSecret reports whether sec is the provisioner's "<name>-auth" for pg (owned, or
@@ -150,9 +170,10 @@ func isGeneratedSecret(sec *corev1.Secret, pg *kubedbv1.Postgres) bool {
 	return owner == nil || isOwnedBy(sec, pg)
 }
 
-// ensureGeneratedSecret returns "<name>-auth", creating it when missing. An existing one is
-// never overwritten: the ops-manager rotates its credential.
-func (c *Controller) ensureGeneratedSecret(ctx context.Context, pg *kubedbv1.Postgres) (*corev1.Secret, error) {
+// ensureGeneratedSecret returns "<name>-auth", creating it when missing: with the credential
+// rec keeps when the database has a credential record, else a generated one. An existing one
+// is never overwritten: the ops-manager rotates its credential.
+func (c *Controller) ensureGeneratedSecret(ctx context.Context, pg *kubedbv1.Postgres, rec *corev1.Secret) (*corev1.Secret, error) {
 	name := authSecretName(pg)
 	sec, err := c.getSecret(ctx, pg.Namespace, name)
 	if err == nil {
@@ -176,8 +197,10 @@ func (c *Controller) ensureGeneratedSecret(ctx context.Context, pg *kubedbv1.Pos
 	if !apierrors.IsNotFound(err) {
 		return nil, fmt.Errorf("reading secret %s/%s: %w", pg.Namespace, name, err)
 	}
-	password, err := credential.GeneratePassword(credential.DefaultPasswordLength)
-	if err != nil {
+	auth := basicAuth{user: DefaultUser}
+	if rec != nil {
+		auth = recordedCredential(rec)
+	} else if auth.password, err = credential.GeneratePassword(credential.DefaultPasswordLength); err != nil {
 		return nil, fmt.Errorf("generating password: %w", err)
 	}
 	sec = &corev1.Secret{
@@ -194,8 +217,8 @@ func (c *Controller) ensureGeneratedSecret(ctx context.Context, pg *kubedbv1.Pos
 		},
 		Type: corev1.SecretTypeBasicAuth,
 		Data: map[string][]byte{
-			corev1.BasicAuthUsernameKey: []byte(DefaultUser),
-			corev1.BasicAuthPasswordKey: []byte(password),
+			corev1.BasicAuthUsernameKey: []byte(auth.user),
+			corev1.BasicAuthPasswordKey: []byte(auth.password),
 		},
 	}
 	created, err := c.kubeClient.CoreV1().Secrets(pg.Namespace).Create(ctx, sec, metav1.CreateOptions{FieldManager: FieldManager})
@@ -207,7 +230,12 @@ func (c *Controller) ensureGeneratedSecret(ctx context.Context, pg *kubedbv1.Pos
 		return nil, fmt.Errorf("creating secret %s/%s: %w", pg.Namespace, name, err)
 	}
 	klog.FromContext(ctx).Info("Created auth secret", "secret", klog.KObj(created))
-	c.recorder.Eventf(pg, corev1.EventTypeNormal, ReasonAuthSecretCreated, "Created auth secret %s", name)
+	if rec != nil {
+		c.recorder.Eventf(pg, corev1.EventTypeWarning, ReasonAuthSecretCreated,
+			"Auth secret %s was deleted: created it again with the credential PostgreSQL accepts, kept in Secret %s", name, rec.Name)
+	} else {
+		c.recorder.Eventf(pg, corev1.EventTypeNormal, ReasonAuthSecretCreated, "Created auth secret %s", name)
+	}
 	return created, nil
 }
 

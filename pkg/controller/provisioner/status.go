@@ -71,6 +71,9 @@ type observation struct {
 	// blocked is why the sync could not reconcile the workloads, if it could not.
 	blocked *userError
 	halted  bool
+	// outOfSync says why the auth Secret holds another credential than the one PostgreSQL
+	// accepts, if it does.
+	outOfSync string
 	// checked says whether the primary was checked; primaryErr is the result.
 	checked    bool
 	primaryErr error
@@ -126,9 +129,10 @@ func (c *Controller) observe(ctx context.Context, pg *kubedbv1.Postgres, cred *a
 		}
 	}
 	obs.primaryReady = readyByOrdinal[0]
-	if cred == nil {
+	if cred == nil || cred.accepted.password == "" {
 		return obs
 	}
+	obs.outOfSync = cred.outOfSync
 	obs.checked = true
 	if !obs.primaryReady {
 		// Not Ready (absent, terminating, starting): no client reaches it through its
@@ -143,7 +147,9 @@ func (c *Controller) observe(ctx context.Context, pg *kubedbv1.Postgres, cred *a
 		obs.primaryErr = fmt.Errorf("primary service %s/%s not found", pg.Namespace, primaryServiceName(pg))
 		return obs
 	}
-	ep := PrimaryEndpoint{Service: svc, User: cred.user, Password: cred.password}
+	// The login uses the credential PostgreSQL accepts as pgops recorded it; whether the auth
+	// Secret agrees is outOfSync.
+	ep := PrimaryEndpoint{Service: svc, User: cred.accepted.user, Password: cred.accepted.password}
 	for i := 1; i < int(obs.desired); i++ {
 		ep.Standbys = append(ep.Standbys, fmt.Sprintf("%s-%d", statefulSetName(pg), i))
 	}
@@ -308,6 +314,12 @@ func applyObservation(st *kubedbv1.PostgresStatus, obs observation, generation i
 		set(kubedbv1.ConditionProvisioned, metav1.ConditionFalse, ReasonNotProvisioned, "The database is not up yet")
 	}
 
+	if obs.outOfSync != "" && primaryOK {
+		// The database runs, but clients that read the auth Secret cannot log in.
+		st.Phase = kubedbv1.DatabasePhaseNotReady
+		set(kubedbv1.ConditionReady, metav1.ConditionFalse, kubedbv1.ReasonAuthSecretOutOfSync, obs.outOfSync)
+		return
+	}
 	if st.Phase == kubedbv1.DatabasePhaseReady {
 		set(kubedbv1.ConditionReady, metav1.ConditionTrue, ReasonReady, "The primary and every standby accept connections")
 	} else {
@@ -322,7 +334,7 @@ func applyObservation(st *kubedbv1.PostgresStatus, obs observation, generation i
 func primaryProblem(err error) string {
 	switch credential.Classify(err) {
 	case credential.ClassAuth:
-		return "The primary refuses the credential in the auth Secret"
+		return "The primary refuses the credential pgops recorded for it: its password was changed outside pgops"
 	case credential.ClassUnreachable:
 		return "The primary does not answer: it is down, starting or unreachable"
 	}

@@ -22,8 +22,10 @@ import (
 //  3. pause handshake: answer Paused=Unknown with True for the request in status.pausedBy;
 //     while True, only observe status and label pod roles; drop a pause whose request is
 //     gone or ended;
-//  4. auth Secret: generate "<name>-auth" or check the user's; a change of its name to a
-//     Secret PostgreSQL does not accept yet becomes a RotateAuth (rotation.go);
+//  4. credentials: adopt or create the credential record (record.go), which the pods boot
+//     from; generate "<name>-auth" or check the user's; a change of its name, or an edit of
+//     its content, to a credential PostgreSQL does not accept yet becomes a RotateAuth
+//     (rotation.go);
 //  5. halt: remove StatefulSet and Services, keep data and Secret;
 //     else a rotation on the rotateAfter schedule, and pruning of the requests pgops made;
 //  6. version → image;
@@ -89,9 +91,26 @@ func (c *Controller) syncHandler(ctx context.Context, name cache.ObjectName) err
 		return c.grantPause(ctx, pg, asker)
 	}
 
-	pg, cred, err := c.ensureAuthSecret(ctx, pg)
+	rec, err := c.adoptRecord(ctx, pg)
 	if err != nil {
 		return c.handleStepError(ctx, pg, nil, err)
+	}
+	pg, cred, err := c.ensureAuthSecret(ctx, pg, rec)
+	if err != nil {
+		var ue *userError
+		if !errors.As(err, &ue) || rec == nil || (ue.reason != ReasonAuthSecretNotFound && ue.reason != ReasonAuthSecretInvalid) {
+			return c.handleStepError(ctx, pg, nil, err)
+		}
+		// The record keeps the credential PostgreSQL accepts and the pods boot from it: a
+		// missing or broken auth Secret is reported, and the database keeps running.
+		cred = &authCredential{secretName: pg.ActiveAuthSecretName(), unusable: ue}
+	}
+	if rec, err = c.ensureRecord(ctx, pg, rec, basicAuth{user: cred.user, password: cred.password}); err != nil {
+		return c.handleStepError(ctx, pg, cred, err)
+	}
+	cred.attachRecord(rec)
+	if cred.note == nil && cred.outOfSync != "" {
+		cred.note = c.applySecretEdit(ctx, pg, cred)
 	}
 
 	if pg.Spec.Halted {
@@ -130,7 +149,7 @@ func (c *Controller) syncHandler(ctx context.Context, name cache.ObjectName) err
 	if err := c.ensureServices(ctx, pg); err != nil {
 		return c.handleStepError(ctx, pg, cred, err)
 	}
-	if err := c.ensureStatefulSet(ctx, pg, image, cred.secretName); err != nil {
+	if err := c.ensureStatefulSet(ctx, pg, image, rec.Name); err != nil {
 		return c.handleStepError(ctx, pg, cred, err)
 	}
 	if err := c.ensurePodDisruptionBudget(ctx, pg); err != nil {

@@ -21,6 +21,7 @@ func TestSyncGeneratesSecretAndWorkloads(t *testing.T) {
 
 	assert.Equal(t, []string{
 		"create secrets x-auth",
+		"create secrets x.pgops-credential",
 		"create configmaps x-scripts",
 		"create services x",
 		"create services x-pods",
@@ -42,6 +43,16 @@ func TestSyncGeneratesSecretAndWorkloads(t *testing.T) {
 	assert.Empty(t, sec.OwnerReferences, "no owner reference: no garbage collection can take the credential")
 	assert.Equal(t, "Prune=false", sec.Annotations["argocd.argoproj.io/sync-options"], "nor an Argo CD prune")
 	assert.True(t, isGeneratedSecret(sec, newPG("x")), "its labels make it this database's")
+
+	rec := f.secret("x.pgops-credential")
+	assert.Equal(t, sec.Data["username"], rec.Data["username"], "the record starts with the generated credential")
+	assert.Equal(t, sec.Data["password"], rec.Data["password"])
+	assert.True(t, kubedbv1.IsCredentialRecordOf(rec, "x"))
+	assert.Empty(t, rec.OwnerReferences, "no owner reference: no garbage collection can take the credential")
+	assert.Equal(t, "uid-x", rec.Annotations[kubedbv1.RecordDatabaseUIDAnnotation])
+	assert.Equal(t, "Prune=false", rec.Annotations["argocd.argoproj.io/sync-options"])
+	env := envByName(f.statefulSet("x").Spec.Template.Spec.Containers[0].Env)
+	assert.Equal(t, "x.pgops-credential", env["POSTGRES_PASSWORD"].ValueFrom.SecretKeyRef.Name, "the pods boot from the record")
 
 	pg = f.postgres("x")
 	assert.Equal(t, "x-auth", pg.Spec.AuthSecret.Name)
@@ -82,14 +93,19 @@ func TestSyncUsesUserSecretWithoutWritingIt(t *testing.T) {
 	require.NoError(t, f.sync("x"))
 
 	for _, w := range f.kubeWrites() {
-		assert.NotContains(t, w, "secrets", "the user's secret must not be written")
+		if strings.Contains(w, "secrets") {
+			assert.Equal(t, "create secrets x.pgops-credential", w, "the user's secret must not be written")
+		}
 	}
 	assert.False(t, f.exists("secret", "x-auth"))
+	rec := f.secret("x.pgops-credential")
+	assert.Equal(t, "admin", string(rec.Data["username"]), "the record starts with the user's checked credential")
+	assert.Equal(t, "s3cret-value", string(rec.Data["password"]))
 	sts := f.statefulSet("x")
 	env := envByName(sts.Spec.Template.Spec.Containers[0].Env)
-	assert.Equal(t, "mine", env["POSTGRES_USER"].ValueFrom.SecretKeyRef.Name)
+	assert.Equal(t, "x.pgops-credential", env["POSTGRES_USER"].ValueFrom.SecretKeyRef.Name)
 	assert.Equal(t, "username", env["POSTGRES_USER"].ValueFrom.SecretKeyRef.Key)
-	assert.Equal(t, "mine", env["POSTGRES_PASSWORD"].ValueFrom.SecretKeyRef.Name)
+	assert.Equal(t, "x.pgops-credential", env["POSTGRES_PASSWORD"].ValueFrom.SecretKeyRef.Name)
 	assert.Equal(t, "password", env["POSTGRES_PASSWORD"].ValueFrom.SecretKeyRef.Key)
 	sec := f.secret("mine")
 	assert.Empty(t, sec.OwnerReferences)

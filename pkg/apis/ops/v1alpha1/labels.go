@@ -2,14 +2,17 @@ package v1alpha1
 
 // Labels on the PostgresOpsRequests the operators create by themselves (a pgops extension).
 const (
-	// LabelTrigger says why pgops created a request: TriggerScheduled or
-	// TriggerAuthSecretChanged. Requests without it are the user's.
+	// LabelTrigger says why pgops created a request: TriggerScheduled,
+	// TriggerAuthSecretChanged or TriggerAuthSecretEdited. Requests without it are the user's.
 	LabelTrigger = "ops.kubedb.com/trigger"
 	// TriggerScheduled: the credential became older than spec.authSecret.rotateAfter.
 	TriggerScheduled = "scheduled"
 	// TriggerAuthSecretChanged: spec.authSecret.name was changed to a Secret whose
 	// credential PostgreSQL did not accept yet.
 	TriggerAuthSecretChanged = "auth-secret-changed"
+	// TriggerAuthSecretEdited: the auth Secret was edited in place (by a person, a GitOps
+	// tool, a secret operator) to a credential PostgreSQL did not accept yet.
+	TriggerAuthSecretEdited = "auth-secret-edited"
 	// LabelRotationDue on a scheduled request is when the rotation fell due, in Unix seconds.
 	LabelRotationDue = "ops.kubedb.com/rotation-due"
 	// LabelRotationAttempt on a scheduled request counts the attempts for its due time, from 1.

@@ -1,0 +1,112 @@
+package opsmanager
+
+import (
+	"context"
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	opsv1alpha1 "github.com/pgops/pgops/pkg/apis/ops/v1alpha1"
+)
+
+// editSecret changes the password in Secret name in place, as kubectl edit, a GitOps sync
+// or a secret operator's refresh does.
+func (w *world) editSecret(name, password string) {
+	w.t.Helper()
+	s := w.secret(name)
+	s.Data["password"] = []byte(password)
+	require.NoError(w.t, w.kube.Tracker().Update(corev1.SchemeGroupVersion.WithResource("secrets"), s, ns))
+}
+
+// applyEdit is the request the provisioner creates for an in-place edit of the auth Secret.
+func applyEdit(r *opsv1alpha1.PostgresOpsRequest) {
+	userProvided(dbName + "-auth")(r)
+	withRestart(opsv1alpha1.RestartNone)(r)
+	r.Labels = map[string]string{opsv1alpha1.LabelTrigger: opsv1alpha1.TriggerAuthSecretEdited}
+}
+
+// Issue 26, item 9: an in-place edit of the auth Secret is applied like a rotation. The
+// rotation logs in with the recorded credential (the Secret no longer holds it), sets the
+// edited one, records it, and re-points the running standbys; the Secret is the user's word
+// and is not written.
+func TestInPlaceEditIsApplied(t *testing.T) {
+	w := newWorld(t, 3)
+	w.editSecret(dbName+"-auth", "Edited-Password-1")
+	edited := w.secret(dbName + "-auth")
+	w.newRequest("apply", applyEdit)
+	req := w.runUntilDone("apply", 60)
+
+	require.Equal(t, opsv1alpha1.OpsRequestPhaseSuccessful, req.Status.Phase, describe(req))
+	assert.Equal(t, "Edited-Password-1", w.db.password(superuser))
+	assert.Equal(t, "Edited-Password-1", string(w.secret(recordName).Data["password"]), "recorded once PostgreSQL accepts it")
+	assert.Equal(t, edited.ResourceVersion, w.secret(dbName+"-auth").ResourceVersion, "the edited Secret is not written")
+	assert.ElementsMatch(t, []string{dbName + "-1", dbName + "-2"}, req.Status.RotateAuth.RepointPods)
+	for _, pod := range req.Status.RotateAuth.RepointPods {
+		assert.Equal(t, "Edited-Password-1", w.db.passfile(pod), "standby %s re-pointed without a restart", pod)
+	}
+	assert.Empty(t, w.evictions())
+	assert.Contains(t, condition(req, ConditionRestartNodes).Message, "the old credential is refused")
+	w.requireCredentialWorks()
+	w.assertNoSecretsLeaked(oldPassword, "Edited-Password-1")
+}
+
+// An edit made while the previous one is applied is the user's latest word: the rotation
+// never writes the one it applied back over it, and the provisioner applies it next.
+func TestNewerEditIsNeverOverwritten(t *testing.T) {
+	w := newWorld(t, 1)
+	w.editSecret(dbName+"-auth", "Edited-Password-1")
+	w.newRequest("apply", applyEdit)
+	w.syncUntil("apply", 60, func(r *opsv1alpha1.PostgresOpsRequest) bool {
+		return isTrue(r.Status.Conditions, ConditionUpdateCredential)
+	})
+	w.editSecret(dbName+"-auth", "Edited-Password-2")
+	req := w.runUntilDone("apply", 60)
+	require.Equal(t, opsv1alpha1.OpsRequestPhaseSuccessful, req.Status.Phase, describe(req))
+	assert.Equal(t, "Edited-Password-1", w.db.password(superuser))
+	assert.Equal(t, "Edited-Password-1", string(w.secret(recordName).Data["password"]))
+	assert.Equal(t, "Edited-Password-2", string(w.secret(dbName + "-auth").Data["password"]), "the newer edit stays for the next request")
+}
+
+// A request naming the auth Secret whose content PostgreSQL already has is refused before
+// the pause: there is nothing to apply.
+func TestApplyingAnUneditedSecretIsRefused(t *testing.T) {
+	w := newWorld(t, 1)
+	w.newRequest("apply", applyEdit)
+	req := w.runUntilDone("apply", 20)
+	require.Equal(t, opsv1alpha1.OpsRequestPhaseFailed, req.Status.Phase, describe(req))
+	assert.Equal(t, ReasonInvalidRequest, condition(req, ConditionFailed).Reason)
+	assert.Nil(t, condition(req, ConditionPauseDatabase), "refused before the pause")
+	assert.Equal(t, 0, w.db.setCalls)
+}
+
+// The auth Secret edited (or broken) before a generated rotation: the rotation logs in
+// with the recorded credential, which PostgreSQL accepts, never the Secret's.
+func TestGeneratedRotationLogsInWithTheRecord(t *testing.T) {
+	w := newWorld(t, 1)
+	w.editSecret(dbName+"-auth", "Not-What-PostgreSQL-Has-1")
+	w.newRequest("rotate")
+	req := w.runUntilDone("rotate", 50)
+	require.Equal(t, opsv1alpha1.OpsRequestPhaseSuccessful, req.Status.Phase, describe(req))
+	w.requireCredentialWorks()
+	assert.Equal(t, oldPassword, string(w.secret(dbName + "-auth").Data["password.prev"]),
+		"the previous credential is the one PostgreSQL accepted before, not what the Secret held")
+}
+
+// A record of another database (a re-created Postgres of the same name that has not adopted
+// it yet) is never used or written: the rotation falls back to the Secret.
+func TestRecordOfAnotherDatabaseIsNotUsed(t *testing.T) {
+	w := newWorld(t, 1)
+	rec := w.secret(recordName)
+	rec.Annotations["pgops.dev/database-uid"] = "uid-of-an-earlier-postgres"
+	rec.Data["password"] = []byte("Earlier-Database-Password")
+	_, err := w.kube.CoreV1().Secrets(ns).Update(context.Background(), rec, metav1.UpdateOptions{})
+	require.NoError(t, err)
+	w.newRequest("rotate")
+	req := w.runUntilDone("rotate", 50)
+	require.Equal(t, opsv1alpha1.OpsRequestPhaseSuccessful, req.Status.Phase, describe(req))
+	assert.Equal(t, "Earlier-Database-Password", string(w.secret(recordName).Data["password"]))
+	assert.Equal(t, w.db.password(superuser), string(w.secret(dbName + "-auth").Data["password"]))
+}

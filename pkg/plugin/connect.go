@@ -200,8 +200,17 @@ func (c *Clients) portForward(ctx, lifetime context.Context, pod *corev1.Pod, er
 	return &endpoint{host: "127.0.0.1", port: int(ports[0].Local), how: "port-forward to pod " + pod.Name, close: cancel}, nil
 }
 
-// superuser is the credential in pg's auth Secret, the one PostgreSQL accepts.
+// superuser is the credential PostgreSQL accepts: pgops's credential record's, which holds it
+// even while the auth Secret is being edited or was edited badly; the auth Secret's for a
+// database without a record (or an account that may not read it).
 func (c *Clients) superuser(ctx context.Context, pg *kubedbv1.Postgres) (secretName, user, password string, err error) {
+	if rec, err := c.Kube.CoreV1().Secrets(pg.Namespace).Get(ctx, kubedbv1.CredentialRecordName(pg.Name), metav1.GetOptions{}); err == nil &&
+		kubedbv1.IsCredentialRecordOf(rec, pg.Name) && rec.Annotations[kubedbv1.RecordDatabaseUIDAnnotation] == string(pg.UID) {
+		user, password = string(rec.Data[corev1.BasicAuthUsernameKey]), string(rec.Data[corev1.BasicAuthPasswordKey])
+		if user != "" && password != "" {
+			return rec.Name, user, password, nil
+		}
+	}
 	secretName = pg.ActiveAuthSecretName()
 	if secretName == "" {
 		secretName = pg.Name + "-auth"

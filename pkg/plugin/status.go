@@ -106,8 +106,10 @@ func (o *statusOptions) read(ctx context.Context, env *Env, clients *Clients, db
 	st.requests = st.requests[:min(len(st.requests), lastRotations)]
 
 	// The replication state is the primary's word; failing to read it is shown, not fatal.
-	secret, user, password, err := clients.superuser(ctx, pg)
-	st.secret = secret
+	_, user, password, err := clients.superuser(ctx, pg)
+	if st.secret = pg.ActiveAuthSecretName(); st.secret == "" {
+		st.secret = pg.Name + "-auth"
+	}
 	if err != nil {
 		st.replication = "not read: " + err.Error()
 		return st, nil

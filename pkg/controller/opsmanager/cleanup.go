@@ -38,6 +38,17 @@ func (c *Controller) cleanUp(ctx context.Context, req *opsv1alpha1.PostgresOpsRe
 		c.forget(req.UID) // released already, perhaps by hand
 		return syncResult{}, nil
 	}
+	// Past the recorded point of no return PostgreSQL has the staged credential: record it
+	// before the resume lets the provisioner act again (a deletion, then a Postgres of the
+	// same name adopting the record). Best effort, needing no connection; the roll forward
+	// below does it again and reports errors.
+	if req.Status.RotateAuth != nil && pastPointOfNoReturn(req) {
+		if secret, err := c.getStaged(ctx, req); err == nil && secret != nil {
+			if staged, err := stagedFrom(secret); err == nil {
+				_ = c.recordAccepted(ctx, req, staged)
+			}
+		}
+	}
 	// Resume first: a database must never stay paused, even while its credential cannot
 	// be checked (for example because its pods are down).
 	if err := c.resumeIfHeld(ctx, req); err != nil {
@@ -239,11 +250,11 @@ func (c *Controller) databaseHasStaged(ctx context.Context, req *opsv1alpha1.Pos
 	if err != nil {
 		return false, false, err
 	}
-	current, _, err := c.acceptedCredential(ctx, req, plan.DatabaseUID, plan.CurrentSecret)
+	current, recorded, err := c.acceptedCredential(ctx, req, plan.DatabaseUID, plan.CurrentSecret)
 	if err != nil && !apierrors.IsNotFound(err) {
 		return false, false, err
 	}
-	if err == nil && current == staged {
+	if err == nil && recorded && current == staged {
 		return true, false, nil // recorded once PostgreSQL accepted it
 	}
 	// Log in with whichever of the two PostgreSQL takes, then ask pg_authid.

@@ -226,8 +226,17 @@ func (c *Controller) recordActiveSecret(ctx context.Context, req *opsv1alpha1.Po
 // the Secret's own current credential when it differs) as username.prev/password.prev.
 // A missing Secret is created, and an immutable one holding another credential is replaced,
 // both from the staged copy, with a Warning event that says so.
+//
+// A Secret that another actor changed during the rotation to a third credential (neither
+// the new one nor the one PostgreSQL accepted before) is left as it is, with an event: that
+// is their newer word, which the provisioner applies as an edit once the request ends. The
+// credential record holds the password PostgreSQL has meanwhile, so nothing is lost.
 func (c *Controller) putCredential(ctx context.Context, req *opsv1alpha1.PostgresOpsRequest, name string, auth basicAuth, prev *basicAuth, now time.Time) error {
 	secrets := c.kubeClient.CoreV1().Secrets(req.Namespace)
+	before, err := c.stagedPrevious(ctx, req)
+	if err != nil {
+		return err
+	}
 	return retry.RetryOnConflict(retry.DefaultRetry, func() error {
 		secret, err := secrets.Get(ctx, name, metav1.GetOptions{})
 		if apierrors.IsNotFound(err) {
@@ -251,7 +260,12 @@ func (c *Controller) putCredential(ctx context.Context, req *opsv1alpha1.Postgre
 		if err != nil {
 			return fmt.Errorf("reading Secret %s: %w", name, err)
 		}
-		current, _ := basicAuthFrom(secret)
+		current, problem := basicAuthFrom(secret)
+		if problem == "" && before != nil && current != auth && current != *before {
+			c.recorder.Eventf(req, corev1.EventTypeNormal, "SecretChangedDuringRotation",
+				"Secret %s was changed during the rotation to another credential: it is left as it is, and applied after this request ends", name)
+			return nil
+		}
 		if prev == nil && current != auth && current.password != "" {
 			prev = &current
 		}

@@ -56,7 +56,8 @@ func (c *Controller) planRotation(ctx context.Context, req *opsv1alpha1.Postgres
 		return nil, err
 	}
 	if ref := userSecretRef(req); ref != nil {
-		if pg.Spec.StorageType == kubedbv1.StorageTypeEphemeral && (pg.Spec.DeletionPolicy == kubedbv1.DeletionPolicyHalt || pg.Spec.Halted) {
+		if ref.Name != plan.CurrentSecret && pg.Spec.StorageType == kubedbv1.StorageTypeEphemeral &&
+			(pg.Spec.DeletionPolicy == kubedbv1.DeletionPolicyHalt || pg.Spec.Halted) {
 			// The rotation names the user's Secret in spec.authSecret, and the API server
 			// refuses any spec change of a Postgres that promises to keep Ephemeral data:
 			// refused here, before the pause, rather than past the point of no return.
@@ -82,7 +83,42 @@ func (c *Controller) planRotation(ctx context.Context, req *opsv1alpha1.Postgres
 
 	plan.RestartMode = restartMode(req)
 	planPods(plan, pg, ptr.Deref(pg.Spec.Replicas, 1))
+	c.restartPodsOffTheRecord(req.Namespace, pg.Name, plan)
 	return plan, nil
+}
+
+// restartPodsOffTheRecord restarts, rather than re-points, the standbys whose pod takes its
+// credential from another Secret than the credential record (pods a version before the
+// record created; the StatefulSet's OnDelete strategy keeps them until deleted): their next
+// container start would write the auth Secret's password into the passfile, which after an
+// edit or a rotation to another Secret is not the one PostgreSQL accepts. The cache is
+// enough: a pod created since from the current template names the record anyway.
+func (c *Controller) restartPodsOffTheRecord(namespace, database string, plan *opsv1alpha1.RotateAuthPlan) {
+	record := kubedbv1.CredentialRecordName(database)
+	var kept []string
+	for _, name := range plan.RepointPods {
+		pod, err := c.pods.Pods(namespace).Get(name)
+		if err != nil || podCredentialSecret(pod) == record {
+			kept = append(kept, name)
+			continue
+		}
+		plan.RestartPods = append(plan.RestartPods, name)
+		plan.Notes = appendOnce(plan.Notes, fmt.Sprintf("restarting standbys whose pod takes its credential from Secret %s rather than the credential record: "+
+			"a restart of their container after the rotation would read a credential PostgreSQL may not accept", podCredentialSecret(pod)))
+	}
+	plan.RepointPods = kept
+}
+
+// podCredentialSecret names the Secret pod's POSTGRES_PASSWORD comes from, "" if none.
+func podCredentialSecret(pod *corev1.Pod) string {
+	for _, ctr := range pod.Spec.Containers {
+		for _, env := range ctr.Env {
+			if env.Name == "POSTGRES_PASSWORD" && env.ValueFrom != nil && env.ValueFrom.SecretKeyRef != nil {
+				return env.ValueFrom.SecretKeyRef.Name
+			}
+		}
+	}
+	return ""
 }
 
 // restartMode is the request's spec.rotateAuth.restart, AllPods when unset.
@@ -197,9 +233,11 @@ func (c *Controller) checkUserSecret(ctx context.Context, req *opsv1alpha1.Postg
 	}
 	if ref.Name == currentSecret && !recorded {
 		// Without a credential record, rotating "to" the current Secret would lose the old
-		// credential before it is replaced in PostgreSQL.
+		// credential before it is replaced in PostgreSQL, and the pods would boot from an
+		// edit PostgreSQL has not accepted.
 		return basicAuth{}, fatal(ReasonInvalidRequest,
-			"authentication.secretRef names %s, the database's current auth Secret; give a new Secret", ref.Name)
+			"authentication.secretRef names %s, the database's current auth Secret, and the database has no credential record (%s) to keep the credential PostgreSQL accepts; give a new Secret",
+			ref.Name, kubedbv1.CredentialRecordName(pg.Name))
 	}
 	if other := c.otherDatabaseUsing(pg, ref.Name); other != "" {
 		return basicAuth{}, fatal(ReasonInvalidRequest,

@@ -2,6 +2,7 @@ package opsmanager
 
 import (
 	"context"
+	"strings"
 	"testing"
 
 	"github.com/stretchr/testify/assert"
@@ -82,17 +83,37 @@ func TestApplyingAnUneditedSecretIsRefused(t *testing.T) {
 	assert.Equal(t, 0, w.db.setCalls)
 }
 
-// The auth Secret edited (or broken) before a generated rotation: the rotation logs in
-// with the recorded credential, which PostgreSQL accepts, never the Secret's.
-func TestGeneratedRotationLogsInWithTheRecord(t *testing.T) {
+// The auth Secret edited before a generated rotation: the rotation logs in with the
+// recorded credential, which PostgreSQL accepts, never the Secret's, and records the new one;
+// the edited Secret is someone's newer word, left for the provisioner to apply next.
+func TestGeneratedRotationLogsInWithTheRecordAndLeavesAnEdit(t *testing.T) {
 	w := newWorld(t, 1)
-	w.editSecret(dbName+"-auth", "Not-What-PostgreSQL-Has-1")
+	w.editSecret(dbName+"-auth", "Edited-Before-The-Rotation-1")
 	w.newRequest("rotate")
 	req := w.runUntilDone("rotate", 50)
 	require.Equal(t, opsv1alpha1.OpsRequestPhaseSuccessful, req.Status.Phase, describe(req))
-	w.requireCredentialWorks()
-	assert.Equal(t, oldPassword, string(w.secret(dbName + "-auth").Data["password.prev"]),
-		"the previous credential is the one PostgreSQL accepted before, not what the Secret held")
+	assert.NotEqual(t, oldPassword, w.db.password(superuser))
+	assert.Equal(t, w.db.password(superuser), string(w.secret(recordName).Data["password"]))
+	assert.Equal(t, "Edited-Before-The-Rotation-1", string(w.secret(dbName + "-auth").Data["password"]))
+	w.drainEvents()
+	assert.Contains(t, strings.Join(w.events, "\n"), "SecretChangedDuringRotation")
+}
+
+// Edited during the rotation, after it set the new password: the same.
+func TestEditDuringAGeneratedRotationIsNeverOverwritten(t *testing.T) {
+	w := newWorld(t, 3)
+	w.newRequest("rotate")
+	w.syncUntil("rotate", 60, func(r *opsv1alpha1.PostgresOpsRequest) bool {
+		return pastPointOfNoReturn(r)
+	})
+	w.editSecret(dbName+"-auth", "Edited-During-The-Rotation-1")
+	req := w.runUntilDone("rotate", 80)
+	require.Equal(t, opsv1alpha1.OpsRequestPhaseSuccessful, req.Status.Phase, describe(req))
+	assert.Equal(t, w.db.password(superuser), string(w.secret(recordName).Data["password"]), "the record has what PostgreSQL has")
+	assert.Equal(t, "Edited-During-The-Rotation-1", string(w.secret(dbName + "-auth").Data["password"]))
+	for _, pod := range req.Status.RotateAuth.RepointPods {
+		assert.Equal(t, w.db.password(superuser), w.db.passfile(pod))
+	}
 }
 
 // A record of another database (a re-created Postgres of the same name that has not adopted
@@ -109,4 +130,28 @@ func TestRecordOfAnotherDatabaseIsNotUsed(t *testing.T) {
 	require.Equal(t, opsv1alpha1.OpsRequestPhaseSuccessful, req.Status.Phase, describe(req))
 	assert.Equal(t, "Earlier-Database-Password", string(w.secret(recordName).Data["password"]))
 	assert.Equal(t, w.db.password(superuser), string(w.secret(dbName + "-auth").Data["password"]))
+}
+
+// A standby created by a version before the record takes its credential from the auth
+// Secret itself: an edit applied in mode None restarts it rather than re-pointing it, since
+// its next container start would read the edited Secret, not the record.
+func TestStandbysOffTheRecordAreRestarted(t *testing.T) {
+	w := newWorld(t, 3)
+	pod := w.pod(dbName + "-2")
+	pod.Spec.Containers[0].Env = []corev1.EnvVar{secretEnv("POSTGRES_PASSWORD", dbName+"-auth", "password")}
+	require.NoError(t, w.kube.Tracker().Update(corev1.SchemeGroupVersion.WithResource("pods"), pod, ns))
+	w.editSecret(dbName+"-auth", "Edited-Password-1")
+	w.newRequest("apply", applyEdit)
+	req := w.runUntilDone("apply", 80)
+	require.Equal(t, opsv1alpha1.OpsRequestPhaseSuccessful, req.Status.Phase, describe(req))
+	assert.Equal(t, []string{dbName + "-2"}, req.Status.RotateAuth.RestartPods)
+	assert.Equal(t, []string{dbName + "-1"}, req.Status.RotateAuth.RepointPods)
+	assert.Contains(t, strings.Join(req.Status.RotateAuth.Notes, " "), "rather than the credential record")
+}
+
+func (w *world) pod(name string) *corev1.Pod {
+	w.t.Helper()
+	pod, err := w.kube.CoreV1().Pods(ns).Get(context.Background(), name, metav1.GetOptions{})
+	require.NoError(w.t, err)
+	return pod
 }

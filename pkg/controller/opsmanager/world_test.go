@@ -222,11 +222,15 @@ func (w *world) readyPod(name, revision string) *corev1.Pod {
 	labels := ownedLabels()
 	labels[appsv1.ControllerRevisionHashLabelKey] = revision
 	var owner []metav1.OwnerReference
+	var spec corev1.PodSpec
 	if obj, err := w.kube.Tracker().Get(appsv1.SchemeGroupVersion.WithResource("statefulsets"), ns, dbName); err == nil {
-		owner = []metav1.OwnerReference{*metav1.NewControllerRef(obj.(*appsv1.StatefulSet), appsv1.SchemeGroupVersion.WithKind("StatefulSet"))}
+		sts := obj.(*appsv1.StatefulSet)
+		owner = []metav1.OwnerReference{*metav1.NewControllerRef(sts, appsv1.SchemeGroupVersion.WithKind("StatefulSet"))}
+		spec = *sts.Spec.Template.Spec.DeepCopy() // a pod is made from its StatefulSet's template
 	}
 	return &corev1.Pod{
 		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns, Labels: labels, OwnerReferences: owner},
+		Spec:       spec,
 		Status: corev1.PodStatus{PodIP: podIPPrefix + name, Conditions: []corev1.PodCondition{
 			{Type: corev1.PodReady, Status: corev1.ConditionTrue},
 		}},

@@ -6,11 +6,13 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/klog/v2"
 
 	kubedbv1 "github.com/pgops/pgops/pkg/apis/kubedb/v1"
+	"github.com/pgops/pgops/pkg/credential"
 )
 
 // The credential record (pkg/apis/kubedb/v1/record.go) is what the pods boot from and what
@@ -123,7 +125,6 @@ func (c *Controller) ensureRecord(ctx context.Context, pg *kubedbv1.Postgres, fo
 	if stale != nil {
 		reset := stale.DeepCopy()
 		reset.Data = data
-		delete(reset.Annotations, kubedbv1.RecordSystemIdentifierAnnotation)
 		reset.Annotations = mergeMaps(reset.Annotations, annotations)
 		written, err := secrets.Update(ctx, reset, metav1.UpdateOptions{FieldManager: FieldManager})
 		if err != nil {
@@ -132,6 +133,9 @@ func (c *Controller) ensureRecord(ctx context.Context, pg *kubedbv1.Postgres, fo
 		c.recorder.Eventf(pg, corev1.EventTypeNormal, ReasonCredentialRecordReset,
 			"Secret %s recorded the credential of an earlier Postgres %s whose data is gone: it records this database's now", stale.Name, pg.Name)
 		return written, nil
+	}
+	if err := c.checkSeed(ctx, pg, seed); err != nil {
+		return nil, err
 	}
 	rec := &corev1.Secret{
 		ObjectMeta: metav1.ObjectMeta{
@@ -188,4 +192,32 @@ func (cred *authCredential) attachRecord(rec *corev1.Secret) {
 		cred.outOfSync = fmt.Sprintf("Secret %s holds another credential than the one PostgreSQL accepts: clients that read it cannot log in until pgops applies it",
 			cred.secretName)
 	}
+}
+
+// checkSeed makes sure a record created for a database that already ran (a version before
+// the record made it, or someone deleted its record) starts from what PostgreSQL accepts: the
+// auth Secret may have been edited since. A seed the primary refuses is an error the user
+// fixes; when the primary cannot be asked (it is down, perhaps because its pods cannot start
+// without the record), the seed is used with a Warning event: it is the best knowledge left,
+// and the status check says at once if PostgreSQL refuses it.
+func (c *Controller) checkSeed(ctx context.Context, pg *kubedbv1.Postgres, seed basicAuth) error {
+	if !meta.IsStatusConditionTrue(pg.Status.Conditions, kubedbv1.ConditionProvisioned) {
+		return nil // a new database: initdb takes the seed
+	}
+	svc, err := c.serviceLister.Services(pg.Namespace).Get(primaryServiceName(pg))
+	if err == nil && isOwnedBy(svc, pg) {
+		err = c.health.CheckPrimary(ctx, PrimaryEndpoint{Service: svc, User: seed.user, Password: seed.password})
+	}
+	switch {
+	case err == nil:
+		return nil
+	case credential.Classify(err) == credential.ClassAuth:
+		return &userError{reason: ReasonAuthSecretInvalid, msg: fmt.Sprintf(
+			"the credential record %s/%s is missing and PostgreSQL refuses the credential in Secret %s: put the password PostgreSQL accepts into Secret %s",
+			pg.Namespace, credentialRecordName(pg), pg.ActiveAuthSecretName(), pg.ActiveAuthSecretName())}
+	}
+	c.recorder.Eventf(pg, corev1.EventTypeWarning, ReasonCredentialRecordCreated,
+		"The credential record %s was missing and the primary cannot be asked (%v): recreated it from Secret %s",
+		credentialRecordName(pg), err, pg.ActiveAuthSecretName())
+	return nil
 }

@@ -3,6 +3,7 @@ package provisioner
 import (
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -76,16 +77,40 @@ func TestEditOfTheAuthSecretBecomesARotation(t *testing.T) {
 	f.refresh()
 	assert.Len(t, f.requests(), 1)
 
-	// A failed one is not retried; editing again is.
+	// One that failed for a reason other than its input (here, a step timed out) is tried
+	// again after the backoff, not before.
 	f.endRequest(req.Name, opsv1alpha1.OpsRequestPhaseFailed, fixtureNow)
 	f.mustSync("x")
 	f.refresh()
 	assert.Len(t, f.requests(), 1)
-	assert.Equal(t, ReasonAuthSecretEditRefused, condition(f.postgres("x"), ConditionCredentialRotation).Reason)
-	f.editSecret("x-auth", "password", "Edited-Password-2")
+	cond = condition(f.postgres("x"), ConditionCredentialRotation)
+	assert.Equal(t, ReasonAuthSecretEditRefused, cond.Reason)
+	assert.Contains(t, cond.Message, "trying again at")
+	f.setClock(fixtureNow.Add(rotationRetryBase + time.Second))
+	f.mustSync("x")
+	f.refresh()
+	require.Len(t, f.requests(), 2)
+	second := f.requests()[1]
+	assert.True(t, strings.HasSuffix(second.Name, "-2"), second.Name)
+
+	// One refused for its input is not tried again; editing the Secret again is.
+	ended, err := f.pgops.OpsV1alpha1().PostgresOpsRequests(testNS).Get(f.ctx, second.Name, metav1.GetOptions{})
+	require.NoError(t, err)
+	ended.Status.Phase = opsv1alpha1.OpsRequestPhaseFailed
+	ended.Status.Conditions = []metav1.Condition{{Type: opsv1alpha1.ConditionFailed, Status: metav1.ConditionTrue, Reason: "InvalidSecret",
+		Message: "the password cannot be used", LastTransitionTime: metav1.NewTime(fixtureNow)}}
+	_, err = f.pgops.OpsV1alpha1().PostgresOpsRequests(testNS).UpdateStatus(f.ctx, ended, metav1.UpdateOptions{})
+	require.NoError(t, err)
+	f.refresh()
+	f.setClock(fixtureNow.Add(24 * time.Hour))
 	f.mustSync("x")
 	f.refresh()
 	assert.Len(t, f.requests(), 2)
+	assert.Contains(t, condition(f.postgres("x"), ConditionCredentialRotation).Message, "Fix the Secret to retry")
+	f.editSecret("x-auth", "password", "Edited-Password-2")
+	f.mustSync("x")
+	f.refresh()
+	assert.Len(t, f.requests(), 3)
 }
 
 // A bad edit (a trailing newline, a changed username, a missing key) is refused before
@@ -190,4 +215,25 @@ func TestRecreatedPostgresAdoptsTheRecordOnlyWithItsData(t *testing.T) {
 			}
 		})
 	}
+}
+
+// A record deleted from a database that ran is created again only from a credential the
+// primary accepts: the auth Secret may hold an edit PostgreSQL never took.
+func TestDeletedRecordIsCreatedAgainOnlyFromWhatPostgreSQLAccepts(t *testing.T) {
+	f := readyDatabase(t)
+	accepted := string(f.secret(recordName).Data["password"])
+	f.editSecret("x-auth", "password", "Edited-Password-1")
+	f.health.refused = map[string]bool{"Edited-Password-1": true}
+	require.NoError(t, f.kube.CoreV1().Secrets(testNS).Delete(f.ctx, recordName, metav1.DeleteOptions{}))
+	f.refresh()
+	f.mustSync("x")
+	f.refresh()
+	assert.False(t, f.exists("secret", recordName), "never recorded from a credential PostgreSQL refuses")
+	cond := condition(f.postgres("x"), kubedbv1.ConditionProvisioningStarted)
+	assert.Contains(t, cond.Message, "PostgreSQL refuses the credential in Secret x-auth")
+
+	f.editSecret("x-auth", "password", accepted)
+	f.mustSync("x")
+	f.refresh()
+	assert.Equal(t, accepted, string(f.secret(recordName).Data["password"]))
 }

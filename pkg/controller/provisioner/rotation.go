@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"sort"
 	"strconv"
+	"strings"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -215,33 +216,98 @@ func (c *Controller) applySecretEdit(ctx context.Context, pg *kubedbv1.Postgres,
 	case cred.user != cred.accepted.user:
 		return refused("Secret %s has username %q, but the database's is %q and cannot be changed", cred.secretName, cred.user, cred.accepted.user)
 	}
-	sum := sha256.Sum256([]byte(cred.secretName + "/" + cred.version))
-	name := fmt.Sprintf("%s-apply-auth-%s", pg.Name, hex.EncodeToString(sum[:5]))
+	// The caches may be behind the ops-manager's own writes (the record, then the Secret, at
+	// the end of a rotation): a request is created only for what the API server says now.
+	live, agree, err := c.liveDisagreement(ctx, pg, cred)
+	if err != nil {
+		return &rotationNote{status: metav1.ConditionUnknown, reason: ReasonAuthSecretEdited, recheck: c.statusPeriod,
+			message: fmt.Sprintf("reading Secret %s to apply its edit: %v", cred.secretName, err)}
+	}
+	if agree {
+		cred.outOfSync, cred.accepted = "", live.accepted
+		return noRotation
+	}
+	// One request per attempt at an edit, named after the database, the Secret and its
+	// resourceVersion: a lagging cache or a second provisioner creates nothing twice. An
+	// attempt refused for its input is not retried (editing the Secret again is); any other
+	// that ended with the Secret still disagreeing (the database was not ready in time;
+	// another rotation changed the credential since) is, with the scheduled rotations'
+	// backoff.
+	sum := sha256.Sum256([]byte(string(pg.UID) + "/" + live.secretName + "/" + live.version))
+	prefix := fmt.Sprintf("%s-apply-auth-%s-", pg.Name, hex.EncodeToString(sum[:5]))
 	requests := c.requestsOf(pg)
+	var last *opsv1alpha1.PostgresOpsRequest
+	attempts := 0
 	for _, r := range requests {
-		if r.Name != name {
-			continue
+		if n, err := strconv.Atoi(strings.TrimPrefix(r.Name, prefix)); err == nil && strings.HasPrefix(r.Name, prefix) && n > attempts {
+			attempts, last = n, r
 		}
-		if r.Status.Phase == opsv1alpha1.OpsRequestPhaseFailed || r.Status.Phase == opsv1alpha1.OpsRequestPhaseSkipped {
-			return refused("applying the edit of Secret %s (PostgresOpsRequest %s) ended %s: %s. Edit the Secret again to retry",
-				cred.secretName, name, r.Status.Phase, endMessage(r))
+	}
+	if last != nil {
+		switch {
+		case !last.Status.Phase.Ended() || len(last.Finalizers) > 0:
+			return &rotationNote{status: metav1.ConditionTrue, reason: ReasonAuthSecretEdited,
+				message: fmt.Sprintf("Secret %s was edited: applying its credential with PostgresOpsRequest %s", live.secretName, last.Name)}
+		case refusedInput(last):
+			return refused("applying the edit of Secret %s (PostgresOpsRequest %s) ended %s: %s. Fix the Secret to retry",
+				live.secretName, last.Name, last.Status.Phase, endMessage(last))
 		}
-		return &rotationNote{status: metav1.ConditionTrue, reason: ReasonAuthSecretEdited,
-			message: fmt.Sprintf("Secret %s was edited: applying its credential with PostgresOpsRequest %s", cred.secretName, name)}
+		if retryAt := endedAt(last).Add(rotationBackoff(attempts)); c.now().Before(retryAt) {
+			return &rotationNote{status: metav1.ConditionFalse, reason: ReasonAuthSecretEditRefused, recheck: retryAt.Sub(c.now()),
+				message: fmt.Sprintf("applying the edit of Secret %s (PostgresOpsRequest %s) ended %s: %s; trying again at %s (attempt %d)",
+					live.secretName, last.Name, last.Status.Phase, endMessage(last), formatTime(retryAt), attempts+1)}
+		}
 	}
 	if open := openRequest(requests); open != nil {
 		return &rotationNote{status: metav1.ConditionTrue, reason: ReasonAuthSecretEdited,
-			message: fmt.Sprintf("Secret %s was edited: waiting for PostgresOpsRequest %s to end before applying it", cred.secretName, open.Name)}
+			message: fmt.Sprintf("Secret %s was edited: waiting for PostgresOpsRequest %s to end before applying it", live.secretName, open.Name)}
 	}
+	name := prefix + strconv.Itoa(attempts+1)
 	req := c.autoRequest(pg, name, opsv1alpha1.TriggerAuthSecretEdited)
-	req.Spec.Authentication = &opsv1alpha1.AuthSpec{SecretRef: &opsv1alpha1.SecretReference{Kind: "Secret", Name: cred.secretName}}
+	req.Spec.Authentication = &opsv1alpha1.AuthSpec{SecretRef: &opsv1alpha1.SecretReference{Kind: "Secret", Name: live.secretName}}
 	req.Spec.RotateAuth = &opsv1alpha1.RotateAuthOptions{Restart: opsv1alpha1.RestartNone}
-	if err := c.createRequest(ctx, pg, req, fmt.Sprintf("Secret %s was edited to a credential PostgreSQL does not accept yet: applying it", cred.secretName)); err != nil {
+	if err := c.createRequest(ctx, pg, req, fmt.Sprintf("Secret %s was edited to a credential PostgreSQL does not accept yet: applying it", live.secretName)); err != nil {
 		return &rotationNote{status: metav1.ConditionUnknown, reason: ReasonAuthSecretEdited, recheck: c.statusPeriod,
-			message: fmt.Sprintf("creating the request that applies the edit of Secret %s: %v", cred.secretName, err)}
+			message: fmt.Sprintf("creating the request that applies the edit of Secret %s: %v", live.secretName, err)}
 	}
 	return &rotationNote{status: metav1.ConditionTrue, reason: ReasonAuthSecretEdited,
-		message: fmt.Sprintf("Secret %s was edited: applying its credential with PostgresOpsRequest %s", cred.secretName, name)}
+		message: fmt.Sprintf("Secret %s was edited: applying its credential with PostgresOpsRequest %s", live.secretName, name)}
+}
+
+// refusedInput tells whether r ended because of its input (the Secret breaks a rule, changes
+// the username, names something it may not): trying the same input again cannot help.
+func refusedInput(r *opsv1alpha1.PostgresOpsRequest) bool {
+	cond := meta.FindStatusCondition(r.Status.Conditions, opsv1alpha1.ConditionFailed)
+	if r.Status.Phase == opsv1alpha1.OpsRequestPhaseSkipped {
+		return true
+	}
+	if cond == nil {
+		return false
+	}
+	switch cond.Reason {
+	case "InvalidSecret", "UsernameChanged", "InvalidRequest", "NameConflict": // the ops-manager's input reasons
+		return true
+	}
+	return false
+}
+
+// liveDisagreement reads the auth Secret and the credential record live: live is the
+// Secret's credential with the record's as accepted; agree says the two agree.
+func (c *Controller) liveDisagreement(ctx context.Context, pg *kubedbv1.Postgres, cached *authCredential) (live *authCredential, agree bool, err error) {
+	secrets := c.kubeClient.CoreV1().Secrets(pg.Namespace)
+	rec, err := secrets.Get(ctx, credentialRecordName(pg), metav1.GetOptions{})
+	if err != nil {
+		return nil, false, err
+	}
+	sec, err := secrets.Get(ctx, cached.secretName, metav1.GetOptions{})
+	if err != nil {
+		return nil, false, err
+	}
+	if live, err = credentialFrom(sec); err != nil {
+		return nil, false, err
+	}
+	live.accepted, live.outOfSync = recordedCredential(rec), cached.outOfSync
+	return live, live.user == live.accepted.user && live.password == live.accepted.password, nil
 }
 
 // scheduleRotation creates a RotateAuth when the generated credential in use is older than
@@ -307,17 +373,22 @@ func (c *Controller) scheduleRotation(ctx context.Context, pg *kubedbv1.Postgres
 }
 
 // credentialSince is when the credential in sec became active: its auth-active-from
-// annotation, else spec.authSecret.activeFrom, else the Secret's creation.
+// annotation, else spec.authSecret.activeFrom, else the Secret's creation; or when a rotation
+// last changed the credential (status.authSecret.lastUpdateTimestamp), if that is later: an
+// applied edit of the Secret writes no annotation, and restarts the clock all the same.
 func credentialSince(pg *kubedbv1.Postgres, sec *corev1.Secret) time.Time {
-	if v := sec.Annotations[kubedbv1.AuthActiveFromAnnotation]; v != "" {
-		if t, err := time.Parse(time.RFC3339, v); err == nil {
-			return t
-		}
+	since := sec.CreationTimestamp.Time
+	annotated, err := time.Parse(time.RFC3339, sec.Annotations[kubedbv1.AuthActiveFromAnnotation])
+	switch {
+	case err == nil:
+		since = annotated
+	case pg.Spec.AuthSecret != nil && pg.Spec.AuthSecret.ActiveFrom != nil:
+		since = pg.Spec.AuthSecret.ActiveFrom.Time
 	}
-	if pg.Spec.AuthSecret != nil && pg.Spec.AuthSecret.ActiveFrom != nil {
-		return pg.Spec.AuthSecret.ActiveFrom.Time
+	if st := pg.Status.AuthSecret; st != nil && st.LastUpdateTimestamp != nil && st.LastUpdateTimestamp.After(since) {
+		since = st.LastUpdateTimestamp.Time
 	}
-	return sec.CreationTimestamp.Time
+	return since
 }
 
 // rotationBackoff is how long to wait after the failures-th failed attempt.

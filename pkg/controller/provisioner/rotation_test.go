@@ -174,6 +174,9 @@ func TestCredentialAgeStartsAtActiveFrom(t *testing.T) {
 	assert.Equal(t, time.Date(2025, 3, 1, 0, 0, 0, 0, time.UTC), credentialSince(pg, sec), "the annotation wins")
 	sec.Annotations[kubedbv1.AuthActiveFromAnnotation] = "yesterday"
 	assert.Equal(t, activeFrom.Time, credentialSince(pg, sec), "an unreadable annotation is skipped")
+	applied := metav1.NewTime(fixtureNow.Add(48 * time.Hour))
+	pg.Status.AuthSecret = &kubedbv1.AuthSecretStatus{Name: "x-auth", LastUpdateTimestamp: &applied}
+	assert.Equal(t, applied.Time, credentialSince(pg, sec), "an applied edit (which writes no annotation) restarts the clock")
 }
 
 func TestEndedAutoRequestsArePrunedToTheLastFive(t *testing.T) {

@@ -314,8 +314,9 @@ func applyObservation(st *kubedbv1.PostgresStatus, obs observation, generation i
 		set(kubedbv1.ConditionProvisioned, metav1.ConditionFalse, ReasonNotProvisioned, "The database is not up yet")
 	}
 
-	if obs.outOfSync != "" && primaryOK {
-		// The database runs, but clients that read the auth Secret cannot log in.
+	if obs.outOfSync != "" && st.Phase == kubedbv1.DatabasePhaseReady {
+		// The database runs, but clients that read the auth Secret cannot log in. A phase
+		// that says worse (Critical, Provisioning) stays: it is what a request must wait for.
 		st.Phase = kubedbv1.DatabasePhaseNotReady
 		set(kubedbv1.ConditionReady, metav1.ConditionFalse, kubedbv1.ReasonAuthSecretOutOfSync, obs.outOfSync)
 		return

@@ -103,7 +103,7 @@ func TestStatusPhases(t *testing.T) {
 				mut = append(mut, provisioned)
 			}
 			pg := newPG("x", mut...)
-			objs := []runtime.Object{generatedSecretFor(pg), desiredRoleService(pg, kubedbv1.PrimaryServiceAlias)}
+			objs := []runtime.Object{generatedSecretFor(pg), recordFor(pg), desiredRoleService(pg, kubedbv1.PrimaryServiceAlias)}
 			for i, r := range tc.ready {
 				objs = append(objs, readyPod(pg, i, r))
 			}
@@ -182,6 +182,15 @@ func TestHealthCheckAnswersForABurstOfSyncs(t *testing.T) {
 }
 
 // generatedSecretFor is "<name>-auth" as the provisioner creates it.
+// recordFor is the credential record the provisioner made for pg, holding
+// generatedSecretFor's credential.
+func recordFor(pg *kubedbv1.Postgres) runtime.Object {
+	s := userSecret(credentialRecordName(pg), map[string]string{"username": "postgres", "password": "generated-pw"})
+	s.Labels = kubedbv1.CredentialRecordLabels(pg.Name)
+	s.Annotations = map[string]string{kubedbv1.RecordDatabaseUIDAnnotation: string(pg.UID)}
+	return s
+}
+
 func generatedSecretFor(pg *kubedbv1.Postgres) runtime.Object {
 	s := userSecret(authSecretName(pg), map[string]string{"username": "postgres", "password": "generated-pw"})
 	s.Labels = ownedLabels(pg)

@@ -16,9 +16,8 @@ import (
 //     it) and a name no Postgres-derived name, KubeDB name or user habit produces (it has a
 //     dot, which no name derived from a working Postgres has: a Postgres's name is also its
 //     primary Service's, a DNS label);
-//   - it is tied to its data: the Postgres UID that last adopted it, and PostgreSQL's
-//     system identifier (pg_control_system()) once known. A re-created Postgres of the same
-//     name adopts it only when the data it was for is still there.
+//   - it is tied to its data: it names the Postgres (UID) it belongs to, and a re-created
+//     Postgres of the same name adopts it only when the data it was for is still there.
 const (
 	// CredentialRecordSuffix follows the database's name in its record's name.
 	CredentialRecordSuffix = ".pgops-credential"
@@ -26,9 +25,6 @@ const (
 	LabelCredentialRecord = "pgops.dev/credential-record"
 	// RecordDatabaseUIDAnnotation is the UID of the Postgres the record belongs to.
 	RecordDatabaseUIDAnnotation = "pgops.dev/database-uid"
-	// RecordSystemIdentifierAnnotation is the system identifier of the data directory whose
-	// primary accepts the record's credential.
-	RecordSystemIdentifierAnnotation = "pgops.dev/system-identifier"
 )
 
 // CredentialRecordName is the name of the credential record of the Postgres called database.

@@ -1,0 +1,141 @@
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	kubedbv1 "github.com/pgops/pgops/pkg/apis/kubedb/v1"
+	opsv1alpha1 "github.com/pgops/pgops/pkg/apis/ops/v1alpha1"
+	"github.com/pgops/pgops/pkg/controller/provisioner"
+	"github.com/pgops/pgops/pkg/credential"
+)
+
+// Tests of the credential record: pgops's own copy of the credential PostgreSQL accepts,
+// which the pods boot from, against other actors that edit the auth Secret or change the
+// password in PostgreSQL.
+
+// editAuthSecret sets the password in the database's auth Secret in place, as kubectl edit,
+// a GitOps sync or External Secrets does.
+func editAuthSecret(t testing.TB, ctx context.Context, rc *rotationCase, password string) {
+	t.Helper()
+	s := getSecret(t, ctx, rc.ns, rc.db+"-auth")
+	s.Data["password"] = []byte(password)
+	_, err := env.kube.CoreV1().Secrets(rc.ns).Update(ctx, s, metav1.UpdateOptions{})
+	require.NoError(t, err)
+}
+
+// restartStandbyAndWaitStreaming deletes the standby pod, and waits until it is back and
+// every standby streams from the primary with password (the credential PostgreSQL accepts).
+func restartStandbyAndWaitStreaming(t testing.TB, ctx context.Context, rc *rotationCase, standby, password string) {
+	t.Helper()
+	old := getPod(t, ctx, rc.ns, standby)
+	require.NoError(t, env.kube.CoreV1().Pods(rc.ns).Delete(ctx, standby, metav1.DeleteOptions{}))
+	target := primaryTarget(t, ctx, rc.ns, rc.db)
+	target.User, target.Password = rc.before.username, password
+	streaming := 0
+	var lastErr error
+	poll(t, ctx, "standby "+standby+" to be back and stream", func(ctx context.Context) (bool, error) {
+		pod, err := env.kube.CoreV1().Pods(rc.ns).Get(ctx, standby, metav1.GetOptions{})
+		if err != nil || pod.UID == old.UID {
+			return false, nil
+		}
+		streaming, lastErr = credential.StreamingStandbys(ctx, target)
+		return lastErr == nil && streaming == rc.replicas-1, nil
+	}, func() string { return fmt.Sprintf("%d of %d standbys stream (%v)", streaming, rc.replicas-1, lastErr) })
+}
+
+// waitEditRequest waits for the request pgops creates for an edit of the auth Secret to end.
+func waitEditRequest(t testing.TB, ctx context.Context, rc *rotationCase) *opsv1alpha1.PostgresOpsRequest {
+	t.Helper()
+	var found *opsv1alpha1.PostgresOpsRequest
+	poll(t, ctx, "the request applying the edit to end", func(ctx context.Context) (bool, error) {
+		list, err := env.pgops.OpsV1alpha1().PostgresOpsRequests(rc.ns).List(ctx, metav1.ListOptions{
+			LabelSelector: opsv1alpha1.LabelTrigger + "=" + opsv1alpha1.TriggerAuthSecretEdited})
+		if err != nil || len(list.Items) == 0 {
+			return false, nil
+		}
+		found = &list.Items[len(list.Items)-1]
+		return found.Status.Phase.Ended() && len(found.Finalizers) == 0, nil
+	}, func() string { return describeRequest(found) + "\n" + describePostgresNow(t, rc.ns, rc.db) })
+	return found
+}
+
+// An in-place edit of the auth Secret is applied like a rotation: set in PostgreSQL, the
+// old password refused, the running standbys re-pointed without a restart, the record
+// updated. A standby deleted afterwards boots from the record and streams. A bad edit (a
+// trailing newline, as `kubectl create secret --from-file` gives) is refused, with a Warning
+// event, and a standby deleted afterwards still streams on the last good credential.
+func TestInPlaceEditsOfTheAuthSecret(t *testing.T) {
+	parallel(t)
+	ctx := testContext(t, safetyTimeout)
+	rc := newRotationCase(t, ctx, 2)
+	rc.writeData(t, ctx)
+	const edited = "Edited-In-Place-Password-1"
+	watchForLeaks(t, edited)
+
+	editAuthSecret(t, ctx, rc, edited)
+	req := waitEditRequest(t, ctx, rc)
+	require.Equal(t, opsv1alpha1.OpsRequestPhaseSuccessful, req.Status.Phase, describeRequest(req))
+	target := primaryTarget(t, ctx, rc.ns, rc.db)
+	ok, err := credential.VerifyLogin(ctx, target, rc.before.username, edited)
+	require.NoError(t, err)
+	assert.True(t, ok, "the edited password logs in")
+	ok, err = credential.VerifyLogin(ctx, target, rc.before.username, rc.before.password)
+	require.NoError(t, err)
+	assert.False(t, ok, "the old one is refused")
+	assert.Equal(t, rc.podUIDs, podUIDs(t, ctx, rc.ns, rc.db), "no pod restarted")
+	rec := getSecret(t, ctx, rc.ns, kubedbv1.CredentialRecordName(rc.db))
+	assert.Equal(t, edited, string(rec.Data["password"]))
+	waitPostgresPhase(t, ctx, rc.ns, rc.db, kubedbv1.DatabasePhaseReady)
+	restartStandbyAndWaitStreaming(t, ctx, rc, rc.db+"-1", edited)
+
+	editAuthSecret(t, ctx, rc, edited+"-2\n")
+	var last *kubedbv1.Postgres
+	poll(t, ctx, "the bad edit to be refused", func(ctx context.Context) (bool, error) {
+		last = getPostgres(t, ctx, rc.ns, rc.db)
+		cond := meta.FindStatusCondition(last.Status.Conditions, provisioner.ConditionCredentialRotation)
+		return cond != nil && cond.Reason == provisioner.ReasonAuthSecretEditRefused, nil
+	}, func() string { return describePostgres(last) })
+	assert.Contains(t, meta.FindStatusCondition(last.Status.Conditions, provisioner.ConditionCredentialRotation).Message, "control or non-printable")
+	assert.True(t, hasEvent(ctx, rc.ns, rc.db, provisioner.ReasonAuthSecretEditRefused, rc.db+"-auth"))
+	waitPostgresPhase(t, ctx, rc.ns, rc.db, kubedbv1.DatabasePhaseNotReady)
+	assert.Equal(t, kubedbv1.ReasonAuthSecretOutOfSync,
+		meta.FindStatusCondition(getPostgres(t, ctx, rc.ns, rc.db).Status.Conditions, kubedbv1.ConditionReady).Reason)
+	restartStandbyAndWaitStreaming(t, ctx, rc, rc.db+"-1", edited)
+
+	// Put back, the Secret agrees with PostgreSQL again: nothing to apply.
+	editAuthSecret(t, ctx, rc, edited)
+	waitPostgresPhase(t, ctx, rc.ns, rc.db, kubedbv1.DatabasePhaseReady)
+	rc.checkData(t, ctx)
+}
+
+// A DBA's ALTER ROLE behind pgops's back: the Postgres says so (NotReady, the primary
+// refuses the recorded credential); set back, it is Ready again.
+func TestPasswordChangedBehindPgopsBackIsReported(t *testing.T) {
+	parallel(t)
+	ctx := testContext(t, safetyTimeout)
+	rc := newRotationCase(t, ctx, 1)
+	target := primaryTarget(t, ctx, rc.ns, rc.db)
+	target.User, target.Password = rc.before.username, rc.before.password
+	const dbas = "Set-By-A-DBA-Password-1"
+	require.NoError(t, credential.SetPassword(ctx, target, rc.before.username, dbas))
+
+	var last *kubedbv1.Postgres
+	poll(t, ctx, "the Postgres to say the primary refuses the recorded credential", func(ctx context.Context) (bool, error) {
+		last = getPostgres(t, ctx, rc.ns, rc.db)
+		cond := meta.FindStatusCondition(last.Status.Conditions, kubedbv1.ConditionAcceptingConnection)
+		return last.Status.Phase == kubedbv1.DatabasePhaseNotReady && cond != nil && cond.Status == metav1.ConditionFalse, nil
+	}, func() string { return describePostgres(last) })
+	assert.Contains(t, meta.FindStatusCondition(last.Status.Conditions, kubedbv1.ConditionAcceptingConnection).Message, "changed outside pgops")
+	assert.True(t, hasEvent(ctx, rc.ns, rc.db, provisioner.ReasonPhaseChanged, "NotReady"))
+
+	target.Password = dbas
+	require.NoError(t, credential.SetPassword(ctx, target, rc.before.username, rc.before.password))
+	waitPostgresPhase(t, ctx, rc.ns, rc.db, kubedbv1.DatabasePhaseReady)
+}

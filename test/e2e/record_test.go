@@ -7,11 +7,13 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	kubedbv1 "github.com/pgops/pgops/pkg/apis/kubedb/v1"
 	opsv1alpha1 "github.com/pgops/pgops/pkg/apis/ops/v1alpha1"
+	"github.com/pgops/pgops/pkg/controller/opsmanager"
 	"github.com/pgops/pgops/pkg/controller/provisioner"
 	"github.com/pgops/pgops/pkg/credential"
 )
@@ -138,4 +140,70 @@ func TestPasswordChangedBehindPgopsBackIsReported(t *testing.T) {
 	target.Password = dbas
 	require.NoError(t, credential.SetPassword(ctx, target, rc.before.username, rc.before.password))
 	waitPostgresPhase(t, ctx, rc.ns, rc.db, kubedbv1.DatabasePhaseReady)
+}
+
+// The auth Secret changed back right after UpdateCredential wrote it (an Argo CD self-heal,
+// an External Secrets refresh, a stale kubectl apply), with 1 and 3 replicas; and a user's
+// Secret deleted right after UpdateCredential wrote it (3 replicas). The credential record
+// holds the new password from the moment PostgreSQL accepts it: restarted standbys boot
+// from it and stream, and cleanup writes it into the Secret again. Afterwards the data is
+// there, the Secret's credential logs in, the standbys stream and the database is resumed.
+func TestSecretChangedRightAfterUpdateCredential(t *testing.T) {
+	for _, tc := range []struct {
+		name     string
+		replicas int
+		user     bool
+	}{
+		{"reverted, 1 replica", 1, false},
+		{"reverted, 3 replicas", 3, false},
+		{"user's Secret deleted, 3 replicas", 3, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			parallel(t)
+			ctx := testContext(t, safetyTimeout)
+			rc := newRotationCase(t, ctx, tc.replicas)
+			rc.writeData(t, ctx)
+			target := rc.db + "-auth"
+			if tc.user {
+				target = "mine"
+				createUserSecret(t, ctx, rc.ns, target, rc.before.username, "Users-Own-Password-1")
+				watchForLeaks(t, "Users-Own-Password-1")
+				applyRotateAuth(t, ctx, rc.ns, "rotate", rc.db, target)
+			} else {
+				applyRotateAuth(t, ctx, rc.ns, "rotate", rc.db, "")
+			}
+			waitRequest(t, ctx, rc.ns, "rotate", conditionTrue(opsmanager.ConditionUpdateCredential))
+			if tc.user {
+				require.NoError(t, env.kube.CoreV1().Secrets(rc.ns).Delete(ctx, target, metav1.DeleteOptions{}))
+			} else {
+				editAuthSecret(t, ctx, rc, rc.before.password)
+			}
+
+			req := waitRequestEnded(t, ctx, rc.ns, "rotate")
+			assert.Equal(t, opsv1alpha1.OpsRequestPhaseSuccessful, req.Status.Phase, describeRequest(req))
+			rec := getSecret(t, ctx, rc.ns, kubedbv1.CredentialRecordName(rc.db))
+			after := credentialPair{string(rec.Data["username"]), string(rec.Data["password"])}
+			watchForLeaks(t, after.password)
+			assert.NotEqual(t, rc.before.password, after.password)
+			var secret *corev1.Secret
+			poll(t, ctx, "Secret "+target+" to hold the credential PostgreSQL has", func(ctx context.Context) (bool, error) {
+				s, err := env.kube.CoreV1().Secrets(rc.ns).Get(ctx, target, metav1.GetOptions{})
+				if err != nil {
+					return false, nil
+				}
+				secret = s
+				return string(s.Data["password"]) == after.password, nil
+			}, func() string { return describePostgresNow(t, rc.ns, rc.db) })
+			ok, err := credential.VerifyLogin(ctx, primaryTarget(t, ctx, rc.ns, rc.db), after.username, string(secret.Data["password"]))
+			require.NoError(t, err)
+			assert.True(t, ok, "the Secret's credential logs in")
+			rc.before = after // the credential the standbys must stream with
+			if tc.replicas > 1 {
+				waitStandbysStream(t, ctx, rc)
+			}
+			waitPostgresPhase(t, ctx, rc.ns, rc.db, kubedbv1.DatabasePhaseReady)
+			assert.Nil(t, meta.FindStatusCondition(getPostgres(t, ctx, rc.ns, rc.db).Status.Conditions, kubedbv1.ConditionPaused), "resumed")
+			rc.checkData(t, ctx)
+		})
+	}
 }

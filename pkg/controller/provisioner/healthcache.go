@@ -78,6 +78,22 @@ func (c *Controller) checkHealth(ctx context.Context, pg *kubedbv1.Postgres, ep 
 	return check
 }
 
+// lastStreaming names the standbys the database's latest replication check saw streaming;
+// known is false when no check has read replication yet.
+func (c *Controller) lastStreaming(name cache.ObjectName) (streaming map[string]bool, known bool) {
+	c.healthChecks.mu.Lock()
+	defer c.healthChecks.mu.Unlock()
+	cached, ok := c.healthChecks.byName[name]
+	if !ok || !cached.check.asked || cached.check.replicationErr != nil {
+		return nil, false
+	}
+	streaming = map[string]bool{}
+	for _, s := range cached.check.replication.Standbys {
+		streaming[s.Name] = true
+	}
+	return streaming, true
+}
+
 // forgetHealth drops a deleted database's check.
 func (c *Controller) forgetHealth(name cache.ObjectName) {
 	c.healthChecks.mu.Lock()

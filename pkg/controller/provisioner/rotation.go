@@ -168,20 +168,33 @@ func (c *Controller) authSecretChange(ctx context.Context, pg *kubedbv1.Postgres
 // or deleting the request, tries again.
 func (c *Controller) requestRotationTo(ctx context.Context, pg *kubedbv1.Postgres, active, wanted string) *rotationNote {
 	sum := sha256.Sum256([]byte(wanted + "/" + strconv.FormatInt(pg.Generation, 10)))
-	name := fmt.Sprintf("%s-rotate-to-%s", pg.Name, hex.EncodeToString(sum[:5]))
+	base := fmt.Sprintf("%s-rotate-to-%s", pg.Name, hex.EncodeToString(sum[:5]))
 	requests := c.requestsOf(pg)
-	for _, r := range requests {
-		if r.Name != name {
-			continue
+	// A request skipped because a newer one superseded it never ran: the change is tried
+	// again, as "<base>-2", "<base>-3", once no request is open.
+	name, attempt := base, 1
+	for found := true; found; {
+		found = false
+		for _, r := range requests {
+			if r.Name != name {
+				continue
+			}
+			found = true
+			switch r.Status.Phase {
+			case opsv1alpha1.OpsRequestPhaseSkipped:
+				attempt++
+				name = fmt.Sprintf("%s-%d", base, attempt)
+			case opsv1alpha1.OpsRequestPhaseFailed:
+				return &rotationNote{status: metav1.ConditionFalse, reason: ReasonRotationFailed,
+					message: fmt.Sprintf("the rotation to Secret %s (PostgresOpsRequest %s) ended %s: %s; the database keeps running on Secret %s. "+
+						"Fix Secret %s and delete the request to try again", wanted, name, r.Status.Phase, endMessage(r), active, wanted)}
+			default:
+				return &rotationNote{status: metav1.ConditionTrue, reason: ReasonRotationRequested,
+					message: fmt.Sprintf("spec.authSecret.name names Secret %s, whose credential PostgreSQL does not accept yet: rotating to it with PostgresOpsRequest %s; "+
+						"the pods keep Secret %s until it ends", wanted, name, active)}
+			}
+			break
 		}
-		if r.Status.Phase == opsv1alpha1.OpsRequestPhaseFailed || r.Status.Phase == opsv1alpha1.OpsRequestPhaseSkipped {
-			return &rotationNote{status: metav1.ConditionFalse, reason: ReasonRotationFailed,
-				message: fmt.Sprintf("the rotation to Secret %s (PostgresOpsRequest %s) ended %s: %s; the database keeps running on Secret %s. "+
-					"Fix Secret %s and delete the request to try again", wanted, name, r.Status.Phase, endMessage(r), active, wanted)}
-		}
-		return &rotationNote{status: metav1.ConditionTrue, reason: ReasonRotationRequested,
-			message: fmt.Sprintf("spec.authSecret.name names Secret %s, whose credential PostgreSQL does not accept yet: rotating to it with PostgresOpsRequest %s; "+
-				"the pods keep Secret %s until it ends", wanted, name, active)}
 	}
 	if open := openRequest(requests); open != nil {
 		return &rotationNote{status: metav1.ConditionTrue, reason: ReasonAuthSecretChanged,

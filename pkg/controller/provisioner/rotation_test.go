@@ -376,3 +376,23 @@ func TestPauseKeepsTheRotationCondition(t *testing.T) {
 	require.NotNil(t, cond)
 	assert.Equal(t, ReasonRotationScheduled, cond.Reason)
 }
+
+// A rotation to a new spec.authSecret.name that a newer request superseded (it ended
+// Skipped, never having run) is tried again once no request is open.
+func TestAuthSecretChangeSupersededIsTriedAgain(t *testing.T) {
+	f := gitopsFixture(t, "postgres", "From-Git-Password-1")
+	f.mustSync("x")
+	f.refresh()
+	require.Len(t, f.requests(), 1)
+	first := f.requests()[0].Name
+	f.endRequest(first, opsv1alpha1.OpsRequestPhaseSkipped, fixtureNow)
+	f.mustSync("x")
+	f.refresh()
+	require.Len(t, f.requests(), 2)
+	var names []string
+	for _, r := range f.requests() {
+		names = append(names, r.Name)
+	}
+	assert.Contains(t, names, first+"-2")
+	assert.Equal(t, ReasonRotationRequested, condition(f.postgres("x"), ConditionCredentialRotation).Reason)
+}

@@ -87,11 +87,27 @@ func (c *Controller) ensureAuthSecret(ctx context.Context, pg *kubedbv1.Postgres
 	if err != nil {
 		return pg, nil, err
 	}
+	if err := checkNotSuperseded(pg, sec); err != nil {
+		return pg, nil, err
+	}
 	if err := c.disownGeneratedSecret(ctx, pg, sec); err != nil {
 		return pg, nil, err
 	}
 	cred, err := credentialFrom(sec)
 	return pg, cred, err
+}
+
+// checkNotSuperseded refuses, for a Postgres that has not run on any Secret yet (a new one,
+// perhaps over an earlier one's kept data), a generated Secret that a rotation replaced with
+// a user's: its credential is dead, whether spec.authSecret.name is empty or names it.
+func checkNotSuperseded(pg *kubedbv1.Postgres, sec *corev1.Secret) error {
+	replacement := sec.Annotations[kubedbv1.AuthSupersededByAnnotation]
+	if replacement == "" || !isGeneratedSecret(sec, pg) || (pg.Status.AuthSecret != nil && pg.Status.AuthSecret.Name != "") {
+		return nil
+	}
+	return &userError{reason: ReasonAuthSecretSuperseded, msg: fmt.Sprintf(
+		"secret %s/%s was replaced by secret %s in a credential rotation and holds a credential the database no longer accepts; "+
+			"set spec.authSecret.name: %s (and externallyManaged: true)", pg.Namespace, sec.Name, replacement, replacement)}
 }
 
 // readAuthCredential reads the credential of the Secret the database runs on
@@ -180,12 +196,10 @@ func (c *Controller) ensureGeneratedSecret(ctx context.Context, pg *kubedbv1.Pos
 		if err := checkAuthSecretNotForeign(sec, pg); err != nil {
 			return nil, err
 		}
-		if replacement := sec.Annotations[kubedbv1.AuthSupersededByAnnotation]; replacement != "" {
-			// A rotation moved an earlier Postgres of this name to the user's Secret: the
-			// data on the kept PVCs expects that credential, not this one.
-			return nil, &userError{reason: ReasonAuthSecretSuperseded, msg: fmt.Sprintf(
-				"secret %s/%s was replaced by secret %s in a credential rotation and holds a credential the database no longer accepts; "+
-					"set spec.authSecret.name: %s (and externallyManaged: true)", pg.Namespace, name, replacement, replacement)}
+		// A rotation may have moved an earlier Postgres of this name to the user's Secret:
+		// the data on the kept PVCs expects that credential, not this one.
+		if err := checkNotSuperseded(pg, sec); err != nil {
+			return nil, err
 		}
 		if isGeneratedSecret(sec, pg) {
 			// spec.authSecret.name is still empty: this Postgres finds the Secret a Halt or

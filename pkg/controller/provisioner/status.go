@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"strings"
+	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
@@ -11,6 +12,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/tools/cache"
 	"k8s.io/client-go/util/retry"
 	"k8s.io/klog/v2"
 
@@ -118,8 +120,10 @@ func (c *Controller) observe(ctx context.Context, pg *kubedbv1.Postgres, cred *a
 	}
 	obs.standbysReady = true
 	readyByOrdinal := map[int]bool{}
+	readyNames := map[string]bool{}
 	for _, p := range pods {
 		readyByOrdinal[podOrdinal(pg, p)] = isPodReady(p)
+		readyNames[p.Name] = isPodReady(p)
 	}
 	for i := 0; i < int(obs.desired); i++ {
 		if readyByOrdinal[i] {
@@ -160,15 +164,23 @@ func (c *Controller) observe(ctx context.Context, pg *kubedbv1.Postgres, cred *a
 	// found back at them: settings pgops never made are not pgops's to reset. An invalid
 	// configuration leaves the primary's settings as they are.
 	wasSynchronous := meta.FindStatusCondition(pg.Status.Conditions, kubedbv1.ConditionSynchronousReplication) != nil
+	var candidates map[string]bool
 	switch {
 	case obs.sync.enabled():
+		// The primary waits only for standbys that can confirm: Ready and, as far as the
+		// last check saw, streaming. A Ready standby that does not stream (its passfile is
+		// stale, its WAL receiver waits) would make every commit wait for it. A standby that
+		// starts streaming counts from the check after the one that sees it.
+		streaming, known := c.lastStreaming(cache.MetaObjectToName(pg))
 		ready := map[string]bool{}
 		for i := 1; i < int(obs.desired); i++ {
-			if readyByOrdinal[i] {
-				ready[fmt.Sprintf("%s-%d", statefulSetName(pg), i)] = true
+			name := fmt.Sprintf("%s-%d", statefulSetName(pg), i)
+			if readyByOrdinal[i] && (!known || streaming[name]) {
+				ready[name] = true
 			}
 		}
 		obs.syncApplied, obs.syncWaitsFor = obs.sync.settingsFor(ready)
+		candidates = ready
 		ep.Synchronous = &obs.syncApplied
 	case !obs.syncInvalid && wasSynchronous:
 		ep.Synchronous = &credential.SynchronousSettings{}
@@ -194,6 +206,10 @@ func (c *Controller) observe(ctx context.Context, pg *kubedbv1.Postgres, cred *a
 	}
 	seen := map[string]bool{}
 	for _, s := range check.replication.Standbys {
+		if obs.sync.enabled() && standby[s.Name] && !candidates[s.Name] && readyNames[s.Name] {
+			// A Ready standby this check first sees streaming: the next sync counts it.
+			c.queue.AddAfter(cache.MetaObjectToName(pg), time.Second)
+		}
 		seen[s.Name] = true
 		// Only the database's standbys: with the wildcard, a pg_basebackup's WAL stream
 		// would count too.

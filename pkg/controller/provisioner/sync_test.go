@@ -312,18 +312,23 @@ func TestSyncRemovesTheOwnerReferenceOfAnEarlierVersion(t *testing.T) {
 // After a rotation to a user's Secret, the generated Secret is marked superseded. A new
 // Postgres of the same name (recreated under a Delete or Halt policy, PVCs kept) must not
 // adopt its dead credential: it is told which Secret to name instead.
+// The same when the new Postgres names "<name>-auth" explicitly.
 func TestSyncRefusesSupersededGeneratedSecret(t *testing.T) {
-	pg := newPG("x")
-	old := generatedSecretFor(pg).(*corev1.Secret)
-	old.OwnerReferences = nil
-	old.Annotations = map[string]string{kubedbv1.AuthSupersededByAnnotation: "mine"}
-	f := newFixture(t, []*kubedbv1.Postgres{pg}, old)
-	require.NoError(t, f.sync("x"))
-	assert.False(t, f.exists("statefulset", "x"), "no pods start on a credential the data does not accept")
-	cond := condition(f.postgres("x"), kubedbv1.ConditionProvisioningStarted)
-	require.NotNil(t, cond)
-	assert.Equal(t, ReasonAuthSecretSuperseded, cond.Reason)
-	assert.Contains(t, cond.Message, "set spec.authSecret.name: mine")
+	for name, mutate := range map[string][]func(*kubedbv1.Postgres){"generated": nil, "named explicitly": {withAuthSecret("x-auth")}} {
+		t.Run(name, func(t *testing.T) {
+			pg := newPG("x", mutate...)
+			old := generatedSecretFor(pg).(*corev1.Secret)
+			old.OwnerReferences = nil
+			old.Annotations = map[string]string{kubedbv1.AuthSupersededByAnnotation: "mine"}
+			f := newFixture(t, []*kubedbv1.Postgres{pg}, old)
+			require.NoError(t, f.sync("x"))
+			assert.False(t, f.exists("statefulset", "x"), "no pods start on a credential the data does not accept")
+			cond := condition(f.postgres("x"), kubedbv1.ConditionProvisioningStarted)
+			require.NotNil(t, cond)
+			assert.Equal(t, ReasonAuthSecretSuperseded, cond.Reason)
+			assert.Contains(t, cond.Message, "set spec.authSecret.name: mine")
+		})
+	}
 }
 
 func TestSyncMissingPostgresIsNoop(t *testing.T) {

@@ -124,6 +124,11 @@ func TestSynchronousReplicationIsAppliedAndReported(t *testing.T) {
 	assert.Contains(t, cond.Message, "1 of the 2 required synchronous standbys confirm commits; until more standbys are ready the primary waits for 2")
 	assert.Equal(t, kubedbv1.DatabasePhaseCritical, pg.Status.Phase)
 	assert.Contains(t, condition(pg, kubedbv1.ConditionReady).Message, "only 1 of the 2 required synchronous standbys")
+	// From the next check on, the primary waits only for the standby that streams: a Ready
+	// standby that does not stream must not hold every commit.
+	f.later(healthTTL)
+	require.NoError(t, f.sync("x"))
+	assert.Equal(t, `ANY 1 ("x-1","x-2")`, f.health.settings.StandbyNames)
 
 	// Its pod goes NotReady (restarted by a RotateAuth, drained): the primary waits for
 	// the one standby that is up, instead of holding every commit until it is back.
@@ -135,7 +140,10 @@ func TestSynchronousReplicationIsAppliedAndReported(t *testing.T) {
 	f.health.notStreaming = nil
 	f.later(healthTTL)
 	require.NoError(t, f.sync("x"))
-	assert.Equal(t, `ANY 2 ("x-1","x-2")`, f.health.settings.StandbyNames, "all required again once it is back")
+	assert.Equal(t, `ANY 1 ("x-1","x-2")`, f.health.settings.StandbyNames, "Ready again, but not yet seen streaming")
+	f.later(healthTTL)
+	require.NoError(t, f.sync("x"))
+	assert.Equal(t, `ANY 2 ("x-1","x-2")`, f.health.settings.StandbyNames, "all required again once it streams")
 
 	// Back to asynchronous, and down to one replica at once: the primary is still asked,
 	// to reset its settings, and the condition goes once it is found reset.

@@ -154,9 +154,9 @@ func TestSecretChangedRightAfterUpdateCredential(t *testing.T) {
 		replicas int
 		user     bool
 	}{
-		{"reverted, 1 replica", 1, false},
-		{"reverted, 3 replicas", 3, false},
-		{"user's Secret deleted, 3 replicas", 3, true},
+		{"reverted-1-replica", 1, false},
+		{"reverted-3-replicas", 3, false},
+		{"user-secret-deleted-3-replicas", 3, true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			parallel(t)

@@ -237,3 +237,20 @@ func TestDeletedRecordIsCreatedAgainOnlyFromWhatPostgreSQLAccepts(t *testing.T) 
 	f.refresh()
 	assert.Equal(t, accepted, string(f.secret(recordName).Data["password"]))
 }
+
+// A cache behind the ops-manager's write of the record (PostgreSQL took the new credential
+// a moment ago) does not make the Postgres say its password was changed outside pgops: a
+// refused login is tried again with the record read live.
+func TestRefusedLoginIsTriedAgainWithTheLiveRecord(t *testing.T) {
+	f := readyDatabase(t)
+	old := string(f.secret(recordName).Data["password"])
+	rec := f.secret(recordName)
+	rec.Data["password"] = []byte("Rotated-A-Moment-Ago-1")
+	_, err := f.kube.CoreV1().Secrets(testNS).Update(f.ctx, rec, metav1.UpdateOptions{})
+	require.NoError(t, err) // the caches are not refreshed: they still hold the old record
+	f.health.refused = map[string]bool{old: true}
+	f.later(healthTTL)
+	f.mustSync("x")
+	pg := f.postgres("x")
+	assert.Equal(t, metav1.ConditionTrue, condition(pg, kubedbv1.ConditionAcceptingConnection).Status, condition(pg, kubedbv1.ConditionAcceptingConnection).Message)
+}

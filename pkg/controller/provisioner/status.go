@@ -186,6 +186,16 @@ func (c *Controller) observe(ctx context.Context, pg *kubedbv1.Postgres, cred *a
 		ep.Synchronous = &credential.SynchronousSettings{}
 	}
 	check := c.checkHealth(ctx, pg, ep, pods, len(ep.Standbys) > 0 || ep.Synchronous != nil)
+	if credential.Classify(check.primaryErr) == credential.ClassAuth {
+		// The cache may not show the record the ops-manager has just written (PostgreSQL
+		// took the new credential a moment ago): ask again with the record read live
+		// before saying the password was changed outside pgops.
+		if live, err := c.kubeClient.CoreV1().Secrets(pg.Namespace).Get(ctx, credentialRecordName(pg), metav1.GetOptions{}); err == nil &&
+			kubedbv1.IsCredentialRecordOf(live, pg.Name) && recordedCredential(live) != cred.accepted {
+			ep.User, ep.Password = recordedCredential(live).user, recordedCredential(live).password
+			check = c.checkHealth(ctx, pg, ep, pods, len(ep.Standbys) > 0 || ep.Synchronous != nil)
+		}
+	}
 	obs.primaryErr = check.primaryErr
 	if obs.primaryErr != nil {
 		klog.FromContext(ctx).V(2).Info("The primary does not accept connections", "err", obs.primaryErr.Error())

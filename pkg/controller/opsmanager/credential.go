@@ -237,6 +237,12 @@ func (c *Controller) putCredential(ctx context.Context, req *opsv1alpha1.Postgre
 	if err != nil {
 		return err
 	}
+	// Another actor's word is left alone only while the record keeps what PostgreSQL has:
+	// without one (a database an earlier version made), the Secret is the only place left.
+	recorded, err := c.recordHolds(ctx, req, auth)
+	if err != nil {
+		return err
+	}
 	return retry.RetryOnConflict(retry.DefaultRetry, func() error {
 		secret, err := secrets.Get(ctx, name, metav1.GetOptions{})
 		if apierrors.IsNotFound(err) {
@@ -261,7 +267,7 @@ func (c *Controller) putCredential(ctx context.Context, req *opsv1alpha1.Postgre
 			return fmt.Errorf("reading Secret %s: %w", name, err)
 		}
 		current, problem := basicAuthFrom(secret)
-		if problem == "" && before != nil && current != auth && current != *before {
+		if problem == "" && recorded && before != nil && current != auth && current != *before {
 			c.recorder.Eventf(req, corev1.EventTypeNormal, "SecretChangedDuringRotation",
 				"Secret %s was changed during the rotation to another credential: it is left as it is, and applied after this request ends", name)
 			return nil

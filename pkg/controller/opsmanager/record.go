@@ -77,6 +77,16 @@ func (c *Controller) recordAccepted(ctx context.Context, req *opsv1alpha1.Postgr
 	})
 }
 
+// recordHolds tells whether the planned database's credential record holds auth.
+func (c *Controller) recordHolds(ctx context.Context, req *opsv1alpha1.PostgresOpsRequest, auth basicAuth) (bool, error) {
+	rec, err := c.plannedRecord(ctx, req, req.Status.RotateAuth.DatabaseUID)
+	if err != nil || rec == nil {
+		return false, err
+	}
+	held, _ := basicAuthFrom(rec)
+	return held == auth, nil
+}
+
 // podSecret is the Secret the pods' template takes the credential from: the credential
 // record, or, for a database without one yet, the rotation's target Secret.
 func (c *Controller) podSecret(ctx context.Context, req *opsv1alpha1.PostgresOpsRequest) (string, error) {

@@ -155,3 +155,19 @@ func (w *world) pod(name string) *corev1.Pod {
 	require.NoError(w.t, err)
 	return pod
 }
+
+// Without a credential record (a database an earlier version made), the Secret is the only
+// place the new password could be kept: a third credential written into it is overwritten,
+// as before the record.
+func TestWithoutARecordTheSecretGetsTheNewCredential(t *testing.T) {
+	w := newWorld(t, 1)
+	require.NoError(t, w.kube.CoreV1().Secrets(ns).Delete(context.Background(), recordName, metav1.DeleteOptions{}))
+	w.denySecretUpdates = true // hold the request between the ALTER ROLE and the Secret
+	w.newRequest("rotate")
+	w.syncUntil("rotate", 30, atPointOfNoReturn)
+	w.editSecret(dbName+"-auth", "Edited-During-The-Rotation-1")
+	w.denySecretUpdates = false
+	req := w.runUntilDone("rotate", 50)
+	require.Equal(t, opsv1alpha1.OpsRequestPhaseSuccessful, req.Status.Phase, describe(req))
+	w.requireCredentialWorks()
+}

@@ -205,8 +205,11 @@ func (c *Controller) checkSeed(ctx context.Context, pg *kubedbv1.Postgres, seed 
 		return nil // a new database: initdb takes the seed
 	}
 	svc, err := c.serviceLister.Services(pg.Namespace).Get(primaryServiceName(pg))
-	if err == nil && isOwnedBy(svc, pg) {
+	switch {
+	case err == nil && isOwnedBy(svc, pg):
 		err = c.health.CheckPrimary(ctx, PrimaryEndpoint{Service: svc, User: seed.user, Password: seed.password})
+	case err == nil:
+		err = fmt.Errorf("the primary Service %s is not this database's", svc.Name)
 	}
 	switch {
 	case err == nil:

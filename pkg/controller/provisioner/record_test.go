@@ -254,3 +254,18 @@ func TestRefusedLoginIsTriedAgainWithTheLiveRecord(t *testing.T) {
 	pg := f.postgres("x")
 	assert.Equal(t, metav1.ConditionTrue, condition(pg, kubedbv1.ConditionAcceptingConnection).Status, condition(pg, kubedbv1.ConditionAcceptingConnection).Message)
 }
+
+// An edit's request that a newer request superseded (Skipped) never ran: the edit is tried
+// again at once, not refused.
+func TestSkippedEditRequestIsTriedAgainAtOnce(t *testing.T) {
+	f := readyDatabase(t)
+	f.editSecret("x-auth", "password", "Edited-Password-1")
+	f.mustSync("x")
+	f.refresh()
+	require.Len(t, f.requests(), 1)
+	f.endRequest(f.requests()[0].Name, opsv1alpha1.OpsRequestPhaseSkipped, fixtureNow)
+	f.mustSync("x")
+	f.refresh()
+	require.Len(t, f.requests(), 2)
+	assert.Equal(t, ReasonAuthSecretEdited, condition(f.postgres("x"), ConditionCredentialRotation).Reason)
+}

@@ -261,11 +261,13 @@ func (c *Controller) applySecretEdit(ctx context.Context, pg *kubedbv1.Postgres,
 		case !last.Status.Phase.Ended() || len(last.Finalizers) > 0:
 			return &rotationNote{status: metav1.ConditionTrue, reason: ReasonAuthSecretEdited,
 				message: fmt.Sprintf("Secret %s was edited: applying its credential with PostgresOpsRequest %s", live.secretName, last.Name)}
+		case last.Status.Phase == opsv1alpha1.OpsRequestPhaseSkipped:
+			// A newer request superseded it before it ran: nothing was tried, try at once.
 		case refusedInput(last):
 			return refused("applying the edit of Secret %s (PostgresOpsRequest %s) ended %s: %s. Fix the Secret to retry",
 				live.secretName, last.Name, last.Status.Phase, endMessage(last))
 		}
-		if retryAt := endedAt(last).Add(rotationBackoff(attempts)); c.now().Before(retryAt) {
+		if retryAt := endedAt(last).Add(rotationBackoff(attempts)); last.Status.Phase != opsv1alpha1.OpsRequestPhaseSkipped && c.now().Before(retryAt) {
 			return &rotationNote{status: metav1.ConditionFalse, reason: ReasonAuthSecretEditRefused, recheck: retryAt.Sub(c.now()),
 				message: fmt.Sprintf("applying the edit of Secret %s (PostgresOpsRequest %s) ended %s: %s; trying again at %s (attempt %d)",
 					live.secretName, last.Name, last.Status.Phase, endMessage(last), formatTime(retryAt), attempts+1)}
@@ -287,18 +289,16 @@ func (c *Controller) applySecretEdit(ctx context.Context, pg *kubedbv1.Postgres,
 		message: fmt.Sprintf("Secret %s was edited: applying its credential with PostgresOpsRequest %s", live.secretName, name)}
 }
 
-// refusedInput tells whether r ended because of its input (the Secret breaks a rule, changes
-// the username, names something it may not): trying the same input again cannot help.
+// refusedInput tells whether r failed because of its input (the Secret breaks a rule,
+// changes the username, is not one a request may name): trying the same input again cannot
+// help.
 func refusedInput(r *opsv1alpha1.PostgresOpsRequest) bool {
 	cond := meta.FindStatusCondition(r.Status.Conditions, opsv1alpha1.ConditionFailed)
-	if r.Status.Phase == opsv1alpha1.OpsRequestPhaseSkipped {
-		return true
-	}
 	if cond == nil {
 		return false
 	}
 	switch cond.Reason {
-	case "InvalidSecret", "UsernameChanged", "InvalidRequest", "NameConflict": // the ops-manager's input reasons
+	case "InvalidSecret", "UsernameChanged", "InvalidRequest": // the ops-manager's input reasons
 		return true
 	}
 	return false

@@ -164,7 +164,6 @@ func (c *Controller) observe(ctx context.Context, pg *kubedbv1.Postgres, cred *a
 	// found back at them: settings pgops never made are not pgops's to reset. An invalid
 	// configuration leaves the primary's settings as they are.
 	wasSynchronous := meta.FindStatusCondition(pg.Status.Conditions, kubedbv1.ConditionSynchronousReplication) != nil
-	var candidates map[string]bool
 	switch {
 	case obs.sync.enabled():
 		// The primary waits only for standbys that can confirm: Ready and, as far as the
@@ -180,7 +179,6 @@ func (c *Controller) observe(ctx context.Context, pg *kubedbv1.Postgres, cred *a
 			}
 		}
 		obs.syncApplied, obs.syncWaitsFor = obs.sync.settingsFor(ready)
-		candidates = ready
 		ep.Synchronous = &obs.syncApplied
 	case !obs.syncInvalid && wasSynchronous:
 		ep.Synchronous = &credential.SynchronousSettings{}
@@ -216,15 +214,27 @@ func (c *Controller) observe(ctx context.Context, pg *kubedbv1.Postgres, cred *a
 	}
 	seen := map[string]bool{}
 	for _, s := range check.replication.Standbys {
-		if obs.sync.enabled() && standby[s.Name] && !candidates[s.Name] && readyNames[s.Name] {
-			// A Ready standby this check first sees streaming: the next sync counts it.
-			c.queue.AddAfter(cache.MetaObjectToName(pg), time.Second)
-		}
 		seen[s.Name] = true
 		// Only the database's standbys: with the wildcard, a pg_basebackup's WAL stream
 		// would count too.
 		if s.Synchronous() && standby[s.Name] {
 			obs.synchronous++
+		}
+	}
+	if obs.sync.enabled() {
+		// The settings applied counted the standbys the previous check saw streaming. When
+		// this check sees another set (one started, or stopped, streaming), the next sync
+		// applies settings for it at once, rather than a status period later: a standby that
+		// stopped streaming would hold every commit meanwhile. Only a change of the settings
+		// asks for it, so a standby that flaps costs a sync a second at most.
+		next := map[string]bool{}
+		for name := range standby {
+			if readyNames[name] && seen[name] {
+				next[name] = true
+			}
+		}
+		if settings, _ := obs.sync.settingsFor(next); settings != obs.syncApplied {
+			c.queue.AddAfter(cache.MetaObjectToName(pg), time.Second)
 		}
 	}
 	obs.syncKnown = !check.replication.SettingsChanged

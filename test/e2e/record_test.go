@@ -134,7 +134,9 @@ func TestPasswordChangedBehindPgopsBackIsReported(t *testing.T) {
 		cond := meta.FindStatusCondition(last.Status.Conditions, kubedbv1.ConditionAcceptingConnection)
 		return last.Status.Phase == kubedbv1.DatabasePhaseNotReady && cond != nil && cond.Status == metav1.ConditionFalse, nil
 	}, func() string { return describePostgres(last) })
-	assert.Contains(t, meta.FindStatusCondition(last.Status.Conditions, kubedbv1.ConditionAcceptingConnection).Message, "changed outside pgops")
+	msg := meta.FindStatusCondition(last.Status.Conditions, kubedbv1.ConditionAcceptingConnection).Message
+	assert.Contains(t, msg, "changed outside pgops")
+	assert.Contains(t, msg, "Secret "+kubedbv1.CredentialRecordName(rc.db), "it names where the credential PostgreSQL should accept is")
 	assert.True(t, hasEvent(ctx, rc.ns, rc.db, provisioner.ReasonPhaseChanged, "NotReady"))
 
 	target.Password = dbas

@@ -76,6 +76,8 @@ type observation struct {
 	// outOfSync says why the auth Secret holds another credential than the one PostgreSQL
 	// accepts, if it does.
 	outOfSync string
+	// recordName is the credential record the primary was checked with.
+	recordName string
 	// checked says whether the primary was checked; primaryErr is the result.
 	checked    bool
 	primaryErr error
@@ -105,7 +107,7 @@ type observation struct {
 // observe looks at pg's pods and asks the HealthChecker about the primary, with cred (which
 // may be nil when the credential is unavailable).
 func (c *Controller) observe(ctx context.Context, pg *kubedbv1.Postgres, cred *authCredential, blocked *userError) observation {
-	obs := observation{blocked: blocked, halted: pg.Spec.Halted, desired: replicas(pg)}
+	obs := observation{blocked: blocked, halted: pg.Spec.Halted, desired: replicas(pg), recordName: credentialRecordName(pg)}
 	if sync, err := desiredSynchronousReplication(pg); err == nil {
 		obs.sync = sync
 	} else {
@@ -325,7 +327,7 @@ func applyObservation(st *kubedbv1.PostgresStatus, obs observation, generation i
 		set(kubedbv1.ConditionAcceptingConnection, metav1.ConditionTrue, ReasonAcceptingConnection,
 			"The primary accepts connections")
 	default:
-		set(kubedbv1.ConditionAcceptingConnection, metav1.ConditionFalse, ReasonNotAcceptingConn, primaryProblem(obs.primaryErr))
+		set(kubedbv1.ConditionAcceptingConnection, metav1.ConditionFalse, ReasonNotAcceptingConn, primaryProblem(obs.primaryErr, obs.recordName))
 	}
 
 	applySynchronousObservation(st, obs, primaryOK, set)
@@ -368,10 +370,10 @@ func applyObservation(st *kubedbv1.PostgresStatus, obs observation, generation i
 // same while the cause does: a restarting primary answers with several errors in turn
 // (connection refused, starting up, a timeout), and each new message would be another
 // status write. observe logs the error itself.
-func primaryProblem(err error) string {
+func primaryProblem(err error, recordName string) string {
 	switch credential.Classify(err) {
 	case credential.ClassAuth:
-		return "The primary refuses the credential pgops recorded for it: its password was changed outside pgops"
+		return fmt.Sprintf("The primary refuses the credential pgops recorded for it in Secret %s: its password was changed outside pgops", recordName)
 	case credential.ClassUnreachable:
 		return "The primary does not answer: it is down, starting or unreachable"
 	}

@@ -224,6 +224,10 @@ func (c *Controller) observe(ctx context.Context, pg *kubedbv1.Postgres, cred *a
 		}
 	}
 	if obs.sync.enabled() {
+		// With ANY k, every listed standby that streams is a quorum member, but a commit
+		// waits for k of them: no more than k confirm each commit. k is below what was
+		// asked while standbys are not counted (down, or not seen streaming yet).
+		obs.synchronous = min(obs.synchronous, obs.syncWaitsFor)
 		// The settings applied counted the standbys the previous check saw streaming. When
 		// this check sees another set (one started, or stopped, streaming), the next sync
 		// applies settings for it at once, rather than a status period later: a standby that

@@ -141,9 +141,15 @@ func TestSynchronousReplicationIsAppliedAndReported(t *testing.T) {
 	f.later(healthTTL)
 	require.NoError(t, f.sync("x"))
 	assert.Equal(t, `ANY 1 ("x-1","x-2")`, f.health.settings.StandbyNames, "Ready again, but not yet seen streaming")
+	cond = condition(f.postgres("x"), kubedbv1.ConditionSynchronousReplication)
+	assert.Equal(t, metav1.ConditionFalse, cond.Status, "both stream as quorum members, but a commit waits for one: %s", cond.Message)
 	f.later(healthTTL)
 	require.NoError(t, f.sync("x"))
 	assert.Equal(t, `ANY 2 ("x-1","x-2")`, f.health.settings.StandbyNames, "all required again once it streams")
+	f.later(healthTTL)
+	require.NoError(t, f.sync("x"))
+	cond = condition(f.postgres("x"), kubedbv1.ConditionSynchronousReplication)
+	assert.Equal(t, metav1.ConditionTrue, cond.Status, cond.Message)
 
 	// Back to asynchronous, and down to one replica at once: the primary is still asked,
 	// to reset its settings, and the condition goes once it is found reset.

@@ -127,14 +127,27 @@ func (c *Controller) generatedSecret(ctx context.Context, pg *kubedbv1.Postgres)
 }
 
 func (c *Controller) deleteGeneratedSecret(ctx context.Context, pg *kubedbv1.Postgres) error {
-	sec, err := c.generatedSecret(ctx, pg)
-	if err != nil || sec == nil {
-		return err
+	return c.deleteSecretIfOurs(ctx, pg, authSecretName(pg), func(sec *corev1.Secret) bool { return isGeneratedSecret(sec, pg) })
+}
+
+// deleteSecretIfOurs deletes Secret name when ours proves it is pg's, by its UID as read: a
+// Secret of that name that is someone else's, or replaced meanwhile, stays.
+func (c *Controller) deleteSecretIfOurs(ctx context.Context, pg *kubedbv1.Postgres, name string, ours func(*corev1.Secret) bool) error {
+	secrets := c.kubeClient.CoreV1().Secrets(pg.Namespace)
+	sec, err := secrets.Get(ctx, name, metav1.GetOptions{})
+	if apierrors.IsNotFound(err) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("reading secret %s/%s: %w", pg.Namespace, name, err)
+	}
+	if !ours(sec) {
+		return nil
 	}
 	uid := sec.UID
-	err = c.kubeClient.CoreV1().Secrets(pg.Namespace).Delete(ctx, sec.Name, metav1.DeleteOptions{Preconditions: &metav1.Preconditions{UID: &uid}})
-	if err != nil && !apierrors.IsNotFound(err) {
-		return fmt.Errorf("deleting secret %s/%s: %w", pg.Namespace, sec.Name, err)
+	err = secrets.Delete(ctx, name, metav1.DeleteOptions{Preconditions: &metav1.Preconditions{UID: &uid}})
+	if err != nil && !apierrors.IsNotFound(err) && !apierrors.IsConflict(err) {
+		return fmt.Errorf("deleting secret %s/%s: %w", pg.Namespace, name, err)
 	}
 	return nil
 }

@@ -162,22 +162,9 @@ func (c *Controller) ensureRecord(ctx context.Context, pg *kubedbv1.Postgres, fo
 // deleteRecord deletes pg's credential record (only one labelled as pg's, by UID): with the
 // data gone, nothing needs the credential it kept.
 func (c *Controller) deleteRecord(ctx context.Context, pg *kubedbv1.Postgres) error {
-	rec, err := c.kubeClient.CoreV1().Secrets(pg.Namespace).Get(ctx, credentialRecordName(pg), metav1.GetOptions{})
-	if apierrors.IsNotFound(err) {
-		return nil
-	}
-	if err != nil {
-		return fmt.Errorf("reading credential record %s/%s: %w", pg.Namespace, credentialRecordName(pg), err)
-	}
-	if !kubedbv1.IsCredentialRecordOf(rec, pg.Name) {
-		return nil
-	}
-	uid := rec.UID
-	err = c.kubeClient.CoreV1().Secrets(pg.Namespace).Delete(ctx, rec.Name, metav1.DeleteOptions{Preconditions: &metav1.Preconditions{UID: &uid}})
-	if err != nil && !apierrors.IsNotFound(err) {
-		return fmt.Errorf("deleting credential record %s/%s: %w", pg.Namespace, rec.Name, err)
-	}
-	return nil
+	return c.deleteSecretIfOurs(ctx, pg, credentialRecordName(pg), func(sec *corev1.Secret) bool {
+		return kubedbv1.IsCredentialRecordOf(sec, pg.Name)
+	})
 }
 
 // attachRecord gives cred the credential PostgreSQL accepts, as rec keeps it, and says

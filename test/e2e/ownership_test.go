@@ -38,11 +38,21 @@ func deletePolicy(policy kubedbv1.DeletionPolicy) func(string) string {
 func waitStandbysStream(t testing.TB, ctx context.Context, rc *rotationCase) {
 	t.Helper()
 	cred := authCredential(t, ctx, rc.ns, rc.db)
+	waitStandbysStreamAs(t, ctx, rc, cred.username, cred.password, nil)
+}
+
+// waitStandbysStreamAs waits until ready() (when given) and the primary of rc streams to
+// replicas-1 standbys, logging in as user with password.
+func waitStandbysStreamAs(t testing.TB, ctx context.Context, rc *rotationCase, user, password string, ready func(context.Context) bool) {
+	t.Helper()
 	target := primaryTarget(t, ctx, rc.ns, rc.db)
-	target.User, target.Password = cred.username, cred.password
+	target.User, target.Password = user, password
 	streaming := 0
 	var lastErr error
 	poll(t, ctx, "every standby to stream", func(ctx context.Context) (bool, error) {
+		if ready != nil && !ready(ctx) {
+			return false, nil
+		}
 		streaming, lastErr = credential.StreamingStandbys(ctx, target)
 		return lastErr == nil && streaming == rc.replicas-1, nil
 	}, func() string { return fmt.Sprintf("%d of %d standbys stream (%v)", streaming, rc.replicas-1, lastErr) })

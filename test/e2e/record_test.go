@@ -2,7 +2,6 @@ package e2e
 
 import (
 	"context"
-	"fmt"
 	"testing"
 
 	"github.com/stretchr/testify/assert"
@@ -38,18 +37,10 @@ func restartStandbyAndWaitStreaming(t testing.TB, ctx context.Context, rc *rotat
 	t.Helper()
 	old := getPod(t, ctx, rc.ns, standby)
 	require.NoError(t, env.kube.CoreV1().Pods(rc.ns).Delete(ctx, standby, metav1.DeleteOptions{}))
-	target := primaryTarget(t, ctx, rc.ns, rc.db)
-	target.User, target.Password = rc.before.username, password
-	streaming := 0
-	var lastErr error
-	poll(t, ctx, "standby "+standby+" to be back and stream", func(ctx context.Context) (bool, error) {
+	waitStandbysStreamAs(t, ctx, rc, rc.before.username, password, func(ctx context.Context) bool {
 		pod, err := env.kube.CoreV1().Pods(rc.ns).Get(ctx, standby, metav1.GetOptions{})
-		if err != nil || pod.UID == old.UID {
-			return false, nil
-		}
-		streaming, lastErr = credential.StreamingStandbys(ctx, target)
-		return lastErr == nil && streaming == rc.replicas-1, nil
-	}, func() string { return fmt.Sprintf("%d of %d standbys stream (%v)", streaming, rc.replicas-1, lastErr) })
+		return err == nil && pod.UID != old.UID
+	})
 }
 
 // waitEditRequest waits for the request pgops creates for an edit of the auth Secret to end.

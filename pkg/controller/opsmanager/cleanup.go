@@ -45,7 +45,7 @@ func (c *Controller) cleanUp(ctx context.Context, req *opsv1alpha1.PostgresOpsRe
 	if req.Status.RotateAuth != nil && pastPointOfNoReturn(req) {
 		if secret, err := c.getStaged(ctx, req); err == nil && secret != nil {
 			if staged, err := stagedFrom(secret); err == nil {
-				_ = c.recordAccepted(ctx, req, staged)
+				_, _ = c.recordAccepted(ctx, req, staged)
 			}
 		}
 	}
@@ -157,7 +157,11 @@ func (c *Controller) restoreTarget(ctx context.Context, req *opsv1alpha1.Postgre
 	}
 	// A deleted Secret is created again, and putCredential says so in an event of its own;
 	// an unusable one (a key removed) is overwritten.
-	if err := c.putCredential(ctx, req, plan.TargetSecret, staged, nil, c.clock.Now()); err != nil {
+	guard, err := c.guardFor(ctx, req, staged)
+	if err != nil {
+		return false, err
+	}
+	if err := c.putCredential(ctx, req, plan.TargetSecret, staged, nil, guard, c.clock.Now()); err != nil {
 		return false, err
 	}
 	if readErr == nil || errors.As(readErr, &unusable) {

@@ -158,7 +158,8 @@ func (c *Controller) publishCredential(ctx context.Context, req *opsv1alpha1.Pos
 	plan := req.Status.RotateAuth
 	now := c.clock.Now()
 	// The record first: it is what pods boot from, and no other actor writes it.
-	if err := c.recordAccepted(ctx, req, staged); err != nil {
+	recorded, err := c.recordAccepted(ctx, req, staged)
+	if err != nil {
 		return err
 	}
 	if appliesSecretEdit(req) {
@@ -172,8 +173,9 @@ func (c *Controller) publishCredential(ctx context.Context, req *opsv1alpha1.Pos
 	if err != nil {
 		return err
 	}
+	guard := secretGuard{before: prevPtr, recorded: recorded}
 	if plan.TargetSecret == plan.CurrentSecret {
-		return c.putCredential(ctx, req, plan.TargetSecret, staged, prevPtr, now)
+		return c.putCredential(ctx, req, plan.TargetSecret, staged, prevPtr, guard, now)
 	}
 	if prevPtr == nil {
 		// Staged by an earlier version, without the previous credential.
@@ -185,7 +187,7 @@ func (c *Controller) publishCredential(ctx context.Context, req *opsv1alpha1.Pos
 			prevPtr = &prev
 		}
 	}
-	if err := c.putCredential(ctx, req, plan.TargetSecret, staged, prevPtr, now); err != nil {
+	if err := c.putCredential(ctx, req, plan.TargetSecret, staged, prevPtr, guard, now); err != nil {
 		return err
 	}
 	if err := c.pointSpecAt(ctx, req, plan.TargetSecret, now); err != nil {
@@ -228,21 +230,13 @@ func (c *Controller) recordActiveSecret(ctx context.Context, req *opsv1alpha1.Po
 // both from the staged copy, with a Warning event that says so.
 //
 // A Secret that another actor changed during the rotation to a third credential (neither
-// the new one nor the one PostgreSQL accepted before) is left as it is, with an event: that
-// is their newer word, which the provisioner applies as an edit once the request ends. The
-// credential record holds the password PostgreSQL has meanwhile, so nothing is lost.
-func (c *Controller) putCredential(ctx context.Context, req *opsv1alpha1.PostgresOpsRequest, name string, auth basicAuth, prev *basicAuth, now time.Time) error {
+// the new one nor guard.before, the one PostgreSQL accepted before) is left as it is, with an
+// event: that is their newer word, which the provisioner applies as an edit once the request
+// ends. Only while guard.recorded, the credential record holding the password PostgreSQL
+// has: without one (a database an earlier version made), the Secret is the only place left.
+func (c *Controller) putCredential(ctx context.Context, req *opsv1alpha1.PostgresOpsRequest, name string, auth basicAuth, prev *basicAuth,
+	guard secretGuard, now time.Time) error {
 	secrets := c.kubeClient.CoreV1().Secrets(req.Namespace)
-	before, err := c.stagedPrevious(ctx, req)
-	if err != nil {
-		return err
-	}
-	// Another actor's word is left alone only while the record keeps what PostgreSQL has:
-	// without one (a database an earlier version made), the Secret is the only place left.
-	recorded, err := c.recordHolds(ctx, req, auth)
-	if err != nil {
-		return err
-	}
 	return retry.RetryOnConflict(retry.DefaultRetry, func() error {
 		secret, err := secrets.Get(ctx, name, metav1.GetOptions{})
 		if apierrors.IsNotFound(err) {
@@ -267,7 +261,7 @@ func (c *Controller) putCredential(ctx context.Context, req *opsv1alpha1.Postgre
 			return fmt.Errorf("reading Secret %s: %w", name, err)
 		}
 		current, problem := basicAuthFrom(secret)
-		if problem == "" && recorded && before != nil && current != auth && current != *before {
+		if problem == "" && guard.recorded && guard.before != nil && current != auth && current != *guard.before {
 			c.recorder.Eventf(req, corev1.EventTypeNormal, "SecretChangedDuringRotation",
 				"Secret %s was changed during the rotation to another credential: it is left as it is, and applied after this request ends", name)
 			return nil
@@ -305,6 +299,25 @@ func (c *Controller) putCredential(ctx context.Context, req *opsv1alpha1.Postgre
 			"Secret %s became immutable during the rotation; replaced it with an immutable copy holding the credential PostgreSQL now has", name)
 		return nil
 	})
+}
+
+// secretGuard is what putCredential needs to tell another actor's newer word in a Secret
+// from a credential it may overwrite: the credential PostgreSQL accepted before the
+// rotation (as staged with the new one; nil when not staged), and whether the credential
+// record holds the new one.
+type secretGuard struct {
+	before   *basicAuth
+	recorded bool
+}
+
+// guardFor reads what putCredential's guard needs for the staged credential.
+func (c *Controller) guardFor(ctx context.Context, req *opsv1alpha1.PostgresOpsRequest, staged basicAuth) (secretGuard, error) {
+	before, err := c.stagedPrevious(ctx, req)
+	if err != nil {
+		return secretGuard{}, err
+	}
+	recorded, err := c.recordHolds(ctx, req, staged)
+	return secretGuard{before: before, recorded: recorded}, err
 }
 
 // needsCredential tells whether secret lacks auth as its credential or prev as its previous

@@ -57,24 +57,26 @@ func (c *Controller) acceptedCredential(ctx context.Context, req *opsv1alpha1.Po
 }
 
 // recordAccepted writes auth into the planned database's credential record, once PostgreSQL
-// accepts it. A database without a record gets none here (the provisioner creates it from
-// the Secret the rotation publishes next); a record of a replaced database is not touched.
-func (c *Controller) recordAccepted(ctx context.Context, req *opsv1alpha1.PostgresOpsRequest, auth basicAuth) error {
+// accepts it, and tells whether a record now holds it. A database without a record gets none
+// here (the provisioner creates it from the Secret the rotation publishes next); a record of
+// a replaced database is not touched.
+func (c *Controller) recordAccepted(ctx context.Context, req *opsv1alpha1.PostgresOpsRequest, auth basicAuth) (held bool, err error) {
 	secrets := c.kubeClient.CoreV1().Secrets(req.Namespace)
-	return retry.RetryOnConflict(retry.DefaultRetry, func() error {
+	err = retry.RetryOnConflict(retry.DefaultRetry, func() error {
 		rec, err := c.plannedRecord(ctx, req, req.Status.RotateAuth.DatabaseUID)
 		if err != nil || rec == nil {
 			return err
 		}
-		if current, _ := basicAuthFrom(rec); current == auth {
-			return nil
+		if current, _ := basicAuthFrom(rec); current != auth {
+			rec.Data = map[string][]byte{kubedbv1.AuthUsernameKey: []byte(auth.username), kubedbv1.AuthPasswordKey: []byte(auth.password)}
+			if _, err := secrets.Update(ctx, rec, metav1.UpdateOptions{FieldManager: FieldManager}); err != nil {
+				return fmt.Errorf("recording the new credential in %s: %w", rec.Name, err)
+			}
 		}
-		rec.Data = map[string][]byte{kubedbv1.AuthUsernameKey: []byte(auth.username), kubedbv1.AuthPasswordKey: []byte(auth.password)}
-		if _, err := secrets.Update(ctx, rec, metav1.UpdateOptions{FieldManager: FieldManager}); err != nil {
-			return fmt.Errorf("recording the new credential in %s: %w", rec.Name, err)
-		}
+		held = true
 		return nil
 	})
+	return held && err == nil, err
 }
 
 // recordHolds tells whether the planned database's credential record holds auth.

@@ -96,7 +96,9 @@ func TestInPlaceEditsOfTheAuthSecret(t *testing.T) {
 		return cond != nil && cond.Reason == provisioner.ReasonAuthSecretEditRefused, nil
 	}, func() string { return describePostgres(last) })
 	assert.Contains(t, meta.FindStatusCondition(last.Status.Conditions, provisioner.ConditionCredentialRotation).Message, "control or non-printable")
-	assert.True(t, hasEvent(ctx, rc.ns, rc.db, provisioner.ReasonAuthSecretEditRefused, rc.db+"-auth"))
+	poll(t, ctx, "a Warning event AuthSecretEditRefused", func(ctx context.Context) (bool, error) {
+		return hasEvent(ctx, rc.ns, rc.db, provisioner.ReasonAuthSecretEditRefused, rc.db+"-auth"), nil
+	}, func() string { return describePostgres(last) })
 	waitPostgresPhase(t, ctx, rc.ns, rc.db, kubedbv1.DatabasePhaseNotReady)
 	assert.Equal(t, kubedbv1.ReasonAuthSecretOutOfSync,
 		meta.FindStatusCondition(getPostgres(t, ctx, rc.ns, rc.db).Status.Conditions, kubedbv1.ConditionReady).Reason)
@@ -128,7 +130,10 @@ func TestPasswordChangedBehindPgopsBackIsReported(t *testing.T) {
 	msg := meta.FindStatusCondition(last.Status.Conditions, kubedbv1.ConditionAcceptingConnection).Message
 	assert.Contains(t, msg, "changed outside pgops")
 	assert.Contains(t, msg, "Secret "+kubedbv1.CredentialRecordName(rc.db), "it names where the credential PostgreSQL should accept is")
-	assert.True(t, hasEvent(ctx, rc.ns, rc.db, provisioner.ReasonPhaseChanged, "NotReady"))
+	// Events are sent asynchronously: wait for it, as for any other state.
+	poll(t, ctx, "a PhaseChanged event to NotReady", func(ctx context.Context) (bool, error) {
+		return hasEvent(ctx, rc.ns, rc.db, provisioner.ReasonPhaseChanged, "NotReady"), nil
+	}, func() string { return describePostgres(last) })
 
 	target.Password = dbas
 	require.NoError(t, credential.SetPassword(ctx, target, rc.before.username, rc.before.password))

@@ -63,6 +63,7 @@ tools: ## Install PostgreSQL server binaries and the node agent's tools, and bui
 	hack/install-postgres.sh
 	hack/install-node-tools.sh
 	hack/install-k8s-bins.sh
+	hack/install-node.sh
 	hack/install-helm.sh
 
 test: tools ## Unit, PostgreSQL and control-plane integration tests

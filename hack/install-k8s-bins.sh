@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # Builds the local control plane's binaries from the Go module proxy into a cache outside
 # the checkout (K8S_BIN_DIR), so a fresh clone reuses them: etcd, kube-apiserver,
-# kube-controller-manager, kube-scheduler, kubectl and kwok. Idempotent: a binary already
-# in the cache is not rebuilt.
+# kube-controller-manager, kube-scheduler, kubectl, kwok, and the nodes' kubelet and
+# kube-proxy (test/kubenode). Idempotent: a binary already in the cache is not rebuilt.
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 source "$here/versions.sh"
 
-want=(etcd kube-apiserver kube-controller-manager kube-scheduler kubectl kwok)
+kube=(kube-apiserver kube-controller-manager kube-scheduler kubectl kubelet kube-proxy)
+want=(etcd "${kube[@]}" kwok)
 missing=()
 for b in "${want[@]}"; do [ -x "$K8S_BIN_DIR/$b" ] || missing+=("$b"); done
 if [ ${#missing[@]} -eq 0 ]; then
@@ -23,7 +24,9 @@ export GOTOOLCHAIN="${GOTOOLCHAIN:-local}"
 
 need() { [[ " ${missing[*]} " == *" $1 "* ]]; }
 
-if need kube-apiserver || need kube-controller-manager || need kube-scheduler || need kubectl; then
+need_kube=false
+for b in "${kube[@]}"; do if need "$b"; then need_kube=true; fi; done
+if $need_kube; then
   mod="$work/kube-$KUBE_VERSION"
   mkdir -p "$mod"
   (
@@ -51,14 +54,21 @@ import (
 	_ "k8s.io/kubernetes/cmd/kube-controller-manager"
 	_ "k8s.io/kubernetes/cmd/kube-scheduler"
 	_ "k8s.io/kubernetes/cmd/kubectl"
+	_ "k8s.io/kubernetes/cmd/kubelet"
+	_ "k8s.io/kubernetes/cmd/kube-proxy"
 )
 GO
     [ -f go.sum ] || go mod tidy -e >/dev/null 2>&1 || true
     go mod tidy
-    for b in kube-apiserver kube-controller-manager kube-scheduler kubectl; do
+    # Without these the binaries report version v0.0.0-master (kubelet registers its
+    # Node with it).
+    minor="${KUBE_VERSION#v1.}"; minor="${minor%%.*}"
+    ldflags="-X k8s.io/component-base/version.gitVersion=$KUBE_VERSION -X k8s.io/component-base/version.gitMajor=1"
+    ldflags+=" -X k8s.io/component-base/version.gitMinor=$minor -X k8s.io/component-base/version.gitTreeState=clean"
+    for b in "${kube[@]}"; do
       if need "$b"; then
         echo "  go build $b"
-        go build -o "$K8S_BIN_DIR/$b.tmp" "k8s.io/kubernetes/cmd/$b"
+        go build -ldflags "$ldflags" -o "$K8S_BIN_DIR/$b.tmp" "k8s.io/kubernetes/cmd/$b"
         mv "$K8S_BIN_DIR/$b.tmp" "$K8S_BIN_DIR/$b"
       fi
     done

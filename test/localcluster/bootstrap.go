@@ -14,8 +14,6 @@ import (
 	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/rest"
 	"k8s.io/utils/ptr"
-
-	"github.com/pgops/pgops/hack/kwok"
 )
 
 // kwok manages only nodes carrying this annotation (see startKwok).
@@ -42,17 +40,18 @@ func (c *Cluster) bootstrap(ctx context.Context) error {
 }
 
 // createStorageClass creates the default StorageClass "standard". Its provisioner is
-// the one the volume stages of hack/kwok/stages.yaml act on, so its PVCs get a PV and
-// turn Bound without any real storage.
+// by default the one the volume stages of hack/kwok/stages.yaml act on, so its PVCs get
+// a PV and turn Bound without any real storage; real nodes bring their own
+// (Options.VolumeProvisioner).
 func (c *Cluster) createStorageClass(ctx context.Context) error {
 	sc := &storagev1.StorageClass{
 		ObjectMeta: metav1.ObjectMeta{
 			Name:        StorageClassName,
 			Annotations: map[string]string{"storageclass.kubernetes.io/is-default-class": "true"},
 		},
-		Provisioner:       kwok.VolumeProvisioner,
+		Provisioner:       c.opts.VolumeProvisioner,
 		ReclaimPolicy:     ptr.To(corev1.PersistentVolumeReclaimDelete),
-		VolumeBindingMode: ptr.To(storagev1.VolumeBindingImmediate),
+		VolumeBindingMode: ptr.To(c.opts.VolumeBindingMode),
 	}
 	_, err := c.client.StorageV1().StorageClasses().Create(ctx, sc, metav1.CreateOptions{})
 	if err != nil {
@@ -91,7 +90,7 @@ func (c *Cluster) createNode(ctx context.Context) error {
 // waitNodeReady waits until kwok has marked the node Ready.
 func (c *Cluster) waitNodeReady(ctx context.Context) error {
 	kw := c.procs[compKwok]
-	return kw.waitFor(ctx, "node "+c.NodeName+" Ready", func(ctx context.Context) (bool, error) {
+	return kw.WaitFor(ctx, "node "+c.NodeName+" Ready", func(ctx context.Context) (bool, error) {
 		node, err := c.client.CoreV1().Nodes().Get(ctx, c.NodeName, metav1.GetOptions{})
 		if err != nil {
 			return false, err

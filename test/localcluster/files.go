@@ -83,9 +83,14 @@ func randomToken() (string, error) {
 }
 
 // writeTokenFile writes the static token file (--token-auth-file) that makes token an
-// admin: user "admin" in group system:masters, which RBAC lets do anything.
-func writeTokenFile(path, token string) error {
-	return os.WriteFile(path, []byte(token+`,admin,admin,"system:masters"`+"\n"), 0o600)
+// admin: user "admin" in group system:masters, which RBAC lets do anything; and the
+// tokens of others.
+func writeTokenFile(path, token string, others []identity) error {
+	lines := token + `,admin,admin,"system:masters"` + "\n"
+	for _, id := range others {
+		lines += id.tokenFileLine() + "\n"
+	}
+	return os.WriteFile(path, []byte(lines), 0o600)
 }
 
 // writeKubeconfig writes cfg (host, bearer token, CA or insecure) as a kubeconfig file.

@@ -25,8 +25,11 @@ import (
 	"sync"
 	"time"
 
+	storagev1 "k8s.io/api/storage/v1"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
+
+	"github.com/pgops/pgops/hack/kwok"
 )
 
 // Versions of the binaries hack/install-k8s-bins.sh builds; keep in sync with
@@ -77,6 +80,19 @@ type Options struct {
 	// kwok still runs: it binds the PVCs of StorageClass "standard". Cluster.NodeName is
 	// then empty.
 	SkipFakeNode bool
+	// RealNodes names the nodes whose real kubelets will join (test/kubenode). The API
+	// server then gets a token for each kubelet and one for kube-proxy
+	// (NodeKubeconfig, KubeProxyKubeconfig), authorizes nodes with the Node authorizer
+	// and NodeRestriction, reaches kubelets at their InternalIP with a client
+	// certificate they trust (KubeletClientCAFile), and the controllers real nodes need
+	// run: endpoint slices (kube-proxy reads them) and node lifecycle (a node that stops
+	// reporting turns NotReady and its pods are evicted). kwok is not started. Implies
+	// SkipFakeNode.
+	RealNodes []string
+	// VolumeProvisioner is the provisioner of the default StorageClass "standard", and
+	// VolumeBindingMode its binding mode. Default: kwok's fake provisioner, Immediate.
+	VolumeProvisioner string
+	VolumeBindingMode storagev1.VolumeBindingMode
 	// StartTimeout bounds Start when ctx has no earlier deadline. Default 3 minutes.
 	StartTimeout time.Duration
 	// StopGracePeriod is how long Stop waits after SIGTERM before SIGKILL, per
@@ -105,7 +121,7 @@ type Cluster struct {
 	client      kubernetes.Interface
 
 	mu    sync.Mutex
-	procs map[string]*process
+	procs map[string]*Process
 
 	stopOnce sync.Once
 	stopErr  error
@@ -170,7 +186,7 @@ func Start(ctx context.Context, opts Options) (*Cluster, error) {
 		return nil, err
 	}
 	nodeName := opts.NodeName
-	if opts.SkipFakeNode {
+	if opts.SkipFakeNode || len(opts.RealNodes) > 0 {
 		nodeName = ""
 	}
 	c := &Cluster{
@@ -179,7 +195,7 @@ func Start(ctx context.Context, opts Options) (*Cluster, error) {
 		LogDir:      opts.LogDir,
 		NodeName:    nodeName,
 		KubectlPath: filepath.Join(opts.BinDir, "kubectl"),
-		procs:       map[string]*process{},
+		procs:       map[string]*Process{},
 	}
 	if err := c.prepareWorkDir(); err != nil {
 		return nil, err
@@ -219,6 +235,15 @@ func withDefaults(o Options) Options {
 	if o.StopGracePeriod == 0 {
 		o.StopGracePeriod = 10 * time.Second
 	}
+	if o.VolumeProvisioner == "" {
+		o.VolumeProvisioner = kwok.VolumeProvisioner
+	}
+	if o.VolumeBindingMode == "" {
+		o.VolumeBindingMode = storagev1.VolumeBindingImmediate
+	}
+	if len(o.RealNodes) > 0 {
+		o.SkipFakeNode = true
+	}
 	if o.Progress == nil {
 		o.Progress = io.Discard
 	}
@@ -226,7 +251,7 @@ func withDefaults(o Options) Options {
 }
 
 // Paths inside WorkDir that Start creates (and Stop removes).
-var workDirEntries = []string{"etcd", "pki", "logs", "kubeconfig", "tokens.csv", "stages.yaml", auditPolicyFile}
+var workDirEntries = []string{"etcd", "pki", "logs", "kubeconfig", "nodes", "tokens.csv", "stages.yaml", auditPolicyFile}
 
 // prepareWorkDir creates WorkDir (a temp dir by default) and clears what a previous
 // run left in it, so etcd always starts empty.
@@ -335,7 +360,7 @@ func (c *Cluster) stopAll(names ...string) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			p.stop(c.opts.StopGracePeriod)
+			p.Stop(c.opts.StopGracePeriod)
 		}()
 	}
 	wg.Wait()

@@ -12,8 +12,9 @@ import (
 	"time"
 )
 
-// process is one control-plane component running as a child of this process.
-type process struct {
+// Process is one component (of the control plane, or of a node: test/kubenode) running
+// as a child of this process.
+type Process struct {
 	name    string
 	cmd     *exec.Cmd
 	logPath string
@@ -23,7 +24,7 @@ type process struct {
 	err  error
 }
 
-// startProcess runs bin with args, its stdout and stderr going to logDir/name.log.
+// StartProcess runs bin with args, its stdout and stderr going to logDir/name.log.
 //
 // The child gets its own process group, so a terminal's Ctrl-C reaches only the parent
 // (which then tears down in order), and the whole group can be signalled at once. It
@@ -31,13 +32,15 @@ type process struct {
 // component outlives a crashed test binary. (Pdeathsig is tied to the OS thread, not the
 // process; the Go runtime only retires threads of goroutines that exit while locked
 // to their thread, which this package never does.)
-func startProcess(name, bin string, args []string, logDir string) (*process, error) {
+// env is the child's environment; nil means this process's.
+func StartProcess(name, bin string, args []string, logDir string, env []string) (*Process, error) {
 	logPath := filepath.Join(logDir, name+".log")
 	logFile, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 	if err != nil {
 		return nil, err
 	}
 	cmd := exec.Command(bin, args...)
+	cmd.Env = env
 	cmd.Stdout = logFile
 	cmd.Stderr = logFile
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
@@ -46,7 +49,7 @@ func startProcess(name, bin string, args []string, logDir string) (*process, err
 		logFile.Close()
 		return nil, fmt.Errorf("start %s: %w", name, err)
 	}
-	p := &process{name: name, cmd: cmd, logPath: logPath, logFile: logFile, done: make(chan struct{})}
+	p := &Process{name: name, cmd: cmd, logPath: logPath, logFile: logFile, done: make(chan struct{})}
 	go func() {
 		p.err = cmd.Wait()
 		logFile.Close()
@@ -56,10 +59,10 @@ func startProcess(name, bin string, args []string, logDir string) (*process, err
 }
 
 // Pid is the process id of the component (also its process group id).
-func (p *process) Pid() int { return p.cmd.Process.Pid }
+func (p *Process) Pid() int { return p.cmd.Process.Pid }
 
 // exited reports whether the process has already terminated.
-func (p *process) exited() bool {
+func (p *Process) exited() bool {
 	select {
 	case <-p.done:
 		return true
@@ -70,13 +73,13 @@ func (p *process) exited() bool {
 
 // exitError describes an unexpected exit, with the end of the component's log since
 // that is where the reason is.
-func (p *process) exitError() error {
+func (p *Process) exitError() error {
 	return fmt.Errorf("%s exited (%v); last lines of %s:\n%s", p.name, p.err, p.logPath, tail(p.logPath, 15))
 }
 
-// stop sends SIGTERM to the process group, waits up to grace, then SIGKILLs the group.
+// Stop sends SIGTERM to the process group, waits up to grace, then SIGKILLs the group.
 // It returns once the process has been reaped.
-func (p *process) stop(grace time.Duration) {
+func (p *Process) Stop(grace time.Duration) {
 	if p.exited() {
 		return
 	}
@@ -92,9 +95,9 @@ func (p *process) stop(grace time.Duration) {
 	}
 }
 
-// waitFor polls check every interval until it returns true, ctx ends, or the process
+// WaitFor polls check every interval until it returns true, ctx ends, or the process
 // exits (then the error carries the process log tail).
-func (p *process) waitFor(ctx context.Context, what string, check func(context.Context) (bool, error)) error {
+func (p *Process) WaitFor(ctx context.Context, what string, check func(context.Context) (bool, error)) error {
 	tick := time.NewTicker(100 * time.Millisecond)
 	defer tick.Stop()
 	var lastErr error

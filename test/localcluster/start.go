@@ -35,8 +35,17 @@ func (c *Cluster) start(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	if err := writeTokenFile(c.path("tokens.csv"), token); err != nil {
+	nodeIDs, err := nodeIdentities(c.opts.RealNodes)
+	if err != nil {
 		return err
+	}
+	if err := writeTokenFile(c.path("tokens.csv"), token, nodeIDs); err != nil {
+		return err
+	}
+	if len(nodeIDs) > 0 {
+		if err := c.writeKubeletClientPKI(); err != nil {
+			return err
+		}
 	}
 	if err := writeServiceAccountKey(c.path("pki", "sa.key"), c.path("pki", "sa.pub")); err != nil {
 		return err
@@ -51,21 +60,26 @@ func (c *Cluster) start(ctx context.Context) error {
 	if err := c.startAPIServer(ctx, pt, token); err != nil {
 		return err
 	}
+	if err := c.writeNodeKubeconfigs(nodeIDs); err != nil {
+		return err
+	}
 	if err := c.startControllerManager(ctx, pt); err != nil {
 		return err
 	}
 	if err := c.startScheduler(ctx, pt); err != nil {
 		return err
 	}
-	if err := c.startKwok(); err != nil {
-		return err
+	if len(c.opts.RealNodes) == 0 {
+		if err := c.startKwok(); err != nil {
+			return err
+		}
 	}
 	return c.bootstrap(ctx)
 }
 
 // run starts one component and records it for Stop.
-func (c *Cluster) run(name string, args ...string) (*process, error) {
-	p, err := startProcess(name, c.bin(name), args, c.LogDir)
+func (c *Cluster) run(name string, args ...string) (*Process, error) {
+	p, err := StartProcess(name, c.bin(name), args, c.LogDir, nil)
 	if err != nil {
 		return nil, err
 	}
@@ -95,7 +109,7 @@ func (c *Cluster) startEtcd(ctx context.Context, pt ports) error {
 	if err != nil {
 		return err
 	}
-	return p.waitFor(ctx, "etcd health", func(ctx context.Context) (bool, error) {
+	return p.WaitFor(ctx, "etcd health", func(ctx context.Context) (bool, error) {
 		body, err := httpGet(ctx, http.DefaultClient, clientURL+"/health", "")
 		return err == nil && strings.Contains(body, `"health":"true"`), err
 	})
@@ -115,26 +129,22 @@ func (c *Cluster) startAPIServer(ctx context.Context, pt ports, token string) er
 		// The apiserver writes a self-signed serving cert (apiserver.crt) here.
 		"--cert-dir=" + c.path("pki"),
 		"--token-auth-file=" + c.path("tokens.csv"),
-		"--authorization-mode=RBAC",
 		"--service-account-key-file=" + c.path("pki", "sa.pub"),
 		"--service-account-signing-key-file=" + c.path("pki", "sa.key"),
 		"--service-account-issuer=https://kubernetes.default.svc",
 		"--service-cluster-ip-range=" + c.opts.ServiceCIDR,
-		// TaintNodesByCondition would taint the new Node not-ready, and the
-		// node-lifecycle controller that lifts the taint is off (it would mark kwok's
-		// nodes unhealthy), so the scheduler would place nothing.
-		"--disable-admission-plugins=TaintNodesByCondition",
 		"--allow-privileged=true",
 		// Only admin may read /debug/pprof; the scale benchmark takes CPU profiles from it
 		// (PGOPS_PROFILE_DIR).
 		"--profiling=true",
 	}, c.auditFlags()...)
+	args = append(args, c.nodeFlags()...)
 	p, err := c.run(compAPIServer, args...)
 	if err != nil {
 		return err
 	}
 	insecure := insecureClient()
-	err = p.waitFor(ctx, "kube-apiserver /readyz", func(ctx context.Context) (bool, error) {
+	err = p.WaitFor(ctx, "kube-apiserver /readyz", func(ctx context.Context) (bool, error) {
 		body, err := httpGet(ctx, insecure, c.Server+"/readyz", token)
 		return err == nil && body == "ok", err
 	})
@@ -195,14 +205,7 @@ func (c *Cluster) startControllerManager(ctx context.Context, pt ports) error {
 		"--bind-address=127.0.0.1",
 		fmt.Sprintf("--secure-port=%d", pt.kcm),
 		"--leader-elect=false",
-		// nodeipam and nodelifecycle would fight kwok's fake nodes; the token
-		// controllers are for legacy secret-based tokens, TokenRequest replaces them. The
-		// endpoint controllers are replaced by the node agent's service proxy, which reads
-		// pods itself: the API server refuses the loopback pod IPs in Endpoints and
-		// EndpointSlices, so those controllers would retry forever, patching an event for
-		// every Service every few seconds and burning the API server's CPU.
-		"--controllers=*,-nodeipam,-nodelifecycle,-serviceaccount-token,-bootstrapsigner,-tokencleaner,"+
-			"-endpoints-controller,-endpointslice-controller,-endpointslice-mirroring-controller",
+		"--controllers="+c.controllers(),
 		"--service-account-private-key-file="+c.path("pki", "sa.key"),
 		// Published to every namespace as ConfigMap kube-root-ca.crt.
 		"--root-ca-file="+c.path("pki", "apiserver.crt"),
@@ -212,6 +215,42 @@ func (c *Cluster) startControllerManager(ctx context.Context, pt ports) error {
 		return err
 	}
 	return waitHealthz(ctx, p, pt.kcm)
+}
+
+// nodeFlags are the API server's flags that depend on the kind of nodes: real kubelets
+// are authorized by the Node authorizer and reached at their InternalIP with a client
+// certificate; kwok's fake node would be tainted not-ready by TaintNodesByCondition with
+// no node-lifecycle controller to lift the taint (it would mark kwok's nodes unhealthy),
+// so the scheduler would place nothing.
+func (c *Cluster) nodeFlags() []string {
+	if len(c.opts.RealNodes) == 0 {
+		return []string{"--authorization-mode=RBAC", "--disable-admission-plugins=TaintNodesByCondition"}
+	}
+	cert, key := c.kubeletClientCert()
+	return []string{
+		"--authorization-mode=Node,RBAC",
+		"--enable-admission-plugins=NodeRestriction",
+		"--kubelet-client-certificate=" + cert,
+		"--kubelet-client-key=" + key,
+		// Node names are not in any DNS here, and nothing may be looked up off the machine.
+		"--kubelet-preferred-address-types=InternalIP",
+	}
+}
+
+// controllers is kube-controller-manager's --controllers. nodeipam is off: pod ranges
+// come from each node's CNI configuration. The token controllers are for legacy
+// secret-based tokens; TokenRequest replaces them. With kwok's fake nodes,
+// nodelifecycle would fight kwok, and the endpoint controllers are replaced by the node
+// agent's service proxy, which reads pods itself: the API server refuses the loopback pod
+// IPs in Endpoints and EndpointSlices, so those controllers would retry forever, patching
+// an event for every Service every few seconds and burning the API server's CPU. Real
+// nodes need both: kube-proxy reads EndpointSlices, and a lost node must turn NotReady.
+func (c *Cluster) controllers() string {
+	ctrls := "*,-nodeipam,-serviceaccount-token,-bootstrapsigner,-tokencleaner"
+	if len(c.opts.RealNodes) == 0 {
+		ctrls += ",-nodelifecycle,-endpoints-controller,-endpointslice-controller,-endpointslice-mirroring-controller"
+	}
+	return ctrls
 }
 
 func (c *Cluster) startScheduler(ctx context.Context, pt ports) error {
@@ -247,10 +286,10 @@ func (c *Cluster) startKwok() error {
 
 // waitHealthz waits for a component's /healthz on its secure port (an
 // always-allowed path, so no credentials are needed; the cert is self-signed).
-func waitHealthz(ctx context.Context, p *process, port int) error {
+func waitHealthz(ctx context.Context, p *Process, port int) error {
 	insecure := insecureClient()
 	url := "https://127.0.0.1:" + strconv.Itoa(port) + "/healthz"
-	return p.waitFor(ctx, p.name+" /healthz", func(ctx context.Context) (bool, error) {
+	return p.WaitFor(ctx, p.name+" /healthz", func(ctx context.Context) (bool, error) {
 		body, err := httpGet(ctx, insecure, url, "")
 		return err == nil && body == "ok", err
 	})

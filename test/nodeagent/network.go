@@ -67,7 +67,7 @@ func ReserveNetwork() (*Network, error) {
 		return nil, err
 	}
 	for i := 0; i < networkCount; i++ {
-		lock, err := os.OpenFile(filepath.Join(lockDir, fmt.Sprintf("pgops-nodeagent-network-%d.lock", i)), os.O_CREATE|os.O_RDWR, 0o600)
+		lock, err := os.OpenFile(filepath.Join(lockDir, fmt.Sprintf("pgops-network-%d.lock", i)), os.O_CREATE|os.O_RDWR, 0o600)
 		if err != nil {
 			return nil, err
 		}

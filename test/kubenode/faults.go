@@ -1,0 +1,163 @@
+package kubenode
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+
+	corev1 "k8s.io/api/core/v1"
+)
+
+// Faults as they happen on real clusters, for tests: a container killed (a crash, an OOM
+// kill), every process of a pod stopped (a hung process; unlike the cgroup v1 freezer,
+// stopped processes can still be killed, so the kubelet can restart them), and a node
+// lost (its kubelet, runtime and containers stopped together, as when a machine hangs or
+// drops off the network).
+
+// nodeOf is the node pod runs on.
+func (ns *Nodes) nodeOf(pod *corev1.Pod) (*Node, error) {
+	n := ns.Node(pod.Spec.NodeName)
+	if n == nil {
+		return nil, fmt.Errorf("pod %s/%s is on node %q, not one of these", pod.Namespace, pod.Name, pod.Spec.NodeName)
+	}
+	return n, nil
+}
+
+// containerCgroup is the cgroup of a running container of pod.
+func (ns *Nodes) containerCgroup(pod *corev1.Pod, container string) (string, error) {
+	n, err := ns.nodeOf(pod)
+	if err != nil {
+		return "", err
+	}
+	for _, s := range append(append([]corev1.ContainerStatus{}, pod.Status.InitContainerStatuses...), pod.Status.ContainerStatuses...) {
+		if s.Name != container || s.State.Running == nil {
+			continue
+		}
+		_, id, ok := strings.Cut(s.ContainerID, "://")
+		if !ok {
+			return "", fmt.Errorf("container %s of pod %s/%s has ID %q", container, pod.Namespace, pod.Name, s.ContainerID)
+		}
+		if cg, ok := findCgroup(n.cgroupRoot, id); ok {
+			return cg, nil
+		}
+		return "", fmt.Errorf("container %s of pod %s/%s (%s) has no cgroup on %s", container, pod.Namespace, pod.Name, id, n.Name)
+	}
+	return "", fmt.Errorf("pod %s/%s has no running container %s", pod.Namespace, pod.Name, container)
+}
+
+// KillContainer SIGKILLs every process of a running container of pod (as given: the
+// caller reads it, so the container ID is the one it saw running).
+func (ns *Nodes) KillContainer(pod *corev1.Pod, container string) error {
+	cg, err := ns.containerCgroup(pod, container)
+	if err != nil {
+		return err
+	}
+	killCgroup(cg)
+	return nil
+}
+
+// ContainerPID is the process id of the main process of a running container of pod (in
+// the host's PID namespace).
+func (ns *Nodes) ContainerPID(pod *corev1.Pod, container string) (int, error) {
+	cg, err := ns.containerCgroup(pod, container)
+	if err != nil {
+		return 0, err
+	}
+	pids := cgroupPids(cg)
+	in := map[int]bool{}
+	for _, p := range pids {
+		in[p] = true
+	}
+	for _, p := range pids {
+		if !in[parentPID(p)] {
+			return p, nil
+		}
+	}
+	return 0, fmt.Errorf("no process in %s", cg)
+}
+
+func parentPID(pid int) int {
+	b, err := os.ReadFile(filepath.Join("/proc", strconv.Itoa(pid), "stat"))
+	if err != nil {
+		return 0
+	}
+	// pid (comm) state ppid ...; comm may hold spaces and parentheses.
+	s := string(b)
+	f := strings.Fields(s[strings.LastIndexByte(s, ')')+1:])
+	if len(f) < 2 {
+		return 0
+	}
+	ppid, _ := strconv.Atoi(f[1])
+	return ppid
+}
+
+// podCgroup is the cgroup holding every container of pod, its sandbox included.
+func (ns *Nodes) podCgroup(pod *corev1.Pod) (string, error) {
+	n, err := ns.nodeOf(pod)
+	if err != nil {
+		return "", err
+	}
+	cg, ok := findCgroup(n.cgroupRoot, "pod"+string(pod.UID))
+	if !ok {
+		return "", fmt.Errorf("pod %s/%s has no cgroup on %s", pod.Namespace, pod.Name, n.Name)
+	}
+	return cg, nil
+}
+
+// StopPod stops every process of pod with SIGSTOP. The kubelet still sees the container
+// running; its probes time out.
+func (ns *Nodes) StopPod(pod *corev1.Pod) error {
+	cg, err := ns.podCgroup(pod)
+	if err != nil {
+		return err
+	}
+	signalCgroup(cg, syscall.SIGSTOP)
+	return nil
+}
+
+// ContinuePod continues the processes StopPod stopped (of the pod with pod's UID).
+func (ns *Nodes) ContinuePod(pod *corev1.Pod) error {
+	cg, err := ns.podCgroup(pod)
+	if err != nil {
+		return err
+	}
+	signalCgroup(cg, syscall.SIGCONT)
+	return nil
+}
+
+// LoseNode stops node name's kubelet, containerd, shims and every process of its pods
+// with SIGSTOP, together: to the cluster the node stops reporting and its pods stop
+// answering, as when a machine hangs. RestoreNode undoes it.
+func (ns *Nodes) LoseNode(name string) error {
+	return ns.signalNode(name, syscall.SIGSTOP)
+}
+
+// RestoreNode continues what LoseNode stopped.
+func (ns *Nodes) RestoreNode(name string) error {
+	return ns.signalNode(name, syscall.SIGCONT)
+}
+
+func (ns *Nodes) signalNode(name string, sig syscall.Signal) error {
+	n := ns.Node(name)
+	if n == nil {
+		return fmt.Errorf("no node %q", name)
+	}
+	n.mu.Lock()
+	procs := []int{}
+	for _, p := range []interface{ Pid() int }{n.kubelet, n.containerd} {
+		if p != nil {
+			procs = append(procs, p.Pid())
+		}
+	}
+	n.lost = sig == syscall.SIGSTOP
+	n.mu.Unlock()
+	procs = append(procs, n.shimPids()...)
+	procs = append(procs, cgroupPids(n.cgroupRoot)...)
+	for _, pid := range procs {
+		_ = syscall.Kill(pid, sig)
+	}
+	return nil
+}

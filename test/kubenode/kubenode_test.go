@@ -1,0 +1,240 @@
+package kubenode_test
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/intstr"
+	"k8s.io/apimachinery/pkg/util/wait"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/utils/ptr"
+
+	"github.com/pgops/pgops/test/kubenode"
+	"github.com/pgops/pgops/test/localcluster"
+)
+
+var env struct {
+	cluster *localcluster.Cluster
+	nodes   *kubenode.Nodes
+	kube    kubernetes.Interface
+}
+
+func TestMain(m *testing.M) {
+	flag.Parse()
+	os.Exit(run(m))
+}
+
+func run(m *testing.M) int {
+	if testing.Short() || os.Geteuid() != 0 {
+		if os.Getenv("PGOPS_REQUIRE_LOCALCLUSTER") != "" && !testing.Short() {
+			fmt.Fprintln(os.Stderr, "kubenode tests need root")
+			return 1
+		}
+		fmt.Fprintln(os.Stderr, "skipping kubenode tests: -short or not root")
+		return 0
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	defer cancel()
+	dir, err := os.MkdirTemp("", "pgops-kubenode-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	keep := os.Getenv("PGOPS_KEEP_E2E") != ""
+	if !keep {
+		defer os.RemoveAll(dir)
+	}
+	var progress io.Writer
+	if testing.Verbose() {
+		progress = os.Stderr
+	}
+	nodes, err := kubenode.Reserve(kubenode.Options{Count: 2, RootDir: filepath.Join(dir, "nodes"), Progress: progress})
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	cluster, err := localcluster.Start(ctx, nodes.ClusterOptions(localcluster.Options{WorkDir: filepath.Join(dir, "cluster"), KeepWorkDir: keep, Progress: progress}))
+	if err != nil {
+		nodes.Stop()
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	defer cluster.Stop()
+	defer nodes.Stop() // before the control plane
+	if err := nodes.Start(ctx, cluster); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	env.cluster, env.nodes, env.kube = cluster, nodes, cluster.Client()
+	code := m.Run()
+	if code != 0 {
+		fmt.Fprintf(os.Stderr, "logs in %s (PGOPS_KEEP_E2E=1 keeps them)\n", dir)
+	}
+	return code
+}
+
+func namespace(t *testing.T) string {
+	t.Helper()
+	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{GenerateName: "kubenode-", Labels: map[string]string{
+		"pod-security.kubernetes.io/enforce": "restricted",
+	}}}
+	ns, err := env.kube.CoreV1().Namespaces().Create(context.Background(), ns, metav1.CreateOptions{})
+	require.NoError(t, err)
+	require.NoError(t, env.cluster.WaitForServiceAccount(context.Background(), ns.Name, "default"))
+	return ns.Name
+}
+
+// restricted is a container spec Pod Security "restricted" admits.
+func restricted(c corev1.Container) corev1.Container {
+	c.SecurityContext = &corev1.SecurityContext{
+		AllowPrivilegeEscalation: ptr.To(false),
+		ReadOnlyRootFilesystem:   ptr.To(true),
+		Capabilities:             &corev1.Capabilities{Drop: []corev1.Capability{"ALL"}},
+	}
+	c.ImagePullPolicy = corev1.PullIfNotPresent
+	return c
+}
+
+func podSecurity() *corev1.PodSecurityContext {
+	return &corev1.PodSecurityContext{
+		RunAsNonRoot: ptr.To(true), RunAsUser: ptr.To[int64](999), FSGroup: ptr.To[int64](999),
+		SeccompProfile: &corev1.SeccompProfile{Type: corev1.SeccompProfileTypeRuntimeDefault},
+	}
+}
+
+func waitPod(t *testing.T, ns, name string, ok func(*corev1.Pod) bool) *corev1.Pod {
+	t.Helper()
+	var pod *corev1.Pod
+	err := wait.PollUntilContextTimeout(context.Background(), 200*time.Millisecond, 2*time.Minute, true, func(ctx context.Context) (bool, error) {
+		p, err := env.kube.CoreV1().Pods(ns).Get(ctx, name, metav1.GetOptions{})
+		if err != nil {
+			return false, nil
+		}
+		pod = p
+		return ok(p), nil
+	})
+	require.NoError(t, err, "pod %s/%s: %+v", ns, name, pod)
+	return pod
+}
+
+func ready(p *corev1.Pod) bool {
+	for _, c := range p.Status.Conditions {
+		if c.Type == corev1.PodReady {
+			return c.Status == corev1.ConditionTrue
+		}
+	}
+	return false
+}
+
+// A PostgreSQL server from the image, on a provisioned volume, as uid 999 with a
+// read-only root: reachable through a Service from the host and from a pod on the other
+// node; exec and logs work through the kubelet.
+func TestPostgresPodOnRealNode(t *testing.T) {
+	ctx := context.Background()
+	ns := namespace(t)
+	pvc := &corev1.PersistentVolumeClaim{
+		ObjectMeta: metav1.ObjectMeta{Name: "data"},
+		Spec: corev1.PersistentVolumeClaimSpec{
+			AccessModes: []corev1.PersistentVolumeAccessMode{corev1.ReadWriteOnce},
+			Resources:   corev1.VolumeResourceRequirements{Requests: corev1.ResourceList{corev1.ResourceStorage: resource.MustParse("1Gi")}},
+		},
+	}
+	_, err := env.kube.CoreV1().PersistentVolumeClaims(ns).Create(ctx, pvc, metav1.CreateOptions{})
+	require.NoError(t, err)
+	script := `set -e
+initdb -D /data/pgdata -U postgres --auth=trust >/dev/null
+echo "listen_addresses='*'" >> /data/pgdata/postgresql.conf
+echo "host all all 0.0.0.0/0 trust" >> /data/pgdata/pg_hba.conf
+echo started
+exec postgres -D /data/pgdata -k /var/run/postgresql`
+	pod := &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Name: "pg", Labels: map[string]string{"app": "pg"}},
+		Spec: corev1.PodSpec{
+			NodeSelector:    map[string]string{corev1.LabelHostname: env.nodes.Nodes[0].Name},
+			SecurityContext: podSecurity(),
+			Containers: []corev1.Container{restricted(corev1.Container{
+				Name: "postgres", Image: kubenode.PostgresImage, Command: []string{"bash", "-c", script},
+				Ports:          []corev1.ContainerPort{{Name: "postgres", ContainerPort: 5432}},
+				ReadinessProbe: &corev1.Probe{ProbeHandler: corev1.ProbeHandler{TCPSocket: &corev1.TCPSocketAction{Port: intstr.FromInt32(5432)}}, PeriodSeconds: 1},
+				VolumeMounts: []corev1.VolumeMount{{Name: "data", MountPath: "/data"}, {Name: "run", MountPath: "/var/run/postgresql"}},
+			})},
+			Volumes: []corev1.Volume{
+				{Name: "data", VolumeSource: corev1.VolumeSource{PersistentVolumeClaim: &corev1.PersistentVolumeClaimVolumeSource{ClaimName: "data"}}},
+				{Name: "run", VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{}}},
+			},
+		},
+	}
+	_, err = env.kube.CoreV1().Pods(ns).Create(ctx, pod, metav1.CreateOptions{})
+	require.NoError(t, err)
+	svc := &corev1.Service{
+		ObjectMeta: metav1.ObjectMeta{Name: "pg"},
+		Spec: corev1.ServiceSpec{Selector: map[string]string{"app": "pg"}, Ports: []corev1.ServicePort{{Port: 5432, TargetPort: intstr.FromInt32(5432)}}},
+	}
+	svc, err = env.kube.CoreV1().Services(ns).Create(ctx, svc, metav1.CreateOptions{})
+	require.NoError(t, err)
+
+	got := waitPod(t, ns, "pg", ready)
+	require.True(t, strings.HasPrefix(got.Status.PodIP, "198.18."), got.Status.PodIP)
+
+	out, err := kubenode.Exec(ctx, env.cluster.AdminConfig(), ns, "pg", "postgres", "sh", "-c",
+		"id -u; psql -h /var/run/postgresql -U postgres -Atc 'select current_setting($$data_directory$$)'; touch /usr/x 2>&1 || true")
+	require.NoError(t, err)
+	require.Equal(t, "999\n/data/pgdata\ntouch: cannot touch '/usr/x': Read-only file system\n", string(out))
+
+	logs, err := env.kube.CoreV1().Pods(ns).GetLogs("pg", &corev1.PodLogOptions{Container: "postgres"}).DoRaw(ctx)
+	require.NoError(t, err)
+	require.Contains(t, string(logs), "started")
+
+	// From the host through the ClusterIP (kube-proxy), once the endpoints are in.
+	require.NoError(t, wait.PollUntilContextTimeout(ctx, 200*time.Millisecond, time.Minute, true, func(context.Context) (bool, error) {
+		c, err := net.DialTimeout("tcp", net.JoinHostPort(svc.Spec.ClusterIP, "5432"), time.Second)
+		if err != nil {
+			return false, nil
+		}
+		c.Close()
+		return true, nil
+	}))
+
+	// From a pod on the other node.
+	client := &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Name: "client"},
+		Spec: corev1.PodSpec{
+			NodeSelector:    map[string]string{corev1.LabelHostname: env.nodes.Nodes[1].Name},
+			SecurityContext: podSecurity(),
+			RestartPolicy:   corev1.RestartPolicyNever,
+			Containers: []corev1.Container{restricted(corev1.Container{
+				Name: "psql", Image: kubenode.PostgresImage,
+				Command: []string{"psql", "-h", svc.Spec.ClusterIP, "-U", "postgres", "-Atc", "select 42"},
+			})},
+		},
+	}
+	_, err = env.kube.CoreV1().Pods(ns).Create(ctx, client, metav1.CreateOptions{})
+	require.NoError(t, err)
+	waitPod(t, ns, "client", func(p *corev1.Pod) bool { return p.Status.Phase == corev1.PodSucceeded || p.Status.Phase == corev1.PodFailed })
+	logs, err = env.kube.CoreV1().Pods(ns).GetLogs("client", &corev1.PodLogOptions{}).DoRaw(ctx)
+	require.NoError(t, err)
+	require.Equal(t, "42\n", string(logs))
+}
+
+// TestVersionsMatchHack keeps ContainerdVersion in step with hack/versions.sh, which names
+// the directory hack/install-node.sh builds containerd into.
+func TestVersionsMatchHack(t *testing.T) {
+	b, err := os.ReadFile(filepath.Join("..", "..", "hack", "versions.sh"))
+	require.NoError(t, err)
+	m := regexp.MustCompile(`CONTAINERD_VERSION="\$\{CONTAINERD_VERSION:-([^}]+)\}"`).FindSubmatch(b)
+	require.NotNil(t, m, "CONTAINERD_VERSION not found in hack/versions.sh")
+	require.Equal(t, kubenode.ContainerdVersion, string(m[1]))
+}

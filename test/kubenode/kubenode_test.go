@@ -169,7 +169,7 @@ exec postgres -D /data/pgdata -k /var/run/postgresql`
 				Name: "postgres", Image: kubenode.PostgresImage, Command: []string{"bash", "-c", script},
 				Ports:          []corev1.ContainerPort{{Name: "postgres", ContainerPort: 5432}},
 				ReadinessProbe: &corev1.Probe{ProbeHandler: corev1.ProbeHandler{TCPSocket: &corev1.TCPSocketAction{Port: intstr.FromInt32(5432)}}, PeriodSeconds: 1},
-				VolumeMounts: []corev1.VolumeMount{{Name: "data", MountPath: "/data"}, {Name: "run", MountPath: "/var/run/postgresql"}},
+				VolumeMounts:   []corev1.VolumeMount{{Name: "data", MountPath: "/data"}, {Name: "run", MountPath: "/var/run/postgresql"}},
 			})},
 			Volumes: []corev1.Volume{
 				{Name: "data", VolumeSource: corev1.VolumeSource{PersistentVolumeClaim: &corev1.PersistentVolumeClaimVolumeSource{ClaimName: "data"}}},
@@ -181,7 +181,7 @@ exec postgres -D /data/pgdata -k /var/run/postgresql`
 	require.NoError(t, err)
 	svc := &corev1.Service{
 		ObjectMeta: metav1.ObjectMeta{Name: "pg"},
-		Spec: corev1.ServiceSpec{Selector: map[string]string{"app": "pg"}, Ports: []corev1.ServicePort{{Port: 5432, TargetPort: intstr.FromInt32(5432)}}},
+		Spec:       corev1.ServiceSpec{Selector: map[string]string{"app": "pg"}, Ports: []corev1.ServicePort{{Port: 5432, TargetPort: intstr.FromInt32(5432)}}},
 	}
 	svc, err = env.kube.CoreV1().Services(ns).Create(ctx, svc, metav1.CreateOptions{})
 	require.NoError(t, err)
@@ -223,7 +223,9 @@ exec postgres -D /data/pgdata -k /var/run/postgresql`
 	}
 	_, err = env.kube.CoreV1().Pods(ns).Create(ctx, client, metav1.CreateOptions{})
 	require.NoError(t, err)
-	waitPod(t, ns, "client", func(p *corev1.Pod) bool { return p.Status.Phase == corev1.PodSucceeded || p.Status.Phase == corev1.PodFailed })
+	waitPod(t, ns, "client", func(p *corev1.Pod) bool {
+		return p.Status.Phase == corev1.PodSucceeded || p.Status.Phase == corev1.PodFailed
+	})
 	logs, err = env.kube.CoreV1().Pods(ns).GetLogs("client", &corev1.PodLogOptions{}).DoRaw(ctx)
 	require.NoError(t, err)
 	require.Equal(t, "42\n", string(logs))

@@ -59,9 +59,8 @@ fmt:
 vet:
 	$(GO) vet ./...
 
-tools: ## Install PostgreSQL server binaries and the node agent's tools, and build the control-plane binaries and helm into the cache
+tools: ## Install PostgreSQL server binaries and the nodes' packages, and build the control plane, the nodes' binaries and images, and helm into the cache
 	hack/install-postgres.sh
-	hack/install-node-tools.sh
 	hack/install-k8s-bins.sh
 	hack/install-node.sh
 	hack/install-helm.sh

@@ -65,13 +65,14 @@ GO
     minor="${KUBE_VERSION#v1.}"; minor="${minor%%.*}"
     ldflags="-X k8s.io/component-base/version.gitVersion=$KUBE_VERSION -X k8s.io/component-base/version.gitMajor=1"
     ldflags+=" -X k8s.io/component-base/version.gitMinor=$minor -X k8s.io/component-base/version.gitTreeState=clean"
-    for b in "${kube[@]}"; do
-      if need "$b"; then
-        echo "  go build $b"
-        go build -ldflags "$ldflags" -o "$K8S_BIN_DIR/$b.tmp" "k8s.io/kubernetes/cmd/$b"
-        mv "$K8S_BIN_DIR/$b.tmp" "$K8S_BIN_DIR/$b"
-      fi
-    done
+    # One go build for all of them: on 2 cores, its compiles and links overlap.
+    pkgs=()
+    for b in "${kube[@]}"; do if need "$b"; then pkgs+=("k8s.io/kubernetes/cmd/$b"); fi; done
+    echo "  go build ${pkgs[*]##*/}"
+    out="$(mktemp -d "$K8S_BIN_DIR/.build-XXXXXX")"
+    go build -ldflags "$ldflags" -o "$out/" "${pkgs[@]}"
+    for p in "${pkgs[@]}"; do mv "$out/${p##*/}" "$K8S_BIN_DIR/"; done
+    rmdir "$out"
   )
 fi
 

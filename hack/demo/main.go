@@ -18,8 +18,8 @@ import (
 	"time"
 
 	pgopsclient "github.com/pgops/pgops/pkg/generated/clientset/versioned"
+	"github.com/pgops/pgops/test/kubenode"
 	"github.com/pgops/pgops/test/localcluster"
-	"github.com/pgops/pgops/test/nodeagent"
 	"github.com/pgops/pgops/test/testenv"
 )
 
@@ -47,31 +47,24 @@ func run() error {
 		*workDir = dir
 		defer os.RemoveAll(dir)
 	}
-	say("Starting a local control plane (etcd, kube-apiserver, controller-manager, scheduler) and a node agent that runs pods as real PostgreSQL processes")
-	// Each pod gets a network namespace on the node agent's pod network, whose Service
-	// range the API server hands ClusterIPs from.
-	network, err := nodeagent.ReserveNetwork()
+	say("Starting a local control plane (etcd, kube-apiserver, controller-manager, scheduler) and two real nodes (kubelet, containerd, runc, kube-proxy)")
+	nodes, err := kubenode.Reserve(kubenode.Options{Count: 2, RootDir: filepath.Join(*workDir, "nodes")})
 	if err != nil {
 		return err
 	}
-	defer network.Release()
-	cluster, err := localcluster.Start(ctx, localcluster.Options{
-		WorkDir:      filepath.Join(*workDir, "cluster"),
-		SkipFakeNode: true, // database pods run on the node agent, as real PostgreSQL processes
-		ServiceCIDR:  network.ServiceCIDR.String(),
-	})
+	cluster, err := localcluster.Start(ctx, nodes.ClusterOptions(localcluster.Options{WorkDir: filepath.Join(*workDir, "cluster")}))
 	if err != nil {
+		nodes.Stop()
 		return err
 	}
 	defer func() {
 		say("Tearing down")
+		nodes.Stop()
 		_ = cluster.Stop()
 	}()
-	agent, err := nodeagent.Start(ctx, nodeagent.Options{Client: cluster.Client(), RootDir: filepath.Join(*workDir, "node"), Network: network})
-	if err != nil {
+	if err := nodes.Start(ctx, cluster); err != nil {
 		return err
 	}
-	defer agent.Stop()
 	pgops, err := pgopsclient.NewForConfig(cluster.AdminConfig())
 	if err != nil {
 		return err
@@ -98,7 +91,12 @@ func run() error {
 			return err
 		}
 		defer logFile.Close()
-		op, err := testenv.StartOperator(name, binaries[name], cfg, *workDir, logFile, "--leader-elect=false")
+		args := []string{"--leader-elect=false"}
+		if name == "provisioner" {
+			// The nodes have PostgreSQL 15, from Debian's packages, as pgops.local/postgres:15.
+			args = append(args, "--image-registry="+kubenode.PostgresImageRegistry, "--image-tag-template="+kubenode.PostgresImageTagTemplate)
+		}
+		op, err := testenv.StartOperator(name, binaries[name], cfg, *workDir, logFile, args...)
 		if err != nil {
 			return err
 		}

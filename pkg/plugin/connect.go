@@ -7,7 +7,6 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"net/url"
 	"strconv"
 	"strings"
 	"time"
@@ -29,8 +28,7 @@ import (
 
 // How the plugin reaches a database's primary.
 const (
-	// connectAuto uses the primary Service from a pod of the cluster, else a port-forward,
-	// else, with the API server on this machine (make demo), the Service.
+	// connectAuto uses the primary Service from a pod of the cluster, else a port-forward.
 	connectAuto = "auto"
 	// connectService dials the primary Service's ClusterIP.
 	connectService = "service"
@@ -63,10 +61,9 @@ const portForwardSetup = 10 * time.Second
 
 // primaryEndpoint reaches pg's primary as mode says; lifetime bounds a port-forward, which
 // ep.close ends sooner. The auth Secret's password goes to whatever answers there, so auto
-// mode dials a ClusterIP only where it is surely this cluster's: from a pod of the cluster,
-// or, when a port-forward cannot be set up, where the API server runs on this machine (a
-// local cluster such as make demo's, which routes ClusterIPs here). Elsewhere an address
-// that answers may be another network's (a VPN's 10.x) and would be handed the password.
+// mode dials a ClusterIP only where it is surely this cluster's: from a pod of the
+// cluster. Elsewhere an address that answers may be another network's (a VPN's 10.x) and
+// would be handed the password.
 func (c *Clients) primaryEndpoint(ctx, lifetime context.Context, pg *kubedbv1.Postgres, mode string, errOut io.Writer) (*endpoint, error) {
 	if mode == connectService || (mode == connectAuto && c.inCluster()) {
 		return c.serviceEndpoint(ctx, pg)
@@ -76,13 +73,10 @@ func (c *Clients) primaryEndpoint(ctx, lifetime context.Context, pg *kubedbv1.Po
 		return nil, err
 	}
 	ep, err := c.portForward(ctx, lifetime, pod, errOut)
-	if err == nil || mode == connectPortForward {
-		return ep, err
-	}
-	if !c.apiServerOnThisMachine() {
+	if err != nil && mode == connectAuto {
 		return nil, fmt.Errorf("%w; where this machine reaches the cluster's ClusterIPs, --connect service uses the primary Service instead", err)
 	}
-	return c.serviceEndpoint(ctx, pg)
+	return ep, err
 }
 
 // serviceEndpoint is the primary Service's ClusterIP.
@@ -103,20 +97,6 @@ func (c *Clients) serviceEndpoint(ctx context.Context, pg *kubedbv1.Postgres) (*
 func (c *Clients) inCluster() bool {
 	cfg, err := rest.InClusterConfig()
 	return err == nil && c.Config != nil && cfg.Host == c.Config.Host
-}
-
-// apiServerOnThisMachine tells whether the API server's address is a loopback one.
-func (c *Clients) apiServerOnThisMachine() bool {
-	if c.Config == nil {
-		return false
-	}
-	u, err := url.Parse(c.Config.Host)
-	if err != nil {
-		return false
-	}
-	host := u.Hostname()
-	ip := net.ParseIP(host)
-	return host == "localhost" || (ip != nil && ip.IsLoopback())
 }
 
 // primaryPod is the Ready pod labelled primary.

@@ -53,7 +53,7 @@ The replication state needs a login to the primary with the auth Secret's creden
 }
 
 func addConnectFlag(cmd *cobra.Command, mode *string) {
-	cmd.Flags().StringVar(mode, "connect", connectAuto, "How to reach the primary: auto (the primary Service from a pod of the cluster, else a port-forward to the primary pod, else the Service where the API server runs on this machine), service, or port-forward.")
+	cmd.Flags().StringVar(mode, "connect", connectAuto, "How to reach the primary: auto (the primary Service from a pod of the cluster, else a port-forward to the primary pod), service, or port-forward.")
 	_ = cmd.RegisterFlagCompletionFunc("connect", cobra.FixedCompletions(connectModes, cobra.ShellCompDirectiveNoFileComp))
 }
 

@@ -1,5 +1,5 @@
-// Package podstatus reads what a pod's status says, the same way for both operators, the
-// plugin and the node agent.
+// Package podstatus reads what a pod's status says, the same way for both operators and
+// the plugin.
 package podstatus
 
 import corev1 "k8s.io/api/core/v1"

@@ -1,13 +1,15 @@
-// Package e2e runs pgops end to end on a local control plane whose database pods are real
-// PostgreSQL processes (test/nodeagent): both operators run as local processes with only
-// their ServiceAccounts' RBAC, manifests come from examples/ through kubectl, and the
-// checks log in to PostgreSQL for real.
+// Package e2e runs pgops end to end on a local control plane with real nodes
+// (test/kubenode: kubelet, containerd, runc, kube-proxy) whose database pods run the
+// PostgreSQL image: both operators run as local processes with only their
+// ServiceAccounts' RBAC, manifests come from examples/ through kubectl, and the checks log
+// in to PostgreSQL for real.
 package e2e
 
 import (
 	"context"
 	"flag"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -24,17 +26,18 @@ import (
 
 	kubedbv1 "github.com/pgops/pgops/pkg/apis/kubedb/v1"
 	opsv1alpha1 "github.com/pgops/pgops/pkg/apis/ops/v1alpha1"
+	"github.com/pgops/pgops/pkg/controller/provisioner"
 	"github.com/pgops/pgops/pkg/credential"
 	pgopsclient "github.com/pgops/pgops/pkg/generated/clientset/versioned"
+	"github.com/pgops/pgops/test/kubenode"
 	"github.com/pgops/pgops/test/localcluster"
-	"github.com/pgops/pgops/test/nodeagent"
 	"github.com/pgops/pgops/test/testenv"
 )
 
 // env is the running system the tests share.
 var env struct {
 	cluster  *localcluster.Cluster
-	agent    *nodeagent.Agent
+	nodes    *kubenode.Nodes
 	kube     kubernetes.Interface
 	pgops    pgopsclient.Interface
 	workDir  string
@@ -67,49 +70,35 @@ func run(m *testing.M) int {
 	}()
 	env.workDir = workDir
 
-	// Pods get network namespaces on a pod network of their own; Services come from its
-	// range, where the node agent's proxy listens.
-	network, err := nodeagent.ReserveNetwork()
+	var progress io.Writer
+	if testing.Verbose() {
+		progress = os.Stderr
+	}
+	// Two nodes: losing one is only testable with another left.
+	nodes, err := kubenode.Reserve(kubenode.Options{Count: 2, RootDir: filepath.Join(workDir, "nodes"), Progress: progress})
 	if err != nil {
 		return fail(err)
 	}
-	defer network.Release()
-	opts := localcluster.Options{
-		WorkDir:      filepath.Join(workDir, "cluster"),
-		SkipFakeNode: true,
-		ServiceCIDR:  network.ServiceCIDR.String(),
-		KeepWorkDir:  keep,
-	}
-	if testing.Verbose() {
-		opts.Progress = os.Stderr
-	}
-	cluster, err := localcluster.Start(ctx, opts)
+	cluster, err := localcluster.Start(ctx, nodes.ClusterOptions(localcluster.Options{
+		WorkDir:     filepath.Join(workDir, "cluster"),
+		KeepWorkDir: keep,
+		Progress:    progress,
+	}))
 	if err != nil {
+		nodes.Stop()
 		return fail(err)
 	}
 	defer cluster.Stop()
+	defer nodes.Stop() // before the control plane
+	if err := nodes.Start(ctx, cluster); err != nil {
+		return fail(err)
+	}
 	env.cluster = cluster
+	env.nodes = nodes
 	env.kube = cluster.Client()
 	if env.pgops, err = pgopsclient.NewForConfig(cluster.AdminConfig()); err != nil {
 		return fail(err)
 	}
-
-	agentOpts := nodeagent.Options{Client: cluster.Client(), RootDir: filepath.Join(workDir, "node"), Network: network}
-	if keep {
-		// The pods' lifecycle (starts, probes, readiness) next to the operators' logs.
-		agentLog, err := os.Create(filepath.Join(workDir, "nodeagent.log"))
-		if err != nil {
-			return fail(err)
-		}
-		defer agentLog.Close()
-		agentOpts.Log = agentLog
-	}
-	agent, err := nodeagent.Start(ctx, agentOpts)
-	if err != nil {
-		return fail(err)
-	}
-	defer agent.Stop()
-	env.agent = agent
 
 	if err := testenv.InstallCRDsAndRBAC(ctx, cluster); err != nil {
 		return fail(err)
@@ -156,6 +145,11 @@ func startOperatorWith(ctx context.Context, name string, args ...string) (*teste
 	logFile, err := os.OpenFile(operatorLog(name), os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o600)
 	if err != nil {
 		return nil, err
+	}
+	if name == "provisioner" {
+		// The nodes have PostgreSQL 15, from Debian's packages, as pgops.local/postgres:15.
+		args = append([]string{"--image-registry=" + kubenode.PostgresImageRegistry,
+			"--image-tag-template=" + kubenode.PostgresImageTagTemplate}, args...)
 	}
 	op, err := testenv.StartOperator(name, env.binaries[name], cfg, env.workDir, logFile, args...)
 	if err != nil {
@@ -299,7 +293,15 @@ func newNamespace(t testing.TB, ctx context.Context) string {
 	}
 	_, err := env.cluster.CreateNamespaceWithLabels(ctx, name, restrictedNamespace)
 	require.NoError(t, err)
+	t.Cleanup(func() { deleteNamespace(name) })
 	return name
+}
+
+// deleteNamespace deletes a test's namespace, so its databases' pods leave the nodes'
+// capacity to the next tests. It waits for nothing: the operators and the garbage
+// collector clear it.
+func deleteNamespace(name string) {
+	_ = env.kube.CoreV1().Namespaces().Delete(context.Background(), name, metav1.DeleteOptions{})
 }
 
 // applyExample applies examples/<file> with kubectl into namespace ns (the examples name
@@ -519,4 +521,10 @@ func watchForLeaks(t testing.TB, secrets ...string) {
 			}
 		}
 	})
+}
+
+// podExec runs argv in the database container of pod ns/name as kubectl exec does, and
+// returns its standard output.
+func podExec(ctx context.Context, ns, pod string, argv ...string) ([]byte, error) {
+	return kubenode.Exec(ctx, env.cluster.AdminConfig(), ns, pod, provisioner.ContainerName, argv...)
 }

@@ -57,19 +57,21 @@ func TestKubectlPgopsPlugin(t *testing.T) {
 			return bytes.Contains([]byte(out), []byte("streaming")), nil
 		}, func() string { return out })
 		for _, want := range []string{"Phase:", "Ready", "db-0", "primary", "db-1", "standby", "streaming", "async",
-			"read from the primary through Service db", "Auth Secret:", "db-auth"} {
+			"read from the primary through port-forward to pod db-0", "Auth Secret:", "db-auth"} {
 			assert.Contains(t, out, want)
 		}
 		assert.NotContains(t, out, before.password)
 	})
 
-	t.Run("status --connect port-forward says why it cannot", func(t *testing.T) {
-		// The node agent serves no kubelet API, so the API server cannot port-forward; by
-		// default (above) the plugin then takes the Service, since the API server runs on
-		// this machine.
-		out, code := kubectlPgops(t, ctx, "status", "db", "-n", ns, "--connect", "port-forward")
+	t.Run("status --connect service", func(t *testing.T) {
+		// By default (above) the plugin port-forwards through the API server and the
+		// primary's kubelet, as from a laptop outside the cluster network; the Service is
+		// reachable here too, since the API server runs on this machine.
+		out, code := kubectlPgops(t, ctx, "status", "db", "-n", ns, "--connect", "service")
 		require.Equal(t, 0, code, out)
-		assert.Contains(t, out, "Replication:  not read: port-forward to pod db-0")
+		assert.Contains(t, out, "read from the primary through Service db")
+		assert.Contains(t, out, "streaming")
+		assert.NotContains(t, out, before.password)
 	})
 
 	t.Run("rotate-auth --wait succeeds", func(t *testing.T) {

@@ -1,6 +1,8 @@
 package e2e
 
 import (
+	"fmt"
+	"os"
 	"strings"
 	"testing"
 
@@ -11,6 +13,7 @@ import (
 	"k8s.io/utils/ptr"
 
 	kubedbv1 "github.com/pgops/pgops/pkg/apis/kubedb/v1"
+	"github.com/pgops/pgops/pkg/controller/provisioner"
 )
 
 // TestDatabasePodsInARestrictedNamespace: every e2e namespace enforces Pod Security
@@ -58,14 +61,31 @@ func TestDatabasePodsInARestrictedNamespace(t *testing.T) {
 
 		// As `kubectl exec <pod> -- psql -U postgres` does: in the pod's mount namespace,
 		// as its user (999), over the socket, no password.
-		out, err := env.agent.Exec(ctx, ns, pod, "postgres", "psql", "-U", "postgres", "-d", "postgres", "-Atc",
+		out, err := podExec(ctx, ns, pod, "psql", "-U", "postgres", "-d", "postgres", "-Atc",
 			"SELECT current_user, inet_server_addr() IS NULL, pg_is_in_recovery()")
 		require.NoError(t, err, "psql in %s: %s", pod, out)
 		assert.Equal(t, "postgres|t|"+map[string]string{"locked-0": "f", "locked-1": "t"}[pod], strings.TrimSpace(string(out)), pod)
-		out, err = env.agent.Exec(ctx, ns, pod, "postgres", "id", "-u")
+		out, err = podExec(ctx, ns, pod, "id", "-u")
 		require.NoError(t, err, "%s", out)
 		assert.Equal(t, "999", strings.TrimSpace(string(out)), "%s runs as the official image's postgres user", pod)
-		out, err = env.agent.Exec(ctx, ns, pod, "postgres", "sh", "-c", "touch /usr/pgops-probe")
+		out, err = podExec(ctx, ns, pod, "sh", "-c", "touch /usr/pgops-probe")
 		assert.Error(t, err, "%s: the root file system is read-only: %s", pod, out)
+
+		// The server is the image's: its postmaster runs the image's binary (not this
+		// machine's PostgreSQL), as uid 999.
+		p = getPod(t, ctx, ns, pod)
+		postmaster, err := env.nodes.ContainerPID(p, provisioner.ContainerName)
+		require.NoError(t, err)
+		exe, err := os.Readlink(fmt.Sprintf("/proc/%d/exe", postmaster))
+		require.NoError(t, err)
+		assert.Equal(t, "/usr/lib/postgresql/15/bin/postgres", exe, "%s runs the image's server", pod)
+		inImage, err := os.Stat(fmt.Sprintf("/proc/%d/root%s", postmaster, exe))
+		require.NoError(t, err)
+		if onHost, err := os.Stat(exe); err == nil {
+			assert.False(t, os.SameFile(inImage, onHost), "%s runs the image's binary, not the machine's", pod)
+		}
+		status, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", postmaster))
+		require.NoError(t, err)
+		assert.Regexp(t, `(?m)^Uid:\s+999\s+999\s+999\s+999$`, string(status), "%s: the server runs as uid 999", pod)
 	}
 }

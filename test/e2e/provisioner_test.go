@@ -37,13 +37,14 @@ import (
 const provisionTimeout = 8 * time.Minute
 
 // createPostgres creates a Postgres like examples/10-postgres.yaml (durable storage of class
-// "standard", WipeOut) with replicas members, after mutate.
+// "standard", WipeOut) with replicas members, after mutate. Its pods request what an idle
+// test database needs (testResources), so the nodes' real capacity holds many.
 func createPostgres(t testing.TB, ctx context.Context, ns, name string, replicas int32, mutate ...func(*kubedbv1.Postgres)) {
 	t.Helper()
 	pg := &kubedbv1.Postgres{
 		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns},
 		Spec: kubedbv1.PostgresSpec{
-			Version:     "16.4",
+			Version:     postgresVersion,
 			Replicas:    ptr.To(replicas),
 			StandbyMode: ptr.To(kubedbv1.StandbyModeHot),
 			StorageType: kubedbv1.StorageTypeDurable,
@@ -54,6 +55,9 @@ func createPostgres(t testing.TB, ctx context.Context, ns, name string, replicas
 					corev1.ResourceStorage: resource.MustParse("1Gi")}},
 			},
 			DeletionPolicy: kubedbv1.DeletionPolicyWipeOut,
+			PodTemplate: kubedbv1.PodTemplateSpec{Spec: kubedbv1.PodSpec{Containers: []kubedbv1.ContainerSpec{{
+				Name: provisioner.ContainerName, Resources: testResources(),
+			}}}},
 		},
 	}
 	for _, m := range mutate {
@@ -61,6 +65,19 @@ func createPostgres(t testing.TB, ctx context.Context, ns, name string, replicas
 	}
 	_, err := env.pgops.KubedbV1().Postgreses(ns).Create(ctx, pg, metav1.CreateOptions{})
 	require.NoError(t, err)
+}
+
+// postgresVersion is the version test databases ask for: the nodes have PostgreSQL 15
+// (test/kubenode.PostgresImage).
+const postgresVersion = "15.8"
+
+// testResources are the requests of a test database's pods: an idle PostgreSQL uses a few
+// millicores, and the nodes have 2 cores each (the default 250m would fit seven pods).
+func testResources() corev1.ResourceRequirements {
+	return corev1.ResourceRequirements{Requests: corev1.ResourceList{
+		corev1.ResourceCPU:    resource.MustParse("20m"),
+		corev1.ResourceMemory: resource.MustParse("64Mi"),
+	}}
 }
 
 // openDB opens a connection pool to PostgreSQL at host:5432 as user.
@@ -216,20 +233,21 @@ func TestProvisionThreeReplicas(t *testing.T) {
 		return err == nil && n == 2, nil
 	}, func() string { return fmt.Sprintf("%d of 2 standbys stream", streaming) })
 
-	// A standby's server goes down: Critical while it is down, Ready once the node agent has
+	// A standby's server goes down: Critical while it is down, Ready once the kubelet has
 	// restarted it. A killed server is back within seconds, which the provisioner's checks
 	// can miss, so the server is first stopped (SIGSTOP to the container's process group,
 	// the postmaster): it stays down, its readiness probe fails and the pod turns NotReady,
-	// for as long as it takes the phase to turn Critical. Then it is killed, and the node
-	// agent restarts it.
-	restarts := getPod(t, ctx, ns, "ha-2").Status.ContainerStatuses[0].RestartCount
-	postmaster := env.agent.ContainerPID(ns, "ha-2", provisioner.ContainerName)
-	require.NotZero(t, postmaster, "ha-2 runs")
+	// for as long as it takes the phase to turn Critical. Then it is killed, and the
+	// kubelet restarts it.
+	ha2 := getPod(t, ctx, ns, "ha-2")
+	restarts := ha2.Status.ContainerStatuses[0].RestartCount
+	postmaster, err := env.nodes.ContainerPID(ha2, provisioner.ContainerName)
+	require.NoError(t, err, "ha-2 runs")
 	require.NoError(t, syscall.Kill(-postmaster, syscall.SIGSTOP))
 	waitPostgresPhase(t, ctx, ns, "ha", kubedbv1.DatabasePhaseCritical)
 	// SIGKILL ends a stopped process too. The liveness probe, which fails while the server is
 	// stopped, may have killed it already; the restart count below shows it died either way.
-	_ = env.agent.KillContainer(ns, "ha-2")
+	_ = env.nodes.KillContainer(ha2, provisioner.ContainerName)
 	waitPostgresPhase(t, ctx, ns, "ha", kubedbv1.DatabasePhaseReady)
 	assert.Greater(t, getPod(t, ctx, ns, "ha-2").Status.ContainerStatuses[0].RestartCount, restarts)
 	poll(t, ctx, "both standbys streaming again", func(ctx context.Context) (bool, error) {

@@ -75,6 +75,8 @@ func idleCost(b *testing.B, ctx context.Context, size int) {
 	if err != nil {
 		b.Fatal(err)
 	}
+	nodesBefore := env.nodes.CPUTime()
+	opsBefore := processUsage(b)
 	start := time.Now()
 	select {
 	case <-ctx.Done():
@@ -85,10 +87,19 @@ func idleCost(b *testing.B, ctx context.Context, size int) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	cores := before.Cores(after, time.Since(start))
+	nodesAfter := env.nodes.CPUTime()
+	opsAfter := processUsage(b)
+	d := time.Since(start)
+	cores := before.Cores(after, d)
+	part := func(name string) float64 { return testenv.CoresBusy(nodesBefore[name], nodesAfter[name], d) }
+	operators := 0.0
+	for _, name := range []string{"pgops-provisioner", "pgops-ops-manager"} {
+		operators += testenv.CoresBusy(opsBefore[name].CPU, opsAfter[name].CPU, d)
+	}
 	fmt.Fprintf(os.Stderr, "idle with %d databases, cores busy over %s: user %.2f, system %.2f; "+
-		"node agent %.2f, its exec probes %.2f, postgres processes (with the backends of logins and probes) %.2f\n",
-		size, window, cores["user"], cores["system"], cores["node-agent"], cores["probes"], cores["postgres"])
+		"kubelets %.2f, containerd (with shims and runc: container starts, exec probes) %.2f, kube-proxy %.2f, "+
+		"pods (PostgreSQL, its backends, what exec probes run) %.2f, operators %.2f\n",
+		size, window, cores["user"], cores["system"], part("kubelet"), part("containerd"), part("kube-proxy"), part("pods"), operators)
 }
 
 // benchClients talk to the API server as admin without client-side throttling, so the

@@ -9,6 +9,8 @@ import (
 	"syscall"
 
 	corev1 "k8s.io/api/core/v1"
+
+	"github.com/pgops/pgops/test/localcluster"
 )
 
 // Faults as they happen on real clusters, for tests: a container killed (a crash, an OOM
@@ -145,19 +147,25 @@ func (ns *Nodes) signalNode(name string, sig syscall.Signal) error {
 	if n == nil {
 		return fmt.Errorf("no node %q", name)
 	}
+	n.signal(sig)
+	return nil
+}
+
+// signal sends sig to the node's kubelet, containerd, shims and pods' processes, and
+// remembers whether they are stopped.
+func (n *Node) signal(sig syscall.Signal) {
 	n.mu.Lock()
-	procs := []int{}
-	for _, p := range []interface{ Pid() int }{n.kubelet, n.containerd} {
+	var pids []int
+	for _, p := range []*localcluster.Process{n.kubelet, n.containerd} {
 		if p != nil {
-			procs = append(procs, p.Pid())
+			pids = append(pids, p.Pid())
 		}
 	}
 	n.lost = sig == syscall.SIGSTOP
 	n.mu.Unlock()
-	procs = append(procs, n.shimPids()...)
-	procs = append(procs, cgroupPids(n.cgroupRoot)...)
-	for _, pid := range procs {
+	pids = append(pids, n.shimPids()...)
+	pids = append(pids, cgroupPids(n.cgroupRoot)...)
+	for _, pid := range pids {
 		_ = syscall.Kill(pid, sig)
 	}
-	return nil
 }

@@ -13,7 +13,8 @@
 //	defer nodes.Stop()
 //
 // One machine runs one set of nodes at a time: kube-proxy's iptables chains are the
-// host's, so two kube-proxies would remove each other's rules.
+// host's, so two kube-proxies would remove each other's rules. Reserve waits for the
+// other set to stop.
 package kubenode
 
 import (
@@ -75,6 +76,9 @@ type Options struct {
 	// StopGracePeriod is how long Stop waits after SIGTERM before SIGKILL, per process.
 	// Default 10 seconds.
 	StopGracePeriod time.Duration
+	// LockTimeout is how long Reserve waits for another set of nodes on this machine to
+	// stop (test packages run in parallel). Default 40 minutes.
+	LockTimeout time.Duration
 }
 
 // Nodes is a set of real nodes sharing one network.
@@ -179,6 +183,9 @@ func Reserve(opts Options) (*Nodes, error) {
 	if opts.StopGracePeriod == 0 {
 		opts.StopGracePeriod = 10 * time.Second
 	}
+	if opts.LockTimeout == 0 {
+		opts.LockTimeout = 40 * time.Minute
+	}
 	bins, err := findBinaries()
 	if err != nil {
 		return nil, err
@@ -188,16 +195,17 @@ func Reserve(opts Options) (*Nodes, error) {
 			return nil, fmt.Errorf("kubenode: image archive %s: %w; run hack/install-node.sh (or make tools)", img, err)
 		}
 	}
-	lk, err := lockProxy()
+	ns := &Nodes{opts: opts, bins: bins}
+	lk, err := lockProxy(opts.LockTimeout, ns.progress)
 	if err != nil {
 		return nil, err
 	}
-	nw, err := reserveNetwork()
+	nw, err := reserveNetwork(opts.RootDir)
 	if err != nil {
 		lk.Close()
 		return nil, err
 	}
-	ns := &Nodes{opts: opts, net: nw, bins: bins, proxyLk: lk}
+	ns.net, ns.proxyLk = nw, lk
 	for i := 0; i < opts.Count; i++ {
 		ns.Nodes = append(ns.Nodes, &Node{
 			Name:       fmt.Sprintf("pgops-node-%d", i),
@@ -214,8 +222,9 @@ func Reserve(opts Options) (*Nodes, error) {
 	return ns, nil
 }
 
-// lockProxy takes the machine's kube-proxy lock.
-func lockProxy() (*os.File, error) {
+// lockProxy takes the machine's kube-proxy lock, waiting up to timeout for another set
+// of nodes (another test package, a make demo) to stop.
+func lockProxy(timeout time.Duration, progress func(string, ...any)) (*os.File, error) {
 	if err := os.MkdirAll(lockDir, 0o755); err != nil {
 		return nil, err
 	}
@@ -223,12 +232,21 @@ func lockProxy() (*os.File, error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
-		f.Close()
-		return nil, errors.New("kubenode: another set of real nodes runs on this machine (a make demo or make test?); " +
-			"kube-proxy's iptables rules are the host's, so one set runs at a time")
+	deadline := time.Now().Add(timeout)
+	for waited := false; ; waited = true {
+		if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err == nil {
+			return f, nil
+		}
+		if time.Now().After(deadline) {
+			f.Close()
+			return nil, fmt.Errorf("kubenode: another set of real nodes ran on this machine for %s (a make demo or "+
+				"make test?); kube-proxy's iptables rules are the host's, so one set runs at a time", timeout)
+		}
+		if !waited {
+			progress("waiting for another set of real nodes on this machine to stop (one runs at a time)")
+		}
+		time.Sleep(time.Second)
 	}
-	return f, nil
 }
 
 // Names are the nodes' names, for localcluster.Options.RealNodes.

@@ -240,3 +240,50 @@ func TestVersionsMatchHack(t *testing.T) {
 	require.NotNil(t, m, "CONTAINERD_VERSION not found in hack/versions.sh")
 	require.Equal(t, kubenode.ContainerdVersion, string(m[1]))
 }
+
+// A pod whose processes are all stopped (a hung process) is seen by the kubelet: its
+// readiness probe fails and it turns NotReady, and Ready again once they continue; past the
+// liveness budget the kubelet restarts it.
+func TestStoppedPodIsSeenByTheKubelet(t *testing.T) {
+	ctx := context.Background()
+	ns := namespace(t)
+	probe := func(failures int32) *corev1.Probe {
+		return &corev1.Probe{
+			ProbeHandler:  corev1.ProbeHandler{TCPSocket: &corev1.TCPSocketAction{Port: intstr.FromInt32(5432)}},
+			PeriodSeconds: 1, TimeoutSeconds: 1, FailureThreshold: failures,
+		}
+	}
+	pod := &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Name: "hung"},
+		Spec: corev1.PodSpec{
+			SecurityContext: podSecurity(),
+			// A stopped process acts on SIGTERM only once continued: the kubelet's restart
+			// waits out the grace period, then SIGKILLs it.
+			TerminationGracePeriodSeconds: ptr.To[int64](2),
+			Containers: []corev1.Container{restricted(corev1.Container{
+				Name: "postgres", Image: kubenode.PostgresImage,
+				Command:        []string{"bash", "-c", "initdb -D /tmp/pgdata -U postgres >/dev/null && exec postgres -D /tmp/pgdata -k /tmp -c listen_addresses='*'"},
+				ReadinessProbe: probe(1),
+				// Long enough to see NotReady and Ready again before a restart.
+				LivenessProbe: probe(12),
+				VolumeMounts:  []corev1.VolumeMount{{Name: "tmp", MountPath: "/tmp"}},
+			})},
+			Volumes: []corev1.Volume{{Name: "tmp", VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{}}}},
+		},
+	}
+	_, err := env.kube.CoreV1().Pods(ns).Create(ctx, pod, metav1.CreateOptions{})
+	require.NoError(t, err)
+	running := waitPod(t, ns, "hung", ready)
+
+	require.NoError(t, env.nodes.StopPod(running))
+	waitPod(t, ns, "hung", func(p *corev1.Pod) bool { return !ready(p) })
+	require.NoError(t, env.nodes.ContinuePod(running))
+	again := waitPod(t, ns, "hung", ready)
+	require.Zero(t, again.Status.ContainerStatuses[0].RestartCount, "continued in time: not restarted")
+
+	require.NoError(t, env.nodes.StopPod(running))
+	restarted := waitPod(t, ns, "hung", func(p *corev1.Pod) bool {
+		return ready(p) && p.Status.ContainerStatuses[0].RestartCount == 1
+	})
+	require.Equal(t, running.UID, restarted.UID, "the same pod, its container restarted")
+}

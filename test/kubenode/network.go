@@ -3,6 +3,7 @@ package kubenode
 import (
 	"errors"
 	"fmt"
+	"io"
 	"net/netip"
 	"os"
 	"os/exec"
@@ -28,8 +29,7 @@ const (
 // network is a cluster's share of 198.18.0.0/15, held by the process that holds its lock
 // file (an flock, which the kernel drops when the process dies however it dies). Whoever
 // reserves a network next removes what a dead holder left: containers, bridges, routes
-// and firewall rules. The lock files are test/nodeagent's too, so the two never take the
-// same range.
+// and firewall rules.
 type network struct {
 	index       int
 	podCIDR     netip.Prefix
@@ -37,8 +37,11 @@ type network struct {
 	lock        *os.File
 }
 
-// reserveNetwork claims a free network and clears what an earlier holder left on it.
-func reserveNetwork() (*network, error) {
+// reserveNetwork claims a free network for nodes whose state is under rootDir, and clears
+// what an earlier holder left on it. The lock file names the holder's rootDir, so that the
+// next holder finds the shims (they outlive it, and live in no cgroup of the nodes) and
+// the mounts of a holder that died.
+func reserveNetwork(rootDir string) (*network, error) {
 	if err := os.MkdirAll(lockDir, 0o755); err != nil {
 		return nil, err
 	}
@@ -57,7 +60,22 @@ func reserveNetwork() (*network, error) {
 			serviceCIDR: netip.PrefixFrom(netip.AddrFrom4([4]byte{198, 19, byte(16 * i), 0}), networkBits),
 			lock:        lock,
 		}
+		prev, _ := io.ReadAll(lock)
+		if len(prev) > 0 {
+			killShimsUnder(string(prev))
+		}
 		n.remove()
+		if len(prev) > 0 {
+			unmountUnder(filepath.Clean(string(prev))) // volumes, pods' network namespaces
+		}
+		if err := lock.Truncate(0); err != nil {
+			n.release()
+			return nil, err
+		}
+		if _, err := lock.WriteAt([]byte(rootDir), 0); err != nil {
+			n.release()
+			return nil, err
+		}
 		return n, nil
 	}
 	return nil, fmt.Errorf("kubenode: all %d networks in 198.18.0.0/15 are in use", networkCount)
@@ -147,10 +165,6 @@ func (n *network) remove() {
 		if _, err := os.Stat("/sys/class/net/" + n.bridge(node)); err == nil {
 			_ = run("ip", "link", "del", n.bridge(node))
 		}
-	}
-	// test/nodeagent's bridge on the same range, if one of its runs died.
-	if _, err := os.Stat("/sys/class/net/pgopsbr" + strconv.Itoa(n.index)); err == nil {
-		_ = run("ip", "link", "del", "pgopsbr"+strconv.Itoa(n.index))
 	}
 	_ = run("ip", "route", "del", "local", n.serviceCIDR.String(), "dev", "lo", "table", "local")
 	chain := n.firewallChain()

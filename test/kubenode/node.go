@@ -266,8 +266,11 @@ func httpOK(ctx context.Context, url string) (bool, error) {
 // pods (containers outlive both), and removes the node's cgroups and mounts.
 func (n *Node) stop(grace time.Duration) {
 	n.mu.Lock()
-	kubelet, containerd := n.kubelet, n.containerd
+	kubelet, containerd, lost := n.kubelet, n.containerd, n.lost
 	n.mu.Unlock()
+	if lost {
+		n.signal(syscall.SIGCONT) // stopped processes would ignore SIGTERM for the whole grace
+	}
 	if kubelet != nil {
 		kubelet.Stop(grace)
 	}
@@ -281,15 +284,26 @@ func (n *Node) stop(grace time.Duration) {
 }
 
 // killShims kills the node's containerd shims: they run outside the pods' cgroups and
-// outlive containerd. They are found by the containerd socket on their command line.
+// outlive containerd.
 func (n *Node) killShims() {
-	for _, pid := range n.shimPids() {
+	for _, pid := range shimPids(n.containerdSocket()) {
 		_ = syscall.Kill(pid, syscall.SIGKILL)
 	}
 }
 
 // shimPids are the node's containerd shims.
-func (n *Node) shimPids() []int {
+func (n *Node) shimPids() []int { return shimPids(n.containerdSocket()) }
+
+// killShimsUnder kills the shims of every containerd whose socket is under dir.
+func killShimsUnder(dir string) {
+	for _, pid := range shimPids(filepath.Clean(dir) + "/") {
+		_ = syscall.Kill(pid, syscall.SIGKILL)
+	}
+}
+
+// shimPids are the containerd shims whose containerd's socket path (on their command line)
+// starts with socket.
+func shimPids(socket string) []int {
 	var pids []int
 	entries, _ := os.ReadDir("/proc")
 	for _, e := range entries {
@@ -302,8 +316,13 @@ func (n *Node) shimPids() []int {
 			continue
 		}
 		args := strings.Split(string(cmdline), "\x00")
-		if filepath.Base(args[0]) == "containerd-shim-runc-v2" && strings.Contains(string(cmdline), n.containerdSocket()) {
-			pids = append(pids, pid)
+		if filepath.Base(args[0]) != "containerd-shim-runc-v2" {
+			continue
+		}
+		for i, a := range args {
+			if a == "-address" && i+1 < len(args) && strings.HasPrefix(args[i+1], socket) {
+				pids = append(pids, pid)
+			}
 		}
 	}
 	return pids

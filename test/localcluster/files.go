@@ -115,7 +115,7 @@ var (
 
 // RandomLoopbackCIDR returns a /16 inside 127.0.0.0/8, 127.N.0.0/16 with N picked at
 // random in [10, 250], never the same twice in one process. Use it for
-// Options.ServiceCIDR and PodCIDR (and a node agent's pod range) when clusters run in
+// Options.ServiceCIDR and PodCIDR when clusters run in
 // parallel test binaries on one machine: their ClusterIPs and pod IPs are real
 // addresses that local processes listen on, so two clusters with the defaults would
 // collide. It panics once all 241 ranges are handed out.

@@ -76,9 +76,8 @@ type Options struct {
 	// NodeName is the name of the one fake Node. Default pgops-node-0.
 	NodeName string
 	// SkipFakeNode starts the cluster without kwok's fake Node, so the scheduler places
-	// pods only on nodes someone else registers (test/nodeagent's real-process node).
-	// kwok still runs: it binds the PVCs of StorageClass "standard". Cluster.NodeName is
-	// then empty.
+	// pods only on nodes someone else registers. kwok still runs (unless RealNodes): it
+	// binds the PVCs of StorageClass "standard". Cluster.NodeName is then empty.
 	SkipFakeNode bool
 	// RealNodes names the nodes whose real kubelets will join (test/kubenode). The API
 	// server then gets a token for each kubelet and one for kube-proxy

@@ -248,8 +248,8 @@ func TestTwoClustersAndCleanStop(t *testing.T) {
 	var clusters [2]*Cluster
 	var errs [2]error
 	var wg sync.WaitGroup
-	// The second has no fake Node and random loopback ranges, as a cluster for
-	// test/nodeagent would.
+	// The second has no fake Node and random loopback ranges, as a cluster whose nodes
+	// someone else registers would.
 	serviceCIDR := RandomLoopbackCIDR()
 	opts := [2]Options{{}, {SkipFakeNode: true, ServiceCIDR: serviceCIDR, PodCIDR: RandomLoopbackCIDR()}}
 	for i := range clusters {

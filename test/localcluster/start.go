@@ -275,8 +275,8 @@ func (c *Cluster) startKwok() error {
 	_, err := c.run(compKwok,
 		"--kubeconfig="+c.Kubeconfig,
 		"--config="+c.path("stages.yaml"),
-		// Only nodes annotated like this are kwok's: a later real node agent can
-		// register nodes of its own without kwok faking their pods.
+		// Only nodes annotated like this are kwok's: real nodes can register without
+		// kwok faking their pods.
 		"--manage-nodes-with-annotation-selector="+kwokNodeAnnotation+"="+kwokNodeAnnotationValue,
 		"--cidr="+c.opts.PodCIDR,
 		"--node-ip=127.0.0.1",

@@ -145,11 +145,19 @@ init_standby() {
 
 # configure_standby: on every start, point the standby at the primary with the current
 # credential and mark it as a standby.
+#
+# tcp_user_timeout: the WAL receiver's connect has no timeout of its own (connect_timeout
+# is not applied to it). A standby that reconnects while the primary's pod is replaced
+# sends its SYN through the Service's ClusterIP to an address that is gone (kube-proxy's
+# rules, or the connection tracking entry of the first SYN, still name the old pod), and
+# the kernel retransmits it for about two minutes. With a 5 s TCP user timeout the attempt
+# fails at 5 s and the next one, from a new port, reaches the new pod. It also ends an
+# established connection whose primary vanished without a word.
 configure_standby() {
 	local auto="$PGDATA/postgresql.auto.conf" tmp conninfo
 	conninfo="host=$(conninfo_quote "$PRIMARY_HOST") port=$(conninfo_quote "$PRIMARY_PORT")"
 	conninfo+=" user=$(conninfo_quote "$POSTGRES_USER") passfile=$(conninfo_quote "$passfile")"
-	conninfo+=" application_name=$(conninfo_quote "$POD_NAME")"
+	conninfo+=" application_name=$(conninfo_quote "$POD_NAME") tcp_user_timeout=5000"
 	tmp="$(mktemp "$PGDATA/.auto.conf.XXXXXX")"
 	if [ -f "$auto" ]; then
 		grep -v -E '^[[:space:]]*(primary_conninfo|hot_standby)[[:space:]]*=' "$auto" >"$tmp" || true

@@ -287,6 +287,7 @@ func TestEntrypointPrimaryAndStandby(t *testing.T) {
 	autoConf, err := os.ReadFile(filepath.Join(standby.base, "data", "postgresql.auto.conf"))
 	require.NoError(t, err)
 	require.Contains(t, string(autoConf), "primary_conninfo")
+	require.Contains(t, string(autoConf), "tcp_user_timeout=5000", "a reconnect to a replaced primary gives up on a dead address in 5 s")
 	require.NotContains(t, string(autoConf), password)
 	_, err = os.Stat(filepath.Join(standby.base, "data", "standby.signal"))
 	require.NoError(t, err)

@@ -2,7 +2,6 @@ package e2e
 
 import (
 	"bytes"
-	"context"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -44,8 +43,8 @@ func readmeSection(t *testing.T, heading string) string {
 // written, on the demo's database: the plugin, psql through the ClusterIP with the auth
 // Secret's credential, kubectl exec, logs and port-forward.
 func TestReadmeConnectionInstructions(t *testing.T) {
-	ctx, cancel := context.WithTimeout(context.Background(), provisionTimeout)
-	defer cancel()
+	parallel(t)
+	ctx := testContext(t, provisionTimeout)
 	// The README's namespace, as make demo makes it.
 	_, err := env.cluster.CreateNamespaceWithLabels(ctx, "demo", restrictedNamespace)
 	require.NoError(t, err)

@@ -106,13 +106,23 @@ type binaries struct {
 // CacheDir is where hack/install-node.sh puts containerd and the images.
 func CacheDir() string { return localcluster.CacheDir() }
 
-// ContainerdBinDir holds containerd, its runc shim and ctr.
+// ContainerdBinDir holds containerd, its runc shim and ctr: $CONTAINERD_BIN_DIR, else the
+// cache directory hack/versions.sh computes.
 func ContainerdBinDir() string {
+	if d := os.Getenv("CONTAINERD_BIN_DIR"); d != "" {
+		return d
+	}
 	return filepath.Join(CacheDir(), "containerd-"+ContainerdVersion, "bin")
 }
 
-// ImageDir holds the image archives hack/install-node.sh builds.
-func ImageDir() string { return filepath.Join(CacheDir(), "node-images") }
+// ImageDir holds the image archives hack/install-node.sh builds: $NODE_IMAGE_DIR, else
+// the cache directory hack/versions.sh computes.
+func ImageDir() string {
+	if d := os.Getenv("NODE_IMAGE_DIR"); d != "" {
+		return d
+	}
+	return filepath.Join(CacheDir(), "node-images")
+}
 
 // DefaultImages are the archives of PostgresImage and SandboxImage.
 func DefaultImages() []string {

@@ -199,6 +199,7 @@ func (c *Controller) observe(ctx context.Context, pg *kubedbv1.Postgres, cred *a
 	obs.primaryErr = check.primaryErr
 	if obs.primaryErr != nil {
 		klog.FromContext(ctx).V(2).Info("The primary does not accept connections", "err", obs.primaryErr.Error())
+		c.recheckJustReadyPrimary(pg, pods, obs.primaryErr)
 	}
 	if obs.primaryErr != nil || !check.asked {
 		return obs
@@ -553,4 +554,30 @@ func (c *Controller) writePostgres(ctx context.Context, pg *kubedbv1.Postgres, m
 		return nil
 	})
 	return out, err
+}
+
+// serviceLag bounds how long after its primary pod turned Ready a database whose primary
+// Service cannot be reached is looked at again every second or so (the health cache's
+// TTL), rather than a status period later.
+const serviceLag = 30 * time.Second
+
+// recheckJustReadyPrimary asks for another look soon when the primary pod turned Ready a
+// moment ago but its Service does not reach it: a Service follows a pod's readiness a
+// moment later (the endpoint slice controller, then kube-proxy on every node: a second or
+// two), and the pod's Ready event is what started this check. Without it the phase would
+// stay NotReady for a whole status period after every start and restart.
+func (c *Controller) recheckJustReadyPrimary(pg *kubedbv1.Postgres, pods []*corev1.Pod, err error) {
+	if credential.Classify(err) != credential.ClassUnreachable {
+		return
+	}
+	for _, p := range pods {
+		if podOrdinal(pg, p) != 0 {
+			continue
+		}
+		for _, cond := range p.Status.Conditions {
+			if cond.Type == corev1.PodReady && cond.Status == corev1.ConditionTrue && c.now().Sub(cond.LastTransitionTime.Time) < serviceLag {
+				c.queue.AddAfter(cache.MetaObjectToName(pg), time.Second)
+			}
+		}
+	}
 }

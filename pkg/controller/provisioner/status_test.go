@@ -2,7 +2,10 @@ package provisioner
 
 import (
 	"errors"
+	"net"
+	"syscall"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -196,4 +199,41 @@ func generatedSecretFor(pg *kubedbv1.Postgres) runtime.Object {
 	s.Labels = ownedLabels(pg)
 	s.OwnerReferences = append(s.OwnerReferences, ownerRef(pg))
 	return s
+}
+
+// A Service reaches a pod a moment after the pod turns Ready (the endpoint slice, then
+// kube-proxy): a primary whose pod has just turned Ready but whose Service refuses is
+// looked at again within a second or two, not a status period (here an hour) later. One
+// that has been Ready for long is not: its Service is broken, and the status says so.
+func TestJustReadyPrimaryBehindItsServiceIsRecheckedSoon(t *testing.T) {
+	for name, tc := range map[string]struct {
+		readyFor time.Duration
+		soon     bool
+	}{
+		"ready a second ago": {readyFor: time.Second, soon: true},
+		"ready for a minute": {readyFor: time.Minute, soon: false},
+	} {
+		t.Run(name, func(t *testing.T) {
+			pg := newPG("x", withFinalizer, withAuthSecret("x-auth"), withCondition(kubedbv1.ConditionProvisioned, metav1.ConditionTrue))
+			pod := readyPod(pg, 0, true)
+			now := time.Date(2025, 1, 2, 3, 4, 5, 0, time.UTC) // the fixture's clock
+			pod.Status.Conditions[0].LastTransitionTime = metav1.NewTime(now.Add(-tc.readyFor))
+			f := newFixture(t, []*kubedbv1.Postgres{pg}, generatedSecretFor(pg), recordFor(pg), desiredRoleService(pg, kubedbv1.PrimaryServiceAlias), pod)
+			for f.c.queue.Len() > 0 {
+				key, _ := f.c.queue.Get()
+				f.c.queue.Forget(key)
+				f.c.queue.Done(key)
+			}
+			f.health.err = &net.OpError{Op: "dial", Net: "tcp", Err: syscall.ECONNREFUSED}
+			f.mustSync("x")
+			assert.Equal(t, kubedbv1.DatabasePhaseNotReady, f.postgres("x").Status.Phase)
+			if tc.soon {
+				require.Eventually(t, func() bool { return f.c.queue.Len() == 1 }, 10*time.Second, 20*time.Millisecond,
+					"requeued within about a second")
+				return
+			}
+			time.Sleep(1500 * time.Millisecond) // past when a recheck would be queued
+			assert.Zero(t, f.c.queue.Len(), "left to the status period")
+		})
+	}
 }

@@ -4,6 +4,9 @@ GO ?= go
 BIN_DIR ?= bin
 # Integration and end-to-end tests start a real control plane and PostgreSQL servers.
 TEST_TIMEOUT ?= 45m
+# Parallel tests per package. The e2e tests mostly wait for pods on the real nodes: four at
+# once use the 2 cores, two leave them idle.
+TEST_PARALLEL ?= 4
 TEST_FLAGS ?=
 PKGS ?= ./...
 # The operator image; the tag is pinned in hack/image-tag and used by manifests/operators.
@@ -69,7 +72,7 @@ test: tools ## Unit, PostgreSQL and control-plane integration tests
 	@# A missing control-plane binary must fail the run, never skip tests.
 	export PGOPS_REQUIRE_LOCALCLUSTER=1; \
 	$(GO) vet ./... && \
-	$(GO) test -count=1 -timeout $(TEST_TIMEOUT) $(TEST_FLAGS) $(PKGS)
+	$(GO) test -count=1 -timeout $(TEST_TIMEOUT) -parallel $(TEST_PARALLEL) $(TEST_FLAGS) $(PKGS)
 
 unit-test: ## Only tests that need neither PostgreSQL nor a control plane
 	$(GO) test -count=1 -short $(PKGS)

@@ -54,8 +54,6 @@ func TestMain(m *testing.M) {
 }
 
 func run(m *testing.M) int {
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
-	defer cancel()
 	fail := func(err error) int { fmt.Fprintln(os.Stderr, "e2e setup:", err); return 1 }
 
 	workDir, err := os.MkdirTemp("", "pgops-e2e-")
@@ -79,6 +77,10 @@ func run(m *testing.M) int {
 	if err != nil {
 		return fail(err)
 	}
+	// Reserve may wait for another package's nodes (test/kubenode) to stop: the set-up
+	// deadline counts from when it returns.
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	defer cancel()
 	cluster, err := localcluster.Start(ctx, nodes.ClusterOptions(localcluster.Options{
 		WorkDir:     filepath.Join(workDir, "cluster"),
 		KeepWorkDir: keep,

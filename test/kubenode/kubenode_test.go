@@ -46,8 +46,6 @@ func run(m *testing.M) int {
 		fmt.Fprintln(os.Stderr, "skipping kubenode tests: -short or not root")
 		return 0
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
-	defer cancel()
 	dir, err := os.MkdirTemp("", "pgops-kubenode-")
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
@@ -61,11 +59,15 @@ func run(m *testing.M) int {
 	if testing.Verbose() {
 		progress = os.Stderr
 	}
+	// Reserve may wait for another package's nodes (test/e2e) to stop: the start-up
+	// deadline counts from when it returns.
 	nodes, err := kubenode.Reserve(kubenode.Options{Count: 2, RootDir: filepath.Join(dir, "nodes"), Progress: progress})
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	defer cancel()
 	cluster, err := localcluster.Start(ctx, nodes.ClusterOptions(localcluster.Options{WorkDir: filepath.Join(dir, "cluster"), KeepWorkDir: keep, Progress: progress}))
 	if err != nil {
 		nodes.Stop()

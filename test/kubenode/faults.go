@@ -82,18 +82,23 @@ func (ns *Nodes) ContainerPID(pod *corev1.Pod, container string) (int, error) {
 }
 
 func parentPID(pid int) int {
-	b, err := os.ReadFile(filepath.Join("/proc", strconv.Itoa(pid), "stat"))
-	if err != nil {
-		return 0
-	}
-	// pid (comm) state ppid ...; comm may hold spaces and parentheses.
-	s := string(b)
-	f := strings.Fields(s[strings.LastIndexByte(s, ')')+1:])
+	f := procStat(pid)
 	if len(f) < 2 {
 		return 0
 	}
 	ppid, _ := strconv.Atoi(f[1])
 	return ppid
+}
+
+// procStat is the fields of /proc/<pid>/stat after the command's name (which may hold
+// spaces and parentheses): state, ppid, ...; nil when the process is gone.
+func procStat(pid int) []string {
+	b, err := os.ReadFile(filepath.Join("/proc", strconv.Itoa(pid), "stat"))
+	if err != nil {
+		return nil
+	}
+	s := string(b)
+	return strings.Fields(s[strings.LastIndexByte(s, ')')+1:])
 }
 
 // podCgroup is the cgroup holding every container of pod, its sandbox included.

@@ -249,10 +249,14 @@ func TestVersionsMatchHack(t *testing.T) {
 func TestStoppedPodIsSeenByTheKubelet(t *testing.T) {
 	ctx := context.Background()
 	ns := namespace(t)
+	// A query, not a TCP connect: the kernel completes a stopped server's handshakes
+	// into its listen backlog, so a tcpSocket probe passes while nothing answers.
 	probe := func(failures int32) *corev1.Probe {
 		return &corev1.Probe{
-			ProbeHandler:  corev1.ProbeHandler{TCPSocket: &corev1.TCPSocketAction{Port: intstr.FromInt32(5432)}},
-			PeriodSeconds: 1, TimeoutSeconds: 1, FailureThreshold: failures,
+			ProbeHandler: corev1.ProbeHandler{Exec: &corev1.ExecAction{
+				Command: []string{"pg_isready", "-q", "-h", "/tmp", "-t", "1"},
+			}},
+			PeriodSeconds: 1, TimeoutSeconds: 2, FailureThreshold: failures,
 		}
 	}
 	pod := &corev1.Pod{
@@ -264,7 +268,9 @@ func TestStoppedPodIsSeenByTheKubelet(t *testing.T) {
 			TerminationGracePeriodSeconds: ptr.To[int64](2),
 			Containers: []corev1.Container{restricted(corev1.Container{
 				Name: "postgres", Image: kubenode.PostgresImage,
-				Command:        []string{"bash", "-c", "initdb -D /tmp/pgdata -U postgres >/dev/null && exec postgres -D /tmp/pgdata -k /tmp -c listen_addresses='*'"},
+				// A restarted container finds the data its predecessor made.
+				Command: []string{"bash", "-c", "{ [ -f /tmp/pgdata/PG_VERSION ] || initdb -D /tmp/pgdata -U postgres >/dev/null; } && " +
+					"exec postgres -D /tmp/pgdata -k /tmp -c listen_addresses='*'"},
 				ReadinessProbe: probe(1),
 				// Long enough to see NotReady and Ready again before a restart.
 				LivenessProbe: probe(12),
@@ -285,7 +291,7 @@ func TestStoppedPodIsSeenByTheKubelet(t *testing.T) {
 
 	require.NoError(t, env.nodes.StopPod(running))
 	restarted := waitPod(t, ns, "hung", func(p *corev1.Pod) bool {
-		return ready(p) && p.Status.ContainerStatuses[0].RestartCount == 1
+		return ready(p) && p.Status.ContainerStatuses[0].RestartCount >= 1
 	})
 	require.Equal(t, running.UID, restarted.UID, "the same pod, its container restarted")
 }

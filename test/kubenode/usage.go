@@ -39,12 +39,7 @@ func (ns *Nodes) CPUTime() map[string]time.Duration {
 
 // processCPU is a process's user and system time with its reaped children's.
 func processCPU(pid int) time.Duration {
-	b, err := os.ReadFile(filepath.Join("/proc", strconv.Itoa(pid), "stat"))
-	if err != nil {
-		return 0
-	}
-	s := string(b)
-	f := strings.Fields(s[strings.LastIndexByte(s, ')')+1:])
+	f := procStat(pid)
 	if len(f) < 15 {
 		return 0
 	}

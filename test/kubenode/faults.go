@@ -68,26 +68,36 @@ func (ns *Nodes) ContainerPID(pod *corev1.Pod, container string) (int, error) {
 	if err != nil {
 		return 0, err
 	}
+	// The main process is the oldest one whose parent is outside the container: an exec'd
+	// process (a probe) has its parent outside too, but started later.
 	pids := cgroupPids(cg)
 	in := map[int]bool{}
 	for _, p := range pids {
 		in[p] = true
 	}
+	main, oldest := 0, uint64(0)
 	for _, p := range pids {
-		if !in[parentPID(p)] {
-			return p, nil
+		ppid, started, ok := parentAndStart(p)
+		if ok && !in[ppid] && (main == 0 || started < oldest) {
+			main, oldest = p, started
 		}
 	}
-	return 0, fmt.Errorf("no process in %s", cg)
+	if main == 0 {
+		return 0, fmt.Errorf("no process in %s", cg)
+	}
+	return main, nil
 }
 
-func parentPID(pid int) int {
+// parentAndStart is a process's parent and its start time in clock ticks since boot.
+func parentAndStart(pid int) (ppid int, started uint64, ok bool) {
 	f := procStat(pid)
-	if len(f) < 2 {
-		return 0
+	// After the command: state(0) ppid(1) ... starttime(19).
+	if len(f) < 20 {
+		return 0, 0, false
 	}
-	ppid, _ := strconv.Atoi(f[1])
-	return ppid
+	ppid, err1 := strconv.Atoi(f[1])
+	started, err2 := strconv.ParseUint(f[19], 10, 64)
+	return ppid, started, err1 == nil && err2 == nil
 }
 
 // procStat is the fields of /proc/<pid>/stat after the command's name (which may hold
@@ -114,15 +124,30 @@ func (ns *Nodes) podCgroup(pod *corev1.Pod) (string, error) {
 	return cg, nil
 }
 
-// StopPod stops every process of pod with SIGSTOP. The kubelet still sees the container
-// running; its probes time out.
+// StopPod stops every process of pod with SIGSTOP, as when its workload hangs. The kubelet
+// still sees the container running; its probes time out.
+//
+// A runc process setting up an exec (a probe) in the pod's cgroup is left running: it
+// belongs to the runtime, not to the workload, and stopped it would hold the exec, and so
+// the kubelet's probe worker, for the whole runtime request timeout (2 minutes).
 func (ns *Nodes) StopPod(pod *corev1.Pod) error {
 	cg, err := ns.podCgroup(pod)
 	if err != nil {
 		return err
 	}
-	signalCgroup(cg, syscall.SIGSTOP)
+	for _, pid := range cgroupPids(cg) {
+		if !isRuncProcess(pid) {
+			_ = syscall.Kill(pid, syscall.SIGSTOP)
+		}
+	}
 	return nil
+}
+
+// isRuncProcess says whether pid is runc's (its init, "runc:[2:INIT]", before it executes the
+// container's command).
+func isRuncProcess(pid int) bool {
+	comm, err := os.ReadFile(filepath.Join("/proc", strconv.Itoa(pid), "comm"))
+	return err == nil && strings.HasPrefix(string(comm), "runc")
 }
 
 // ContinuePod continues the processes StopPod stopped (of the pod with pod's UID).

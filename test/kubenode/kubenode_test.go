@@ -95,6 +95,10 @@ func namespace(t *testing.T) string {
 	}}}
 	ns, err := env.kube.CoreV1().Namespaces().Create(context.Background(), ns, metav1.CreateOptions{})
 	require.NoError(t, err)
+	// Pods left running would load the nodes for the tests after this one.
+	t.Cleanup(func() {
+		_ = env.kube.CoreV1().Namespaces().Delete(context.Background(), ns.Name, metav1.DeleteOptions{})
+	})
 	require.NoError(t, env.cluster.WaitForServiceAccount(context.Background(), ns.Name, "default"))
 	return ns.Name
 }
@@ -244,23 +248,64 @@ func TestVersionsMatchHack(t *testing.T) {
 }
 
 // A pod whose processes are all stopped (a hung process) is seen by the kubelet: its
-// readiness probe fails and it turns NotReady, and Ready again once they continue; past the
-// liveness budget the kubelet restarts it.
+// readiness probe fails and it turns NotReady, and Ready again once they continue, the same
+// processes (the pod has no liveness probe, so nothing else could have made it Ready).
 func TestStoppedPodIsSeenByTheKubelet(t *testing.T) {
 	ctx := context.Background()
 	ns := namespace(t)
-	// A query, not a TCP connect: the kernel completes a stopped server's handshakes
-	// into its listen backlog, so a tcpSocket probe passes while nothing answers.
-	probe := func(failures int32) *corev1.Probe {
-		return &corev1.Probe{
-			ProbeHandler: corev1.ProbeHandler{Exec: &corev1.ExecAction{
-				Command: []string{"pg_isready", "-q", "-h", "/tmp", "-t", "1"},
-			}},
-			PeriodSeconds: 1, TimeoutSeconds: 2, FailureThreshold: failures,
-		}
+	_, err := env.kube.CoreV1().Pods(ns).Create(ctx, stoppablePod("hung", nil), metav1.CreateOptions{})
+	require.NoError(t, err)
+	running := waitPod(t, ns, "hung", ready)
+	pid, err := env.nodes.ContainerPID(running, "postgres")
+	require.NoError(t, err)
+
+	require.NoError(t, env.nodes.StopPod(running))
+	waitPod(t, ns, "hung", func(p *corev1.Pod) bool { return !ready(p) })
+	require.NoError(t, env.nodes.ContinuePod(running))
+	again := waitPod(t, ns, "hung", ready)
+	require.Zero(t, again.Status.ContainerStatuses[0].RestartCount)
+	continued, err := env.nodes.ContainerPID(again, "postgres")
+	require.NoError(t, err)
+	require.Equal(t, pid, continued, "the stopped server continued, not a new one")
+}
+
+// Past its liveness budget, a stopped pod's container is restarted by the kubelet: the
+// SIGTERM waits with the stopped server, the SIGKILL after the grace period does not.
+func TestStoppedPodIsRestartedByItsLivenessProbe(t *testing.T) {
+	ctx := context.Background()
+	ns := namespace(t)
+	_, err := env.kube.CoreV1().Pods(ns).Create(ctx, stoppablePod("hung", probeServer(3)), metav1.CreateOptions{})
+	require.NoError(t, err)
+	running := waitPod(t, ns, "hung", ready)
+
+	require.NoError(t, env.nodes.StopPod(running))
+	restarted := waitPod(t, ns, "hung", func(p *corev1.Pod) bool {
+		return ready(p) && p.Status.ContainerStatuses[0].RestartCount >= 1
+	})
+	require.Equal(t, running.UID, restarted.UID, "the same pod, its container restarted")
+}
+
+// probeServer asks the server a question, not a TCP connect: the kernel completes a stopped
+// server's handshakes into its listen backlog, so a tcpSocket probe passes while nothing
+// answers.
+func probeServer(failures int32) *corev1.Probe {
+	return &corev1.Probe{
+		ProbeHandler: corev1.ProbeHandler{Exec: &corev1.ExecAction{
+			Command: []string{"pg_isready", "-q", "-h", "/tmp", "-t", "1"},
+		}},
+		PeriodSeconds: 1, TimeoutSeconds: 2, FailureThreshold: failures,
 	}
-	pod := &corev1.Pod{
-		ObjectMeta: metav1.ObjectMeta{Name: "hung"},
+}
+
+// stoppablePod is a PostgreSQL server whose readiness asks it a question, with liveness if
+// given; a restarted container finds the data its predecessor made.
+func stoppablePod(name string, liveness *corev1.Probe) *corev1.Pod {
+	var startup *corev1.Probe
+	if liveness != nil {
+		startup = probeServer(120)
+	}
+	return &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Name: name},
 		Spec: corev1.PodSpec{
 			SecurityContext: podSecurity(),
 			// A stopped process acts on SIGTERM only once continued: the kubelet's restart
@@ -268,30 +313,16 @@ func TestStoppedPodIsSeenByTheKubelet(t *testing.T) {
 			TerminationGracePeriodSeconds: ptr.To[int64](2),
 			Containers: []corev1.Container{restricted(corev1.Container{
 				Name: "postgres", Image: kubenode.PostgresImage,
-				// A restarted container finds the data its predecessor made.
 				Command: []string{"bash", "-c", "{ [ -f /tmp/pgdata/PG_VERSION ] || initdb -D /tmp/pgdata -U postgres >/dev/null; } && " +
 					"exec postgres -D /tmp/pgdata -k /tmp -c listen_addresses='*'"},
-				ReadinessProbe: probe(1),
-				// Long enough to see NotReady and Ready again before a restart.
-				LivenessProbe: probe(12),
-				VolumeMounts:  []corev1.VolumeMount{{Name: "tmp", MountPath: "/tmp"}},
+				// Liveness starts once the server has answered: a server still starting on a
+				// busy machine is not hung.
+				StartupProbe:   startup,
+				ReadinessProbe: probeServer(1),
+				LivenessProbe:  liveness,
+				VolumeMounts:   []corev1.VolumeMount{{Name: "tmp", MountPath: "/tmp"}},
 			})},
 			Volumes: []corev1.Volume{{Name: "tmp", VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{}}}},
 		},
 	}
-	_, err := env.kube.CoreV1().Pods(ns).Create(ctx, pod, metav1.CreateOptions{})
-	require.NoError(t, err)
-	running := waitPod(t, ns, "hung", ready)
-
-	require.NoError(t, env.nodes.StopPod(running))
-	waitPod(t, ns, "hung", func(p *corev1.Pod) bool { return !ready(p) })
-	require.NoError(t, env.nodes.ContinuePod(running))
-	again := waitPod(t, ns, "hung", ready)
-	require.Zero(t, again.Status.ContainerStatuses[0].RestartCount, "continued in time: not restarted")
-
-	require.NoError(t, env.nodes.StopPod(running))
-	restarted := waitPod(t, ns, "hung", func(p *corev1.Pod) bool {
-		return ready(p) && p.Status.ContainerStatuses[0].RestartCount >= 1
-	})
-	require.Equal(t, running.UID, restarted.UID, "the same pod, its container restarted")
 }

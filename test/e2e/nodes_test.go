@@ -1,0 +1,253 @@
+package e2e
+
+// The nodes the e2e runs on (test/kubenode) do what the tests rely on: pods from the images
+// as a restricted pod runs them, volumes, Services, exec and logs through the kubelet, and
+// the faults the tests inject seen by the kubelet as on a real cluster. They run here, on
+// the e2e's nodes, because a machine has one kube-proxy: a package of their own would wait
+// for the e2e's nodes to stop.
+
+import (
+	"context"
+	"net"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/intstr"
+	"k8s.io/apimachinery/pkg/util/wait"
+	"k8s.io/utils/ptr"
+
+	"github.com/pgops/pgops/test/kubenode"
+)
+
+// A PostgreSQL server from the image, on a provisioned volume, as uid 999 with a
+// read-only root: reachable through a Service from the host and from a pod on the other
+// node; exec and logs work through the kubelet.
+func TestNodesRunThePostgresImage(t *testing.T) {
+	parallel(t)
+	ctx := testContext(t, 5*time.Minute)
+	ns := podNamespace(t, ctx)
+	pvc := &corev1.PersistentVolumeClaim{
+		ObjectMeta: metav1.ObjectMeta{Name: "data"},
+		Spec: corev1.PersistentVolumeClaimSpec{
+			AccessModes: []corev1.PersistentVolumeAccessMode{corev1.ReadWriteOnce},
+			Resources:   corev1.VolumeResourceRequirements{Requests: corev1.ResourceList{corev1.ResourceStorage: resource.MustParse("1Gi")}},
+		},
+	}
+	_, err := env.kube.CoreV1().PersistentVolumeClaims(ns).Create(ctx, pvc, metav1.CreateOptions{})
+	require.NoError(t, err)
+	script := `set -e
+initdb -D /data/pgdata -U postgres --auth=trust >/dev/null
+echo "listen_addresses='*'" >> /data/pgdata/postgresql.conf
+echo "host all all 0.0.0.0/0 trust" >> /data/pgdata/pg_hba.conf
+echo started
+exec postgres -D /data/pgdata -k /var/run/postgresql`
+	pod := &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Name: "pg", Labels: map[string]string{"app": "pg"}},
+		Spec: corev1.PodSpec{
+			NodeSelector:    map[string]string{corev1.LabelHostname: env.nodes.Nodes[0].Name},
+			SecurityContext: podSecurity(),
+			Containers: []corev1.Container{restricted(corev1.Container{
+				Name: "postgres", Image: kubenode.PostgresImage, Command: []string{"bash", "-c", script},
+				Ports:          []corev1.ContainerPort{{Name: "postgres", ContainerPort: 5432}},
+				ReadinessProbe: &corev1.Probe{ProbeHandler: corev1.ProbeHandler{TCPSocket: &corev1.TCPSocketAction{Port: intstr.FromInt32(5432)}}, PeriodSeconds: 1},
+				VolumeMounts:   []corev1.VolumeMount{{Name: "data", MountPath: "/data"}, {Name: "run", MountPath: "/var/run/postgresql"}},
+			})},
+			Volumes: []corev1.Volume{
+				{Name: "data", VolumeSource: corev1.VolumeSource{PersistentVolumeClaim: &corev1.PersistentVolumeClaimVolumeSource{ClaimName: "data"}}},
+				{Name: "run", VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{}}},
+			},
+		},
+	}
+	_, err = env.kube.CoreV1().Pods(ns).Create(ctx, pod, metav1.CreateOptions{})
+	require.NoError(t, err)
+	svc := &corev1.Service{
+		ObjectMeta: metav1.ObjectMeta{Name: "pg"},
+		Spec:       corev1.ServiceSpec{Selector: map[string]string{"app": "pg"}, Ports: []corev1.ServicePort{{Port: 5432, TargetPort: intstr.FromInt32(5432)}}},
+	}
+	svc, err = env.kube.CoreV1().Services(ns).Create(ctx, svc, metav1.CreateOptions{})
+	require.NoError(t, err)
+
+	got := waitPod(t, ns, "pg", ready)
+	require.True(t, strings.HasPrefix(got.Status.PodIP, "198.18."), got.Status.PodIP)
+
+	out, err := kubenode.Exec(ctx, env.cluster.AdminConfig(), ns, "pg", "postgres", "sh", "-c",
+		"id -u; psql -h /var/run/postgresql -U postgres -Atc 'select current_setting($$data_directory$$)'; touch /usr/x 2>&1 || true")
+	require.NoError(t, err)
+	require.Equal(t, "999\n/data/pgdata\ntouch: cannot touch '/usr/x': Read-only file system\n", string(out))
+
+	logs, err := env.kube.CoreV1().Pods(ns).GetLogs("pg", &corev1.PodLogOptions{Container: "postgres"}).DoRaw(ctx)
+	require.NoError(t, err)
+	require.Contains(t, string(logs), "started")
+
+	// From the host through the ClusterIP (kube-proxy), once the endpoints are in.
+	require.NoError(t, wait.PollUntilContextTimeout(ctx, 200*time.Millisecond, time.Minute, true, func(context.Context) (bool, error) {
+		c, err := net.DialTimeout("tcp", net.JoinHostPort(svc.Spec.ClusterIP, "5432"), time.Second)
+		if err != nil {
+			return false, nil
+		}
+		c.Close()
+		return true, nil
+	}))
+
+	// From a pod on the other node.
+	client := &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Name: "client"},
+		Spec: corev1.PodSpec{
+			NodeSelector:    map[string]string{corev1.LabelHostname: env.nodes.Nodes[1].Name},
+			SecurityContext: podSecurity(),
+			RestartPolicy:   corev1.RestartPolicyNever,
+			Containers: []corev1.Container{restricted(corev1.Container{
+				Name: "psql", Image: kubenode.PostgresImage,
+				Command: []string{"psql", "-h", svc.Spec.ClusterIP, "-U", "postgres", "-Atc", "select 42"},
+			})},
+		},
+	}
+	_, err = env.kube.CoreV1().Pods(ns).Create(ctx, client, metav1.CreateOptions{})
+	require.NoError(t, err)
+	waitPod(t, ns, "client", func(p *corev1.Pod) bool {
+		return p.Status.Phase == corev1.PodSucceeded || p.Status.Phase == corev1.PodFailed
+	})
+	logs, err = env.kube.CoreV1().Pods(ns).GetLogs("client", &corev1.PodLogOptions{}).DoRaw(ctx)
+	require.NoError(t, err)
+	require.Equal(t, "42\n", string(logs))
+}
+
+// A pod whose processes are all stopped (a hung process) is seen by the kubelet: its
+// readiness probe fails and it turns NotReady, and Ready again once they continue, the same
+// processes (the pod has no liveness probe, so nothing else could have made it Ready).
+func TestNodesStoppedPodIsSeenByTheKubelet(t *testing.T) {
+	parallel(t)
+	ctx := testContext(t, 5*time.Minute)
+	ns := podNamespace(t, ctx)
+	_, err := env.kube.CoreV1().Pods(ns).Create(ctx, stoppablePod("hung", nil), metav1.CreateOptions{})
+	require.NoError(t, err)
+	running := waitPod(t, ns, "hung", ready)
+	pid, err := env.nodes.ContainerPID(running, "postgres")
+	require.NoError(t, err)
+
+	require.NoError(t, env.nodes.StopPod(running))
+	waitPod(t, ns, "hung", func(p *corev1.Pod) bool { return !ready(p) })
+	require.NoError(t, env.nodes.ContinuePod(running))
+	again := waitPod(t, ns, "hung", ready)
+	require.Zero(t, again.Status.ContainerStatuses[0].RestartCount)
+	continued, err := env.nodes.ContainerPID(again, "postgres")
+	require.NoError(t, err)
+	require.Equal(t, pid, continued, "the stopped server continued, not a new one")
+}
+
+// Past its liveness budget, a stopped pod's container is restarted by the kubelet: the
+// SIGTERM waits with the stopped server, the SIGKILL after the grace period does not.
+func TestNodesStoppedPodIsRestartedByItsLivenessProbe(t *testing.T) {
+	parallel(t)
+	ctx := testContext(t, 5*time.Minute)
+	ns := podNamespace(t, ctx)
+	_, err := env.kube.CoreV1().Pods(ns).Create(ctx, stoppablePod("hung", probeServer(3)), metav1.CreateOptions{})
+	require.NoError(t, err)
+	running := waitPod(t, ns, "hung", ready)
+
+	require.NoError(t, env.nodes.StopPod(running))
+	restarted := waitPod(t, ns, "hung", func(p *corev1.Pod) bool {
+		return ready(p) && p.Status.ContainerStatuses[0].RestartCount >= 1
+	})
+	require.Equal(t, running.UID, restarted.UID, "the same pod, its container restarted")
+}
+
+// probeServer asks the server a question, not a TCP connect: the kernel completes a stopped
+// server's handshakes into its listen backlog, so a tcpSocket probe passes while nothing
+// answers.
+func probeServer(failures int32) *corev1.Probe {
+	return &corev1.Probe{
+		ProbeHandler: corev1.ProbeHandler{Exec: &corev1.ExecAction{
+			Command: []string{"pg_isready", "-q", "-h", "/tmp", "-t", "1"},
+		}},
+		PeriodSeconds: 1, TimeoutSeconds: 2, FailureThreshold: failures,
+	}
+}
+
+// stoppablePod is a PostgreSQL server whose readiness asks it a question, with liveness if
+// given; a restarted container finds the data its predecessor made.
+func stoppablePod(name string, liveness *corev1.Probe) *corev1.Pod {
+	var startup *corev1.Probe
+	if liveness != nil {
+		startup = probeServer(120)
+	}
+	return &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Name: name},
+		Spec: corev1.PodSpec{
+			SecurityContext: podSecurity(),
+			// A stopped process acts on SIGTERM only once continued: the kubelet's restart
+			// waits out the grace period, then SIGKILLs it.
+			TerminationGracePeriodSeconds: ptr.To[int64](2),
+			Containers: []corev1.Container{restricted(corev1.Container{
+				Name: "postgres", Image: kubenode.PostgresImage,
+				Command: []string{"bash", "-c", "{ [ -f /tmp/pgdata/PG_VERSION ] || initdb -D /tmp/pgdata -U postgres >/dev/null; } && " +
+					"exec postgres -D /tmp/pgdata -k /tmp -c listen_addresses='*'"},
+				// Liveness starts once the server has answered: a server still starting on a
+				// busy machine is not hung.
+				StartupProbe:   startup,
+				ReadinessProbe: probeServer(1),
+				LivenessProbe:  liveness,
+				VolumeMounts:   []corev1.VolumeMount{{Name: "tmp", MountPath: "/tmp"}},
+			})},
+			Volumes: []corev1.Volume{{Name: "tmp", VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{}}}},
+		},
+	}
+}
+
+// podNamespace is a new namespace in which pods can be created directly (its default
+// ServiceAccount exists).
+func podNamespace(t *testing.T, ctx context.Context) string {
+	ns := newNamespace(t, ctx)
+	require.NoError(t, env.cluster.WaitForServiceAccount(ctx, ns, "default"))
+	return ns
+}
+
+// restricted is a container spec Pod Security "restricted" admits.
+func restricted(c corev1.Container) corev1.Container {
+	c.SecurityContext = &corev1.SecurityContext{
+		AllowPrivilegeEscalation: ptr.To(false),
+		ReadOnlyRootFilesystem:   ptr.To(true),
+		Capabilities:             &corev1.Capabilities{Drop: []corev1.Capability{"ALL"}},
+	}
+	c.ImagePullPolicy = corev1.PullIfNotPresent
+	return c
+}
+
+// podSecurity is a pod security context Pod Security "restricted" admits, as the image's
+// postgres user.
+func podSecurity() *corev1.PodSecurityContext {
+	return &corev1.PodSecurityContext{
+		RunAsNonRoot: ptr.To(true), RunAsUser: ptr.To[int64](999), FSGroup: ptr.To[int64](999),
+		SeccompProfile: &corev1.SeccompProfile{Type: corev1.SeccompProfileTypeRuntimeDefault},
+	}
+}
+
+// waitPod waits for pod ns/name to be ok.
+func waitPod(t *testing.T, ns, name string, ok func(*corev1.Pod) bool) *corev1.Pod {
+	t.Helper()
+	var pod *corev1.Pod
+	err := wait.PollUntilContextTimeout(context.Background(), 200*time.Millisecond, 3*time.Minute, true, func(ctx context.Context) (bool, error) {
+		p, err := env.kube.CoreV1().Pods(ns).Get(ctx, name, metav1.GetOptions{})
+		if err != nil {
+			return false, nil
+		}
+		pod = p
+		return ok(p), nil
+	})
+	require.NoError(t, err, "pod %s/%s: %+v", ns, name, pod)
+	return pod
+}
+
+func ready(p *corev1.Pod) bool {
+	for _, c := range p.Status.Conditions {
+		if c.Type == corev1.PodReady {
+			return c.Status == corev1.ConditionTrue
+		}
+	}
+	return false
+}

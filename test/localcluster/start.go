@@ -240,11 +240,11 @@ func (c *Cluster) nodeFlags() []string {
 // controllers is kube-controller-manager's --controllers. nodeipam is off: pod ranges
 // come from each node's CNI configuration. The token controllers are for legacy
 // secret-based tokens; TokenRequest replaces them. With kwok's fake nodes,
-// nodelifecycle would fight kwok, and the endpoint controllers are replaced by the node
-// agent's service proxy, which reads pods itself: the API server refuses the loopback pod
-// IPs in Endpoints and EndpointSlices, so those controllers would retry forever, patching
-// an event for every Service every few seconds and burning the API server's CPU. Real
-// nodes need both: kube-proxy reads EndpointSlices, and a lost node must turn NotReady.
+// nodelifecycle would fight kwok, and the endpoint controllers are off: the API server
+// refuses kwok's loopback pod IPs in Endpoints and EndpointSlices, so those controllers
+// would retry forever, patching an event for every Service every few seconds and burning
+// the API server's CPU (nothing routes Services to kwok's pods anyway). Real nodes need
+// both: kube-proxy reads EndpointSlices, and a lost node must turn NotReady.
 func (c *Cluster) controllers() string {
 	ctrls := "*,-nodeipam,-serviceaccount-token,-bootstrapsigner,-tokencleaner"
 	if len(c.opts.RealNodes) == 0 {

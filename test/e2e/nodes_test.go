@@ -115,7 +115,18 @@ exec postgres -D /data/pgdata -k /var/run/postgresql`
 	logs, err = env.kube.CoreV1().Pods(ns).GetLogs("client", &corev1.PodLogOptions{}).DoRaw(ctx)
 	require.NoError(t, err)
 	require.Equal(t, "42\n", string(logs))
+
+	// A kubelet's container garbage collection (every minute) deletes the log directories of
+	// the pods it does not run: the server's log is still there once both have run since.
+	time.Sleep(kubeletGCPeriod + 10*time.Second)
+	logs, err = env.kube.CoreV1().Pods(ns).GetLogs("pg", &corev1.PodLogOptions{Container: "postgres"}).DoRaw(ctx)
+	require.NoError(t, err)
+	require.Contains(t, string(logs), "started")
 }
+
+// kubeletGCPeriod is how often a kubelet collects dead containers and pod log directories
+// (its ContainerGCPeriod), not configurable.
+const kubeletGCPeriod = time.Minute
 
 // A pod whose processes are all stopped (a hung process) is seen by the kubelet: its
 // readiness probe fails and it turns NotReady, and Ready again once they continue, the same

@@ -172,6 +172,12 @@ func Reserve(opts Options) (*Nodes, error) {
 	if opts.RootDir == "" {
 		return nil, errors.New("kubenode: Options.RootDir is required")
 	}
+	// The kubelets' and containerd's configurations need absolute paths.
+	root, err := filepath.Abs(opts.RootDir)
+	if err != nil {
+		return nil, err
+	}
+	opts.RootDir = root
 	if opts.Count == 0 {
 		opts.Count = 1
 	}

@@ -67,6 +67,7 @@ func reserveNetwork(rootDir string) (*network, error) {
 		n.remove()
 		if len(prev) > 0 {
 			unmountUnder(filepath.Clean(string(prev))) // volumes, pods' network namespaces
+			removeLogLinksInto(filepath.Clean(string(prev)))
 		}
 		if err := lock.Truncate(0); err != nil {
 			n.release()

@@ -177,7 +177,10 @@ imageGCHighThresholdPercent: 100
 imageGCLowThresholdPercent: 99
 enforceNodeAllocatable: ["pods"]
 serializeImagePulls: false
-`, n.cgroupRoot, n.IP, n.healthPort, clientCA, n.containerdSocket(), clusterDNS, n.path("resolv.conf"), maxPods)
+# Each node's own: a kubelet's garbage collection deletes the log directories of every pod
+# it does not run, so in the shared /var/log/pods each node would delete the other's logs.
+podLogsDir: %[9]q
+`, n.cgroupRoot, n.IP, n.healthPort, clientCA, n.containerdSocket(), clusterDNS, n.path("resolv.conf"), maxPods, n.path("pod-logs"))
 	if err := os.WriteFile(n.path("resolv.conf"), nil, 0o644); err != nil {
 		return err
 	}
@@ -281,6 +284,22 @@ func (n *Node) stop(grace time.Duration) {
 	killCgroup(n.cgroupRoot)
 	_ = removeCgroup(n.cgroupRoot)
 	unmountUnder(n.dir)
+	removeLogLinksInto(n.dir)
+}
+
+// containerLogLinks is where every kubelet links its containers' logs (a fixed path, unlike
+// podLogsDir), for log collectors that read one directory.
+const containerLogLinks = "/var/log/containers"
+
+// removeLogLinksInto removes the kubelet's links in containerLogLinks into dir: the machine
+// is not the nodes', and a kubelet removes only the links of containers it still knows.
+func removeLogLinksInto(dir string) {
+	links, _ := filepath.Glob(filepath.Join(containerLogLinks, "*.log"))
+	for _, l := range links {
+		if target, err := os.Readlink(l); err == nil && strings.HasPrefix(target, dir+string(filepath.Separator)) {
+			_ = os.Remove(l)
+		}
+	}
 }
 
 // killShims kills the node's containerd shims: they run outside the pods' cgroups and

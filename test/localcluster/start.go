@@ -210,6 +210,10 @@ func (c *Cluster) startControllerManager(ctx context.Context, pt ports) error {
 		// Published to every namespace as ConfigMap kube-root-ca.crt.
 		"--root-ca-file="+c.path("pki", "apiserver.crt"),
 		"--profiling=false",
+		// Each StatefulSet sync and each watch the informers restart, so that a rollout the
+		// StatefulSet controller is slow to start can be explained from its log (on 1.37 its
+		// stale-cache check can hold a StatefulSet back: kubernetes/kubernetes#141250).
+		"--vmodule=stateful_set=4,reflector=4",
 	)
 	if err != nil {
 		return err

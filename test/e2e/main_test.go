@@ -19,6 +19,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/wait"
@@ -219,11 +220,18 @@ func parallel(t *testing.T) {
 
 func operatorLog(name string) string { return filepath.Join(env.workDir, name+".log") }
 
+// killOpsManager SIGKILLs the ops-manager and, once it is gone, deletes its Lease: the next
+// one starts from the same state as after the Lease expired, without waiting it out
+// (TestLeaderFailover waits it out).
 func killOpsManager(t testing.TB) {
 	t.Helper()
 	env.mu.Lock()
 	defer env.mu.Unlock()
 	env.opsManager.Kill()
+	err := env.kube.CoordinationV1().Leases("pgops-system").Delete(context.Background(), "pgops-ops-manager", metav1.DeleteOptions{})
+	if err != nil && !apierrors.IsNotFound(err) {
+		t.Fatalf("deleting the killed ops-manager's Lease: %v", err)
+	}
 }
 
 func startOpsManager(t testing.TB, ctx context.Context) {
@@ -286,9 +294,15 @@ var restrictedNamespace = map[string]string{
 
 func newNamespace(t testing.TB, ctx context.Context) string {
 	t.Helper()
+	return newNamespaceFor(t, ctx, t.Name())
+}
+
+// newNamespaceFor is newNamespace named after what instead of the test.
+func newNamespaceFor(t testing.TB, ctx context.Context, what string) string {
+	t.Helper()
 	namespaceSeq.Lock()
 	namespaceSeq.n++
-	name := fmt.Sprintf("e2e-%d-%s", namespaceSeq.n, strings.ToLower(strings.NewReplacer("/", "-", "_", "-", "=", "-").Replace(t.Name())))
+	name := fmt.Sprintf("e2e-%d-%s", namespaceSeq.n, strings.ToLower(strings.NewReplacer("/", "-", "_", "-", "=", "-").Replace(what)))
 	namespaceSeq.Unlock()
 	if len(name) > 60 {
 		name = strings.TrimRight(name[:60], "-")

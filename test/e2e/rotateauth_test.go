@@ -46,6 +46,14 @@ type credentialPair struct{ username, password string }
 func newRotationCase(t testing.TB, ctx context.Context, replicas int, edits ...func(string) string) *rotationCase {
 	t.Helper()
 	ns := newNamespace(t, ctx)
+	applyRotationDatabase(t, ctx, ns, replicas, edits...)
+	return rotationCaseFor(t, ctx, ns, "ha-postgres", replicas)
+}
+
+// applyRotationDatabase applies examples/10-postgres.yaml with replicas members into ns,
+// after edits.
+func applyRotationDatabase(t testing.TB, ctx context.Context, ns string, replicas int, edits ...func(string) string) {
+	t.Helper()
 	applyExample(t, ctx, ns, "10-postgres.yaml", func(s string) string {
 		s = strings.Replace(s, "replicas: 3", fmt.Sprintf("replicas: %d", replicas), 1)
 		for _, edit := range edits {
@@ -53,7 +61,6 @@ func newRotationCase(t testing.TB, ctx context.Context, replicas int, edits ...f
 		}
 		return s
 	})
-	return rotationCaseFor(t, ctx, ns, "ha-postgres", replicas)
 }
 
 // rotationCaseFor waits for the Postgres ns/db of replicas members to be Ready and records
@@ -279,6 +286,18 @@ type crashBoundary struct {
 	reached func(*opsv1alpha1.PostgresOpsRequest) bool
 }
 
+// betweenAlterRoleAndSecretUpdate names the crash between the ALTER ROLE and the Secret
+// update, which needs the ops-manager's right to update Secrets taken away.
+const betweenAlterRoleAndSecretUpdate = "between-alter-role-and-secret-update"
+
+func crashBoundaryNames(boundaries []crashBoundary) []string {
+	var names []string
+	for _, b := range boundaries {
+		names = append(names, b.name)
+	}
+	return names
+}
+
 // crashBoundaries are the step boundaries of a rotation, and a point inside RestartNodes.
 func crashBoundaries() []crashBoundary {
 	return []crashBoundary{
@@ -300,10 +319,19 @@ func crashBoundaries() []crashBoundary {
 
 func TestCrashSafety(t *testing.T) {
 	boundaries := crashBoundaries()
+	// Every subtest's database first, so that their pods start together rather than one
+	// after another.
+	setup := testContext(t, 15*time.Minute)
+	namespaces := map[string]string{}
+	for _, name := range append(crashBoundaryNames(boundaries), betweenAlterRoleAndSecretUpdate) {
+		namespaces[name] = newNamespaceFor(t, setup, t.Name()+"-"+name)
+		applyRotationDatabase(t, setup, namespaces[name], 1)
+	}
 	for _, b := range boundaries {
 		t.Run(b.name, func(t *testing.T) {
 			ctx := testContext(t, 10*time.Minute)
-			rc := newRotationCase(t, ctx, 1)
+			t.Cleanup(func() { deleteNamespace(namespaces[b.name]) })
+			rc := rotationCaseFor(t, ctx, namespaces[b.name], "ha-postgres", 1)
 			applyExample(t, ctx, rc.ns, "20-rotate-auth-generated.yaml", nil)
 			waitRequest(t, ctx, rc.ns, "pgops-rotate-auth-generated", b.reached)
 			killAndRestartOpsManager(t, ctx)
@@ -315,9 +343,10 @@ func TestCrashSafety(t *testing.T) {
 	// Between ALTER ROLE and the Secret update: take away the ops-manager's right to
 	// update Secrets, so it sets the password in PostgreSQL and then cannot publish it;
 	// kill it there, give the right back, and start it again.
-	t.Run("between-alter-role-and-secret-update", func(t *testing.T) {
+	t.Run(betweenAlterRoleAndSecretUpdate, func(t *testing.T) {
 		ctx := testContext(t, 10*time.Minute)
-		rc := newRotationCase(t, ctx, 1)
+		t.Cleanup(func() { deleteNamespace(namespaces[betweenAlterRoleAndSecretUpdate]) })
+		rc := rotationCaseFor(t, ctx, namespaces[betweenAlterRoleAndSecretUpdate], "ha-postgres", 1)
 		restore := withoutSecretUpdates(t, ctx)
 		applyExample(t, ctx, rc.ns, "20-rotate-auth-generated.yaml", nil)
 		waitRequest(t, ctx, rc.ns, "pgops-rotate-auth-generated", credentialUnpublished)
@@ -360,7 +389,7 @@ func TestCrashSafetyUserProvidedThreeReplicas(t *testing.T) {
 			})
 		})
 	}
-	t.Run("between-alter-role-and-secret-update", func(t *testing.T) {
+	t.Run(betweenAlterRoleAndSecretUpdate, func(t *testing.T) {
 		rotate(t, len(crashBoundaries()), func(t testing.TB, req string) {
 			restore := withoutSecretUpdates(t, ctx)
 			waitRequest(t, ctx, rc.ns, req, credentialUnpublished)

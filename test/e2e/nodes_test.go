@@ -1,10 +1,9 @@
 package e2e
 
 // The nodes the e2e runs on (test/kubenode) do what the tests rely on: pods from the images
-// as a restricted pod runs them, volumes, Services, exec and logs through the kubelet, and
-// the faults the tests inject seen by the kubelet as on a real cluster. They run here, on
-// the e2e's nodes, because a machine has one kube-proxy: a package of their own would wait
-// for the e2e's nodes to stop.
+// as a restricted pod runs them, volumes, Services, exec and logs through the kubelet. They
+// are tested here, on the e2e's nodes, because a machine has one kube-proxy; the faults,
+// which need no Services, are tested in test/kubenode beside the e2e.
 
 import (
 	"context"
@@ -19,8 +18,8 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/apimachinery/pkg/util/wait"
-	"k8s.io/utils/ptr"
 
+	"github.com/pgops/pgops/pkg/podstatus"
 	"github.com/pgops/pgops/test/kubenode"
 )
 
@@ -50,8 +49,8 @@ exec postgres -D /data/pgdata -k /var/run/postgresql`
 		ObjectMeta: metav1.ObjectMeta{Name: "pg", Labels: map[string]string{"app": "pg"}},
 		Spec: corev1.PodSpec{
 			NodeSelector:    map[string]string{corev1.LabelHostname: env.nodes.Nodes[0].Name},
-			SecurityContext: podSecurity(),
-			Containers: []corev1.Container{restricted(corev1.Container{
+			SecurityContext: kubenode.PostgresUser(),
+			Containers: []corev1.Container{kubenode.Restricted(corev1.Container{
 				Name: "postgres", Image: kubenode.PostgresImage, Command: []string{"bash", "-c", script},
 				Ports:          []corev1.ContainerPort{{Name: "postgres", ContainerPort: 5432}},
 				ReadinessProbe: &corev1.Probe{ProbeHandler: corev1.ProbeHandler{TCPSocket: &corev1.TCPSocketAction{Port: intstr.FromInt32(5432)}}, PeriodSeconds: 1},
@@ -72,7 +71,7 @@ exec postgres -D /data/pgdata -k /var/run/postgresql`
 	svc, err = env.kube.CoreV1().Services(ns).Create(ctx, svc, metav1.CreateOptions{})
 	require.NoError(t, err)
 
-	got := waitPod(t, ns, "pg", ready)
+	got := waitPod(t, ns, "pg", podstatus.Ready)
 	require.True(t, strings.HasPrefix(got.Status.PodIP, "198.18."), got.Status.PodIP)
 
 	out, err := kubenode.Exec(ctx, env.cluster.AdminConfig(), ns, "pg", "postgres", "sh", "-c",
@@ -99,9 +98,9 @@ exec postgres -D /data/pgdata -k /var/run/postgresql`
 		ObjectMeta: metav1.ObjectMeta{Name: "client"},
 		Spec: corev1.PodSpec{
 			NodeSelector:    map[string]string{corev1.LabelHostname: env.nodes.Nodes[1].Name},
-			SecurityContext: podSecurity(),
+			SecurityContext: kubenode.PostgresUser(),
 			RestartPolicy:   corev1.RestartPolicyNever,
-			Containers: []corev1.Container{restricted(corev1.Container{
+			Containers: []corev1.Container{kubenode.Restricted(corev1.Container{
 				Name: "psql", Image: kubenode.PostgresImage,
 				Command: []string{"psql", "-h", svc.Spec.ClusterIP, "-U", "postgres", "-Atc", "select 42"},
 			})},
@@ -128,88 +127,6 @@ exec postgres -D /data/pgdata -k /var/run/postgresql`
 // (its ContainerGCPeriod), not configurable.
 const kubeletGCPeriod = time.Minute
 
-// A pod whose processes are all stopped (a hung process) is seen by the kubelet: its
-// readiness probe fails and it turns NotReady, and Ready again once they continue, the same
-// processes (the pod has no liveness probe, so nothing else could have made it Ready).
-func TestNodesStoppedPodIsSeenByTheKubelet(t *testing.T) {
-	parallel(t)
-	ctx := testContext(t, 5*time.Minute)
-	ns := podNamespace(t, ctx)
-	_, err := env.kube.CoreV1().Pods(ns).Create(ctx, stoppablePod("hung", nil), metav1.CreateOptions{})
-	require.NoError(t, err)
-	running := waitPod(t, ns, "hung", ready)
-	pid, err := env.nodes.ContainerPID(running, "postgres")
-	require.NoError(t, err)
-
-	require.NoError(t, env.nodes.StopPod(running))
-	waitPod(t, ns, "hung", func(p *corev1.Pod) bool { return !ready(p) })
-	require.NoError(t, env.nodes.ContinuePod(running))
-	again := waitPod(t, ns, "hung", ready)
-	require.Zero(t, again.Status.ContainerStatuses[0].RestartCount)
-	continued, err := env.nodes.ContainerPID(again, "postgres")
-	require.NoError(t, err)
-	require.Equal(t, pid, continued, "the stopped server continued, not a new one")
-}
-
-// Past its liveness budget, a stopped pod's container is restarted by the kubelet: the
-// SIGTERM waits with the stopped server, the SIGKILL after the grace period does not.
-func TestNodesStoppedPodIsRestartedByItsLivenessProbe(t *testing.T) {
-	parallel(t)
-	ctx := testContext(t, 5*time.Minute)
-	ns := podNamespace(t, ctx)
-	_, err := env.kube.CoreV1().Pods(ns).Create(ctx, stoppablePod("hung", probeServer(3)), metav1.CreateOptions{})
-	require.NoError(t, err)
-	running := waitPod(t, ns, "hung", ready)
-
-	require.NoError(t, env.nodes.StopPod(running))
-	restarted := waitPod(t, ns, "hung", func(p *corev1.Pod) bool {
-		return ready(p) && p.Status.ContainerStatuses[0].RestartCount >= 1
-	})
-	require.Equal(t, running.UID, restarted.UID, "the same pod, its container restarted")
-}
-
-// probeServer asks the server a question, not a TCP connect: the kernel completes a stopped
-// server's handshakes into its listen backlog, so a tcpSocket probe passes while nothing
-// answers.
-func probeServer(failures int32) *corev1.Probe {
-	return &corev1.Probe{
-		ProbeHandler: corev1.ProbeHandler{Exec: &corev1.ExecAction{
-			Command: []string{"pg_isready", "-q", "-h", "/tmp", "-t", "1"},
-		}},
-		PeriodSeconds: 1, TimeoutSeconds: 2, FailureThreshold: failures,
-	}
-}
-
-// stoppablePod is a PostgreSQL server whose readiness asks it a question, with liveness if
-// given; a restarted container finds the data its predecessor made.
-func stoppablePod(name string, liveness *corev1.Probe) *corev1.Pod {
-	var startup *corev1.Probe
-	if liveness != nil {
-		startup = probeServer(120)
-	}
-	return &corev1.Pod{
-		ObjectMeta: metav1.ObjectMeta{Name: name},
-		Spec: corev1.PodSpec{
-			SecurityContext: podSecurity(),
-			// A stopped process acts on SIGTERM only once continued: the kubelet's restart
-			// waits out the grace period, then SIGKILLs it.
-			TerminationGracePeriodSeconds: ptr.To[int64](2),
-			Containers: []corev1.Container{restricted(corev1.Container{
-				Name: "postgres", Image: kubenode.PostgresImage,
-				Command: []string{"bash", "-c", "{ [ -f /tmp/pgdata/PG_VERSION ] || initdb -D /tmp/pgdata -U postgres >/dev/null; } && " +
-					"exec postgres -D /tmp/pgdata -k /tmp -c listen_addresses='*'"},
-				// Liveness starts once the server has answered: a server still starting on a
-				// busy machine is not hung.
-				StartupProbe:   startup,
-				ReadinessProbe: probeServer(1),
-				LivenessProbe:  liveness,
-				VolumeMounts:   []corev1.VolumeMount{{Name: "tmp", MountPath: "/tmp"}},
-			})},
-			Volumes: []corev1.Volume{{Name: "tmp", VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{}}}},
-		},
-	}
-}
-
 // podNamespace is a new namespace in which pods can be created directly (its default
 // ServiceAccount exists).
 func podNamespace(t *testing.T, ctx context.Context) string {
@@ -218,47 +135,10 @@ func podNamespace(t *testing.T, ctx context.Context) string {
 	return ns
 }
 
-// restricted is a container spec Pod Security "restricted" admits.
-func restricted(c corev1.Container) corev1.Container {
-	c.SecurityContext = &corev1.SecurityContext{
-		AllowPrivilegeEscalation: ptr.To(false),
-		ReadOnlyRootFilesystem:   ptr.To(true),
-		Capabilities:             &corev1.Capabilities{Drop: []corev1.Capability{"ALL"}},
-	}
-	c.ImagePullPolicy = corev1.PullIfNotPresent
-	return c
-}
-
-// podSecurity is a pod security context Pod Security "restricted" admits, as the image's
-// postgres user.
-func podSecurity() *corev1.PodSecurityContext {
-	return &corev1.PodSecurityContext{
-		RunAsNonRoot: ptr.To(true), RunAsUser: ptr.To[int64](999), FSGroup: ptr.To[int64](999),
-		SeccompProfile: &corev1.SeccompProfile{Type: corev1.SeccompProfileTypeRuntimeDefault},
-	}
-}
-
-// waitPod waits for pod ns/name to be ok.
+// waitPod waits up to 3 minutes for pod ns/name to be ok.
 func waitPod(t *testing.T, ns, name string, ok func(*corev1.Pod) bool) *corev1.Pod {
 	t.Helper()
-	var pod *corev1.Pod
-	err := wait.PollUntilContextTimeout(context.Background(), 200*time.Millisecond, 3*time.Minute, true, func(ctx context.Context) (bool, error) {
-		p, err := env.kube.CoreV1().Pods(ns).Get(ctx, name, metav1.GetOptions{})
-		if err != nil {
-			return false, nil
-		}
-		pod = p
-		return ok(p), nil
-	})
-	require.NoError(t, err, "pod %s/%s: %+v", ns, name, pod)
+	pod, err := kubenode.WaitPod(context.Background(), env.kube, ns, name, 3*time.Minute, ok)
+	require.NoError(t, err)
 	return pod
-}
-
-func ready(p *corev1.Pod) bool {
-	for _, c := range p.Status.Conditions {
-		if c.Type == corev1.PodReady {
-			return c.Status == corev1.ConditionTrue
-		}
-	}
-	return false
 }

@@ -12,9 +12,9 @@
 //	err = nodes.Start(ctx, c)
 //	defer nodes.Stop()
 //
-// One machine runs one set of nodes at a time: kube-proxy's iptables chains are the
-// host's, so two kube-proxies would remove each other's rules. Reserve waits for the
-// other set to stop.
+// One machine runs one set of nodes with Services at a time: kube-proxy's iptables chains
+// are the host's, so two kube-proxies would remove each other's rules. Reserve waits for
+// the other set to stop. A set WithoutServices runs beside it.
 package kubenode
 
 import (
@@ -79,6 +79,10 @@ type Options struct {
 	// LockTimeout is how long Reserve waits for another set of nodes on this machine to
 	// stop (test packages run in parallel). Default 40 minutes.
 	LockTimeout time.Duration
+	// WithoutServices runs no kube-proxy, so nothing routes Services; the set then takes
+	// no machine-wide lock and runs beside a set that has them (tests of pods and nodes
+	// beside the e2e).
+	WithoutServices bool
 }
 
 // Nodes is a set of real nodes sharing one network.
@@ -212,13 +216,17 @@ func Reserve(opts Options) (*Nodes, error) {
 		}
 	}
 	ns := &Nodes{opts: opts, bins: bins}
-	lk, err := lockProxy(opts.LockTimeout, ns.progress)
-	if err != nil {
-		return nil, err
+	var lk *os.File
+	if !opts.WithoutServices {
+		if lk, err = lockProxy(opts.LockTimeout, ns.progress); err != nil {
+			return nil, err
+		}
 	}
 	nw, err := reserveNetwork(opts.RootDir)
 	if err != nil {
-		lk.Close()
+		if lk != nil {
+			lk.Close()
+		}
 		return nil, err
 	}
 	ns.net, ns.proxyLk = nw, lk
@@ -327,8 +335,10 @@ func (ns *Nodes) Start(ctx context.Context, c *localcluster.Cluster) (err error)
 	if err := errors.Join(errs...); err != nil {
 		return err
 	}
-	if err := ns.startProxy(ctx, c); err != nil {
-		return err
+	if !ns.opts.WithoutServices {
+		if err := ns.startProxy(ctx, c); err != nil {
+			return err
+		}
 	}
 	if err := ns.waitReady(ctx, c); err != nil {
 		return err
@@ -470,9 +480,12 @@ func (ns *Nodes) Stop() {
 		if proxy != nil {
 			proxy.Stop(ns.opts.StopGracePeriod)
 		}
-		// kube-proxy leaves its chains; --cleanup removes them.
-		if out, err := exec.Command(ns.bins.kubeProxy, "--cleanup").CombinedOutput(); err != nil {
-			ns.progress("kube-proxy --cleanup: %v: %s", err, out)
+		// kube-proxy leaves its chains; --cleanup removes them (the machine's: a set
+		// WithoutServices leaves them to the set that has them).
+		if !ns.opts.WithoutServices {
+			if out, err := exec.Command(ns.bins.kubeProxy, "--cleanup").CombinedOutput(); err != nil {
+				ns.progress("kube-proxy --cleanup: %v: %s", err, out)
+			}
 		}
 		var wg sync.WaitGroup
 		for _, n := range ns.Nodes {
@@ -484,7 +497,9 @@ func (ns *Nodes) Stop() {
 		}
 		wg.Wait()
 		ns.net.release()
-		ns.proxyLk.Close()
+		if ns.proxyLk != nil {
+			ns.proxyLk.Close()
+		}
 	})
 }
 

@@ -272,10 +272,6 @@ func (ns *Nodes) Start(ctx context.Context, c *localcluster.Cluster) (err error)
 	if err := ns.net.setUp(); err != nil {
 		return err
 	}
-	ports, err := freePorts(len(ns.Nodes) + 2)
-	if err != nil {
-		return err
-	}
 	runCtx, cancel := context.WithCancel(context.Background())
 	ns.cancel = cancel
 	ns.done = make(chan struct{})
@@ -287,7 +283,6 @@ func (ns *Nodes) Start(ctx context.Context, c *localcluster.Cluster) (err error)
 	var wg sync.WaitGroup
 	errs := make([]error, len(ns.Nodes))
 	for i, n := range ns.Nodes {
-		n.healthPort = ports[i]
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -298,7 +293,7 @@ func (ns *Nodes) Start(ctx context.Context, c *localcluster.Cluster) (err error)
 	if err := errors.Join(errs...); err != nil {
 		return err
 	}
-	if err := ns.startProxy(ctx, c, ports[len(ns.Nodes)], ports[len(ns.Nodes)+1]); err != nil {
+	if err := ns.startProxy(ctx, c); err != nil {
 		return err
 	}
 	if err := ns.waitReady(ctx, c); err != nil {
@@ -323,13 +318,19 @@ func (ns *Nodes) startNode(ctx context.Context, c *localcluster.Cluster, n *Node
 	if err := n.writeContainerdConfig(SandboxImage); err != nil {
 		return err
 	}
-	if err := n.writeKubeletConfig(c.KubeletClientCAFile(), ns.net.clusterDNS().String(), ns.opts.MaxPods); err != nil {
-		return err
-	}
 	if err := n.startContainerd(ctx, ns.opts.Images); err != nil {
 		return err
 	}
 	ns.progress("containerd of %s up, images imported", n.Name)
+	// Picked after containerd has taken its stream server's port.
+	ports, err := freePorts(1)
+	if err != nil {
+		return err
+	}
+	n.healthPort = ports[0]
+	if err := n.writeKubeletConfig(c.KubeletClientCAFile(), ns.net.clusterDNS().String(), ns.opts.MaxPods); err != nil {
+		return err
+	}
 	if err := n.startKubelet(ctx, c.NodeKubeconfig(n.Name)); err != nil {
 		return err
 	}
@@ -339,7 +340,14 @@ func (ns *Nodes) startNode(ctx context.Context, c *localcluster.Cluster, n *Node
 
 // startProxy runs kube-proxy in iptables mode for the whole machine: the nodes share the
 // host's network namespace.
-func (ns *Nodes) startProxy(ctx context.Context, c *localcluster.Cluster, healthPort, metricsPort int) error {
+func (ns *Nodes) startProxy(ctx context.Context, c *localcluster.Cluster) error {
+	// Picked right before the start: containerd's stream servers take ports of the same
+	// range as they start.
+	ports, err := freePorts(2)
+	if err != nil {
+		return err
+	}
+	healthPort, metricsPort := ports[0], ports[1]
 	dir := filepath.Join(ns.opts.RootDir, "kube-proxy")
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return err
@@ -375,6 +383,8 @@ conntrack:
 	ns.proxy = p
 	ns.proxyMu.Unlock()
 	url := fmt.Sprintf("http://127.0.0.1:%d/livez", healthPort)
+	ctx, cancel := context.WithTimeout(ctx, time.Minute)
+	defer cancel()
 	return p.WaitFor(ctx, "kube-proxy", func(ctx context.Context) (bool, error) {
 		return httpOK(ctx, url)
 	})

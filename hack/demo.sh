@@ -4,8 +4,8 @@
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 "$here/install-postgres.sh"
-"$here/install-node-tools.sh"
 "$here/install-k8s-bins.sh"
+"$here/install-node.sh"
 source "$here/versions.sh"
 export K8S_BIN_DIR
 cd "$here/.."

@@ -353,6 +353,28 @@ func TestDocsMakeTargetsExist(t *testing.T) {
 	assert.Positive(t, checked)
 }
 
+// TestScriptsNameExistingScripts checks that every script the Makefile and hack/*.sh run
+// from hack/ exists: `make demo` once ran a deleted installer, which no test ran.
+func TestScriptsNameExistingScripts(t *testing.T) {
+	scripts, err := filepath.Glob(testenv.Path("hack", "*.sh"))
+	require.NoError(t, err)
+	sources := append(scripts, testenv.Path("Makefile"))
+	// "$here/x.sh" in the scripts, hack/x.sh in the Makefile.
+	reference := regexp.MustCompile(`(?:\$here/|\bhack/)([A-Za-z0-9_.-]+\.sh)\b`)
+	checked := 0
+	for _, src := range sources {
+		content, err := os.ReadFile(src)
+		require.NoError(t, err)
+		for _, m := range reference.FindAllStringSubmatch(string(content), -1) {
+			checked++
+			_, err := os.Stat(testenv.Path("hack", m[1]))
+			assert.NoError(t, err, "%s runs hack/%s", filepath.Base(src), m[1])
+		}
+	}
+	t.Logf("%d script references checked", checked)
+	assert.Positive(t, checked)
+}
+
 func TestParseDocBlocks(t *testing.T) {
 	blocks, err := parseDocBlocks("x.md", strings.NewReader("text\n\n<!-- docs-test: skip: a fragment -->\n```yaml\na: 1\n```\n\n1. step\n\n   ```sh\n   make test\n   ```\n"))
 	require.NoError(t, err)

@@ -100,6 +100,15 @@ func parentAndStart(pid int) (ppid int, started uint64, ok bool) {
 	return ppid, started, err1 == nil && err2 == nil
 }
 
+// ProcessState is pid's state letter in /proc (R running, S sleeping, T stopped, ...), or
+// "" when it is gone.
+func ProcessState(pid int) string {
+	if f := procStat(pid); len(f) > 0 {
+		return f[0]
+	}
+	return ""
+}
+
 // procStat is the fields of /proc/<pid>/stat after the command's name (which may hold
 // spaces and parentheses): state, ppid, ...; nil when the process is gone.
 func procStat(pid int) []string {

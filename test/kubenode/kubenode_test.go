@@ -8,8 +8,6 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
-	"strconv"
-	"strings"
 	"testing"
 	"time"
 
@@ -135,8 +133,8 @@ func TestLostNodeTurnsNotReadyAndBack(t *testing.T) {
 		}
 	})
 	require.NoError(t, wait.PollUntilContextTimeout(ctx, 50*time.Millisecond, 10*time.Second, true, func(context.Context) (bool, error) {
-		return processState(pid) == "T", nil
-	}), "the lost node's pod is stopped: state %q", processState(pid))
+		return kubenode.ProcessState(pid) == "T", nil
+	}), "the lost node's pod is stopped: state %q", kubenode.ProcessState(pid))
 	waitNode(t, nodeToLose, func(c corev1.ConditionStatus) bool { return c != corev1.ConditionTrue })
 	waitPod(t, ns, "on-lost-node", func(p *corev1.Pod) bool { return !podstatus.Ready(p) })
 
@@ -146,20 +144,6 @@ func TestLostNodeTurnsNotReadyAndBack(t *testing.T) {
 	again := waitPod(t, ns, "on-lost-node", podstatus.Ready)
 	require.Zero(t, again.Status.ContainerStatuses[0].RestartCount)
 	require.Equal(t, running.UID, again.UID)
-}
-
-// processState is the state letter of pid in /proc (R, S, T, ...).
-func processState(pid int) string {
-	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
-	if err != nil {
-		return ""
-	}
-	s := string(b)
-	f := strings.Fields(s[strings.LastIndexByte(s, ')')+1:])
-	if len(f) == 0 {
-		return ""
-	}
-	return f[0]
 }
 
 // waitNode waits for node name's Ready condition to be ok.

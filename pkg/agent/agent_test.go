@@ -1,10 +1,11 @@
-package provisioner
+package agent_test
 
 import (
 	"context"
 	"database/sql"
 	"fmt"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"os/user"
@@ -19,17 +20,19 @@ import (
 	"github.com/lib/pq"
 	"github.com/stretchr/testify/require"
 
+	"github.com/pgops/pgops/pkg/agent"
 	"github.com/pgops/pgops/pkg/credential"
 	"github.com/pgops/pgops/pkg/pgtest"
 )
 
-// pod is entrypoint.sh running as one database pod, as the postgres OS user when the test
-// runs as root.
+// pod is the agent running as one database pod, as the postgres OS user when the test runs
+// as root.
 type pod struct {
-	t    *testing.T
-	name string
-	base string // the volume mounted at /var/pv
-	port int
+	t         *testing.T
+	name      string
+	base      string // the volume mounted at /var/pv
+	port      int
+	probePort int
 	env  []string
 	cmd  *exec.Cmd
 	log  *syncBuffer
@@ -79,7 +82,7 @@ func freeTCPPort(t *testing.T) int {
 	return l.Addr().(*net.TCPAddr).Port
 }
 
-// newPod prepares a pod's volume; start runs the entrypoint.
+// newPod prepares a pod's volume; start runs the agent.
 func newPod(t *testing.T, name string, cred *syscall.Credential, env ...string) *pod {
 	t.Helper()
 	base, err := os.MkdirTemp("", "pgops-pod-")
@@ -88,7 +91,7 @@ func newPod(t *testing.T, name string, cred *syscall.Credential, env ...string) 
 	if cred != nil {
 		require.NoError(t, os.Chown(base, int(cred.Uid), int(cred.Gid)))
 	}
-	p := &pod{t: t, name: name, base: base, port: freeTCPPort(t), env: env}
+	p := &pod{t: t, name: name, base: base, port: freeTCPPort(t), probePort: freeTCPPort(t), env: env}
 	t.Cleanup(func() {
 		p.stop()
 		if t.Failed() {
@@ -106,17 +109,18 @@ func (p *pod) logText() string {
 	return p.log.String()
 }
 
-// start runs the entrypoint as cred. As root it runs in a private mount namespace with
-// the pod's own directory at /var/run/postgresql, as the pod's emptyDir is there.
-func (p *pod) start(cred *syscall.Credential, bindir, scriptPath string, extraEnv ...string) {
+// start runs the agent as cred. As root it runs in a private mount namespace with the
+// pod's own directory at /var/run/postgresql, as the pod's emptyDir is there.
+func (p *pod) start(cred *syscall.Credential, bindir, agentPath string, extraEnv ...string) {
 	p.t.Helper()
-	cmd := exec.Command("bash", scriptPath)
+	probePort := "--probe-port=" + strconv.Itoa(p.probePort)
+	cmd := exec.Command(agentPath, "run", probePort)
 	if cred != nil {
 		runDir := filepath.Join(p.base, "run")
 		require.NoError(p.t, os.MkdirAll(runDir, 0o775))
 		require.NoError(p.t, os.Chown(runDir, int(cred.Uid), int(cred.Gid)))
-		wrapper := fmt.Sprintf("mkdir -p %[1]s && mount --bind %[2]s %[1]s && exec setpriv --reuid=%[3]d --regid=%[4]d --clear-groups -- bash %[5]s",
-			RunMount, runDir, cred.Uid, cred.Gid, scriptPath)
+		wrapper := fmt.Sprintf("mkdir -p %[1]s && mount --bind %[2]s %[1]s && exec setpriv --reuid=%[3]d --regid=%[4]d --clear-groups -- %[5]s run %[6]s",
+			agent.RunDir, runDir, cred.Uid, cred.Gid, agentPath, probePort)
 		cmd = exec.Command("unshare", "--mount", "--propagation", "private", "--", "sh", "-c", wrapper)
 		cred = nil // setpriv drops to it
 	}
@@ -141,7 +145,7 @@ func (p *pod) start(cred *syscall.Credential, bindir, scriptPath string, extraEn
 	go func() { p.done <- cmd.Wait() }()
 }
 
-// stop sends SIGINT (fast shutdown) to postgres, which the entrypoint exec'd.
+// stop sends SIGINT to the agent, which passes it on to postgres (a fast shutdown).
 func (p *pod) stop() {
 	if p.cmd == nil {
 		return
@@ -207,10 +211,9 @@ func waitForValue(t *testing.T, db *sql.DB, query, want string) {
 	t.Fatalf("query %q: want %q, got %q (err %v)", query, want, got, err)
 }
 
-// TestEntrypointPrimaryAndStandby runs entrypoint.sh for real with the installed PostgreSQL
-// server binaries: a primary, a streaming standby, and a standby restart after a password
-// change.
-func TestEntrypointPrimaryAndStandby(t *testing.T) {
+// TestAgentPrimaryAndStandby runs the agent for real with the installed PostgreSQL server
+// binaries: a primary, a streaming standby, and a standby restart after a password change.
+func TestAgentPrimaryAndStandby(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts real PostgreSQL servers")
 	}
@@ -218,13 +221,7 @@ func TestEntrypointPrimaryAndStandby(t *testing.T) {
 	require.NoError(t, err)
 	cred := postgresCredential(t)
 
-	// The script as the ConfigMap would hold it, readable by the postgres user.
-	scriptDir, err := os.MkdirTemp("", "pgops-scripts-")
-	require.NoError(t, err)
-	t.Cleanup(func() { os.RemoveAll(scriptDir) })
-	require.NoError(t, os.Chmod(scriptDir, 0o755))
-	script := filepath.Join(scriptDir, ScriptsKey)
-	require.NoError(t, os.WriteFile(script, []byte(EntrypointScript), 0o555))
+	script := buildAgent(t)
 
 	const user = "postgres"
 	password := `first pa$$word with 'quotes' and \backslash: `
@@ -246,7 +243,7 @@ func TestEntrypointPrimaryAndStandby(t *testing.T) {
 	require.NoError(t, pdb.QueryRow("SHOW unix_socket_directories").Scan(&sockets))
 	require.Equal(t, "scram-sha-256", enc)
 	require.Equal(t, "*", listen, "every address of the pod")
-	require.Equal(t, RunMount, sockets)
+	require.Equal(t, agent.RunDir, sockets)
 	hba, err := os.ReadFile(filepath.Join(primary.base, "data", "pg_hba.conf"))
 	require.NoError(t, err)
 	require.True(t, strings.HasPrefix(string(hba), "# Written by pgops at every start"), "pgops rules, not initdb ones:\n%s", hba)
@@ -259,8 +256,6 @@ func TestEntrypointPrimaryAndStandby(t *testing.T) {
 			filepath.Join(bindir, "psql"), "-p", strconv.Itoa(primary.port), "-U", "postgres", "-d", "postgres", "-Atc", "SELECT current_user").CombinedOutput()
 		require.NoError(t, err, "psql over the Unix socket: %s", out)
 		require.Equal(t, "postgres", strings.TrimSpace(string(out)))
-		_, err = os.Stat(filepath.Join(primary.base, "run", preparingMarker))
-		require.True(t, os.IsNotExist(err), "the entrypoint removes its preparing marker before it starts postgres")
 	}
 	_, err = pdb.Exec("CREATE TABLE t (v text); INSERT INTO t VALUES ('before-standby')")
 	require.NoError(t, err)
@@ -315,7 +310,7 @@ func TestEntrypointPrimaryAndStandby(t *testing.T) {
 	primary.stop()
 	primary.start(cred, bindir, script, "POSTGRES_PASSWORD="+newPassword)
 	primary.waitLogin(user, newPassword)
-	require.Equal(t, 1, strings.Count(primary.logText(), "initialising a new primary"))
+	require.Equal(t, 1, strings.Count(primary.logText(), "Initialising a new primary"))
 	for _, p := range []*pod{primary, standby} {
 		require.NotContains(t, p.logText(), password)
 		require.NotContains(t, p.logText(), newPassword)
@@ -325,4 +320,138 @@ func TestEntrypointPrimaryAndStandby(t *testing.T) {
 func withUser(t credential.Target, user, password string) credential.Target {
 	t.User, t.Password = user, password
 	return t
+}
+
+// buildAgent builds cmd/pgops-agent into a directory the postgres OS user can read.
+func buildAgent(t *testing.T) string {
+	t.Helper()
+	dir, err := os.MkdirTemp("", "pgops-agent-")
+	require.NoError(t, err)
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	require.NoError(t, os.Chmod(dir, 0o755))
+	bin := filepath.Join(dir, "pgops-agent")
+	out, err := exec.Command("go", "build", "-o", bin, "github.com/pgops/pgops/cmd/pgops-agent").CombinedOutput()
+	require.NoError(t, err, "go build: %s", out)
+	return bin
+}
+
+// probe asks the pod's agent one probe path and returns the HTTP status (0: no answer).
+func (p *pod) probe(path string) int {
+	c := http.Client{Timeout: 10 * time.Second}
+	resp, err := c.Get(fmt.Sprintf("http://127.0.0.1:%d%s", p.probePort, path))
+	if err != nil {
+		return 0
+	}
+	resp.Body.Close()
+	return resp.StatusCode
+}
+
+// waitProbe waits until path answers want.
+func (p *pod) waitProbe(path string, want int) {
+	p.t.Helper()
+	deadline := time.Now().Add(90 * time.Second)
+	got := 0
+	for time.Now().Before(deadline) {
+		if got = p.probe(path); got == want {
+			return
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	p.t.Fatalf("%s %s: want %d, got %d\n%s", p.name, path, want, got, p.logText())
+}
+
+// postmasterPID is the server's PID from postmaster.pid.
+func (p *pod) postmasterPID() int {
+	p.t.Helper()
+	b, err := os.ReadFile(filepath.Join(p.base, "data", "postmaster.pid"))
+	require.NoError(p.t, err)
+	pid, err := strconv.Atoi(strings.SplitN(string(b), "\n", 2)[0])
+	require.NoError(p.t, err)
+	return pid
+}
+
+// TestAgentProbesCatchAHungServer: liveness fails while every process of the server is
+// stopped (a hung server answers no query within the deadline) and passes again once it
+// runs; readiness follows. The probes log in by peer on the Unix socket, so only a root
+// test (the OS user postgres) can run it.
+func TestAgentProbesCatchAHungServer(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts real PostgreSQL servers")
+	}
+	cred := postgresCredential(t)
+	if cred == nil {
+		t.Skip("the agent's peer login needs the OS user postgres: run as root")
+	}
+	bindir, err := pgtest.BinDir()
+	require.NoError(t, err)
+	bin := buildAgent(t)
+	primary := newPod(t, "hung-0", cred, "POSTGRES_USER=postgres")
+	primary.start(cred, bindir, bin, "POSTGRES_PASSWORD=pw-hung-test")
+	primary.waitProbe(agent.StartupPath, http.StatusOK)
+	primary.waitProbe(agent.ReadinessPath, http.StatusOK)
+	primary.waitProbe(agent.LivenessPath, http.StatusOK)
+
+	pid := primary.postmasterPID()
+	// Stop the postmaster and its children (a hung node stops them all).
+	out, err := exec.Command("pkill", "-STOP", "-P", strconv.Itoa(pid)).CombinedOutput()
+	require.NoError(t, err, "%s", out)
+	require.NoError(t, syscall.Kill(pid, syscall.SIGSTOP))
+	t.Cleanup(func() { _ = exec.Command("pkill", "-CONT", "-P", strconv.Itoa(pid)).Run(); _ = syscall.Kill(pid, syscall.SIGCONT) })
+	primary.waitProbe(agent.LivenessPath, http.StatusServiceUnavailable)
+	require.Equal(t, http.StatusServiceUnavailable, primary.probe(agent.ReadinessPath))
+
+	require.NoError(t, exec.Command("pkill", "-CONT", "-P", strconv.Itoa(pid)).Run())
+	require.NoError(t, syscall.Kill(pid, syscall.SIGCONT))
+	primary.waitProbe(agent.LivenessPath, http.StatusOK)
+	primary.waitProbe(agent.ReadinessPath, http.StatusOK)
+}
+
+// TestAgentStopsWithPostgres: the kubelet's SIGTERM reaches postgres (a smart shutdown),
+// and the agent exits with it, 0 for a clean stop.
+func TestAgentStopsWithPostgres(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts real PostgreSQL servers")
+	}
+	bindir, err := pgtest.BinDir()
+	require.NoError(t, err)
+	cred := postgresCredential(t)
+	bin := buildAgent(t)
+	primary := newPod(t, "term-0", cred, "POSTGRES_USER=postgres")
+	primary.start(cred, bindir, bin, "POSTGRES_PASSWORD=pw-term-test")
+	primary.waitLogin("postgres", "pw-term-test")
+	pid := primary.postmasterPID()
+	require.NoError(t, primary.cmd.Process.Signal(syscall.SIGTERM))
+	select {
+	case err := <-primary.done:
+		require.NoError(t, err, "a clean stop exits 0\n%s", primary.logText())
+	case <-time.After(60 * time.Second):
+		t.Fatalf("the agent did not exit\n%s", primary.logText())
+	}
+	primary.cmd = nil
+	require.Error(t, syscall.Kill(pid, 0), "postgres has stopped")
+	require.Contains(t, primary.logText(), "Passing a signal on to postgres")
+}
+
+// TestAgentWarmStandbyIsReadyWhileRejectingConnections: a warm standby rejects every
+// connection by design; it is ready when it answers.
+func TestAgentWarmStandbyIsReadyWhileRejectingConnections(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts real PostgreSQL servers")
+	}
+	bindir, err := pgtest.BinDir()
+	require.NoError(t, err)
+	cred := postgresCredential(t)
+	bin := buildAgent(t)
+	const password = "pw-warm-test"
+	primary := newPod(t, "warm-0", cred, "POSTGRES_USER=postgres", "STANDBY_MODE=Warm")
+	primary.start(cred, bindir, bin, "POSTGRES_PASSWORD="+password)
+	primary.waitLogin("postgres", password)
+	standby := newPod(t, "warm-1", cred, "POSTGRES_USER=postgres", "STANDBY_MODE=Warm",
+		"PRIMARY_HOST=127.0.0.1", "PRIMARY_PORT="+strconv.Itoa(primary.port))
+	standby.start(cred, bindir, bin, "POSTGRES_PASSWORD="+password)
+	standby.waitProbe(agent.ReadinessPath, http.StatusOK)
+	require.Equal(t, http.StatusOK, standby.probe(agent.LivenessPath))
+	ok, err := credential.VerifyLogin(context.Background(), standby.target(), "postgres", password)
+	require.Error(t, err, "a warm standby rejects connections")
+	require.False(t, ok)
 }

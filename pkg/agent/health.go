@@ -1,0 +1,185 @@
+package agent
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"os"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// Probe paths the agent answers. The kubelet's probes start no process: each is an HTTP
+// request answered from one connection to the server that the agent keeps open.
+const (
+	StartupPath   = "/startupz"
+	ReadinessPath = "/readyz"
+	LivenessPath  = "/livez"
+)
+
+// serverPhase is where the server's life is, as the agent runs it.
+type serverPhase int32
+
+const (
+	// preparing: the data directory is being made ready (an initdb, a clone as long as the
+	// data is large); the pod is alive but not ready.
+	preparing serverPhase = iota
+	// running: postgres has been started; the server's answers decide.
+	running
+	// stopped: postgres exited; the agent exits too.
+	stopped
+)
+
+// Timings of the checks.
+const (
+	// checkTimeout bounds each read and write of a check: a server that does not answer a
+	// trivial query within it is hung. Below the probes' 5 s timeout.
+	checkTimeout = 3 * time.Second
+	// checkReuse: probes that arrive together (startup, readiness and liveness, or several
+	// kubelet retries) share one check.
+	checkReuse = 100 * time.Millisecond
+	// startupWait is how long a startup probe waits for the server to be ready before it
+	// answers whether it is alive: a restarted pod is Ready as soon as its server is, not a
+	// readiness period later (the kubelet runs the readiness probe right after the
+	// startup probe passes).
+	startupWait       = time.Second
+	startupPollPeriod = 100 * time.Millisecond
+)
+
+// serverState is one check's result.
+type serverState struct {
+	phase  serverPhase
+	answer answer
+	err    error
+}
+
+// health answers the kubelet's probes.
+type health struct {
+	cfg   *Config
+	phase atomic.Int32
+	// query runs the check on the kept connection.
+	query func() error
+	// standbySignal tells whether the data directory is a standby's.
+	standbySignal func() bool
+
+	mu     sync.Mutex
+	last   serverState
+	lastAt time.Time
+}
+
+// newHealth checks the server through a connection over its Unix socket, logging in by peer
+// as the superuser (pgops's pg_hba.conf allows it to the OS user postgres without a
+// password, so a rotation does not affect it).
+func newHealth(cfg *Config) (*health, error) {
+	db, err := openDB([][2]string{
+		{"host", cfg.RunDir}, {"port", fmt.Sprint(cfg.Port)}, {"user", cfg.User}, {"dbname", "postgres"},
+		{"sslmode", "disable"}, {"application_name", "pgops-agent"},
+	}, checkTimeout)
+	if err != nil {
+		return nil, err
+	}
+	h := &health{cfg: cfg}
+	h.query = func() error {
+		var one int
+		return db.QueryRowContext(context.Background(), "SELECT 1").Scan(&one)
+	}
+	h.standbySignal = func() bool {
+		_, err := os.Stat(filepath.Join(cfg.DataDir, "standby.signal"))
+		return err == nil
+	}
+	return h, nil
+}
+
+func (h *health) setPhase(p serverPhase) { h.phase.Store(int32(p)) }
+
+// check asks the server, or returns the answer of a check that ended a moment ago. Checks
+// do not overlap.
+func (h *health) check() serverState {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	phase := serverPhase(h.phase.Load())
+	if phase != running {
+		return serverState{phase: phase}
+	}
+	if h.last.phase == running && time.Since(h.lastAt) < checkReuse {
+		return h.last
+	}
+	err := h.query()
+	h.last, h.lastAt = serverState{phase: running, answer: classify(err), err: err}, time.Now()
+	return h.last
+}
+
+// alive: liveness passes while the data directory is prepared and while the server
+// answers within checkTimeout, even to reject a connection (starting up, recovering, a warm
+// standby): a dead or hung server fails it.
+func (h *health) alive(s serverState) bool {
+	return s.phase == preparing || (s.phase == running && s.answer >= rejecting)
+}
+
+// ready: the server accepts connections; a warm standby, which rejects them by design, is
+// ready when it answers.
+func (h *health) ready(s serverState) bool {
+	if s.phase != running {
+		return false
+	}
+	return s.answer == accepting ||
+		(h.cfg.StandbyMode == Warm && s.answer == rejecting && h.standbySignal())
+}
+
+// reason says in a few words why a probe fails, for the pod's events; never a secret.
+func reason(s serverState) string {
+	switch {
+	case s.phase == preparing:
+		return "preparing the data directory"
+	case s.phase == stopped:
+		return "postgres has exited"
+	case s.answer == noResponse:
+		return "the server does not answer"
+	case s.answer == rejecting:
+		return "the server does not accept connections yet"
+	}
+	return "ok"
+}
+
+// handler serves the probe paths.
+func (h *health) handler() http.Handler {
+	mux := http.NewServeMux()
+	answer := func(w http.ResponseWriter, ok bool, s serverState) {
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		if !ok {
+			w.WriteHeader(http.StatusServiceUnavailable)
+		}
+		fmt.Fprintln(w, reason(s))
+	}
+	mux.HandleFunc("GET "+LivenessPath, func(w http.ResponseWriter, r *http.Request) {
+		s := h.check()
+		answer(w, h.alive(s), s)
+	})
+	mux.HandleFunc("GET "+ReadinessPath, func(w http.ResponseWriter, r *http.Request) {
+		s := h.check()
+		answer(w, h.ready(s), s)
+	})
+	mux.HandleFunc("GET "+StartupPath, func(w http.ResponseWriter, r *http.Request) {
+		s := h.waitReady(r.Context(), startupWait)
+		answer(w, h.ready(s) || h.alive(s), s)
+	})
+	return mux
+}
+
+// waitReady checks every startupPollPeriod until the server is ready or wait has passed.
+func (h *health) waitReady(ctx context.Context, wait time.Duration) serverState {
+	deadline := time.Now().Add(wait)
+	for {
+		s := h.check()
+		if h.ready(s) || s.phase != running || time.Now().After(deadline) {
+			return s
+		}
+		select {
+		case <-ctx.Done():
+			return s
+		case <-time.After(startupPollPeriod):
+		}
+	}
+}

@@ -1,0 +1,80 @@
+package agent
+
+import (
+	"errors"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"testing"
+
+	"github.com/lib/pq"
+	"github.com/stretchr/testify/require"
+)
+
+func probe(t *testing.T, h *health, path string) int {
+	t.Helper()
+	rec := httptest.NewRecorder()
+	h.handler().ServeHTTP(rec, httptest.NewRequest(http.MethodGet, path, nil))
+	return rec.Code
+}
+
+var (
+	errStarting = &pq.Error{Code: "57P03", Message: "the database system is starting up"}
+	errAuth     = &pq.Error{Code: "28000", Message: "no pg_hba.conf entry"}
+	errHung     = &net.OpError{Op: "read", Net: "unix", Err: os.ErrDeadlineExceeded}
+)
+
+func TestProbesAnswerFromTheServersState(t *testing.T) {
+	for _, tc := range []struct {
+		name                    string
+		mode                    StandbyMode
+		phase                   serverPhase
+		queryErr                error
+		standbySignal           bool
+		startup, ready, healthy int
+	}{
+		{name: "preparing the data directory", phase: preparing, startup: 200, ready: 503, healthy: 200},
+		{name: "accepting connections", phase: running, startup: 200, ready: 200, healthy: 200},
+		{name: "starting up or recovering", phase: running, queryErr: errStarting, startup: 200, ready: 503, healthy: 200},
+		{name: "hung: no answer within the deadline", phase: running, queryErr: errHung, startup: 503, ready: 503, healthy: 503},
+		{name: "socket gone", phase: running, queryErr: errors.New("dial unix: no such file"), startup: 503, ready: 503, healthy: 503},
+		{name: "a user's pg_hba.conf refuses the agent", phase: running, queryErr: errAuth, startup: 200, ready: 200, healthy: 200},
+		{name: "warm standby answers", mode: Warm, phase: running, queryErr: errStarting, standbySignal: true, startup: 200, ready: 200, healthy: 200},
+		{name: "warm primary still starting", mode: Warm, phase: running, queryErr: errStarting, startup: 200, ready: 503, healthy: 200},
+		{name: "postgres exited", phase: stopped, startup: 503, ready: 503, healthy: 503},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			h := &health{cfg: &Config{StandbyMode: tc.mode}}
+			h.setPhase(tc.phase)
+			queries := 0
+			h.query = func() error { queries++; return tc.queryErr }
+			h.standbySignal = func() bool { return tc.standbySignal }
+			require.Equal(t, tc.healthy, probe(t, h, LivenessPath), "liveness")
+			require.Equal(t, tc.ready, probe(t, h, ReadinessPath), "readiness")
+			require.Equal(t, tc.startup, probe(t, h, StartupPath), "startup")
+			if tc.phase != running {
+				require.Zero(t, queries, "no query before postgres runs")
+			}
+		})
+	}
+}
+
+func TestProbesArrivingTogetherShareOneQuery(t *testing.T) {
+	h := &health{cfg: &Config{}}
+	h.setPhase(running)
+	queries := 0
+	h.query = func() error { queries++; return nil }
+	for range 3 {
+		probe(t, h, ReadinessPath)
+	}
+	require.Equal(t, 1, queries)
+}
+
+func TestUnknownPathsAndMethodsChangeNothing(t *testing.T) {
+	h := &health{cfg: &Config{}}
+	rec := httptest.NewRecorder()
+	h.handler().ServeHTTP(rec, httptest.NewRequest(http.MethodPost, ReadinessPath, nil))
+	require.Equal(t, http.StatusMethodNotAllowed, rec.Code)
+	require.Equal(t, http.StatusNotFound, probe(t, h, "/repoint"))
+}

@@ -1,0 +1,105 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"k8s.io/klog/v2"
+)
+
+// Run is the agent's life as PID 1 of the database container: it answers probes at
+// probeAddr from the start, prepares the data directory, runs postgres until it exits and
+// returns the exit code the container should end with. A stop signal while the data
+// directory is prepared ends the preparation (it is safe to repeat at the next start).
+func Run(ctx context.Context, cfg *Config, probeAddr string) (int, error) {
+	signals := make(chan os.Signal, len(forwardedSignals))
+	signal.Notify(signals, forwardedSignals...)
+	defer signal.Stop(signals)
+
+	h, err := newHealth(cfg)
+	if err != nil {
+		return 1, err
+	}
+	ln, err := net.Listen("tcp", probeAddr)
+	if err != nil {
+		return 1, fmt.Errorf("listening for probes: %w", err)
+	}
+	srv := &http.Server{Handler: h.handler(), ReadHeaderTimeout: 5 * time.Second}
+	go func() {
+		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			klog.ErrorS(err, "Serving probes")
+		}
+	}()
+	defer srv.Close()
+
+	stopSignal, err := prepareUntilStopped(ctx, cfg, signals)
+	if stopSignal != nil {
+		klog.InfoS("Stopped before postgres started", "signal", stopSignal.String())
+		return 128 + int(stopSignal.(syscall.Signal)), nil
+	}
+	if err != nil {
+		return 1, err
+	}
+
+	role := "standby"
+	if cfg.IsPrimary() {
+		role = "primary"
+	}
+	code, err := supervise(cfg, signals, func(pid int) {
+		h.setPhase(running)
+		klog.InfoS("Started postgres", "role", role, "address", net.JoinHostPort(cfg.PodIP, fmt.Sprint(cfg.Port)), "pid", pid)
+	})
+	h.setPhase(stopped)
+	if err != nil {
+		return 1, err
+	}
+	klog.InfoS("Postgres exited", "code", code)
+	return code, nil
+}
+
+// prepareUntilStopped prepares the data directory, ending early on a stop signal, which it
+// returns.
+func prepareUntilStopped(ctx context.Context, cfg *Config, signals <-chan os.Signal) (os.Signal, error) {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	p := &preparer{cfg: cfg, run: runProgram, waitPrimary: func(ctx context.Context) error { return waitForPrimary(ctx, cfg) }}
+	done := make(chan error, 1)
+	go func() { done <- p.prepare(ctx) }()
+	for {
+		select {
+		case err := <-done:
+			return nil, err
+		case sig := <-signals:
+			if sig == syscall.SIGHUP || sig == syscall.SIGUSR1 || sig == syscall.SIGUSR2 {
+				continue // nothing to reload yet
+			}
+			cancel()
+			<-done
+			return sig, nil
+		}
+	}
+}
+
+// waitForPrimary returns once the primary accepts connections, logging in with the
+// standby's credential as pg_basebackup will.
+func waitForPrimary(ctx context.Context, cfg *Config) error {
+	db, err := openDB([][2]string{
+		{"host", cfg.PrimaryHost}, {"port", fmt.Sprint(cfg.PrimaryPort)}, {"user", cfg.User},
+		{"passfile", cfg.Passfile()}, {"dbname", "postgres"}, {"sslmode", "prefer"},
+		{"application_name", "pgops-agent"}, {"connect_timeout", "5"},
+	}, 5*time.Second)
+	if err != nil {
+		return err
+	}
+	defer db.Close()
+	return waitUntil(ctx, 2*time.Second, 30*time.Second,
+		func(ctx context.Context) bool { return classify(db.PingContext(ctx)) == accepting },
+		func() { klog.InfoS("Still waiting for the primary", "host", cfg.PrimaryHost, "port", cfg.PrimaryPort) })
+}

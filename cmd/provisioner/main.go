@@ -7,6 +7,10 @@
 //	--image-tag-template    Go template for the tag, over .Version ("16.4"), .Major ("16") and
 //	                        .Minor ("4" or ""); default "{{.Version}}". spec.version must match
 //	                        ^[0-9]+(\.[0-9]+)?$ with a major version from 13 to 18.
+//	--agent-image           the operator image of this release, from which every database pod's
+//	                        init container installs the pgops agent (default
+//	                        ghcr.io/pgops/pgops:<this release>); set it to where the operators'
+//	                        own image comes from (a private registry, a mirror)
 //	--database-host-mode    how the status check reaches a primary Service: ClusterIP (default;
 //	                        works out of cluster where ClusterIPs are routable) or DNS
 //	                        (<name>.<namespace>.svc, in cluster)
@@ -18,6 +22,7 @@ import (
 	"context"
 	"flag"
 	"fmt"
+	"strings"
 	"time"
 
 	"k8s.io/client-go/rest"
@@ -33,6 +38,7 @@ import (
 type provisionerFlags struct {
 	imageRegistry      string
 	imageTagTemplate   string
+	agentImage         string
 	databaseHostMode   string
 	healthCheckTimeout time.Duration
 	statusPeriod       time.Duration
@@ -41,6 +47,7 @@ type provisionerFlags struct {
 var flags = provisionerFlags{
 	imageRegistry:      provisioner.DefaultImageRegistry,
 	imageTagTemplate:   provisioner.DefaultImageTagTemplate,
+	agentImage:         provisioner.DefaultAgentImage,
 	databaseHostMode:   string(dbaddr.ModeClusterIP),
 	healthCheckTimeout: provisioner.DefaultHealthCheckTimeout,
 	statusPeriod:       provisioner.DefaultStatusPeriod,
@@ -52,6 +59,8 @@ func main() {
 		"Repository of the PostgreSQL images; the image is <registry>:<tag>.")
 	fs.StringVar(&flags.imageTagTemplate, "image-tag-template", flags.imageTagTemplate,
 		"Go template of the image tag, over .Version (spec.version, e.g. 16.4), .Major and .Minor. spec.version must be MAJOR or MAJOR.MINOR with MAJOR from 13 to 18.")
+	fs.StringVar(&flags.agentImage, "agent-image", flags.agentImage,
+		"The operator image of this release, from which each database pod's init container installs the pgops agent; set it to where the operators' own image comes from.")
 	fs.StringVar(&flags.databaseHostMode, "database-host-mode", flags.databaseHostMode, dbaddr.FlagUsage)
 	fs.DurationVar(&flags.healthCheckTimeout, "health-check-timeout", flags.healthCheckTimeout,
 		"Timeout of one SQL login check of a primary.")
@@ -64,6 +73,9 @@ func run(ctx context.Context, cfg *rest.Config, opts *operator.Options, health *
 	images, err := provisioner.NewImageMapper(flags.imageRegistry, flags.imageTagTemplate)
 	if err != nil {
 		return fmt.Errorf("--image-registry/--image-tag-template: %w", err)
+	}
+	if flags.agentImage == "" || strings.ContainsAny(flags.agentImage, " \t\n") {
+		return fmt.Errorf("--agent-image %q: must name the operator image", flags.agentImage)
 	}
 	hostMode, err := dbaddr.ParseMode(flags.databaseHostMode)
 	if err != nil {
@@ -82,6 +94,7 @@ func run(ctx context.Context, cfg *rest.Config, opts *operator.Options, health *
 
 	controller, err := provisioner.New(ctx, kubeClient, pgopsClient, kubeInformers, pgopsInformers, provisioner.Config{
 		Images:        images,
+		AgentImage:    flags.agentImage,
 		HealthChecker: &provisioner.SQLHealthChecker{HostMode: hostMode, Timeout: flags.healthCheckTimeout},
 		StatusPeriod:  flags.statusPeriod,
 		Recorder:      operator.NewEventRecorder(ctx, kubeClient, provisioner.ControllerName),

@@ -48,7 +48,17 @@ func run() error {
 		defer os.RemoveAll(dir)
 	}
 	say("Starting a local control plane (etcd, kube-apiserver, controller-manager, scheduler) and two real nodes (kubelet, containerd, runc, kube-proxy)")
-	nodes, err := kubenode.Reserve(kubenode.Options{Count: 2, RootDir: filepath.Join(*workDir, "nodes")})
+	say("Building the operators, the agent and the operator image")
+	binaries, err := testenv.BuildOperators(filepath.Join(*workDir, "bin"))
+	if err != nil {
+		return err
+	}
+	operatorImage := filepath.Join(*workDir, "pgops-image.tar")
+	if err := testenv.BuildOperatorImage(filepath.Join(*workDir, "bin"), operatorImage); err != nil {
+		return err
+	}
+	nodes, err := kubenode.Reserve(kubenode.Options{Count: 2, RootDir: filepath.Join(*workDir, "nodes"),
+		Images: append(kubenode.DefaultImages(), operatorImage)})
 	if err != nil {
 		return err
 	}
@@ -76,10 +86,6 @@ func run() error {
 	}
 
 	say("Running both operators as local processes, with their ServiceAccounts' tokens")
-	binaries, err := testenv.BuildOperators(filepath.Join(*workDir, "bin"))
-	if err != nil {
-		return err
-	}
 	for _, name := range []string{"provisioner", "ops-manager"} {
 		cfg, err := cluster.ServiceAccountConfig(ctx, "pgops-system", "pgops-"+name)
 		if err != nil {
@@ -93,8 +99,7 @@ func run() error {
 		defer logFile.Close()
 		args := []string{"--leader-elect=false"}
 		if name == "provisioner" {
-			// The nodes have PostgreSQL 15, from Debian's packages, as pgops.local/postgres:15.
-			args = append(args, "--image-registry="+kubenode.PostgresImageRegistry, "--image-tag-template="+kubenode.PostgresImageTagTemplate)
+			args = append(args, testenv.NodeImageFlags()...)
 		}
 		op, err := testenv.StartOperator(name, binaries[name], cfg, *workDir, logFile, args...)
 		if err != nil {

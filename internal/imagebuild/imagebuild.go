@@ -23,6 +23,7 @@ import (
 	"os/exec"
 	"path"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
@@ -50,8 +51,16 @@ const (
 	UserName = "nonroot"
 )
 
-// Binaries are the commands (under ./cmd) the image carries; the first is the entrypoint.
-var Binaries = []string{"provisioner", "ops-manager"}
+// Operators are the commands (under ./cmd) the manifests run from the image; the first is
+// the entrypoint.
+var Operators = []string{"provisioner", "ops-manager"}
+
+// Agent is the command the database pods' init container copies out of the image
+// (pkg/agent); nothing runs it in the image.
+const Agent = "pgops-agent"
+
+// Binaries are the commands the image carries.
+var Binaries = append(slices.Clone(Operators), Agent)
 
 // ReadTag returns the pinned tag from root/hack/image-tag.
 func ReadTag(root string) (string, error) {
@@ -78,6 +87,11 @@ func Reference(root string) (string, error) {
 // BuildBinaries compiles the commands in Binaries from the module at root into outDir as
 // static binaries for goos/goarch, with the same flags as the Dockerfile.
 func BuildBinaries(ctx context.Context, goTool, root, outDir, goos, goarch string) error {
+	return BuildCommands(ctx, goTool, root, outDir, goos, goarch, Binaries...)
+}
+
+// BuildCommands is BuildBinaries for the named commands under ./cmd.
+func BuildCommands(ctx context.Context, goTool, root, outDir, goos, goarch string, commands ...string) error {
 	if goTool == "" {
 		goTool = "go"
 	}
@@ -86,7 +100,7 @@ func BuildBinaries(ctx context.Context, goTool, root, outDir, goos, goarch strin
 		return err
 	}
 	args := []string{"build", "-trimpath", "-buildvcs=false", "-ldflags=-s -w", "-o", absOut + string(filepath.Separator)}
-	for _, b := range Binaries {
+	for _, b := range commands {
 		args = append(args, "./cmd/"+b)
 	}
 	cmd := exec.CommandContext(ctx, goTool, args...)

@@ -29,6 +29,7 @@ import (
 	"k8s.io/apimachinery/pkg/util/yaml"
 
 	"github.com/pgops/pgops/internal/imagebuild"
+	"github.com/pgops/pgops/pkg/controller/provisioner"
 )
 
 // root is the module root, seen from this package's directory.
@@ -118,12 +119,13 @@ func TestImageMatchesManifests(t *testing.T) {
 		}
 	}
 
-	// The entrypoint and every command the manifests run: static, executable, owned by
-	// root and not writable by the image's user.
-	commands := map[string]bool{cfg.Config.Entrypoint[0]: true}
+	// The entrypoint, every command the manifests run and the agent the database pods'
+	// init container runs: static, executable, owned by root and not writable by the
+	// image's user.
+	commands := map[string]bool{cfg.Config.Entrypoint[0]: true, provisioner.AgentImageBinary: true}
 	deployments := operatorDeployments(t)
-	if len(deployments) < len(imagebuild.Binaries) {
-		t.Fatalf("found %d Deployments in manifests/operators, want at least %d", len(deployments), len(imagebuild.Binaries))
+	if len(deployments) < len(imagebuild.Operators) {
+		t.Fatalf("found %d Deployments in manifests/operators, want at least %d", len(deployments), len(imagebuild.Operators))
 	}
 	for file, d := range deployments {
 		pod := d.Spec.Template.Spec
@@ -149,7 +151,7 @@ func TestImageMatchesManifests(t *testing.T) {
 	}
 	for _, b := range imagebuild.Binaries {
 		if p := path.Join(imagebuild.BinDir, b); !commands[p] {
-			t.Errorf("no manifest runs %s", p)
+			t.Errorf("neither a manifest nor the database pods run %s", p)
 		}
 	}
 	for cmd := range commands {
@@ -187,8 +189,12 @@ func TestImageMatchesManifests(t *testing.T) {
 		if err != nil && !(errors.As(err, &exit) && exit.ExitCode() == 2) {
 			t.Errorf("%s -help: %v\n%s", cmd, err, out)
 		}
-		if !bytes.Contains(out, []byte("-kubeconfig")) {
-			t.Errorf("%s -help does not mention -kubeconfig:\n%s", cmd, out)
+		want := "-kubeconfig"
+		if cmd == provisioner.AgentImageBinary {
+			want = "install DEST | run"
+		}
+		if !bytes.Contains(out, []byte(want)) {
+			t.Errorf("%s -help does not mention %s:\n%s", cmd, want, out)
 		}
 	}
 }

@@ -33,10 +33,10 @@ type pod struct {
 	base      string // the volume mounted at /var/pv
 	port      int
 	probePort int
-	env  []string
-	cmd  *exec.Cmd
-	log  *syncBuffer
-	done chan error
+	env       []string
+	cmd       *exec.Cmd
+	log       *syncBuffer
+	done      chan error
 }
 
 type syncBuffer struct {
@@ -396,7 +396,10 @@ func TestAgentProbesCatchAHungServer(t *testing.T) {
 	out, err := exec.Command("pkill", "-STOP", "-P", strconv.Itoa(pid)).CombinedOutput()
 	require.NoError(t, err, "%s", out)
 	require.NoError(t, syscall.Kill(pid, syscall.SIGSTOP))
-	t.Cleanup(func() { _ = exec.Command("pkill", "-CONT", "-P", strconv.Itoa(pid)).Run(); _ = syscall.Kill(pid, syscall.SIGCONT) })
+	t.Cleanup(func() {
+		_ = exec.Command("pkill", "-CONT", "-P", strconv.Itoa(pid)).Run()
+		_ = syscall.Kill(pid, syscall.SIGCONT)
+	})
 	primary.waitProbe(agent.LivenessPath, http.StatusServiceUnavailable)
 	require.Equal(t, http.StatusServiceUnavailable, primary.probe(agent.ReadinessPath))
 

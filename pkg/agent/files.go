@@ -41,7 +41,7 @@ wal_keep_size = '256MB'
 hot_standby = on
 `
 
-// confQuote is a postgresql.conf string literal ('' for ', \\ for \).
+// confQuote is a postgresql.conf string literal (” for ', \\ for \).
 func confQuote(v string) string {
 	return "'" + strings.NewReplacer(`\`, `\\`, `'`, `''`).Replace(v) + "'"
 }

@@ -24,6 +24,7 @@ import (
 
 	"github.com/pgops/pgops/internal/dist"
 	"github.com/pgops/pgops/internal/imagebuild"
+	"github.com/pgops/pgops/pkg/controller/provisioner"
 	"github.com/pgops/pgops/test/localcluster"
 	"github.com/pgops/pgops/test/testenv"
 )
@@ -115,6 +116,27 @@ func TestChartAppVersionIsImageTag(t *testing.T) {
 	tag, err := imagebuild.ReadTag(testenv.RepoRoot())
 	require.NoError(t, err)
 	assert.Equal(t, tag, chartMeta(t).AppVersion, "%s/Chart.yaml appVersion vs hack/image-tag", chartDir)
+}
+
+// TestAgentImageIsTheOperatorImage: the database pods install the agent from the operator
+// image of the same release, by default and in manifests/.
+func TestAgentImageIsTheOperatorImage(t *testing.T) {
+	ref, err := imagebuild.Reference(testenv.RepoRoot())
+	require.NoError(t, err)
+	assert.Equal(t, ref, provisioner.DefaultAgentImage, "the provisioner's --agent-image default vs hack/image-tag")
+	found := false
+	for _, obj := range manifestObjects(t) {
+		if obj.GetKind() != "Deployment" || obj.GetName() != "pgops-provisioner" {
+			continue
+		}
+		containers, _, err := unstructured.NestedSlice(obj.Object, "spec", "template", "spec", "containers")
+		require.NoError(t, err)
+		c := containers[0].(map[string]any)
+		assert.Equal(t, ref, c["image"])
+		assert.Contains(t, c["args"], "--agent-image="+ref)
+		found = true
+	}
+	assert.True(t, found, "manifests/ has the provisioner's Deployment")
 }
 
 type chartYAML struct {

@@ -262,6 +262,8 @@ func TestChartValues(t *testing.T) {
 			provisioner, opsManager := objs[deployments[0]], objs[deployments[1]]
 			editContainer(t, provisioner, func(c map[string]any) {
 				replaceArg(t, c, "--workers=4", "--workers=16")
+				// The pods' agent comes from the operators' own image.
+				replaceArg(t, c, "--agent-image=ghcr.io/pgops/pgops:v0.1.0", "--agent-image=registry.example.com/pgops:v9.9.9")
 				c["args"] = append(c["args"].([]any), "--image-registry=registry.example.com/postgres", "--v=2")
 			})
 			require.NoError(t, unstructured.SetNestedStringMap(provisioner.Object, map[string]string{"pool": "system"}, "spec", "template", "spec", "nodeSelector"))

@@ -73,8 +73,18 @@ func run(m *testing.M) int {
 	if testing.Verbose() {
 		progress = os.Stderr
 	}
+	// The operators, the agent and the operator image the nodes import, from the working
+	// tree.
+	if env.binaries, err = testenv.BuildOperators(filepath.Join(workDir, "bin")); err != nil {
+		return fail(err)
+	}
+	operatorImage := filepath.Join(workDir, "pgops-image.tar")
+	if err := testenv.BuildOperatorImage(filepath.Join(workDir, "bin"), operatorImage); err != nil {
+		return fail(err)
+	}
 	// Two nodes: losing one is only testable with another left.
-	nodes, err := kubenode.Reserve(kubenode.Options{Count: 2, RootDir: filepath.Join(workDir, "nodes"), Progress: progress})
+	nodes, err := kubenode.Reserve(kubenode.Options{Count: 2, RootDir: filepath.Join(workDir, "nodes"), Progress: progress,
+		Images: append(kubenode.DefaultImages(), operatorImage)})
 	if err != nil {
 		return fail(err)
 	}
@@ -104,9 +114,6 @@ func run(m *testing.M) int {
 	}
 
 	if err := testenv.InstallCRDsAndRBAC(ctx, cluster); err != nil {
-		return fail(err)
-	}
-	if env.binaries, err = testenv.BuildOperators(filepath.Join(workDir, "bin")); err != nil {
 		return fail(err)
 	}
 	if env.provisioner, err = startOperator(ctx, "provisioner"); err != nil {
@@ -150,9 +157,7 @@ func startOperatorWith(ctx context.Context, name string, args ...string) (*teste
 		return nil, err
 	}
 	if name == "provisioner" {
-		// The nodes have PostgreSQL 15, from Debian's packages, as pgops.local/postgres:15.
-		args = append([]string{"--image-registry=" + kubenode.PostgresImageRegistry,
-			"--image-tag-template=" + kubenode.PostgresImageTagTemplate}, args...)
+		args = append(testenv.NodeImageFlags(), args...)
 	}
 	op, err := testenv.StartOperator(name, env.binaries[name], cfg, env.workDir, logFile, args...)
 	if err != nil {

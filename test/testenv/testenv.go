@@ -7,7 +7,6 @@ import (
 	"flag"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"runtime"
 	"slices"
@@ -19,6 +18,8 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/wait"
 
+	"github.com/pgops/pgops/internal/imagebuild"
+	"github.com/pgops/pgops/test/kubenode"
 	"github.com/pgops/pgops/test/localcluster"
 )
 
@@ -116,17 +117,44 @@ func WaitForCRDs(ctx context.Context, c *localcluster.Cluster) error {
 	})
 }
 
-// BuildOperators builds cmd/... (both operators and the kubectl plugin) into dir and returns
-// the path of each binary by name.
+// BuildOperators builds both operators, the agent and the kubectl plugin into dir as the
+// operator image has them (static, the Dockerfile's flags), and returns the path of each
+// binary by name. BuildOperatorImage puts the same binaries into an image.
 func BuildOperators(dir string) (map[string]string, error) {
-	cmd := exec.Command("go", "build", "-o", dir+"/", "./cmd/...")
-	cmd.Dir = RepoRoot()
-	if out, err := cmd.CombinedOutput(); err != nil {
-		return nil, fmt.Errorf("go build ./cmd/...: %v: %s", err, out)
+	commands := append(slices.Clone(imagebuild.Binaries), "kubectl-pgops")
+	if err := imagebuild.BuildCommands(context.Background(), os.Getenv("GO"), RepoRoot(), dir, "linux", runtime.GOARCH, commands...); err != nil {
+		return nil, err
 	}
-	return map[string]string{
-		"provisioner":   filepath.Join(dir, "provisioner"),
-		"ops-manager":   filepath.Join(dir, "ops-manager"),
-		"kubectl-pgops": filepath.Join(dir, "kubectl-pgops"),
-	}, nil
+	paths := map[string]string{}
+	for _, c := range commands {
+		paths[c] = filepath.Join(dir, c)
+	}
+	return paths, nil
+}
+
+// OperatorImage is the name under which the local nodes hold the operator image built from
+// the working tree: a registry nobody can pull from, so a node without it fails to start
+// the pod rather than going to the network.
+const OperatorImage = "pgops.local/pgops:dev"
+
+// BuildOperatorImage writes the operator image OperatorImage, with the binaries
+// BuildOperators put into binDir, to the archive file, for the nodes to import
+// (kubenode.Options.Images).
+func BuildOperatorImage(binDir, file string) error {
+	img, err := imagebuild.Build(imagebuild.Options{BinaryDir: binDir, Ref: OperatorImage, Arch: runtime.GOARCH})
+	if err != nil {
+		return err
+	}
+	return imagebuild.WriteArchive(file, OperatorImage, img)
+}
+
+// NodeImageFlags are the provisioner's image flags for the local nodes (test/kubenode):
+// PostgreSQL 15 from Debian's packages as pgops.local/postgres:15, and the agent from
+// OperatorImage, the flags a user of a private registry or a mirror sets too.
+func NodeImageFlags() []string {
+	return []string{
+		"--image-registry=" + kubenode.PostgresImageRegistry,
+		"--image-tag-template=" + kubenode.PostgresImageTagTemplate,
+		"--agent-image=" + OperatorImage,
+	}
 }

@@ -138,6 +138,10 @@ spec:
         - --health-addr=:8081
         - --metrics-addr=:8080
         - --workers={{ int $values.workers }}
+        {{- if eq $.name "provisioner" }}
+        # The database pods' init container installs the pgops agent from this same image.
+        - --agent-image={{ include "pgops.image" . }}
+        {{- end }}
         {{- with .Values.watchNamespace }}
         - --namespace={{ . }}
         {{- end }}

@@ -55,7 +55,7 @@ func TestDesiredObjectsMatchAPIServerDefaults(t *testing.T) {
 			},
 		}
 	})} {
-		want := desiredStatefulSet(pg, "postgres:16.4", pg.Name+"-auth")
+		want := desiredStatefulSet(pg, "postgres:16.4", DefaultAgentImage, pg.Name+"-auth")
 		want.OwnerReferences = nil
 		_, err := cl.AppsV1().StatefulSets(testNS).Create(ctx, want, metav1.CreateOptions{})
 		require.NoError(t, err)

@@ -2,69 +2,67 @@ package provisioner
 
 import (
 	"context"
-	_ "embed"
 	"fmt"
 
 	corev1 "k8s.io/api/core/v1"
-	"k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/client-go/util/retry"
+	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/klog/v2"
 
 	kubedbv1 "github.com/pgops/pgops/pkg/apis/kubedb/v1"
 )
 
-// EntrypointScript is the database container's entrypoint, mounted from "<name>-scripts".
-//
-//go:embed entrypoint.sh
-var EntrypointScript string
-
-func desiredConfigMap(pg *kubedbv1.Postgres) *corev1.ConfigMap {
-	return &corev1.ConfigMap{
-		ObjectMeta: metav1.ObjectMeta{
-			Name:            scriptsConfigMapName(pg),
-			Namespace:       pg.Namespace,
-			Labels:          ownedLabels(pg),
-			OwnerReferences: []metav1.OwnerReference{ownerRef(pg)},
-		},
-		Data: map[string]string{ScriptsKey: EntrypointScript},
-	}
-}
-
-// ensureConfigMap creates or updates "<name>-scripts".
-func (c *Controller) ensureConfigMap(ctx context.Context, pg *kubedbv1.Postgres) error {
-	want := desiredConfigMap(pg)
-	cur, err := c.configMapLister.ConfigMaps(pg.Namespace).Get(want.Name)
+// retireEntrypointConfigMap deletes "<name>-scripts", the shell entrypoint that pods of
+// earlier releases mount, once nothing can need it: the StatefulSet controller has seen the
+// agent template (no new pod will mount it) and no pod of pg mounts it any more (each moved
+// to the agent at its restart). A ConfigMap pg does not control is left alone.
+func (c *Controller) retireEntrypointConfigMap(ctx context.Context, pg *kubedbv1.Postgres) error {
+	name := legacyScriptsConfigMapName(pg)
+	cm, err := c.configMapLister.ConfigMaps(pg.Namespace).Get(name)
 	if apierrors.IsNotFound(err) {
-		_, err = c.kubeClient.CoreV1().ConfigMaps(pg.Namespace).Create(ctx, want, metav1.CreateOptions{FieldManager: FieldManager})
-		if err == nil || !apierrors.IsAlreadyExists(err) {
-			if err != nil {
-				return fmt.Errorf("creating configmap %s/%s: %w", pg.Namespace, want.Name, err)
-			}
-			return nil
-		}
-		cur, err = c.kubeClient.CoreV1().ConfigMaps(pg.Namespace).Get(ctx, want.Name, metav1.GetOptions{})
-	}
-	if err != nil {
-		return fmt.Errorf("reading configmap %s/%s: %w", pg.Namespace, want.Name, err)
-	}
-	if err := c.checkOwned(pg, cur, "ConfigMap"); err != nil {
-		return err
-	}
-	if equality.Semantic.DeepEqual(cur.Data, want.Data) && labelsContain(cur.Labels, want.Labels) {
 		return nil
 	}
-	return retry.RetryOnConflict(retry.DefaultRetry, func() error {
-		latest, err := c.kubeClient.CoreV1().ConfigMaps(pg.Namespace).Get(ctx, want.Name, metav1.GetOptions{})
-		if err != nil {
-			return err
-		}
-		latest = latest.DeepCopy()
-		latest.Labels = mergeMaps(latest.Labels, want.Labels)
-		latest.Data = want.Data
-		_, err = c.kubeClient.CoreV1().ConfigMaps(pg.Namespace).Update(ctx, latest, metav1.UpdateOptions{FieldManager: FieldManager})
+	if err != nil {
 		return err
+	}
+	if !isOwnedBy(cm, pg) {
+		return nil
+	}
+	sts, err := c.statefulSetLister.StatefulSets(pg.Namespace).Get(statefulSetName(pg))
+	if err != nil && !apierrors.IsNotFound(err) {
+		return err
+	}
+	if err == nil && (sts.Status.ObservedGeneration < sts.Generation || mountsConfigMap(&sts.Spec.Template.Spec, name)) {
+		return nil
+	}
+	pods, err := c.podLister.Pods(pg.Namespace).List(labels.SelectorFromSet(selectorLabels(pg)))
+	if err != nil {
+		return err
+	}
+	for _, pod := range pods {
+		if mountsConfigMap(&pod.Spec, name) {
+			return nil
+		}
+	}
+	err = c.kubeClient.CoreV1().ConfigMaps(pg.Namespace).Delete(ctx, name, metav1.DeleteOptions{
+		Preconditions: &metav1.Preconditions{UID: &cm.UID},
 	})
+	if err != nil && !apierrors.IsNotFound(err) && !apierrors.IsConflict(err) {
+		return fmt.Errorf("deleting configmap %s/%s: %w", pg.Namespace, name, err)
+	}
+	klog.FromContext(ctx).Info("Deleted the shell entrypoint's configmap: every pod runs the agent", "configmap", klog.KObj(cm))
+	return nil
+}
+
+// mountsConfigMap tells whether spec has a volume of the ConfigMap name.
+func mountsConfigMap(spec *corev1.PodSpec, name string) bool {
+	for _, v := range spec.Volumes {
+		if v.ConfigMap != nil && v.ConfigMap.Name == name {
+			return true
+		}
+	}
+	return false
 }
 
 // checkOwned refuses to take over an object pg does not control: a user-fixable conflict.
@@ -75,7 +73,6 @@ func (c *Controller) checkOwned(pg *kubedbv1.Postgres, obj metav1.Object, kind s
 	return &userError{reason: ReasonObjectConflict,
 		msg: fmt.Sprintf("%s %s/%s exists and is not controlled by this Postgres; delete or rename it", kind, obj.GetNamespace(), obj.GetName())}
 }
-
 func labelsContain(have, want map[string]string) bool {
 	for k, v := range want {
 		if have[k] != v {

@@ -1,7 +1,7 @@
 // Package provisioner is the pgops provisioner's controller: it turns each Postgres into an
-// auth Secret, a ConfigMap with the pod entrypoint, a StatefulSet of PostgreSQL pods and
+// auth Secret, a StatefulSet of PostgreSQL pods run by the pgops agent (pkg/agent) and
 // Services, and reports the database's status. docs/architecture.md fixes the contracts
-// (names, labels, pod environment, entrypoint behaviour, pause handshake).
+// (names, labels, pod environment, agent behaviour, pause handshake).
 package provisioner
 
 import (
@@ -45,6 +45,9 @@ const FieldManager = "pgops-provisioner"
 type Config struct {
 	// Images maps spec.version to an image. Defaults to DefaultImageMapper().
 	Images *ImageMapper
+	// AgentImage is the image the pods' init container installs the agent from: the
+	// operator image of this release. Defaults to DefaultAgentImage.
+	AgentImage string
 	// HealthChecker checks that the primary accepts SQL logins. Defaults to an SQLHealthChecker
 	// in ClusterIP mode with DefaultHealthCheckTimeout.
 	HealthChecker HealthChecker
@@ -86,6 +89,7 @@ type Controller struct {
 	recorder     record.EventRecorder
 
 	images       *ImageMapper
+	agentImage   string
 	health       HealthChecker
 	statusPeriod time.Duration
 	now          func() time.Time
@@ -121,6 +125,10 @@ func New(ctx context.Context, kubeClient kubernetes.Interface, pgopsClient versi
 	if images == nil {
 		images = DefaultImageMapper()
 	}
+	agentImage := cfg.AgentImage
+	if agentImage == "" {
+		agentImage = DefaultAgentImage
+	}
 	health := cfg.HealthChecker
 	if health == nil {
 		health = &SQLHealthChecker{HostMode: dbaddr.ModeClusterIP, Timeout: DefaultHealthCheckTimeout}
@@ -149,6 +157,7 @@ func New(ctx context.Context, kubeClient kubernetes.Interface, pgopsClient versi
 			workqueue.TypedRateLimitingQueueConfig[cache.ObjectName]{Name: ControllerName + "-pause"}),
 		recorder:     recorder,
 		images:       images,
+		agentImage:   agentImage,
 		health:       health,
 		statusPeriod: period,
 		now:          time.Now,

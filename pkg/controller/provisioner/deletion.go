@@ -68,7 +68,8 @@ func (c *Controller) handleDeletion(ctx context.Context, pg *kubedbv1.Postgres) 
 			return err
 		}
 	}
-	if err := c.deleteOwned(ctx, pg, "ConfigMap", scriptsConfigMapName(pg)); err != nil {
+	// The shell entrypoint of earlier releases, if a pod still mounted it.
+	if err := c.deleteOwned(ctx, pg, "ConfigMap", legacyScriptsConfigMapName(pg)); err != nil {
 		return err
 	}
 

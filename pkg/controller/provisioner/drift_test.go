@@ -110,7 +110,7 @@ func TestStatefulSetHandEditsReverted(t *testing.T) {
 				c := s.Spec.Template.Spec.Containers[0]
 				assert.Empty(t, c.Resources.Limits)
 				assert.NotNil(t, c.ReadinessProbe)
-				assert.Equal(t, []string{"bash", "/scripts/entrypoint.sh"}, c.Command)
+				assert.Equal(t, []string{"/pgops/bin/pgops-agent", "run"}, c.Command)
 			},
 		},
 		"volumes and mounts": {
@@ -202,7 +202,7 @@ func TestLegacySpecHashAnnotationRemoved(t *testing.T) {
 	requireQuiet(t, f)
 }
 
-func TestServiceAndConfigMapHandEditsReverted(t *testing.T) {
+func TestServiceHandEditsReverted(t *testing.T) {
 	f := provisioned(t, newPG("x", withReplicas(2)))
 	requireQuiet(t, f)
 
@@ -211,21 +211,13 @@ func TestServiceAndConfigMapHandEditsReverted(t *testing.T) {
 	svc.Spec.Ports[0].Port = 6543
 	_, err := f.kube.CoreV1().Services(testNS).Update(f.ctx, svc, metav1.UpdateOptions{})
 	require.NoError(t, err)
-	cm, err := f.kube.CoreV1().ConfigMaps(testNS).Get(f.ctx, "x-scripts", metav1.GetOptions{})
-	require.NoError(t, err)
-	cm.Data[ScriptsKey] = "exit 1"
-	_, err = f.kube.CoreV1().ConfigMaps(testNS).Update(f.ctx, cm, metav1.UpdateOptions{})
-	require.NoError(t, err)
 	f.refresh()
 
 	require.NoError(t, f.sync("x"))
-	assert.ElementsMatch(t, []string{"update services x", "update configmaps x-scripts"}, f.kubeWrites())
+	assert.ElementsMatch(t, []string{"update services x"}, f.kubeWrites())
 	svc = f.service("x")
 	assert.Equal(t, "x-0", svc.Spec.Selector[appsv1.StatefulSetPodNameLabel])
 	assert.Equal(t, int32(PostgresPort), svc.Spec.Ports[0].Port)
-	cm, err = f.kube.CoreV1().ConfigMaps(testNS).Get(f.ctx, "x-scripts", metav1.GetOptions{})
-	require.NoError(t, err)
-	assert.Equal(t, EntrypointScript, cm.Data[ScriptsKey])
 	f.refresh()
 	requireQuiet(t, f)
 }

@@ -102,3 +102,9 @@ func (m *ImageMapper) Image(version string) (string, error) {
 
 // tagRE is the Docker tag grammar.
 var tagRE = regexp.MustCompile(`^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$`)
+
+// DefaultAgentImage is the operator image of this release, from which the pods' init
+// container installs the agent (pkg/agent). Set --agent-image to the same image the
+// operators run from when it comes from another registry or a mirror. Its tag is
+// hack/image-tag's (a test checks).
+const DefaultAgentImage = "ghcr.io/pgops/pgops:v0.1.0"

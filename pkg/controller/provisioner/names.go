@@ -37,12 +37,21 @@ const (
 	ContainerName = "postgres"
 	// DataVolume is the data volume and volumeClaimTemplate name.
 	DataVolume = "data"
-	// ScriptsVolume holds the entrypoint ConfigMap.
-	ScriptsVolume = "scripts"
-	ScriptsKey    = "entrypoint.sh"
-	ScriptsMount  = "/scripts"
-	DataMount     = "/var/pv"
-	PGDataPath    = "/var/pv/data"
+	// AgentVolume is the emptyDir into which the init container AgentInitContainer
+	// installs the agent from the operator image (AgentImageBinary), and from which the
+	// database container runs it as AgentMount/AgentBinary.
+	AgentVolume        = "pgops-agent"
+	AgentMount         = "/pgops/bin"
+	AgentBinary        = "pgops-agent"
+	AgentInitContainer = "install-agent"
+	AgentImageBinary   = "/usr/local/bin/pgops-agent"
+	// AgentPortName is the container port where the agent answers the kubelet's probes.
+	AgentPortName = "agent"
+	// legacyScriptsVolume held the shell entrypoint's ConfigMap in pods of earlier
+	// releases; the ConfigMap stays until no pod mounts it (retireEntrypointConfigMap).
+	legacyScriptsVolume = "scripts"
+	DataMount           = "/var/pv"
+	PGDataPath          = "/var/pv/data"
 	// RunVolume is a writable emptyDir for the Unix socket and lock files, in the
 	// directory the official images use, so `psql` in the pod finds the server without
 	// options. The root file system is read-only.
@@ -54,12 +63,12 @@ const (
 	DefaultUser = "postgres"
 )
 
-func authSecretName(pg *kubedbv1.Postgres) string       { return pg.Name + "-auth" }
-func scriptsConfigMapName(pg *kubedbv1.Postgres) string { return pg.Name + "-scripts" }
-func governingServiceName(pg *kubedbv1.Postgres) string { return pg.Name + "-pods" }
-func primaryServiceName(pg *kubedbv1.Postgres) string   { return pg.Name }
-func standbyServiceName(pg *kubedbv1.Postgres) string   { return pg.Name + "-standby" }
-func statefulSetName(pg *kubedbv1.Postgres) string      { return pg.Name }
+func authSecretName(pg *kubedbv1.Postgres) string             { return pg.Name + "-auth" }
+func legacyScriptsConfigMapName(pg *kubedbv1.Postgres) string { return pg.Name + "-scripts" }
+func governingServiceName(pg *kubedbv1.Postgres) string       { return pg.Name + "-pods" }
+func primaryServiceName(pg *kubedbv1.Postgres) string         { return pg.Name }
+func standbyServiceName(pg *kubedbv1.Postgres) string         { return pg.Name + "-standby" }
+func statefulSetName(pg *kubedbv1.Postgres) string            { return pg.Name }
 
 // serviceHostEnv is the variable the kubelet injects with a Service's ClusterIP.
 func serviceHostEnv(service string) string {

@@ -68,9 +68,6 @@ func (c *Controller) findNameConflict(ctx context.Context, pg *kubedbv1.Postgres
 		{"StatefulSet", func() (metav1.Object, error) {
 			return c.kubeClient.AppsV1().StatefulSets(pg.Namespace).Get(ctx, statefulSetName(pg), metav1.GetOptions{})
 		}},
-		{"ConfigMap", func() (metav1.Object, error) {
-			return core.ConfigMaps(pg.Namespace).Get(ctx, scriptsConfigMapName(pg), metav1.GetOptions{})
-		}},
 	}
 	for _, name := range []string{primaryServiceName(pg), standbyServiceName(pg), governingServiceName(pg)} {
 		checks = append(checks, struct {

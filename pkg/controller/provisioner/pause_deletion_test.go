@@ -340,8 +340,10 @@ func TestDeletionPolicies(t *testing.T) {
 	for _, policy := range []kubedbv1.DeletionPolicy{kubedbv1.DeletionPolicyDelete, kubedbv1.DeletionPolicyHalt, kubedbv1.DeletionPolicyWipeOut} {
 		t.Run(string(policy), func(t *testing.T) {
 			pg := newPG("x", withReplicas(2))
+			// x-1 still runs the shell entrypoint of an earlier release.
 			f := provisioned(t, pg, pvc("data-x-0", ownedLabels(pg)), pvc("data-x-1", ownedLabels(pg)),
-				pvc("data-xy-0", nil), pvc("other", nil))
+				pvc("data-xy-0", nil), pvc("other", nil), legacyConfigMap(pg), legacyPod(pg, 1))
+			require.True(t, f.exists("configmap", "x-scripts"))
 			deletePG(t, f, policy)
 			require.NoError(t, f.sync("x"))
 
@@ -411,7 +413,6 @@ func TestNameConflictFoundBeforeTheFinalizer(t *testing.T) {
 	for kind, obj := range map[string]runtime.Object{
 		"Service":     &corev1.Service{ObjectMeta: metav1.ObjectMeta{Name: "x", Namespace: testNS}},
 		"StatefulSet": &appsv1.StatefulSet{ObjectMeta: metav1.ObjectMeta{Name: "x", Namespace: testNS}},
-		"ConfigMap":   &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: "x-scripts", Namespace: testNS}},
 	} {
 		t.Run(kind, func(t *testing.T) {
 			f := newFixture(t, []*kubedbv1.Postgres{newPG("x")}, obj)

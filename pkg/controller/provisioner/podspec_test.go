@@ -45,14 +45,14 @@ func TestPodSpecPassesRestrictedPodSecurity(t *testing.T) {
 		}),
 	} {
 		t.Run(name, func(t *testing.T) {
-			tmpl := desiredStatefulSet(pg, "docker.io/library/postgres:16.4", "x-auth").Spec.Template
+			tmpl := desiredStatefulSet(pg, "docker.io/library/postgres:16.4", DefaultAgentImage, "x-auth").Spec.Template
 			assert.Empty(t, restrictedProblems(t, tmpl))
 		})
 	}
 }
 
 func TestPodSpecSecurityMatchesTheOfficialImage(t *testing.T) {
-	spec := desiredStatefulSet(newPG("x"), "docker.io/library/postgres:16.4", "x-auth").Spec.Template.Spec
+	spec := desiredStatefulSet(newPG("x"), "docker.io/library/postgres:16.4", DefaultAgentImage, "x-auth").Spec.Template.Spec
 	sc := spec.SecurityContext
 	assert.Equal(t, int64(999), *sc.RunAsUser, "the official images' postgres user")
 	assert.Equal(t, int64(999), *sc.RunAsGroup)
@@ -78,28 +78,41 @@ func TestPodSpecSecurityMatchesTheOfficialImage(t *testing.T) {
 	}
 	assert.Equal(t, map[string]string{DataMount: DataVolume, RunMount: RunVolume, TmpMount: TmpVolume}, writable)
 	assert.Equal(t, PGDataPath, envByName(c.Env)["PGDATA"].Value, "PGDATA is on the data volume")
-	assert.Equal(t, []string{"bash", ScriptsMount + "/" + ScriptsKey}, c.Command, "bash and the PostgreSQL binaries come from the image's PATH")
+	assert.Equal(t, []string{"/pgops/bin/pgops-agent", "run"}, c.Command, "the agent is PID 1; the PostgreSQL binaries come from the image's PATH")
+
+	// The init container installs the agent from the operator image into the volume the
+	// database container runs it from, read-only there.
+	spec = desiredStatefulSet(newPG("x"), "img", "registry.example/pgops:v9", "s").Spec.Template.Spec
+	require.Len(t, spec.InitContainers, 1)
+	install := spec.InitContainers[0]
+	assert.Equal(t, "registry.example/pgops:v9", install.Image)
+	assert.Equal(t, []string{"/usr/local/bin/pgops-agent", "install", "/pgops/bin/pgops-agent"}, install.Command)
+	assert.Equal(t, []corev1.VolumeMount{{Name: AgentVolume, MountPath: AgentMount}}, install.VolumeMounts)
+	assert.Contains(t, spec.Containers[0].VolumeMounts, corev1.VolumeMount{Name: AgentVolume, MountPath: AgentMount, ReadOnly: true})
+	assert.True(t, *install.SecurityContext.ReadOnlyRootFilesystem)
 }
 
 func TestPodSpecProbes(t *testing.T) {
-	c := desiredStatefulSet(newPG("x"), "img", "s").Spec.Template.Spec.Containers[0]
-	for name, p := range map[string]*corev1.Probe{"startup": c.StartupProbe, "liveness": c.LivenessProbe} {
-		require.NotNil(t, p, name)
-		require.NotNil(t, p.Exec, name)
-		assert.Equal(t, []string{"sh", "-c"}, p.Exec.Command[:2], name)
+	c := desiredStatefulSet(newPG("x"), "img", DefaultAgentImage, "s").Spec.Template.Spec.Containers[0]
+	// Every probe is an HTTP request to the agent: no process is started in the container.
+	for name, tc := range map[string]struct {
+		probe *corev1.Probe
+		path  string
+	}{
+		"startup":   {c.StartupProbe, "/startupz"},
+		"liveness":  {c.LivenessProbe, "/livez"},
+		"readiness": {c.ReadinessProbe, "/readyz"},
+	} {
+		require.NotNil(t, tc.probe, name)
+		require.Nil(t, tc.probe.Exec, name)
+		require.NotNil(t, tc.probe.HTTPGet, name)
+		assert.Equal(t, tc.path, tc.probe.HTTPGet.Path, name)
+		assert.Equal(t, intstr.FromString("agent"), tc.probe.HTTPGet.Port, name)
+		assert.Greater(t, tc.probe.TimeoutSeconds, int32(3), "%s: above the agent's 3 s deadline for the server's answer", name)
 	}
-	// Readiness, the most frequent, runs pg_isready itself: no shell.
-	require.NotNil(t, c.ReadinessProbe.Exec)
-	assert.Equal(t, "pg_isready", c.ReadinessProbe.Exec.Command[0])
-	// Liveness asks the server over its socket and accepts "rejecting connections"
-	// (starting, in recovery, a warm standby): a server that answers is alive.
-	assert.Contains(t, c.LivenessProbe.Exec.Command[2], "pg_isready -q -h "+RunMount)
-	assert.Contains(t, c.LivenessProbe.Exec.Command[2], `[ "$?" -le 1 ]`)
-	assert.Contains(t, c.LivenessProbe.Exec.Command[2], RunMount+"/"+preparingMarker, "a standby cloning its primary is alive")
-	assert.Contains(t, c.StartupProbe.Exec.Command[2], RunMount+"/"+preparingMarker)
+	assert.Contains(t, c.Ports, corev1.ContainerPort{Name: "agent", ContainerPort: 8008, Protocol: corev1.ProtocolTCP})
 	assert.Zero(t, c.ReadinessProbe.InitialDelaySeconds, "the startup probe waits for the server")
-	assert.Equal(t, int32(10), c.ReadinessProbe.PeriodSeconds,
-		"Kubernetes' default period: every pod pays for each readiness probe, a process in the container and a backend")
+	assert.Equal(t, int32(10), c.ReadinessProbe.PeriodSeconds, "Kubernetes' default period")
 	assert.LessOrEqual(t, c.ReadinessProbe.PeriodSeconds*c.ReadinessProbe.FailureThreshold, int32(30),
 		"a hung server leaves its Service within 30 s")
 	assert.GreaterOrEqual(t, c.StartupProbe.PeriodSeconds*c.StartupProbe.FailureThreshold, int32(600),
@@ -109,20 +122,20 @@ func TestPodSpecProbes(t *testing.T) {
 }
 
 func TestPodSpecResources(t *testing.T) {
-	c := desiredStatefulSet(newPG("x"), "img", "s").Spec.Template.Spec.Containers[0]
+	c := desiredStatefulSet(newPG("x"), "img", DefaultAgentImage, "s").Spec.Template.Spec.Containers[0]
 	assert.Equal(t, DefaultCPURequest, c.Resources.Requests[corev1.ResourceCPU])
 	assert.Equal(t, DefaultMemoryRequest, c.Resources.Requests[corev1.ResourceMemory])
 	assert.Empty(t, c.Resources.Limits, "no default limits: a memory limit is the user's choice")
 
 	limits := corev1.ResourceList{corev1.ResourceMemory: resource.MustParse("1Gi")}
-	c = desiredStatefulSet(newPG("x", withContainerResources(limits)), "img", "s").Spec.Template.Spec.Containers[0]
+	c = desiredStatefulSet(newPG("x", withContainerResources(limits)), "img", DefaultAgentImage, "s").Spec.Template.Spec.Containers[0]
 	assert.Equal(t, limits, c.Resources.Limits)
 	assert.Empty(t, c.Resources.Requests, "the podTemplate's resources replace the defaults")
 }
 
 func TestPodSpecPrefersSpreadingAcrossNodes(t *testing.T) {
 	pg := newPG("x", withReplicas(3))
-	spec := desiredStatefulSet(pg, "img", "s").Spec.Template.Spec
+	spec := desiredStatefulSet(pg, "img", DefaultAgentImage, "s").Spec.Template.Spec
 	require.NotNil(t, spec.Affinity)
 	require.NotNil(t, spec.Affinity.PodAntiAffinity)
 	assert.Empty(t, spec.Affinity.PodAntiAffinity.RequiredDuringSchedulingIgnoredDuringExecution, "a one-node cluster still runs every replica")
@@ -132,7 +145,7 @@ func TestPodSpecPrefersSpreadingAcrossNodes(t *testing.T) {
 	assert.Equal(t, &metav1.LabelSelector{MatchLabels: selectorLabels(pg)}, terms[0].PodAffinityTerm.LabelSelector)
 
 	pg.Spec.PodTemplate.Spec.Affinity = &corev1.Affinity{NodeAffinity: &corev1.NodeAffinity{}}
-	spec = desiredStatefulSet(pg, "img", "s").Spec.Template.Spec
+	spec = desiredStatefulSet(pg, "img", DefaultAgentImage, "s").Spec.Template.Spec
 	assert.Nil(t, spec.Affinity.PodAntiAffinity, "the podTemplate's affinity replaces the default")
 }
 

@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"strconv"
 	"strings"
 
 	appsv1 "k8s.io/api/apps/v1"
@@ -13,10 +12,12 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/client-go/util/retry"
 	"k8s.io/klog/v2"
 	"k8s.io/utils/ptr"
 
+	"github.com/pgops/pgops/pkg/agent"
 	kubedbv1 "github.com/pgops/pgops/pkg/apis/kubedb/v1"
 )
 
@@ -37,9 +38,9 @@ var reservedEnv = map[string]bool{
 	"POD_IP": true, "PRIMARY_HOST": true, "PRIMARY_PORT": true, "STANDBY_MODE": true,
 }
 
-// desiredStatefulSet builds the StatefulSet for pg running image, with credentials from the
-// Secret secretName.
-func desiredStatefulSet(pg *kubedbv1.Postgres, image, secretName string) *appsv1.StatefulSet {
+// desiredStatefulSet builds the StatefulSet for pg running the PostgreSQL image and the agent
+// from agentImage, with credentials from the Secret secretName.
+func desiredStatefulSet(pg *kubedbv1.Postgres, image, agentImage, secretName string) *appsv1.StatefulSet {
 	tmpl := pg.Spec.PodTemplate
 	podLabels := mergeMaps(map[string]string{}, tmpl.Metadata.Labels, selectorLabels(pg))
 	var podAnnotations map[string]string
@@ -70,54 +71,40 @@ func desiredStatefulSet(pg *kubedbv1.Postgres, image, secretName string) *appsv1
 		Name:            ContainerName,
 		Image:           image,
 		ImagePullPolicy: corev1.PullIfNotPresent,
-		Command:         []string{"bash", ScriptsMount + "/" + ScriptsKey},
+		// The agent is PID 1: it prepares the data directory, runs postgres and answers the
+		// probes (pkg/agent).
+		Command: []string{AgentMount + "/" + AgentBinary, "run"},
 		Ports: []corev1.ContainerPort{{
 			Name: "db", ContainerPort: PostgresPort, Protocol: corev1.ProtocolTCP,
+		}, {
+			Name: AgentPortName, ContainerPort: agent.DefaultProbePort, Protocol: corev1.ProtocolTCP,
 		}},
 		Env: env,
 		VolumeMounts: []corev1.VolumeMount{
 			{Name: DataVolume, MountPath: DataMount},
-			{Name: ScriptsVolume, MountPath: ScriptsMount, ReadOnly: true},
+			{Name: AgentVolume, MountPath: AgentMount, ReadOnly: true},
 			{Name: RunVolume, MountPath: RunMount},
 			{Name: TmpVolume, MountPath: TmpMount},
 		},
-		// Startup: up to 10 minutes to answer at all (crash recovery replays WAL before
-		// it does). It waits a moment for the server to accept connections, so that the
-		// readiness probe, which the kubelet runs right after it, passes at its first try:
-		// a restarted pod is Ready a tenth of a second after its server is, not a period
-		// later. Liveness: a server that does not answer for a minute is restarted. Both
-		// pass while the entrypoint prepares the data directory (a standby's clone takes
-		// as long as the data is large) and while the server answers but rejects
-		// connections (starting, recovering, a warm standby).
-		StartupProbe: &corev1.Probe{
-			ProbeHandler:     corev1.ProbeHandler{Exec: &corev1.ExecAction{Command: []string{"sh", "-c", startupScript(standbyMode(pg))}}},
-			PeriodSeconds:    1,
-			TimeoutSeconds:   5,
-			FailureThreshold: 600,
-			SuccessThreshold: 1,
-		},
-		LivenessProbe: &corev1.Probe{
-			ProbeHandler:     corev1.ProbeHandler{Exec: &corev1.ExecAction{Command: []string{"sh", "-c", livenessScript}}},
-			PeriodSeconds:    20,
-			TimeoutSeconds:   5,
-			FailureThreshold: 3,
-			SuccessThreshold: 1,
-		},
+		// The probes start no process: the kubelet asks the agent over HTTP, and the agent
+		// answers from the connection it keeps to the server (one query, no login).
+		//
+		// Startup: up to 10 minutes to answer at all (crash recovery replays WAL before it
+		// does); it passes while the agent prepares the data directory (a standby's clone
+		// takes as long as the data is large) and while the server answers but rejects
+		// connections (starting, recovering, a warm standby). The agent holds each answer
+		// up to a second for the server to accept connections, so that the readiness
+		// probe, which the kubelet runs right after it, passes at its first try: a
+		// restarted pod is Ready a moment after its server is, not a period later.
+		// Liveness: a server that does not answer a query within the agent's deadline for
+		// a minute, dead or hung, is restarted.
+		StartupProbe:  agentProbe(agent.StartupPath, 1, 600),
+		LivenessProbe: agentProbe(agent.LivenessPath, 20, 3),
 		// No initial delay: the startup probe has waited for the server already, and the
-		// kubelet probes readiness at once when a started container is not Ready yet, so
-		// the period does not delay the Ready of a pod whose server accepts connections
-		// within the startup probe's second (a slower one waits for a period tick). It
-		// bounds how long a hung server stays in its Service (3 periods), and it is what
-		// every pod pays: an exec probe is a process started in the container, and
-		// pg_isready's login a backend forked by the server. Kubernetes' default of 10 s,
-		// as CloudNativePG's.
-		ReadinessProbe: &corev1.Probe{
-			ProbeHandler:     corev1.ProbeHandler{Exec: &corev1.ExecAction{Command: readinessCommand(standbyMode(pg))}},
-			PeriodSeconds:    readinessPeriodSeconds,
-			TimeoutSeconds:   5,
-			FailureThreshold: 3,
-			SuccessThreshold: 1,
-		},
+		// kubelet probes readiness at once when a started container is not Ready yet. The
+		// period bounds how long a hung server stays in its Service (3 periods).
+		// Kubernetes' default of 10 s, as CloudNativePG's.
+		ReadinessProbe:           agentProbe(agent.ReadinessPath, readinessPeriodSeconds, 3),
 		Resources:                defaultResources(),
 		SecurityContext:          restrictedContainerSecurity(),
 		TerminationMessagePath:   corev1.TerminationMessagePathDefault,
@@ -152,13 +139,24 @@ func desiredStatefulSet(pg *kubedbv1.Postgres, image, secretName string) *appsv1
 		podSecurity = overlay(podSecurity, tmpl.Spec.SecurityContext)
 	}
 
+	// The init container copies the agent of the operators' release from the operator
+	// image into an emptyDir, so the PostgreSQL image needs no change (as CloudNativePG
+	// delivers its instance manager).
+	installAgent := corev1.Container{
+		Name:                     AgentInitContainer,
+		Image:                    agentImage,
+		ImagePullPolicy:          corev1.PullIfNotPresent,
+		Command:                  []string{AgentImageBinary, "install", AgentMount + "/" + AgentBinary},
+		VolumeMounts:             []corev1.VolumeMount{{Name: AgentVolume, MountPath: AgentMount}},
+		Resources:                agentInstallResources(),
+		SecurityContext:          restrictedContainerSecurity(),
+		TerminationMessagePath:   corev1.TerminationMessagePathDefault,
+		TerminationMessagePolicy: corev1.TerminationMessageReadFile,
+	}
+
 	dataVolume := corev1.Volume{Name: DataVolume, VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{}}}
 	volumes := []corev1.Volume{{
-		Name: ScriptsVolume,
-		VolumeSource: corev1.VolumeSource{ConfigMap: &corev1.ConfigMapVolumeSource{
-			LocalObjectReference: corev1.LocalObjectReference{Name: scriptsConfigMapName(pg)},
-			DefaultMode:          ptr.To[int32](0o555),
-		}},
+		Name: AgentVolume, VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{}},
 	}, {
 		Name: RunVolume, VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{}},
 	}, {
@@ -213,6 +211,7 @@ func desiredStatefulSet(pg *kubedbv1.Postgres, image, secretName string) *appsv1
 			Template: corev1.PodTemplateSpec{
 				ObjectMeta: metav1.ObjectMeta{Labels: podLabels, Annotations: podAnnotations},
 				Spec: corev1.PodSpec{
+					InitContainers:                []corev1.Container{installAgent},
 					Containers:                    []corev1.Container{container},
 					Volumes:                       volumes,
 					SecurityContext:               podSecurity,
@@ -255,10 +254,12 @@ func setPodSpecDefaults(spec *corev1.PodSpec) {
 	}
 	// The v1 conversion mirrors serviceAccountName into the deprecated serviceAccount.
 	spec.DeprecatedServiceAccount = spec.ServiceAccountName
-	for i := range spec.Containers {
-		for j := range spec.Containers[i].Env {
-			if ref := spec.Containers[i].Env[j].ValueFrom; ref != nil && ref.FieldRef != nil && ref.FieldRef.APIVersion == "" {
-				ref.FieldRef.APIVersion = "v1"
+	for _, containers := range [][]corev1.Container{spec.InitContainers, spec.Containers} {
+		for i := range containers {
+			for j := range containers[i].Env {
+				if ref := containers[i].Env[j].ValueFrom; ref != nil && ref.FieldRef != nil && ref.FieldRef.APIVersion == "" {
+					ref.FieldRef.APIVersion = "v1"
+				}
 			}
 		}
 	}
@@ -272,7 +273,7 @@ func setPodSpecDefaults(spec *corev1.PodSpec) {
 // (or a user) restarts them; the provisioner never restarts pods.
 func (c *Controller) ensureStatefulSet(ctx context.Context, pg *kubedbv1.Postgres, image, secretName string) error {
 	logger := klog.FromContext(ctx)
-	want := desiredStatefulSet(pg, image, secretName)
+	want := desiredStatefulSet(pg, image, c.agentImage, secretName)
 
 	cur, err := c.statefulSetLister.StatefulSets(pg.Namespace).Get(want.Name)
 	if apierrors.IsNotFound(err) {
@@ -384,12 +385,13 @@ func statefulSetDrift(cur, out *appsv1.StatefulSet) []string {
 	diff("updateStrategy", cur.Spec.UpdateStrategy, out.Spec.UpdateStrategy)
 	ct, ot := cur.Spec.Template, out.Spec.Template
 	diff("template metadata", ct.ObjectMeta, ot.ObjectMeta)
+	diff("init containers", ct.Spec.InitContainers, ot.Spec.InitContainers)
 	diff("containers", ct.Spec.Containers, ot.Spec.Containers)
 	diff("volumes", ct.Spec.Volumes, ot.Spec.Volumes)
 	diff("pod securityContext", ct.Spec.SecurityContext, ot.Spec.SecurityContext)
 	rest := func(t corev1.PodTemplateSpec) corev1.PodSpec {
 		s := *t.Spec.DeepCopy()
-		s.Containers, s.Volumes, s.SecurityContext = nil, nil, nil
+		s.InitContainers, s.Containers, s.Volumes, s.SecurityContext = nil, nil, nil, nil
 		return s
 	}
 	diff("pod spec", rest(ct), rest(ot))
@@ -416,14 +418,6 @@ func overlay[T any](base, user *T) *T {
 	}
 	return out
 }
-
-// livenessScript passes while the server answers on its Unix socket, even to reject a
-// connection (pg_isready exits 1 while it starts, recovers, or is a warm standby), and
-// while the entrypoint prepares the data directory (it holds preparingMarker then).
-const livenessScript = `[ -e ` + RunMount + `/` + preparingMarker + ` ] || { ` + isReady + ` -t 4; [ "$?" -le 1 ]; }`
-
-// preparingMarker is the file the entrypoint keeps in RunMount until it starts postgres.
-const preparingMarker = "pgops-preparing"
 
 // restrictedContainerSecurity meets Pod Security "restricted": no privilege escalation,
 // no capabilities, and a read-only root (PostgreSQL writes only to its volumes).
@@ -469,50 +463,27 @@ func spreadAcrossNodes(pg *kubedbv1.Postgres) *corev1.Affinity {
 // readinessPeriodSeconds is the readiness probe's period (see the probe).
 const readinessPeriodSeconds = 10
 
-// readinessCommand is the readiness probe: pg_isready on the server's Unix socket, run
-// without a shell. It runs every 10 s on every pod, so each process it saves counts: on a
-// node, every exec probe is a process started in the container's namespaces. A warm standby
-// rejects connections by design (pg_isready exits 1), so in Warm mode a standby that answers
-// is ready too, which takes a shell; otherwise OrderedReady would never create the next
-// standby.
-func readinessCommand(mode kubedbv1.StandbyMode) []string {
-	if mode == kubedbv1.StandbyModeWarm {
-		return []string{"sh", "-c", readyTest(mode, "")}
+// agentProbe is an HTTP probe of the agent's path; the timeout is above the agent's own
+// deadline for the server's answer.
+func agentProbe(path string, periodSeconds, failureThreshold int32) *corev1.Probe {
+	return &corev1.Probe{
+		ProbeHandler: corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{
+			Path: path, Port: intstr.FromString(AgentPortName), Scheme: corev1.URISchemeHTTP,
+		}},
+		PeriodSeconds:    periodSeconds,
+		TimeoutSeconds:   5,
+		FailureThreshold: failureThreshold,
+		SuccessThreshold: 1,
 	}
-	return strings.Fields(isReady)
 }
 
-// isReady asks the server on its Unix socket whether it accepts connections.
-const isReady = "pg_isready -q -h " + RunMount + " -p 5432"
-
-// readyTest is the shell test of readiness, pg_isready's options appended to its call; it
-// leaves pg_isready's exit code in rc.
-func readyTest(mode kubedbv1.StandbyMode, options string) string {
-	test := isReady + options + `; rc=$?; [ "$rc" -eq 0 ]`
-	if mode == kubedbv1.StandbyModeWarm {
-		test += ` || { [ "$rc" -eq 1 ] && [ -f "$PGDATA/standby.signal" ]; }`
-	}
-	return test
-}
-
-// startupPolls and startupPollSeconds bound how long one startup probe waits for the
-// server to be ready: ten polls a tenth of a second apart, each pg_isready given a second
-// to answer, so that even on a busy node a probe ends well within its 5 s timeout (a
-// server starts in a fraction of a second; a probe that timed out would count as a failure,
-// and a long clone or recovery would not pass).
-const (
-	startupPolls       = 10
-	startupPollSeconds = "0.1"
-)
-
-// startupScript is the startup probe. It passes as soon as the server is ready (as the
-// readiness probe sees it), polling for a second, also while the entrypoint prepares the
-// data directory, which takes a moment at every start. After its polls it passes while the
-// entrypoint still prepares (a standby's clone takes as long as the data is large) or the
-// server answers at all (pg_isready exits 1 while it starts up or recovers), as the
-// liveness probe would, so neither a long clone nor a long crash recovery is killed. The
-// final exit 0 keeps the loop's status from being sleep's.
-func startupScript(mode kubedbv1.StandbyMode) string {
-	return `n=0; until ` + readyTest(mode, " -t 1") + `; do n=$((n+1)); if [ "$n" -ge ` + strconv.Itoa(startupPolls) + ` ]; then ` +
-		`[ -e ` + RunMount + `/` + preparingMarker + ` ] || exit $((rc > 1)); exit 0; fi; sleep ` + startupPollSeconds + `; done; exit 0`
+// agentInstallResources are the init container's requests: a copy of one file. A pod's
+// effective request is the larger of its init containers' and the sum of its containers',
+// so these add nothing; they are set so a namespace whose quota demands requests admits
+// the pod.
+func agentInstallResources() corev1.ResourceRequirements {
+	return corev1.ResourceRequirements{Requests: corev1.ResourceList{
+		corev1.ResourceCPU:    resource.MustParse("10m"),
+		corev1.ResourceMemory: resource.MustParse("32Mi"),
+	}}
 }

@@ -143,13 +143,13 @@ func (c *Controller) syncHandler(ctx context.Context, name cache.ObjectName) err
 	if _, err := desiredSynchronousReplication(pg); err != nil {
 		return c.handleStepError(ctx, pg, cred, err)
 	}
-	if err := c.ensureConfigMap(ctx, pg); err != nil {
-		return c.handleStepError(ctx, pg, cred, err)
-	}
 	if err := c.ensureServices(ctx, pg); err != nil {
 		return c.handleStepError(ctx, pg, cred, err)
 	}
 	if err := c.ensureStatefulSet(ctx, pg, image, rec.Name); err != nil {
+		return c.handleStepError(ctx, pg, cred, err)
+	}
+	if err := c.retireEntrypointConfigMap(ctx, pg); err != nil {
 		return c.handleStepError(ctx, pg, cred, err)
 	}
 	if err := c.ensurePodDisruptionBudget(ctx, pg); err != nil {

@@ -22,7 +22,6 @@ func TestSyncGeneratesSecretAndWorkloads(t *testing.T) {
 	assert.Equal(t, []string{
 		"create secrets x-auth",
 		"create secrets x.pgops-credential",
-		"create configmaps x-scripts",
 		"create services x",
 		"create services x-pods",
 		"create statefulsets x",
@@ -62,10 +61,7 @@ func TestSyncGeneratesSecretAndWorkloads(t *testing.T) {
 	assert.Equal(t, metav1.ConditionTrue, condition(pg, kubedbv1.ConditionProvisioningStarted).Status)
 	assert.Equal(t, metav1.ConditionFalse, condition(pg, kubedbv1.ConditionProvisioned).Status)
 
-	cm, err := f.kube.CoreV1().ConfigMaps(testNS).Get(f.ctx, "x-scripts", metav1.GetOptions{})
-	require.NoError(t, err)
-	assert.Equal(t, EntrypointScript, cm.Data["entrypoint.sh"])
-	assert.Equal(t, "x", cm.Labels[LabelInstance])
+	assert.False(t, f.exists("configmap", "x-scripts"), "the agent needs no entrypoint ConfigMap")
 
 	assert.False(t, f.exists("service", "x-standby"), "no standby service with one replica")
 	assert.True(t, f.hasEvent(corev1.EventTypeNormal, ReasonAuthSecretCreated, "x-auth"))

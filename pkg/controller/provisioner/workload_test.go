@@ -30,7 +30,7 @@ func TestStatefulSetDefaults(t *testing.T) {
 				corev1.ResourceStorage: resource.MustParse("2Gi")}},
 		}
 	})
-	sts := desiredStatefulSet(pg, "img:16.4", "x-auth")
+	sts := desiredStatefulSet(pg, "img:16.4", DefaultAgentImage, "x-auth")
 	assert.Equal(t, "x", sts.Name)
 	assert.Equal(t, int32(3), *sts.Spec.Replicas)
 	assert.Equal(t, "x-pods", sts.Spec.ServiceName)
@@ -48,11 +48,8 @@ func TestStatefulSetDefaults(t *testing.T) {
 	c := spec.Containers[0]
 	assert.Equal(t, "postgres", c.Name)
 	assert.Equal(t, "img:16.4", c.Image)
-	assert.Equal(t, []string{"bash", "/scripts/entrypoint.sh"}, c.Command)
-	require.Len(t, c.ReadinessProbe.Exec.Command, 3)
-	assert.Contains(t, c.ReadinessProbe.Exec.Command[2], "standby.signal", "Warm standbys are ready when they answer")
-	hot := desiredStatefulSet(newPG("x"), "img", "s").Spec.Template.Spec.Containers[0]
-	assert.Equal(t, []string{"pg_isready", "-q", "-h", "/var/run/postgresql", "-p", "5432"}, hot.ReadinessProbe.Exec.Command, "no shell")
+	assert.Equal(t, []string{"/pgops/bin/pgops-agent", "run"}, c.Command)
+	require.NotNil(t, c.ReadinessProbe.HTTPGet, "the agent answers; a Warm standby is ready when it answers (pkg/agent)")
 	env := envByName(c.Env)
 	assert.Equal(t, "/var/pv/data", env["PGDATA"].Value)
 	assert.Equal(t, "metadata.name", env["POD_NAME"].ValueFrom.FieldRef.FieldPath)
@@ -70,7 +67,7 @@ func TestStatefulSetDefaults(t *testing.T) {
 	for _, m := range c.VolumeMounts {
 		mounts[m.Name] = m.MountPath
 	}
-	assert.Equal(t, map[string]string{"data": "/var/pv", "scripts": "/scripts", "run": "/var/run/postgresql", "tmp": "/tmp"}, mounts)
+	assert.Equal(t, map[string]string{"data": "/var/pv", "pgops-agent": "/pgops/bin", "run": "/var/run/postgresql", "tmp": "/tmp"}, mounts)
 	require.Len(t, sts.Spec.VolumeClaimTemplates, 1)
 	claim := sts.Spec.VolumeClaimTemplates[0]
 	assert.Equal(t, "data", claim.Name)
@@ -79,15 +76,13 @@ func TestStatefulSetDefaults(t *testing.T) {
 	assert.Equal(t, []corev1.PersistentVolumeAccessMode{corev1.ReadWriteOnce}, claim.Spec.AccessModes)
 	for _, v := range spec.Volumes {
 		assert.NotEqual(t, "data", v.Name, "durable data comes from the claim template")
-		if v.Name == "scripts" {
-			assert.Equal(t, "x-scripts", v.ConfigMap.Name)
-		}
+		assert.Nil(t, v.ConfigMap, "no entrypoint ConfigMap")
 	}
 }
 
 func TestStatefulSetEphemeral(t *testing.T) {
 	pg := newPG("x", func(pg *kubedbv1.Postgres) { pg.Spec.StorageType = kubedbv1.StorageTypeEphemeral })
-	sts := desiredStatefulSet(pg, "img", "s")
+	sts := desiredStatefulSet(pg, "img", DefaultAgentImage, "s")
 	assert.Empty(t, sts.Spec.VolumeClaimTemplates)
 	found := false
 	for _, v := range sts.Spec.Template.Spec.Volumes {
@@ -127,7 +122,7 @@ func TestStatefulSetPodTemplateApplied(t *testing.T) {
 			},
 		}
 	})
-	sts := desiredStatefulSet(pg, "img", "s")
+	sts := desiredStatefulSet(pg, "img", DefaultAgentImage, "s")
 	tmpl := sts.Spec.Template
 	assert.Equal(t, "db", tmpl.Labels["team"])
 	assert.Equal(t, "x", tmpl.Labels[LabelInstance], "selector labels win")
@@ -273,7 +268,7 @@ func TestImageMapper(t *testing.T) {
 func TestHandleObjectMapsOwnedObjectsToPostgres(t *testing.T) {
 	pg := newPG("x", withFinalizer)
 	f := newFixture(t, []*kubedbv1.Postgres{pg})
-	sts := desiredStatefulSet(pg, "img", "s")
+	sts := desiredStatefulSet(pg, "img", DefaultAgentImage, "s")
 	sts.UID = "sts-uid"
 	require.NoError(t, f.kubeInf.Apps().V1().StatefulSets().Informer().GetIndexer().Add(sts))
 
@@ -292,10 +287,10 @@ func TestHandleObjectMapsOwnedObjectsToPostgres(t *testing.T) {
 	assert.Equal(t, want, drain())
 	f.c.handleObject(readyPod(pg, 1, true)) // pod → StatefulSet → Postgres
 	assert.Equal(t, want, drain())
-	f.c.handleObject(cache.DeletedFinalStateUnknown{Key: "demo/x-scripts", Obj: desiredConfigMap(pg)})
+	f.c.handleObject(cache.DeletedFinalStateUnknown{Key: "demo/x-scripts", Obj: legacyConfigMap(pg)})
 	assert.Equal(t, want, drain())
 
-	stranger := desiredConfigMap(pg)
+	stranger := legacyConfigMap(pg)
 	stranger.OwnerReferences[0].UID = "another-uid" // an earlier Postgres of the same name
 	f.c.handleObject(stranger)
 	unowned := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: "s", Namespace: testNS}}

@@ -13,11 +13,17 @@ import (
 	pgopsscheme "github.com/pgops/pgops/pkg/generated/clientset/versioned/scheme"
 )
 
+// pgops's kinds join client-go's scheme when the package loads, before any client decodes
+// with it: adding them later, as a controller starts, wrote the scheme's maps while the
+// leader elector's renewals read them (a fatal concurrent map access).
+func init() {
+	utilruntime.Must(pgopsscheme.AddToScheme(scheme.Scheme))
+}
+
 // NewEventRecorder returns a recorder whose events go to the API server (and to the
 // structured log) with source component, for objects of Kubernetes's and pgops's kinds. The
 // broadcaster stops when ctx is done.
 func NewEventRecorder(ctx context.Context, client kubernetes.Interface, component string) record.EventRecorder {
-	utilruntime.Must(pgopsscheme.AddToScheme(scheme.Scheme))
 	broadcaster := record.NewBroadcaster(record.WithContext(ctx))
 	broadcaster.StartStructuredLogging(0)
 	broadcaster.StartRecordingToSink(&typedcorev1.EventSinkImpl{Interface: client.CoreV1().Events("")})

@@ -15,7 +15,6 @@ import (
 	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/informers"
 	"k8s.io/client-go/kubernetes"
-	"k8s.io/client-go/kubernetes/scheme"
 	appslisters "k8s.io/client-go/listers/apps/v1"
 	corelisters "k8s.io/client-go/listers/core/v1"
 	policylisters "k8s.io/client-go/listers/policy/v1"
@@ -28,7 +27,6 @@ import (
 	opsv1alpha1 "github.com/pgops/pgops/pkg/apis/ops/v1alpha1"
 	"github.com/pgops/pgops/pkg/dbaddr"
 	versioned "github.com/pgops/pgops/pkg/generated/clientset/versioned"
-	pgopsscheme "github.com/pgops/pgops/pkg/generated/clientset/versioned/scheme"
 	pgopsinformers "github.com/pgops/pgops/pkg/generated/informers/externalversions"
 	kubedblisters "github.com/pgops/pgops/pkg/generated/listers/kubedb/v1"
 	"github.com/pgops/pgops/pkg/operator"
@@ -103,7 +101,6 @@ func New(ctx context.Context, kubeClient kubernetes.Interface, pgopsClient versi
 	kubeInformers informers.SharedInformerFactory, pgopsInformers pgopsinformers.SharedInformerFactory,
 	cfg Config) (*Controller, error) {
 	logger := klog.FromContext(ctx)
-	utilruntime.Must(pgopsscheme.AddToScheme(scheme.Scheme))
 
 	pgInformer := pgopsInformers.Kubedb().V1().Postgreses()
 	requestInformer := pgopsInformers.Ops().V1alpha1().PostgresOpsRequests()

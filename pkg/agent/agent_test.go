@@ -409,8 +409,9 @@ func TestAgentProbesCatchAHungServer(t *testing.T) {
 	primary.waitProbe(agent.ReadinessPath, http.StatusOK)
 }
 
-// TestAgentStopsWithPostgres: the kubelet's SIGTERM reaches postgres (a smart shutdown),
-// and the agent exits with it, 0 for a clean stop.
+// TestAgentStopsWithPostgres: the kubelet's SIGTERM reaches postgres (a smart shutdown,
+// which waits for every session: the agent closes its own first), and the agent exits with
+// it, 0 for a clean stop.
 func TestAgentStopsWithPostgres(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts real PostgreSQL servers")
@@ -422,6 +423,10 @@ func TestAgentStopsWithPostgres(t *testing.T) {
 	primary := newPod(t, "term-0", cred, "POSTGRES_USER=postgres")
 	primary.start(cred, bindir, bin, "POSTGRES_PASSWORD=pw-term-test")
 	primary.waitLogin("postgres", "pw-term-test")
+	if cred != nil {
+		// The probes' kept connection is open: a smart shutdown must not wait for it.
+		primary.waitProbe(agent.ReadinessPath, http.StatusOK)
+	}
 	pid := primary.postmasterPID()
 	require.NoError(t, primary.cmd.Process.Signal(syscall.SIGTERM))
 	select {

@@ -9,6 +9,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"k8s.io/klog/v2"
 )
 
 // Probe paths the agent answers. The kubelet's probes start no process: each is an HTTP
@@ -28,6 +30,8 @@ const (
 	preparing serverPhase = iota
 	// running: postgres has been started; the server's answers decide.
 	running
+	// stopping: postgres was asked to shut down; alive, not ready.
+	stopping
 	// stopped: postgres exited; the agent exits too.
 	stopped
 )
@@ -59,8 +63,9 @@ type serverState struct {
 type health struct {
 	cfg   *Config
 	phase atomic.Int32
-	// query runs the check on the kept connection.
-	query func() error
+	// query runs the check on the kept connection; closeConn closes it.
+	query     func() error
+	closeConn func() error
 	// standbySignal tells whether the data directory is a standby's.
 	standbySignal func() bool
 
@@ -80,7 +85,7 @@ func newHealth(cfg *Config) (*health, error) {
 	if err != nil {
 		return nil, err
 	}
-	h := &health{cfg: cfg}
+	h := &health{cfg: cfg, closeConn: db.Close}
 	h.query = func() error {
 		var one int
 		return db.QueryRowContext(context.Background(), "SELECT 1").Scan(&one)
@@ -93,6 +98,22 @@ func newHealth(cfg *Config) (*health, error) {
 }
 
 func (h *health) setPhase(p serverPhase) { h.phase.Store(int32(p)) }
+
+// stop ends the checks and closes the kept connection, before postgres is asked to stop:
+// PostgreSQL's smart shutdown (the kubelet's SIGTERM) waits for every session to end, the
+// agent's own too, until the kubelet kills it at the end of the grace period.
+func (h *health) stop() {
+	h.mu.Lock() // waits for a check under way
+	defer h.mu.Unlock()
+	if serverPhase(h.phase.Load()) != stopped {
+		h.setPhase(stopping)
+	}
+	if h.closeConn != nil {
+		if err := h.closeConn(); err != nil {
+			klog.ErrorS(err, "Closing the probes' connection")
+		}
+	}
+}
 
 // check asks the server, or returns the answer of a check that ended a moment ago. Checks
 // do not overlap.
@@ -115,7 +136,7 @@ func (h *health) check() serverState {
 // answers within checkTimeout, even to reject a connection (starting up, recovering, a warm
 // standby): a dead or hung server fails it.
 func (h *health) alive(s serverState) bool {
-	return s.phase == preparing || (s.phase == running && s.answer >= rejecting)
+	return s.phase == preparing || s.phase == stopping || (s.phase == running && s.answer >= rejecting)
 }
 
 // ready: the server accepts connections; a warm standby, which rejects them by design, is
@@ -133,6 +154,8 @@ func reason(s serverState) string {
 	switch {
 	case s.phase == preparing:
 		return "preparing the data directory"
+	case s.phase == stopping:
+		return "postgres is shutting down"
 	case s.phase == stopped:
 		return "postgres has exited"
 	case s.answer == noResponse:

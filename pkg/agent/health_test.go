@@ -42,6 +42,7 @@ func TestProbesAnswerFromTheServersState(t *testing.T) {
 		{name: "a user's pg_hba.conf refuses the agent", phase: running, queryErr: errAuth, startup: 200, ready: 200, healthy: 200},
 		{name: "warm standby answers", mode: Warm, phase: running, queryErr: errStarting, standbySignal: true, startup: 200, ready: 200, healthy: 200},
 		{name: "warm primary still starting", mode: Warm, phase: running, queryErr: errStarting, startup: 200, ready: 503, healthy: 200},
+		{name: "shutting down as asked", phase: stopping, startup: 200, ready: 503, healthy: 200},
 		{name: "postgres exited", phase: stopped, startup: 503, ready: 503, healthy: 503},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

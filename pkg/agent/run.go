@@ -55,8 +55,9 @@ func Run(ctx context.Context, cfg *Config, probeAddr string) (int, error) {
 	code, err := supervise(cfg, signals, func(pid int) {
 		h.setPhase(running)
 		klog.InfoS("Started postgres", "role", role, "address", net.JoinHostPort(cfg.PodIP, fmt.Sprint(cfg.Port)), "pid", pid)
-	})
+	}, h.stop)
 	h.setPhase(stopped)
+	h.stop()
 	if err != nil {
 		return 1, err
 	}
@@ -77,7 +78,7 @@ func prepareUntilStopped(ctx context.Context, cfg *Config, signals <-chan os.Sig
 		case err := <-done:
 			return nil, err
 		case sig := <-signals:
-			if sig == syscall.SIGHUP || sig == syscall.SIGUSR1 || sig == syscall.SIGUSR2 {
+			if !isStopSignal(sig) {
 				continue // nothing to reload yet
 			}
 			cancel()

@@ -65,7 +65,9 @@ func runProgram(ctx context.Context, extraEnv []string, name string, args ...str
 // every other child: as PID 1 of the container, the agent inherits the orphans of
 // `kubectl exec` sessions. It returns postgres's exit code (128 + the signal for a killed
 // server, as a shell reports it), for the agent's own.
-func supervise(c *Config, signals <-chan os.Signal, started func(pid int)) (int, error) {
+//
+// Before a stop signal (SIGTERM, SIGINT, SIGQUIT) is passed on, stopping is called.
+func supervise(c *Config, signals <-chan os.Signal, started func(pid int), stopping func()) (int, error) {
 	// SIGCHLD is noticed before the server starts, so no exit is missed.
 	children := make(chan os.Signal, 1)
 	signal.Notify(children, syscall.SIGCHLD)
@@ -90,6 +92,9 @@ func supervise(c *Config, signals <-chan os.Signal, started func(pid int)) (int,
 	for {
 		select {
 		case sig := <-signals:
+			if isStopSignal(sig) {
+				stopping()
+			}
 			klog.InfoS("Passing a signal on to postgres", "signal", sig.String())
 			if err := syscall.Kill(pid, sig.(syscall.Signal)); err != nil {
 				klog.ErrorS(err, "Passing a signal on to postgres", "signal", sig.String())
@@ -125,4 +130,9 @@ func reap(pid int) (code int, exited bool) {
 			code = 128 + int(ws.Signal())
 		}
 	}
+}
+
+// isStopSignal tells whether sig asks postgres to shut down.
+func isStopSignal(sig os.Signal) bool {
+	return sig == syscall.SIGTERM || sig == syscall.SIGINT || sig == syscall.SIGQUIT
 }

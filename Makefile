@@ -21,7 +21,7 @@ CONTAINER_TOOL ?=
 
 all: build
 
-build: ## Build both operators and the kubectl-pgops plugin into bin/
+build: ## Build both operators, the pgops agent and the kubectl-pgops plugin into bin/
 	$(GO) build -o $(BIN_DIR)/ ./cmd/...
 
 dist: ## Write dist/install.yaml, the single-file install, from manifests/ (commit the result)

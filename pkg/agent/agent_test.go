@@ -256,6 +256,11 @@ func TestAgentPrimaryAndStandby(t *testing.T) {
 			filepath.Join(bindir, "psql"), "-p", strconv.Itoa(primary.port), "-U", "postgres", "-d", "postgres", "-Atc", "SELECT current_user").CombinedOutput()
 		require.NoError(t, err, "psql over the Unix socket: %s", out)
 		require.Equal(t, "postgres", strings.TrimSpace(string(out)))
+		// The agent's environment holds the password; the server's user cannot read it.
+		out, err = exec.Command("setpriv", "--reuid="+strconv.Itoa(int(cred.Uid)), "--regid="+strconv.Itoa(int(cred.Gid)), "--clear-groups", "--",
+			"cat", fmt.Sprintf("/proc/%d/environ", primary.cmd.Process.Pid)).CombinedOutput()
+		require.Error(t, err, "the postgres user reads the agent's environment: %q", out)
+		require.NotContains(t, string(out), password)
 	}
 	_, err = pdb.Exec("CREATE TABLE t (v text); INSERT INTO t VALUES ('before-standby')")
 	require.NoError(t, err)

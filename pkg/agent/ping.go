@@ -85,6 +85,10 @@ func (d deadlineDialer) DialContext(ctx context.Context, network, address string
 // conninfo keys and values in params name, every read and write of it bounded by timeout.
 func openDB(params [][2]string, timeout time.Duration) (*sql.DB, error) {
 	var dsn strings.Builder
+	// lib/pq, like libpq, takes what the DSN leaves out from PG* variables, which a
+	// podTemplate may set for psql in the pod: a target_session_attrs=read-write would fail
+	// every check of a standby, and options could change the session.
+	params = append([][2]string{{"target_session_attrs", "any"}, {"options", ""}}, params...)
 	for _, p := range params {
 		fmt.Fprintf(&dsn, "%s=%s ", p[0], conninfoQuote(p[1]))
 	}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"syscall"
 	"time"
 
 	"k8s.io/klog/v2"
@@ -90,10 +91,16 @@ func hasDataDir(dir string) (bool, error) {
 	if fi, err := os.Stat(filepath.Join(dir, "PG_VERSION")); err == nil && fi.Size() > 0 {
 		return true, nil
 	}
-	if _, err := os.Lstat(dir); os.IsNotExist(err) {
+	fi, err := os.Lstat(dir)
+	if os.IsNotExist(err) {
 		return false, nil
 	}
-	if err := os.Remove(dir); err != nil {
+	if err != nil {
+		return false, err
+	}
+	// Only an empty real directory goes: a file or a symlink (even a dangling one) at
+	// PGDATA is somebody's, as the shell entrypoint's rmdir refused them too.
+	if !fi.IsDir() || syscall.Rmdir(dir) != nil {
 		return false, fmt.Errorf("%s: %w", dir, ErrForeignDataDir)
 	}
 	return false, nil

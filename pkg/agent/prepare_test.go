@@ -237,3 +237,27 @@ func TestHostileValuesAreQuotedInEveryFile(t *testing.T) {
 	require.Contains(t, read(t, filepath.Join(c.DataDir, "pg_ident.conf")), `"we'ird""user\"`)
 	require.Equal(t, `*:*:*:we'ird"user\\:pa\:ss\\word`+"\n", read(t, c.Passfile()))
 }
+
+func TestAFileOrSymlinkAtPGDATAIsRefusedAndLeftAlone(t *testing.T) {
+	for name, make := range map[string]func(path string) error{
+		"file":             func(p string) error { return os.WriteFile(p, []byte("x"), 0o600) },
+		"dangling symlink": func(p string) error { return os.Symlink(p+".elsewhere", p) },
+		"symlink to an empty directory": func(p string) error {
+			if err := os.Mkdir(p+".elsewhere", 0o700); err != nil {
+				return err
+			}
+			return os.Symlink(p+".elsewhere", p)
+		},
+	} {
+		t.Run(name, func(t *testing.T) {
+			c := testConfig(t, "db-0")
+			require.NoError(t, os.MkdirAll(filepath.Dir(c.DataDir), 0o700))
+			require.NoError(t, make(c.DataDir))
+			f, err := prepareWith(t, c)
+			require.ErrorIs(t, err, ErrForeignDataDir)
+			require.Empty(t, f.calls)
+			_, err = os.Lstat(c.DataDir)
+			require.NoError(t, err, "left where it was")
+		})
+	}
+}

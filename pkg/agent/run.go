@@ -19,6 +19,12 @@ import (
 // returns the exit code the container should end with. A stop signal while the data
 // directory is prepared ends the preparation (it is safe to repeat at the next start).
 func Run(ctx context.Context, cfg *Config, probeAddr string) (int, error) {
+	// The password is in the agent's initial environment, /proc/1/environ, which the server
+	// (the same uid) could read for a role with pg_read_server_files: a process that is not
+	// dumpable has its /proc files owned by root. postgres, exec'd, is dumpable again.
+	if _, _, errno := syscall.RawSyscall(syscall.SYS_PRCTL, syscall.PR_SET_DUMPABLE, 0, 0); errno != 0 {
+		return 1, fmt.Errorf("prctl(PR_SET_DUMPABLE): %w", errno)
+	}
 	signals := make(chan os.Signal, len(forwardedSignals))
 	signal.Notify(signals, forwardedSignals...)
 	defer signal.Stop(signals)

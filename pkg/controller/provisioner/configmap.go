@@ -45,10 +45,24 @@ func (c *Controller) retireEntrypointConfigMap(ctx context.Context, pg *kubedbv1
 			return nil
 		}
 	}
+	// The pod cache is a watch of its own: a pod the StatefulSet controller made from the
+	// old template just before it observed the new one may not be in it yet.
+	live, err := c.kubeClient.CoreV1().Pods(pg.Namespace).List(ctx, metav1.ListOptions{LabelSelector: labels.SelectorFromSet(selectorLabels(pg)).String()})
+	if err != nil {
+		return fmt.Errorf("listing the pods of %s/%s: %w", pg.Namespace, pg.Name, err)
+	}
+	for i := range live.Items {
+		if mountsConfigMap(&live.Items[i].Spec, name) {
+			return nil
+		}
+	}
 	err = c.kubeClient.CoreV1().ConfigMaps(pg.Namespace).Delete(ctx, name, metav1.DeleteOptions{
 		Preconditions: &metav1.Preconditions{UID: &cm.UID},
 	})
-	if err != nil && !apierrors.IsNotFound(err) && !apierrors.IsConflict(err) {
+	if apierrors.IsNotFound(err) || apierrors.IsConflict(err) {
+		return nil // gone already, or replaced by another
+	}
+	if err != nil {
 		return fmt.Errorf("deleting configmap %s/%s: %w", pg.Namespace, name, err)
 	}
 	klog.FromContext(ctx).Info("Deleted the shell entrypoint's configmap: every pod runs the agent", "configmap", klog.KObj(cm))

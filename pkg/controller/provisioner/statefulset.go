@@ -141,14 +141,18 @@ func desiredStatefulSet(pg *kubedbv1.Postgres, image, agentImage, secretName str
 
 	// The init container copies the agent of the operators' release from the operator
 	// image into an emptyDir, so the PostgreSQL image needs no change (as CloudNativePG
-	// delivers its instance manager).
+	// delivers its instance manager). It has the database container's resources: a pod's
+	// effective request is the larger of its init containers' and the sum of its
+	// containers', so they add nothing, a pod with requests equal to limits keeps its
+	// Guaranteed QoS class, and a quota or LimitRange that admits the database container
+	// admits it too.
 	installAgent := corev1.Container{
 		Name:                     AgentInitContainer,
 		Image:                    agentImage,
 		ImagePullPolicy:          corev1.PullIfNotPresent,
 		Command:                  []string{AgentImageBinary, "install", AgentMount + "/" + AgentBinary},
 		VolumeMounts:             []corev1.VolumeMount{{Name: AgentVolume, MountPath: AgentMount}},
-		Resources:                agentInstallResources(),
+		Resources:                *container.Resources.DeepCopy(),
 		SecurityContext:          restrictedContainerSecurity(),
 		TerminationMessagePath:   corev1.TerminationMessagePathDefault,
 		TerminationMessagePolicy: corev1.TerminationMessageReadFile,
@@ -477,13 +481,3 @@ func agentProbe(path string, periodSeconds, failureThreshold int32) *corev1.Prob
 	}
 }
 
-// agentInstallResources are the init container's requests: a copy of one file. A pod's
-// effective request is the larger of its init containers' and the sum of its containers',
-// so these add nothing; they are set so a namespace whose quota demands requests admits
-// the pod.
-func agentInstallResources() corev1.ResourceRequirements {
-	return corev1.ResourceRequirements{Requests: corev1.ResourceList{
-		corev1.ResourceCPU:    resource.MustParse("10m"),
-		corev1.ResourceMemory: resource.MustParse("32Mi"),
-	}}
-}

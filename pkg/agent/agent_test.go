@@ -397,6 +397,13 @@ func TestAgentProbesCatchAHungServer(t *testing.T) {
 	primary.waitProbe(agent.LivenessPath, http.StatusOK)
 
 	pid := primary.postmasterPID()
+	// Only the postmaster stops: the kept backend still answers, but no new connection is
+	// accepted. Liveness makes a new one; readiness uses the kept one.
+	require.NoError(t, syscall.Kill(pid, syscall.SIGSTOP))
+	primary.waitProbe(agent.LivenessPath, http.StatusServiceUnavailable)
+	require.NoError(t, syscall.Kill(pid, syscall.SIGCONT))
+	primary.waitProbe(agent.LivenessPath, http.StatusOK)
+
 	// Stop the postmaster and its children (a hung node stops them all).
 	out, err := exec.Command("pkill", "-STOP", "-P", strconv.Itoa(pid)).CombinedOutput()
 	require.NoError(t, err, "%s", out)

@@ -63,32 +63,42 @@ type serverState struct {
 type health struct {
 	cfg   *Config
 	phase atomic.Int32
-	// query runs the check on the kept connection; closeConn closes it.
+	// query runs the check on the kept connection; closeConn closes it. login makes and
+	// closes a new connection: the postmaster forks a backend for it.
 	query     func() error
 	closeConn func() error
+	login     func() error
 	// standbySignal tells whether the data directory is a standby's.
 	standbySignal func() bool
 
-	mu     sync.Mutex
-	last   serverState
-	lastAt time.Time
+	mu       sync.Mutex
+	queried  checkResult // the last query on the kept connection
+	loggedIn checkResult // the last new login
 }
 
 // newHealth checks the server through a connection over its Unix socket, logging in by peer
 // as the superuser (pgops's pg_hba.conf allows it to the OS user postgres without a
 // password, so a rotation does not affect it).
 func newHealth(cfg *Config) (*health, error) {
-	db, err := openDB([][2]string{
+	connector, err := newConnector([][2]string{
 		{"host", cfg.RunDir}, {"port", fmt.Sprint(cfg.Port)}, {"user", cfg.User}, {"dbname", "postgres"},
 		{"sslmode", "disable"}, {"application_name", "pgops-agent"},
 	}, checkTimeout)
 	if err != nil {
 		return nil, err
 	}
+	db := openDB(connector)
 	h := &health{cfg: cfg, closeConn: db.Close}
 	h.query = func() error {
 		var one int
 		return db.QueryRowContext(context.Background(), "SELECT 1").Scan(&one)
+	}
+	h.login = func() error {
+		conn, err := connector.Connect(context.Background())
+		if err != nil {
+			return err
+		}
+		return conn.Close()
 	}
 	h.standbySignal = func() bool {
 		_, err := os.Stat(filepath.Join(cfg.DataDir, "standby.signal"))
@@ -117,19 +127,43 @@ func (h *health) stop() {
 
 // check asks the server, or returns the answer of a check that ended a moment ago. Checks
 // do not overlap.
-func (h *health) check() serverState {
+//
+// A check is a query on the kept connection, which its backend answers. With newLogin it
+// also makes a new connection, which the postmaster must accept and fork a backend for, as
+// every client's: a postmaster that is stopped, or cannot fork, fails it, though the kept
+// backend still answers. The liveness probe asks for it, every 20 s; readiness, every 10 s,
+// and the startup polls do not, so an idle pod forks no backend for them.
+func (h *health) check(newLogin bool) serverState {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	phase := serverPhase(h.phase.Load())
 	if phase != running {
 		return serverState{phase: phase}
 	}
-	if h.last.phase == running && time.Since(h.lastAt) < checkReuse {
-		return h.last
+	now := time.Now()
+	if now.Sub(h.queried.at) >= checkReuse {
+		err := h.query()
+		h.queried = checkResult{answer: classify(err), err: err, at: time.Now()}
 	}
-	err := h.query()
-	h.last, h.lastAt = serverState{phase: running, answer: classify(err), err: err}, time.Now()
-	return h.last
+	s := serverState{phase: running, answer: h.queried.answer, err: h.queried.err}
+	if !newLogin || s.answer != accepting {
+		return s
+	}
+	if now.Sub(h.loggedIn.at) >= checkReuse {
+		err := h.login()
+		h.loggedIn = checkResult{answer: classify(err), err: err, at: time.Now()}
+	}
+	if h.loggedIn.answer != accepting {
+		s.answer, s.err = h.loggedIn.answer, h.loggedIn.err
+	}
+	return s
+}
+
+// checkResult is the answer to one query or login, and when it came.
+type checkResult struct {
+	answer answer
+	err    error
+	at     time.Time
 }
 
 // alive: liveness passes while the data directory is prepared and while the server
@@ -177,11 +211,11 @@ func (h *health) handler() http.Handler {
 		fmt.Fprintln(w, reason(s))
 	}
 	mux.HandleFunc("GET "+LivenessPath, func(w http.ResponseWriter, r *http.Request) {
-		s := h.check()
+		s := h.check(true)
 		answer(w, h.alive(s), s)
 	})
 	mux.HandleFunc("GET "+ReadinessPath, func(w http.ResponseWriter, r *http.Request) {
-		s := h.check()
+		s := h.check(false)
 		answer(w, h.ready(s), s)
 	})
 	mux.HandleFunc("GET "+StartupPath, func(w http.ResponseWriter, r *http.Request) {
@@ -195,7 +229,7 @@ func (h *health) handler() http.Handler {
 func (h *health) waitReady(ctx context.Context, wait time.Duration) serverState {
 	deadline := time.Now().Add(wait)
 	for {
-		s := h.check()
+		s := h.check(false)
 		if h.ready(s) || s.phase != running || time.Now().After(deadline) {
 			return s
 		}

@@ -30,7 +30,7 @@ func TestProbesAnswerFromTheServersState(t *testing.T) {
 		name                    string
 		mode                    StandbyMode
 		phase                   serverPhase
-		queryErr                error
+		queryErr, loginErr      error
 		standbySignal           bool
 		startup, ready, healthy int
 	}{
@@ -38,6 +38,7 @@ func TestProbesAnswerFromTheServersState(t *testing.T) {
 		{name: "accepting connections", phase: running, startup: 200, ready: 200, healthy: 200},
 		{name: "starting up or recovering", phase: running, queryErr: errStarting, startup: 200, ready: 503, healthy: 200},
 		{name: "hung: no answer within the deadline", phase: running, queryErr: errHung, startup: 503, ready: 503, healthy: 503},
+		{name: "postmaster stopped: the kept backend answers, a new login does not", phase: running, loginErr: errHung, startup: 200, ready: 200, healthy: 503},
 		{name: "socket gone", phase: running, queryErr: errors.New("dial unix: no such file"), startup: 503, ready: 503, healthy: 503},
 		{name: "a user's pg_hba.conf refuses the agent", phase: running, queryErr: errAuth, startup: 200, ready: 200, healthy: 200},
 		{name: "warm standby answers", mode: Warm, phase: running, queryErr: errStarting, standbySignal: true, startup: 200, ready: 200, healthy: 200},
@@ -50,6 +51,7 @@ func TestProbesAnswerFromTheServersState(t *testing.T) {
 			h.setPhase(tc.phase)
 			queries := 0
 			h.query = func() error { queries++; return tc.queryErr }
+			h.login = func() error { queries++; return tc.loginErr }
 			h.standbySignal = func() bool { return tc.standbySignal }
 			require.Equal(t, tc.healthy, probe(t, h, LivenessPath), "liveness")
 			require.Equal(t, tc.ready, probe(t, h, ReadinessPath), "readiness")
@@ -64,12 +66,18 @@ func TestProbesAnswerFromTheServersState(t *testing.T) {
 func TestProbesArrivingTogetherShareOneQuery(t *testing.T) {
 	h := &health{cfg: &Config{}}
 	h.setPhase(running)
-	queries := 0
+	queries, logins := 0, 0
 	h.query = func() error { queries++; return nil }
+	h.login = func() error { logins++; return nil }
 	for range 3 {
 		probe(t, h, ReadinessPath)
 	}
 	require.Equal(t, 1, queries)
+	require.Zero(t, logins, "readiness forks no backend")
+	probe(t, h, LivenessPath)
+	probe(t, h, LivenessPath)
+	require.Equal(t, 1, queries)
+	require.Equal(t, 1, logins, "liveness makes one new connection")
 }
 
 func TestUnknownPathsAndMethodsChangeNothing(t *testing.T) {

@@ -41,7 +41,7 @@ func classify(err error) answer {
 }
 
 // deadlineConn is a connection whose every read and write must finish within timeout, so a
-// hung server (its processes stopped, its disk stuck) fails a check instead of blocking it:
+// hung server (its processes stopped) fails a check instead of blocking it:
 // libpq's query cancellation needs an answer from the very server that hangs.
 type deadlineConn struct {
 	net.Conn
@@ -81,9 +81,9 @@ func (d deadlineDialer) DialContext(ctx context.Context, network, address string
 	return deadlineConn{Conn: c, timeout: d.timeout}, nil
 }
 
-// openDB opens a pool of at most one connection, kept open, to the server that the
-// conninfo keys and values in params name, every read and write of it bounded by timeout.
-func openDB(params [][2]string, timeout time.Duration) (*sql.DB, error) {
+// newConnector connects to the server that the conninfo keys and values in params name,
+// every read and write of its connections bounded by timeout.
+func newConnector(params [][2]string, timeout time.Duration) (*pq.Connector, error) {
 	var dsn strings.Builder
 	// lib/pq, like libpq, takes what the DSN leaves out from PG* variables, which a
 	// podTemplate may set for psql in the pod: a target_session_attrs=read-write would fail
@@ -97,10 +97,15 @@ func openDB(params [][2]string, timeout time.Duration) (*sql.DB, error) {
 		return nil, err
 	}
 	connector.Dialer(deadlineDialer{timeout: timeout})
+	return connector, nil
+}
+
+// openDB opens a pool of at most one connection, kept open, through connector.
+func openDB(connector *pq.Connector) *sql.DB {
 	db := sql.OpenDB(connector)
 	db.SetMaxOpenConns(1)
 	db.SetMaxIdleConns(1)
 	db.SetConnMaxIdleTime(0)
 	db.SetConnMaxLifetime(0)
-	return db, nil
+	return db
 }

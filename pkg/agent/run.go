@@ -97,7 +97,7 @@ func prepareUntilStopped(ctx context.Context, cfg *Config, signals <-chan os.Sig
 // waitForPrimary returns once the primary accepts connections, logging in with the
 // standby's credential as pg_basebackup will.
 func waitForPrimary(ctx context.Context, cfg *Config) error {
-	db, err := openDB([][2]string{
+	connector, err := newConnector([][2]string{
 		{"host", cfg.PrimaryHost}, {"port", fmt.Sprint(cfg.PrimaryPort)}, {"user", cfg.User},
 		{"passfile", cfg.Passfile()}, {"dbname", "postgres"}, {"sslmode", "prefer"},
 		{"application_name", "pgops-agent"}, {"connect_timeout", "5"},
@@ -105,6 +105,7 @@ func waitForPrimary(ctx context.Context, cfg *Config) error {
 	if err != nil {
 		return err
 	}
+	db := openDB(connector)
 	defer db.Close()
 	return waitUntil(ctx, 2*time.Second, 30*time.Second,
 		func(ctx context.Context) bool { return classify(db.PingContext(ctx)) == accepting },

@@ -71,10 +71,10 @@ func TestDatabasePodsInARestrictedNamespace(t *testing.T) {
 		out, err = podExec(ctx, ns, pod, "sh", "-c", "touch /usr/pgops-probe")
 		assert.Error(t, err, "%s: the root file system is read-only: %s", pod, out)
 
-		// The server is the image's: its postmaster runs the image's binary (not this
-		// machine's PostgreSQL), as uid 999.
+		// The server is the image's: its postmaster, the agent's child, runs the image's
+		// binary (not this machine's PostgreSQL), as uid 999.
 		p = getPod(t, ctx, ns, pod)
-		postmaster, err := env.nodes.ContainerPID(p, provisioner.ContainerName)
+		postmaster, err := env.nodes.ContainerChildPID(p, provisioner.ContainerName, "postgres")
 		require.NoError(t, err)
 		exe, err := os.Readlink(fmt.Sprintf("/proc/%d/exe", postmaster))
 		require.NoError(t, err)

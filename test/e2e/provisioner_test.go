@@ -235,15 +235,15 @@ func TestProvisionThreeReplicas(t *testing.T) {
 
 	// A standby's server goes down: Critical while it is down, Ready once the kubelet has
 	// restarted it. A killed server is back within seconds, which the provisioner's checks
-	// can miss, so the server is first stopped (SIGSTOP to the container's process group,
-	// the postmaster): it stays down, its readiness probe fails and the pod turns NotReady,
+	// can miss, so the server is first stopped (SIGSTOP to the container's process group:
+	// the agent, the postmaster and its children): it stays down, its readiness probe fails and the pod turns NotReady,
 	// for as long as it takes the phase to turn Critical. Then it is killed, and the
 	// kubelet restarts it.
 	ha2 := getPod(t, ctx, ns, "ha-2")
 	restarts := ha2.Status.ContainerStatuses[0].RestartCount
-	postmaster, err := env.nodes.ContainerPID(ha2, provisioner.ContainerName)
+	agentPID, err := env.nodes.ContainerPID(ha2, provisioner.ContainerName)
 	require.NoError(t, err, "ha-2 runs")
-	require.NoError(t, syscall.Kill(-postmaster, syscall.SIGSTOP))
+	require.NoError(t, syscall.Kill(-agentPID, syscall.SIGSTOP))
 	waitPostgresPhase(t, ctx, ns, "ha", kubedbv1.DatabasePhaseCritical)
 	// SIGKILL ends a stopped process too. The liveness probe, which fails while the server is
 	// stopped, may have killed it already; the restart count below shows it died either way.

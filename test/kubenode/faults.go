@@ -88,6 +88,29 @@ func (ns *Nodes) ContainerPID(pod *corev1.Pod, container string) (int, error) {
 	return main, nil
 }
 
+// ContainerChildPID is the process id of the child of the container's main process
+// (ContainerPID) whose executable is named exe: the server a supervising PID 1 runs.
+func (ns *Nodes) ContainerChildPID(pod *corev1.Pod, container, exe string) (int, error) {
+	main, err := ns.ContainerPID(pod, container)
+	if err != nil {
+		return 0, err
+	}
+	cg, err := ns.containerCgroup(pod, container)
+	if err != nil {
+		return 0, err
+	}
+	for _, p := range cgroupPids(cg) {
+		ppid, _, ok := parentAndStart(p)
+		if !ok || ppid != main {
+			continue
+		}
+		if target, err := os.Readlink(filepath.Join("/proc", strconv.Itoa(p), "exe")); err == nil && filepath.Base(target) == exe {
+			return p, nil
+		}
+	}
+	return 0, fmt.Errorf("no child %s of process %d in %s", exe, main, cg)
+}
+
 // parentAndStart is a process's parent and its start time in clock ticks since boot.
 func parentAndStart(pid int) (ppid int, started uint64, ok bool) {
 	f := procStat(pid)

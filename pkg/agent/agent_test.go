@@ -301,6 +301,10 @@ func TestAgentPrimaryAndStandby(t *testing.T) {
 	require.NoError(t, credential.SetPassword(ctx, withUser(primary.target(), user, password), user, newPassword))
 	_, err = pdb.Exec("SELECT 1") // the open connection survives
 	require.NoError(t, err)
+	if cred != nil {
+		repointRunningStandby(t, ctx, primary, standby, user, newPassword)
+	}
+	// The standby restarts with the new credential in its environment.
 	standby.stop()
 	standby.start(cred, bindir, script, "POSTGRES_PASSWORD="+newPassword)
 	standby.waitLogin(user, newPassword)
@@ -338,6 +342,43 @@ func buildAgent(t *testing.T) string {
 	out, err := exec.Command("go", "build", "-o", bin, "github.com/pgops/pgops/cmd/pgops-agent").CombinedOutput()
 	require.NoError(t, err, "go build: %s", out)
 	return bin
+}
+
+// agentURL is where the pod's agent listens.
+func (p *pod) agentURL() string { return fmt.Sprintf("http://127.0.0.1:%d", p.probePort) }
+
+// repointRunningStandby gives the running standby the credential its primary has just
+// taken, through its agent, as the ops-manager does in restart mode None: refused until the
+// standby has replayed it, and for any other password; then the WAL receiver reconnects
+// with it. The agent checks the credential by peer login, so only a root test runs this.
+func repointRunningStandby(t *testing.T, ctx context.Context, primary, standby *pod, user, password string) {
+	t.Helper()
+	client := &http.Client{Timeout: 10 * time.Second}
+	var refused *agent.AgentError
+	_, err := agent.WriteStandbyPassfile(ctx, client, standby.agentURL(), user, "Not-the-password-9")
+	require.ErrorAs(t, err, &refused)
+	require.Equal(t, http.StatusForbidden, refused.Status, refused.Message)
+	_, err = agent.WriteStandbyPassfile(ctx, client, primary.agentURL(), user, password)
+	require.ErrorAs(t, err, &refused)
+	require.Equal(t, http.StatusConflict, refused.Status, "the primary has no passfile: %s", refused.Message)
+
+	require.Eventually(t, func() bool {
+		written, err := agent.WriteStandbyPassfile(ctx, client, standby.agentURL(), user, password)
+		return err == nil && written
+	}, time.Minute, 50*time.Millisecond, "the standby's agent takes the credential once its server has replayed it")
+	super := withUser(standby.target(), user, password)
+	state, err := credential.CheckStandby(ctx, super, user, password)
+	require.NoError(t, err)
+	require.True(t, state.PassfileCurrent)
+	require.False(t, state.ReconnectedSince, "the WAL receiver still runs on its old connection")
+	require.NoError(t, credential.ReconnectStandby(ctx, withUser(primary.target(), user, password), state.ApplicationName))
+	require.Eventually(t, func() bool {
+		state, err = credential.CheckStandby(ctx, super, user, password)
+		return err == nil && state.ReconnectedSince && state.Streaming
+	}, time.Minute, 50*time.Millisecond, "the standby streams again, authenticated with the new credential: %+v %v", state, err)
+	written, err := agent.WriteStandbyPassfile(ctx, client, standby.agentURL(), user, password)
+	require.NoError(t, err)
+	require.False(t, written, "a passfile holding the credential is left alone")
 }
 
 // probe asks the pod's agent one probe path and returns the HTTP status (0: no answer).

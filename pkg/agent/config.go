@@ -23,8 +23,10 @@ const (
 	RunDir = "/var/run/postgresql"
 	// DefaultPort is PostgreSQL's port when PGPORT is not set.
 	DefaultPort = 5432
-	// DefaultProbePort is where the agent answers the kubelet's probes.
+	// DefaultProbePort is where the agent answers the kubelet's probes and the
+	// ops-manager's re-point, on the container port named PortName.
 	DefaultProbePort = 8008
+	PortName         = "agent"
 )
 
 // StandbyMode is KubeDB's spec.standbyMode.

@@ -9,6 +9,8 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+
+	"github.com/pgops/pgops/pkg/credential"
 )
 
 // hbaHeader starts every pg_hba.conf the agent (or the shell entrypoint before it) wrote: a
@@ -56,13 +58,6 @@ func identQuote(v string) string {
 	return `"` + strings.ReplaceAll(v, `"`, `""`) + `"`
 }
 
-// PassfileLine is a .pgpass line matching every host, port and database for user (':' and
-// '\' escaped with '\'), the same line the ops-manager checks for.
-func PassfileLine(user, password string) string {
-	escape := strings.NewReplacer(`\`, `\\`, `:`, `\:`)
-	return "*:*:*:" + escape.Replace(user) + ":" + escape.Replace(password)
-}
-
 // writeFileAtomic writes data to a side file in path's directory, readable only by the
 // owner (libpq ignores a passfile others can read; the server wants its files private),
 // and renames it into place, so a reader never sees half a file.
@@ -96,7 +91,7 @@ func writePassfile(c *Config) error {
 	if err := os.Remove(c.Passfile() + ".pgops"); err != nil && !os.IsNotExist(err) {
 		return err
 	}
-	return writeFileAtomic(c.Passfile(), []byte(PassfileLine(c.User, c.Password)+"\n"))
+	return writeFileAtomic(c.Passfile(), []byte(credential.PassfileLine(c.User, c.Password)+"\n"))
 }
 
 // writeAuthFiles writes pg_hba.conf and pg_ident.conf at every start, so a data directory

@@ -2,6 +2,7 @@ package agent
 
 import (
 	"context"
+	"database/sql"
 	"fmt"
 	"net/http"
 	"os"
@@ -62,6 +63,7 @@ type serverState struct {
 // health answers the kubelet's probes.
 type health struct {
 	cfg   *Config
+	db    *sql.DB // the kept connection (nil in tests)
 	phase atomic.Int32
 	// query runs the check on the kept connection; closeConn closes it. login makes and
 	// closes a new connection: the postmaster forks a backend for it.
@@ -88,7 +90,7 @@ func newHealth(cfg *Config) (*health, error) {
 		return nil, err
 	}
 	db := openDB(connector)
-	h := &health{cfg: cfg, closeConn: db.Close}
+	h := &health{cfg: cfg, db: db, closeConn: db.Close}
 	h.query = func() error {
 		var one int
 		return db.QueryRowContext(context.Background(), "SELECT 1").Scan(&one)

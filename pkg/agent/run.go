@@ -37,7 +37,10 @@ func Run(ctx context.Context, cfg *Config, probeAddr string) (int, error) {
 	if err != nil {
 		return 1, fmt.Errorf("listening for probes: %w", err)
 	}
-	srv := &http.Server{Handler: h.handler(), ReadHeaderTimeout: 5 * time.Second}
+	mux := http.NewServeMux()
+	mux.Handle("/", h.handler())
+	mux.Handle("PUT "+StandbyPassfilePath, newRepointer(cfg, h.db))
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 	go func() {
 		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			klog.ErrorS(err, "Serving probes")

@@ -6,12 +6,9 @@ import (
 	"errors"
 	"fmt"
 	"strings"
-
-	"github.com/lib/pq"
 )
 
-// ErrNotStandby is returned by [WriteStandbyPassfile] and [CheckStandby] for a server that
-// is not in recovery.
+// ErrNotStandby is returned by [CheckStandby] for a server that is not in recovery.
 var ErrNotStandby = errors.New("the server is not a standby")
 
 // StandbyState is what a standby says about its connection to the primary.
@@ -22,78 +19,13 @@ type StandbyState struct {
 	// PassfileCurrent tells whether the passfile primary_conninfo names holds exactly the
 	// credential asked about.
 	PassfileCurrent bool
-	// ReconnectedSince tells whether the WAL receiver connected after WriteStandbyPassfile
-	// last wrote that file, so its connection authenticated with it; a passfile the pod's
-	// entrypoint wrote at its start counts as read by every connection.
+	// ReconnectedSince tells whether the WAL receiver connected after the pgops agent last
+	// re-pointed the running standby (the time in the file's PassfileStamp line), so its
+	// connection authenticated with it; a passfile written at the pod's start, without the
+	// stamp, counts as read by every connection.
 	ReconnectedSince bool
 	// Streaming tells whether the WAL receiver streams (pg_stat_wal_receiver).
 	Streaming bool
-}
-
-// WriteStandbyPassfile makes the passfile that the hot standby's primary_conninfo names
-// (a pgops standby authenticates to its primary through one) hold user and password, so
-// that its next connection to the primary uses them, without a restart. It tells whether it
-// wrote anything: a passfile already holding them is left alone.
-//
-// The file is written by the server, as the user it runs as, with COPY … TO PROGRAM (a
-// hot standby allows it): the credential reaches the server as a bind parameter (never in a
-// statement's text, so not in pg_stat_activity) and the program on its standard input, never
-// in its arguments, and the program writes a side file with umask 077 (libpq ignores a
-// passfile others can read) and renames it into place, so a reconnecting WAL receiver never
-// reads half a file. A comment line records when it was written by the standby's clock,
-// for [CheckStandby]. The COPY statement is sent after the same logging settings as
-// [SetPassword] took effect for the session, so no statement, error or duration log and no
-// pg_stat_statements entry shows the password. Nothing in the configuration changes:
-// PostgreSQL would log a changed primary_conninfo, password included, at reload.
-// target.User must be a superuser.
-func WriteStandbyPassfile(ctx context.Context, target Target, user, password string) (written bool, err error) {
-	const op = "write standby passfile"
-	if err := validatePasswordBasic(password); err != nil {
-		return false, err
-	}
-	db, conn, err := target.open(ctx, op)
-	if err != nil {
-		return false, err
-	}
-	defer closeQuietly(db, conn)
-	fail := func(err error) error { return standbyErr(ctx, op, err, password, target.Password) }
-
-	_, passfile, err := standbyConnInfo(ctx, conn)
-	if err != nil {
-		return false, fail(err)
-	}
-	line := passfileLine(user, password)
-	if held, _, err := passfileHolds(ctx, conn, passfile, line); err != nil || held {
-		return false, fail(err)
-	}
-	quiet, err := quietSettings(ctx, conn, "SET")
-	if err != nil {
-		return false, fail(err)
-	}
-	if _, err := conn.ExecContext(ctx, quiet); err != nil {
-		return false, fail(err)
-	}
-	side := passfile + ".pgops"
-	program := "umask 077 && cat > " + shellQuote(side) + " && mv -f " + shellQuote(side) + " " + shellQuote(passfile)
-	// CSV with a delimiter and a quote character no credential contains (ValidatePodPassword
-	// refuses control characters) writes each row verbatim, where text format would double
-	// backslashes.
-	// COPY takes no bind parameters, and a literal would show the password in
-	// pg_stat_activity.query: the line travels as a parameter into a setting of this session
-	// only, which the COPY reads.
-	if _, err := conn.ExecContext(ctx, `SELECT pg_catalog.set_config('pgops.passfile_line', $1, false)`, line); err != nil {
-		return false, fail(err)
-	}
-	copyTo := "COPY (VALUES (" + pq.QuoteLiteral(passfileStamp) + " || pg_catalog.clock_timestamp()::text), " +
-		"(pg_catalog.current_setting('pgops.passfile_line'))) TO PROGRAM " + pq.QuoteLiteral(program) +
-		` WITH (FORMAT csv, DELIMITER E'\x02', QUOTE E'\x01')`
-	if _, err := conn.ExecContext(ctx, copyTo); err != nil {
-		return false, fail(err)
-	}
-	if _, err := conn.ExecContext(ctx, `RESET pgops.passfile_line`); err != nil {
-		return false, fail(err)
-	}
-	return true, nil
 }
 
 // CheckStandby tells what the hot standby behind target says about its connection to the
@@ -113,7 +45,7 @@ func CheckStandby(ctx context.Context, target Target, user, password string) (St
 	}
 	var state StandbyState
 	state.ApplicationName, _ = connInfoValue(params, "application_name")
-	held, writtenAt, err := passfileHolds(ctx, conn, passfile, passfileLine(user, password))
+	held, writtenAt, err := passfileHolds(ctx, conn, passfile, PassfileLine(user, password))
 	if err != nil {
 		return StandbyState{}, fail(err)
 	}
@@ -129,7 +61,7 @@ func CheckStandby(ctx context.Context, target Target, user, password string) (St
 		return StandbyState{}, fail(err)
 	}
 	state.Streaming = status.String == "streaming"
-	// A passfile without the stamp was written by the pod's entrypoint before the server
+	// A passfile without the stamp was written at the pod's start, before the server
 	// started (a standby restarted since the credential was published): every connection
 	// of this server used it.
 	state.ReconnectedSince = held && (writtenAt == "" || (since.Valid && since.Bool))
@@ -155,9 +87,10 @@ func ReconnectStandby(ctx context.Context, target Target, name string) error {
 	return wrapErr(ctx, op, err, false, target.Password)
 }
 
-// passfileStamp starts the comment line WriteStandbyPassfile puts first in a passfile
-// (libpq skips lines starting with #), followed by the time of writing.
-const passfileStamp = "# written by pgops at "
+// PassfileStamp starts the comment line that the pgops agent puts first in a running
+// standby's passfile when it re-points it (libpq skips lines starting with #), followed by
+// the time of writing by the server's clock, as PostgreSQL prints a timestamptz.
+const PassfileStamp = "# written by pgops at "
 
 // standbyConnInfo reads the standby's primary_conninfo and the absolute passfile it names.
 // A standby given its password inline, or no passfile, is not one pgops set up.
@@ -177,7 +110,7 @@ func standbyConnInfo(ctx context.Context, conn *sql.Conn) ([]connInfoParam, stri
 }
 
 // passfileHolds tells whether the passfile at path holds line as its credential, and when
-// WriteStandbyPassfile wrote it ("" if it did not).
+// the agent wrote it while the server ran ("" if it did not).
 func passfileHolds(ctx context.Context, conn *sql.Conn, path, line string) (held bool, writtenAt string, err error) {
 	var content sql.NullString
 	if err := conn.QueryRowContext(ctx, `SELECT pg_catalog.pg_read_file($1, 0, 65536, true)`, path).Scan(&content); err != nil {
@@ -185,8 +118,8 @@ func passfileHolds(ctx context.Context, conn *sql.Conn, path, line string) (held
 	}
 	for _, l := range strings.Split(content.String, "\n") {
 		switch {
-		case strings.HasPrefix(l, passfileStamp):
-			writtenAt = strings.TrimPrefix(l, passfileStamp)
+		case strings.HasPrefix(l, PassfileStamp):
+			writtenAt = strings.TrimPrefix(l, PassfileStamp)
 		case l == "" || strings.HasPrefix(l, "#"):
 		default:
 			// libpq uses the first matching line; every pgops line matches everything.
@@ -196,16 +129,11 @@ func passfileHolds(ctx context.Context, conn *sql.Conn, path, line string) (held
 	return false, writtenAt, nil
 }
 
-// passfileLine is a .pgpass line matching every host, port and database for user
+// PassfileLine is a .pgpass line matching every host, port and database for user
 // (':' and '\' escaped with '\').
-func passfileLine(user, password string) string {
+func PassfileLine(user, password string) string {
 	escape := strings.NewReplacer(`\`, `\\`, `:`, `\:`)
 	return "*:*:*:" + escape.Replace(user) + ":" + escape.Replace(password)
-}
-
-// shellQuote quotes s for a POSIX shell.
-func shellQuote(s string) string {
-	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
 }
 
 func nullIfEmpty(s string) any {

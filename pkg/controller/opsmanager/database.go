@@ -2,12 +2,17 @@ package opsmanager
 
 import (
 	"context"
+	"net"
+	"net/http"
+	"strconv"
+	"time"
 
+	"github.com/pgops/pgops/pkg/agent"
 	"github.com/pgops/pgops/pkg/credential"
 )
 
-// Database is what a rotation needs from PostgreSQL. Production code uses PostgreSQL
-// (pkg/credential); unit tests of the state machine use an in-memory stand-in.
+// Database is what a rotation needs from PostgreSQL and the pods' agents. Production code
+// uses PostgreSQL (pkg/credential, pkg/agent); unit tests of the state machine use an in-memory stand-in.
 type Database interface {
 	// EnsurePassword sets role's password unless its stored verifier already matches,
 	// logging in once with target's credential; it tells whether it set it.
@@ -24,9 +29,10 @@ type Database interface {
 	// WakeStandby makes the standby behind target, if it runs no WAL receiver, try its
 	// primary at once rather than at its next retry; it tells whether it did.
 	WakeStandby(ctx context.Context, target credential.Target) (bool, error)
-	// WriteStandbyPassfile gives the running standby behind target user/password for its
-	// next connection to the primary; it tells whether it wrote anything.
-	WriteStandbyPassfile(ctx context.Context, target credential.Target, user, password string) (bool, error)
+	// WriteStandbyPassfile asks the pgops agent of the running standby behind target, at
+	// agentPort, to give it user/password for its next connection to the primary; it tells
+	// whether the passfile changed.
+	WriteStandbyPassfile(ctx context.Context, target credential.Target, agentPort int, user, password string) (bool, error)
 	// CheckStandby says whether the standby behind target connects with user/password.
 	CheckStandby(ctx context.Context, target credential.Target, user, password string) (credential.StandbyState, error)
 	// ReconnectStandby makes the standby named name reconnect to the primary behind target.
@@ -58,8 +64,11 @@ func (PostgreSQL) WakeStandby(ctx context.Context, t credential.Target) (bool, e
 	return credential.WakeStandby(ctx, t)
 }
 
-func (PostgreSQL) WriteStandbyPassfile(ctx context.Context, t credential.Target, user, password string) (bool, error) {
-	return credential.WriteStandbyPassfile(ctx, t, user, password)
+// agentClient calls the pods' agents; each call is bounded by its context too.
+var agentClient = &http.Client{Timeout: 10 * time.Second}
+
+func (PostgreSQL) WriteStandbyPassfile(ctx context.Context, t credential.Target, agentPort int, user, password string) (bool, error) {
+	return agent.WriteStandbyPassfile(ctx, agentClient, "http://"+net.JoinHostPort(t.Host, strconv.Itoa(agentPort)), user, password)
 }
 
 func (PostgreSQL) CheckStandby(ctx context.Context, t credential.Target, user, password string) (credential.StandbyState, error) {

@@ -11,6 +11,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/utils/ptr"
 
+	"github.com/pgops/pgops/pkg/agent"
 	kubedbv1 "github.com/pgops/pgops/pkg/apis/kubedb/v1"
 	opsv1alpha1 "github.com/pgops/pgops/pkg/apis/ops/v1alpha1"
 	"github.com/pgops/pgops/pkg/credential"
@@ -83,30 +84,54 @@ func (c *Controller) planRotation(ctx context.Context, req *opsv1alpha1.Postgres
 
 	plan.RestartMode = restartMode(req)
 	planPods(plan, pg, ptr.Deref(pg.Spec.Replicas, 1))
-	c.restartPodsOffTheRecord(req.Namespace, pg.Name, plan)
+	c.restartUnrepointable(req.Namespace, pg.Name, plan)
 	return plan, nil
 }
 
-// restartPodsOffTheRecord restarts, rather than re-points, the standbys whose pod takes its
-// credential from another Secret than the credential record (pods a version before the
-// record created; the StatefulSet's OnDelete strategy keeps them until deleted): their next
-// container start would write the auth Secret's password into the passfile, which after an
-// edit or a rotation to another Secret is not the one PostgreSQL accepts. The cache is
-// enough: a pod created since from the current template names the record anyway.
-func (c *Controller) restartPodsOffTheRecord(namespace, database string, plan *opsv1alpha1.RotateAuthPlan) {
+// restartUnrepointable restarts, rather than re-points, the standbys that a re-point cannot
+// reach or would not last on (the StatefulSet's OnDelete strategy keeps pods of earlier
+// versions until they are deleted):
+//   - a pod without the pgops agent (an earlier release's template, the shell entrypoint):
+//     nothing in it can rewrite the passfile;
+//   - a pod that takes its credential from another Secret than the credential record: its
+//     next container start would write the auth Secret's password into the passfile, which
+//     after an edit or a rotation to another Secret is not the one PostgreSQL accepts.
+//
+// The cache is enough: a pod created since from the current template has both.
+func (c *Controller) restartUnrepointable(namespace, database string, plan *opsv1alpha1.RotateAuthPlan) {
 	record := kubedbv1.CredentialRecordName(database)
 	var kept []string
 	for _, name := range plan.RepointPods {
 		pod, err := c.pods.Pods(namespace).Get(name)
-		if err != nil || podCredentialSecret(pod) == record {
+		switch {
+		case err != nil:
+			kept = append(kept, name)
+			continue
+		case agentPort(pod) == 0:
+			plan.Notes = appendOnce(plan.Notes, "restarting standbys whose pod runs no pgops agent (a pod of an earlier release): "+
+				"only the agent can re-point a running standby, and the restart moves the pod to it")
+		case podCredentialSecret(pod) != record:
+			plan.Notes = appendOnce(plan.Notes, fmt.Sprintf("restarting standbys whose pod takes its credential from Secret %s rather than the credential record: "+
+				"a restart of their container after the rotation would read a credential PostgreSQL may not accept", podCredentialSecret(pod)))
+		default:
 			kept = append(kept, name)
 			continue
 		}
 		plan.RestartPods = append(plan.RestartPods, name)
-		plan.Notes = appendOnce(plan.Notes, fmt.Sprintf("restarting standbys whose pod takes its credential from Secret %s rather than the credential record: "+
-			"a restart of their container after the rotation would read a credential PostgreSQL may not accept", podCredentialSecret(pod)))
 	}
 	plan.RepointPods = kept
+}
+
+// agentPort is the port of the pgops agent in pod, 0 when the pod runs none.
+func agentPort(pod *corev1.Pod) int {
+	for _, ctr := range pod.Spec.Containers {
+		for _, p := range ctr.Ports {
+			if p.Name == agent.PortName {
+				return int(p.ContainerPort)
+			}
+		}
+	}
+	return 0
 }
 
 // podCredentialSecret names the Secret pod's POSTGRES_PASSWORD comes from, "" if none.

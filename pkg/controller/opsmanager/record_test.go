@@ -171,3 +171,19 @@ func TestWithoutARecordTheSecretGetsTheNewCredential(t *testing.T) {
 	require.Equal(t, opsv1alpha1.OpsRequestPhaseSuccessful, req.Status.Phase, describe(req))
 	w.requireCredentialWorks()
 }
+
+// A standby of an earlier release's template runs the shell entrypoint, without the pgops
+// agent: in mode None it is restarted (which moves it to the agent), not re-pointed.
+func TestStandbysWithoutTheAgentAreRestarted(t *testing.T) {
+	w := newWorld(t, 3)
+	pod := w.pod(dbName + "-2")
+	pod.Spec.Containers[0].Ports = nil
+	require.NoError(t, w.kube.Tracker().Update(corev1.SchemeGroupVersion.WithResource("pods"), pod, ns))
+	w.editSecret(dbName+"-auth", "Edited-Password-1")
+	w.newRequest("apply", applyEdit)
+	req := w.runUntilDone("apply", 80)
+	require.Equal(t, opsv1alpha1.OpsRequestPhaseSuccessful, req.Status.Phase, describe(req))
+	assert.Equal(t, []string{dbName + "-2"}, req.Status.RotateAuth.RestartPods)
+	assert.Equal(t, []string{dbName + "-1"}, req.Status.RotateAuth.RepointPods)
+	assert.Contains(t, strings.Join(req.Status.RotateAuth.Notes, " "), "runs no pgops agent")
+}

@@ -2,12 +2,15 @@ package opsmanager
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/pgops/pgops/pkg/agent"
 )
 
 // repointPollInterval is how often a re-point looks again at a standby that reconnects:
@@ -17,7 +20,9 @@ const repointPollInterval = 50 * time.Millisecond
 // repointStandby gives the running standby name the new credential without a restart
 // (restart mode None), one stage per call, each checked live on the standby first so a
 // crash anywhere repeats nothing that is done:
-//  1. its passfile gets the new credential (written by the standby's server);
+//  1. its passfile gets the new credential, written by the pod's pgops agent once the
+//     standby's server has replayed it (the agent accepts only the credential the server
+//     holds);
 //  2. its WAL sender on the primary is ended, so the WAL receiver reconnects, and that
 //     connection authenticates with the new credential (the old one is refused by now);
 //  3. done when the WAL receiver streams on a connection made since the passfile was
@@ -35,6 +40,17 @@ func (c *Controller) repointStandby(ctx context.Context, r *rotation, sts *appsv
 	if err != nil {
 		return waiting("waiting for standby %s: %v", name, err), false, nil
 	}
+	pod, err := c.pods.Pods(r.req.Namespace).Get(name)
+	if err != nil {
+		return waiting("waiting for standby %s: %v", name, err), false, nil
+	}
+	port := agentPort(pod)
+	if port == 0 {
+		// Planned pods run the agent (restartUnrepointable); this one was replaced since by
+		// a pod of an earlier template, which only a restart moves.
+		return outcome{}, false, fatal(ReasonInvalidRequest, "standby %s runs no pgops agent, so it cannot be re-pointed; "+
+			"delete the pod so it restarts on the current template, then retry the rotation", name)
+	}
 	standby.User, standby.Password = auth.username, auth.password
 	state, err := c.db.CheckStandby(ctx, standby, auth.username, auth.password)
 	if err != nil {
@@ -42,7 +58,12 @@ func (c *Controller) repointStandby(ctx context.Context, r *rotation, sts *appsv
 	}
 	switch {
 	case !state.PassfileCurrent:
-		if _, err := c.db.WriteStandbyPassfile(ctx, standby, auth.username, auth.password); err != nil {
+		if _, err := c.db.WriteStandbyPassfile(ctx, standby, port, auth.username, auth.password); err != nil {
+			var refused *agent.AgentError
+			if errors.As(err, &refused) && refused.NotYetReplayed() {
+				// The standby's server has not replayed the ALTER ROLE yet.
+				return again("waiting for standby %s to replay the new credential", name), false, nil
+			}
 			return outcome{}, false, fmt.Errorf("giving standby %s the new credential: %w", name, err)
 		}
 		setCondition(&r.req.Status.Conditions, condition, metav1.ConditionFalse, ReasonInProgress,

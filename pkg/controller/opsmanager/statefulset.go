@@ -65,7 +65,7 @@ func (c *Controller) followScale(ctx context.Context, req *opsv1alpha1.PostgresO
 		return err
 	}
 	planPods(plan, pg, running)
-	c.restartPodsOffTheRecord(req.Namespace, pg.Name, plan)
+	c.restartUnrepointable(req.Namespace, pg.Name, plan)
 	klog.FromContext(ctx).Info("The plan follows the StatefulSet's replicas", "replicas", running,
 		"restart", plan.RestartPods, "repoint", plan.RepointPods, "keep", plan.KeptPods)
 	return nil

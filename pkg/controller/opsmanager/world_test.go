@@ -26,6 +26,7 @@ import (
 	clocktesting "k8s.io/utils/clock/testing"
 	"k8s.io/utils/ptr"
 
+	"github.com/pgops/pgops/pkg/agent"
 	kubedbv1 "github.com/pgops/pgops/pkg/apis/kubedb/v1"
 	opsv1alpha1 "github.com/pgops/pgops/pkg/apis/ops/v1alpha1"
 	"github.com/pgops/pgops/pkg/credential"
@@ -191,7 +192,8 @@ func newWorld(t testing.TB, replicas int32) *world {
 		Spec: appsv1.StatefulSetSpec{
 			Replicas: ptr.To(replicas),
 			Template: corev1.PodTemplateSpec{Spec: corev1.PodSpec{Containers: []corev1.Container{{
-				Name: "postgres",
+				Name:  "postgres",
+				Ports: []corev1.ContainerPort{{Name: agent.PortName, ContainerPort: agent.DefaultProbePort}},
 				Env: []corev1.EnvVar{
 					secretEnv("POSTGRES_USER", recordName, "username"),
 					secretEnv("POSTGRES_PASSWORD", recordName, "password"),
@@ -757,7 +759,7 @@ func (d *fakeDatabase) WakeStandby(_ context.Context, t credential.Target) (bool
 	return true, nil
 }
 
-func (d *fakeDatabase) WriteStandbyPassfile(_ context.Context, t credential.Target, _, password string) (bool, error) {
+func (d *fakeDatabase) WriteStandbyPassfile(_ context.Context, t credential.Target, _ int, _, password string) (bool, error) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	if err := d.standbyLogin(t); err != nil {

@@ -3,6 +3,8 @@ package provisioner
 import (
 	"strings"
 
+	"github.com/pgops/pgops/pkg/agent"
+
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	kubedbv1 "github.com/pgops/pgops/pkg/apis/kubedb/v1"
@@ -46,7 +48,7 @@ const (
 	AgentInitContainer = "install-agent"
 	AgentImageBinary   = "/usr/local/bin/pgops-agent"
 	// AgentPortName is the container port where the agent answers the kubelet's probes.
-	AgentPortName = "agent"
+	AgentPortName = agent.PortName
 	// legacyScriptsVolume held the shell entrypoint's ConfigMap in pods of earlier
 	// releases; the ConfigMap stays until no pod mounts it (retireEntrypointConfigMap).
 	legacyScriptsVolume = "scripts"

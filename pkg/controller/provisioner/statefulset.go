@@ -480,4 +480,3 @@ func agentProbe(path string, periodSeconds, failureThreshold int32) *corev1.Prob
 		SuccessThreshold: 1,
 	}
 }
-

@@ -3,7 +3,8 @@
 // emptyDir, from which the PostgreSQL image runs it:
 //
 //	pgops-agent install DEST          copy this binary to DEST (the init container)
-//	pgops-agent run [--probe-port N]  prepare the data directory, run postgres, answer probes
+//	pgops-agent run [--probe-port N]  prepare the data directory, run postgres, answer the
+//	                                  kubelet's probes and the ops-manager's re-point
 package main
 
 import (
@@ -41,8 +42,8 @@ func main() {
 			os.Exit(1)
 		}
 	case "run":
-		probePort := flag.Int("probe-port", agent.DefaultProbePort, "Port on every address of the pod where the kubelet's probes are answered (HTTP: "+
-			agent.StartupPath+", "+agent.ReadinessPath+", "+agent.LivenessPath+"); change it if another container of the pod uses it.")
+		probePort := flag.Int("probe-port", agent.DefaultProbePort, "Port on every address of the pod where the kubelet's probes (HTTP GET "+
+			agent.StartupPath+", "+agent.ReadinessPath+", "+agent.LivenessPath+") and the ops-manager's re-point (PUT "+agent.StandbyPassfilePath+") are answered.")
 		if err := flag.CommandLine.Parse(os.Args[2:]); err != nil {
 			os.Exit(2)
 		}

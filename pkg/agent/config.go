@@ -1,8 +1,9 @@
 // Package agent is the pgops instance agent: PID 1 of every database container. It prepares
 // the data directory (a new primary's initdb, a standby's clone, the authentication rules,
 // the passfile and the standby's settings), runs PostgreSQL as its child, forwards the
-// kubelet's signals to it and reaps orphans, and answers the kubelet's probes over HTTP from
-// a connection to the server it keeps (docs/architecture.md, "The database pod").
+// kubelet's signals to it and reaps orphans, answers the kubelet's probes over HTTP from a
+// connection to the server it keeps, and re-points a running standby at a new credential
+// for the ops-manager (docs/architecture.md, "The database pod").
 //
 // It replaces the shell entrypoint of earlier releases and reads the same environment, so a
 // data directory made by either starts under the other.

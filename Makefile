@@ -77,9 +77,9 @@ test: tools ## Unit, PostgreSQL and control-plane integration tests
 unit-test: ## Only tests that need neither PostgreSQL nor a control plane
 	$(GO) test -count=1 -short $(PKGS)
 
-bench: tools ## Benchmarks: speed and memory (pkg/); on real pods, client-visible outage per restart mode and rotations of 1, 20 and 200 databases at once
+bench: tools ## Benchmarks: speed and memory (pkg/); on real pods, the idle cost of 50 databases, client-visible outage per restart mode and rotations of 1, 20 and 200 databases at once
 	$(GO) test -run '^$$' -bench . -benchmem ./pkg/...
-	PGOPS_REQUIRE_LOCALCLUSTER=1 $(GO) test -run '^$$' -bench 'RotationOutage|RotationAtScale' -benchtime 1x -timeout 45m ./test/e2e
+	PGOPS_REQUIRE_LOCALCLUSTER=1 $(GO) test -run '^$$' -bench 'IdleCost|RotationOutage|RotationAtScale' -benchtime 1x -timeout 90m ./test/e2e
 
 demo: ## Run the whole system on a local control plane; Ctrl-C tears it down
 	hack/demo.sh $(DEMO_FLAGS)

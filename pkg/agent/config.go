@@ -28,6 +28,8 @@ const (
 	// ops-manager's re-point, on the container port named PortName.
 	DefaultProbePort = 8008
 	PortName         = "agent"
+	// ProcessName is the agent's command name (its binary's), as ps shows it.
+	ProcessName = "pgops-agent"
 )
 
 // StandbyMode is KubeDB's spec.standbyMode.

@@ -70,7 +70,29 @@ func BenchmarkRotationAtScale(b *testing.B) {
 // rotates: the background every round's figures stand on.
 func idleCost(b *testing.B, ctx context.Context, size int) {
 	b.Helper()
-	const window = 15 * time.Second
+	u := measureIdle(b, ctx, 15*time.Second)
+	fmt.Fprintf(os.Stderr, "idle with %d databases, %s\n", size, u)
+}
+
+// idleUsage is where the machine's CPU went over a window, in cores busy on average.
+type idleUsage struct {
+	window                 time.Duration
+	user, system           float64
+	kubelets, containerd   float64
+	proxy, pods, operators float64
+}
+
+func (u idleUsage) total() float64 { return u.user + u.system }
+
+func (u idleUsage) String() string {
+	return fmt.Sprintf("cores busy over %s: user %.3f, system %.3f; kubelets %.3f, containerd (with shims and runc) %.3f, "+
+		"kube-proxy %.3f, pods (agents, PostgreSQL and its backends) %.3f, operators %.3f",
+		u.window, u.user, u.system, u.kubelets, u.containerd, u.proxy, u.pods, u.operators)
+}
+
+// measureIdle measures, over window, the machine's busy cores and their split by process.
+func measureIdle(b *testing.B, ctx context.Context, window time.Duration) idleUsage {
+	b.Helper()
 	before, err := testenv.ReadCPUShares()
 	if err != nil {
 		b.Fatal(err)
@@ -80,7 +102,7 @@ func idleCost(b *testing.B, ctx context.Context, size int) {
 	start := time.Now()
 	select {
 	case <-ctx.Done():
-		return
+		b.Fatal(ctx.Err())
 	case <-time.After(window):
 	}
 	after, err := testenv.ReadCPUShares()
@@ -92,14 +114,12 @@ func idleCost(b *testing.B, ctx context.Context, size int) {
 	d := time.Since(start)
 	cores := before.Cores(after, d)
 	part := func(name string) float64 { return testenv.CoresBusy(nodesBefore[name], nodesAfter[name], d) }
-	operators := 0.0
+	u := idleUsage{window: d.Round(time.Second), user: cores["user"], system: cores["system"],
+		kubelets: part("kubelet"), containerd: part("containerd"), proxy: part("kube-proxy"), pods: part("pods")}
 	for _, name := range []string{"pgops-provisioner", "pgops-ops-manager"} {
-		operators += testenv.CoresBusy(opsBefore[name].CPU, opsAfter[name].CPU, d)
+		u.operators += testenv.CoresBusy(opsBefore[name].CPU, opsAfter[name].CPU, d)
 	}
-	fmt.Fprintf(os.Stderr, "idle with %d databases, cores busy over %s: user %.2f, system %.2f; "+
-		"kubelets %.2f, containerd (with shims and runc: container starts, exec probes) %.2f, kube-proxy %.2f, "+
-		"pods (PostgreSQL, its backends, what exec probes run) %.2f, operators %.2f\n",
-		size, window, cores["user"], cores["system"], part("kubelet"), part("containerd"), part("kube-proxy"), part("pods"), operators)
+	return u
 }
 
 // benchClients talk to the API server as admin without client-side throttling, so the

@@ -44,7 +44,7 @@ const (
 	// database container runs it as AgentMount/AgentBinary.
 	AgentVolume        = "pgops-agent"
 	AgentMount         = "/pgops/bin"
-	AgentBinary        = "pgops-agent"
+	AgentBinary        = agent.ProcessName
 	AgentInitContainer = "install-agent"
 	AgentImageBinary   = "/usr/local/bin/pgops-agent"
 	// AgentPortName is the container port where the agent answers the kubelet's probes.

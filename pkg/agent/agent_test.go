@@ -214,14 +214,7 @@ func waitForValue(t *testing.T, db *sql.DB, query, want string) {
 // TestAgentPrimaryAndStandby runs the agent for real with the installed PostgreSQL server
 // binaries: a primary, a streaming standby, and a standby restart after a password change.
 func TestAgentPrimaryAndStandby(t *testing.T) {
-	if testing.Short() {
-		t.Skip("starts real PostgreSQL servers")
-	}
-	bindir, err := pgtest.BinDir()
-	require.NoError(t, err)
-	cred := postgresCredential(t)
-
-	script := buildAgent(t)
+	bindir, cred, script := setUpAgentTest(t)
 
 	const user = "postgres"
 	password := `first pa$$word with 'quotes' and \backslash: `
@@ -331,6 +324,19 @@ func withUser(t credential.Target, user, password string) credential.Target {
 	return t
 }
 
+// setUpAgentTest skips with -short, and returns the PostgreSQL binaries, the credential of
+// the OS user postgres to run the agent as (nil unless the test runs as root) and the
+// agent binary.
+func setUpAgentTest(t *testing.T) (bindir string, cred *syscall.Credential, agentBinary string) {
+	t.Helper()
+	if testing.Short() {
+		t.Skip("starts real PostgreSQL servers")
+	}
+	bindir, err := pgtest.BinDir()
+	require.NoError(t, err)
+	return bindir, postgresCredential(t), buildAgent(t)
+}
+
 // buildAgent builds cmd/pgops-agent into a directory the postgres OS user can read.
 func buildAgent(t *testing.T) string {
 	t.Helper()
@@ -421,16 +427,10 @@ func (p *pod) postmasterPID() int {
 // runs; readiness follows. The probes log in by peer on the Unix socket, so only a root
 // test (the OS user postgres) can run it.
 func TestAgentProbesCatchAHungServer(t *testing.T) {
-	if testing.Short() {
-		t.Skip("starts real PostgreSQL servers")
-	}
-	cred := postgresCredential(t)
+	bindir, cred, bin := setUpAgentTest(t)
 	if cred == nil {
 		t.Skip("the agent's peer login needs the OS user postgres: run as root")
 	}
-	bindir, err := pgtest.BinDir()
-	require.NoError(t, err)
-	bin := buildAgent(t)
 	primary := newPod(t, "hung-0", cred, "POSTGRES_USER=postgres")
 	primary.start(cred, bindir, bin, "POSTGRES_PASSWORD=pw-hung-test")
 	primary.waitProbe(agent.StartupPath, http.StatusOK)
@@ -466,13 +466,7 @@ func TestAgentProbesCatchAHungServer(t *testing.T) {
 // which waits for every session: the agent closes its own first), and the agent exits with
 // it, 0 for a clean stop.
 func TestAgentStopsWithPostgres(t *testing.T) {
-	if testing.Short() {
-		t.Skip("starts real PostgreSQL servers")
-	}
-	bindir, err := pgtest.BinDir()
-	require.NoError(t, err)
-	cred := postgresCredential(t)
-	bin := buildAgent(t)
+	bindir, cred, bin := setUpAgentTest(t)
 	primary := newPod(t, "term-0", cred, "POSTGRES_USER=postgres")
 	primary.start(cred, bindir, bin, "POSTGRES_PASSWORD=pw-term-test")
 	primary.waitLogin("postgres", "pw-term-test")
@@ -496,13 +490,7 @@ func TestAgentStopsWithPostgres(t *testing.T) {
 // TestAgentWarmStandbyIsReadyWhileRejectingConnections: a warm standby rejects every
 // connection by design; it is ready when it answers.
 func TestAgentWarmStandbyIsReadyWhileRejectingConnections(t *testing.T) {
-	if testing.Short() {
-		t.Skip("starts real PostgreSQL servers")
-	}
-	bindir, err := pgtest.BinDir()
-	require.NoError(t, err)
-	cred := postgresCredential(t)
-	bin := buildAgent(t)
+	bindir, cred, bin := setUpAgentTest(t)
 	const password = "pw-warm-test"
 	primary := newPod(t, "warm-0", cred, "POSTGRES_USER=postgres", "STANDBY_MODE=Warm")
 	primary.start(cred, bindir, bin, "POSTGRES_PASSWORD="+password)

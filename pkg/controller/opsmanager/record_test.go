@@ -136,9 +136,19 @@ func TestRecordOfAnotherDatabaseIsNotUsed(t *testing.T) {
 // Secret itself: an edit applied in mode None restarts it rather than re-pointing it, since
 // its next container start would read the edited Secret, not the record.
 func TestStandbysOffTheRecordAreRestarted(t *testing.T) {
+	requireEditRestartsStandby2(t, "rather than the credential record", func(pod *corev1.Pod) {
+		pod.Spec.Containers[0].Env = []corev1.EnvVar{secretEnv("POSTGRES_PASSWORD", dbName+"-auth", "password")}
+	})
+}
+
+// requireEditRestartsStandby2 applies an edit of the auth Secret in mode None to a
+// 3-replica database whose standby -2 is changed by edit, and checks that -2 is restarted
+// rather than re-pointed, with a note saying why, and -1 re-pointed.
+func requireEditRestartsStandby2(t *testing.T, why string, edit func(*corev1.Pod)) {
+	t.Helper()
 	w := newWorld(t, 3)
 	pod := w.pod(dbName + "-2")
-	pod.Spec.Containers[0].Env = []corev1.EnvVar{secretEnv("POSTGRES_PASSWORD", dbName+"-auth", "password")}
+	edit(pod)
 	require.NoError(t, w.kube.Tracker().Update(corev1.SchemeGroupVersion.WithResource("pods"), pod, ns))
 	w.editSecret(dbName+"-auth", "Edited-Password-1")
 	w.newRequest("apply", applyEdit)
@@ -146,7 +156,7 @@ func TestStandbysOffTheRecordAreRestarted(t *testing.T) {
 	require.Equal(t, opsv1alpha1.OpsRequestPhaseSuccessful, req.Status.Phase, describe(req))
 	assert.Equal(t, []string{dbName + "-2"}, req.Status.RotateAuth.RestartPods)
 	assert.Equal(t, []string{dbName + "-1"}, req.Status.RotateAuth.RepointPods)
-	assert.Contains(t, strings.Join(req.Status.RotateAuth.Notes, " "), "rather than the credential record")
+	assert.Contains(t, strings.Join(req.Status.RotateAuth.Notes, " "), why)
 }
 
 func (w *world) pod(name string) *corev1.Pod {
@@ -175,15 +185,5 @@ func TestWithoutARecordTheSecretGetsTheNewCredential(t *testing.T) {
 // A standby of an earlier release's template runs the shell entrypoint, without the pgops
 // agent: in mode None it is restarted (which moves it to the agent), not re-pointed.
 func TestStandbysWithoutTheAgentAreRestarted(t *testing.T) {
-	w := newWorld(t, 3)
-	pod := w.pod(dbName + "-2")
-	pod.Spec.Containers[0].Ports = nil
-	require.NoError(t, w.kube.Tracker().Update(corev1.SchemeGroupVersion.WithResource("pods"), pod, ns))
-	w.editSecret(dbName+"-auth", "Edited-Password-1")
-	w.newRequest("apply", applyEdit)
-	req := w.runUntilDone("apply", 80)
-	require.Equal(t, opsv1alpha1.OpsRequestPhaseSuccessful, req.Status.Phase, describe(req))
-	assert.Equal(t, []string{dbName + "-2"}, req.Status.RotateAuth.RestartPods)
-	assert.Equal(t, []string{dbName + "-1"}, req.Status.RotateAuth.RepointPods)
-	assert.Contains(t, strings.Join(req.Status.RotateAuth.Notes, " "), "runs no pgops agent")
+	requireEditRestartsStandby2(t, "runs no pgops agent", func(pod *corev1.Pod) { pod.Spec.Containers[0].Ports = nil })
 }

@@ -239,13 +239,21 @@ func killOpsManager(t testing.TB) {
 	}
 }
 
-func startOpsManager(t testing.TB, ctx context.Context) {
+func startOpsManager(t testing.TB, ctx context.Context) { startOperatorNamed(t, ctx, "ops-manager") }
+
+// startOperatorNamed starts the operator name ("provisioner" or "ops-manager") again, after
+// a test stopped or killed it.
+func startOperatorNamed(t testing.TB, ctx context.Context, name string) {
 	t.Helper()
 	env.mu.Lock()
 	defer env.mu.Unlock()
-	op, err := startOperator(ctx, "ops-manager")
+	op, err := startOperator(ctx, name)
 	require.NoError(t, err)
-	env.opsManager = op
+	if name == "provisioner" {
+		env.provisioner = op
+	} else {
+		env.opsManager = op
+	}
 }
 
 // killAndRestartOpsManager SIGKILLs the ops-manager, as a node failure would, and starts a

@@ -212,11 +212,4 @@ func stopProvisioner(t testing.TB) {
 	require.NoError(t, env.provisioner.Stop(30*time.Second))
 }
 
-func startProvisioner(t testing.TB, ctx context.Context) {
-	t.Helper()
-	env.mu.Lock()
-	defer env.mu.Unlock()
-	op, err := startOperator(ctx, "provisioner")
-	require.NoError(t, err)
-	env.provisioner = op
-}
+func startProvisioner(t testing.TB, ctx context.Context) { startOperatorNamed(t, ctx, "provisioner") }

@@ -51,6 +51,11 @@ const (
 	// startup probe passes).
 	startupWait       = time.Second
 	startupPollPeriod = 100 * time.Millisecond
+	// startupPreparingGrace is how long the startup probe fails while the data directory
+	// is prepared, so that it passes when the server is ready. After it the probe passes
+	// while preparing, as liveness does, so a clone longer than the pod's startup budget
+	// (the provisioner gives 600 probes a second apart, 10 minutes) is not killed.
+	startupPreparingGrace = 8 * time.Minute
 )
 
 // serverState is one check's result.
@@ -62,9 +67,10 @@ type serverState struct {
 
 // health answers the kubelet's probes.
 type health struct {
-	cfg   *Config
-	db    *sql.DB // the kept connection (nil in tests)
-	phase atomic.Int32
+	cfg     *Config
+	started time.Time // when the agent started
+	db      *sql.DB   // the kept connection (nil in tests)
+	phase   atomic.Int32
 	// query runs the check on the kept connection; closeConn closes it. login makes and
 	// closes a new connection: the postmaster forks a backend for it.
 	query     func() error
@@ -90,7 +96,7 @@ func newHealth(cfg *Config) (*health, error) {
 		return nil, err
 	}
 	db := openDB(connector)
-	h := &health{cfg: cfg, db: db, closeConn: db.Close}
+	h := &health{cfg: cfg, started: time.Now(), db: db, closeConn: db.Close}
 	h.query = func() error {
 		var one int
 		return db.QueryRowContext(context.Background(), "SELECT 1").Scan(&one)
@@ -222,6 +228,13 @@ func (h *health) handler() http.Handler {
 	})
 	mux.HandleFunc("GET "+StartupPath, func(w http.ResponseWriter, r *http.Request) {
 		s := h.waitReady(r.Context(), startupWait)
+		if s.phase == preparing && time.Since(h.started) < startupPreparingGrace {
+			// Not started yet: the kubelet asks again in a second, and probes readiness
+			// right after the startup probe passes, so a pod whose initdb or clone takes
+			// seconds is Ready as soon as its server is, not a readiness period later.
+			answer(w, false, s)
+			return
+		}
 		answer(w, h.ready(s) || h.alive(s), s)
 	})
 	return mux
@@ -232,7 +245,7 @@ func (h *health) waitReady(ctx context.Context, wait time.Duration) serverState 
 	deadline := time.Now().Add(wait)
 	for {
 		s := h.check(false)
-		if h.ready(s) || s.phase != running || time.Now().After(deadline) {
+		if h.ready(s) || s.phase == stopping || s.phase == stopped || time.Now().After(deadline) {
 			return s
 		}
 		select {

@@ -7,6 +7,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"testing"
+	"time"
 
 	"github.com/lib/pq"
 	"github.com/stretchr/testify/require"
@@ -34,7 +35,7 @@ func TestProbesAnswerFromTheServersState(t *testing.T) {
 		standbySignal           bool
 		startup, ready, healthy int
 	}{
-		{name: "preparing the data directory", phase: preparing, startup: 200, ready: 503, healthy: 200},
+		{name: "preparing the data directory", phase: preparing, startup: 503, ready: 503, healthy: 200},
 		{name: "accepting connections", phase: running, startup: 200, ready: 200, healthy: 200},
 		{name: "starting up or recovering", phase: running, queryErr: errStarting, startup: 200, ready: 503, healthy: 200},
 		{name: "hung: no answer within the deadline", phase: running, queryErr: errHung, startup: 503, ready: 503, healthy: 503},
@@ -47,7 +48,7 @@ func TestProbesAnswerFromTheServersState(t *testing.T) {
 		{name: "postgres exited", phase: stopped, startup: 503, ready: 503, healthy: 503},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			h := &health{cfg: &Config{StandbyMode: tc.mode}}
+			h := &health{cfg: &Config{StandbyMode: tc.mode}, started: time.Now()}
 			h.setPhase(tc.phase)
 			queries := 0
 			h.query = func() error { queries++; return tc.queryErr }
@@ -86,4 +87,12 @@ func TestUnknownPathsAndMethodsChangeNothing(t *testing.T) {
 	h.handler().ServeHTTP(rec, httptest.NewRequest(http.MethodPost, ReadinessPath, nil))
 	require.Equal(t, http.StatusMethodNotAllowed, rec.Code)
 	require.Equal(t, http.StatusNotFound, probe(t, h, "/repoint"))
+}
+
+// A preparation longer than the grace (a clone of a large database) passes the startup
+// probe, so the kubelet does not kill it at the end of the pod's startup budget.
+func TestStartupPassesALongPreparation(t *testing.T) {
+	h := &health{cfg: &Config{}, started: time.Now().Add(-startupPreparingGrace - time.Second)}
+	require.Equal(t, http.StatusOK, probe(t, h, StartupPath))
+	require.Equal(t, http.StatusServiceUnavailable, probe(t, h, ReadinessPath))
 }

@@ -90,12 +90,13 @@ func desiredStatefulSet(pg *kubedbv1.Postgres, image, agentImage, secretName str
 		// answers from the connection it keeps to the server (one query, no login).
 		//
 		// Startup: up to 10 minutes to answer at all (crash recovery replays WAL before it
-		// does); it passes while the agent prepares the data directory (a standby's clone
-		// takes as long as the data is large) and while the server answers but rejects
-		// connections (starting, recovering, a warm standby). The agent holds each answer
-		// up to a second for the server to accept connections, so that the readiness
-		// probe, which the kubelet runs right after it, passes at its first try: a
-		// restarted pod is Ready a moment after its server is, not a period later.
+		// does). The agent holds each answer up to a second for the server to accept
+		// connections, and fails it while it prepares the data directory (an initdb, a
+		// clone), so that the readiness probe, which the kubelet runs right after it,
+		// passes at its first try: a new or restarted pod is Ready a moment after its
+		// server is, not a readiness period later. It passes while the server answers but
+		// rejects connections (recovering, a warm standby), and after 8 minutes of
+		// preparation (a clone as long as the data is large) as well.
 		// Liveness: a server that does not answer a query within the agent's deadline for
 		// a minute, dead or hung, is restarted.
 		StartupProbe:  agentProbe(agent.StartupPath, 1, 600),

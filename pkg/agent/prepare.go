@@ -24,6 +24,9 @@ type preparer struct {
 	waitPrimary func(ctx context.Context) error
 }
 
+// pwfilePattern names initdb's password files (os.CreateTemp adds a random suffix).
+const pwfilePattern = ".pwfile."
+
 // ErrForeignDataDir is returned for a PGDATA that holds files but no PostgreSQL data
 // directory: the agent refuses to touch it rather than destroy somebody's data.
 var ErrForeignDataDir = errors.New("PGDATA is not empty but holds no PostgreSQL data directory; move it away")
@@ -44,6 +47,14 @@ func (p *preparer) prepare(ctx context.Context) error {
 	}
 	if err := os.MkdirAll(filepath.Dir(c.DataDir), 0o700); err != nil {
 		return err
+	}
+	// initdb's password file is removed however initdb ends, unless the agent itself was
+	// killed meanwhile: it holds a password, so it goes at the next start.
+	stale, _ := filepath.Glob(filepath.Join(filepath.Dir(c.DataDir), pwfilePattern+"*"))
+	for _, f := range stale {
+		if err := os.Remove(f); err != nil {
+			return err
+		}
 	}
 	exists, err := hasDataDir(c.DataDir)
 	if err != nil {
@@ -131,7 +142,7 @@ func (p *preparer) initPrimary(ctx context.Context) error {
 	if err := os.RemoveAll(work); err != nil {
 		return err
 	}
-	pwfile, err := os.CreateTemp(filepath.Dir(c.DataDir), ".pwfile.")
+	pwfile, err := os.CreateTemp(filepath.Dir(c.DataDir), pwfilePattern)
 	if err != nil {
 		return err
 	}

@@ -118,6 +118,9 @@ func TestRestartOfThePrimaryKeepsItsDataAndDropsStandbySignal(t *testing.T) {
 
 func TestHalfFinishedInitdbIsStartedAgain(t *testing.T) {
 	c := testConfig(t, "db-0")
+	// The agent was killed during initdb: its password file was left behind.
+	require.NoError(t, os.MkdirAll(filepath.Dir(c.DataDir), 0o700))
+	require.NoError(t, os.WriteFile(filepath.Join(filepath.Dir(c.DataDir), ".pwfile.123456"), []byte("secret\n"), 0o600))
 	require.NoError(t, os.MkdirAll(c.DataDir+".init/base", 0o700))
 	require.NoError(t, os.WriteFile(c.DataDir+".init/PG_VERSION", []byte("15\n"), 0o600))
 	f, err := prepareWith(t, c)
@@ -125,6 +128,7 @@ func TestHalfFinishedInitdbIsStartedAgain(t *testing.T) {
 	require.Equal(t, []string{"initdb"}, f.calls)
 	require.Equal(t, []bool{false}, f.sawWork, "initdb starts on no directory, not on the leftovers")
 	require.False(t, exists(filepath.Join(c.DataDir, "base")))
+	require.False(t, exists(filepath.Join(filepath.Dir(c.DataDir), ".pwfile.123456")), "the old password file is gone")
 }
 
 func TestFailedInitdbLeavesNoDataDirectoryAndNoPasswordFile(t *testing.T) {

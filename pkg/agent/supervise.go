@@ -89,6 +89,12 @@ func supervise(c *Config, signals <-chan os.Signal, started func(pid int), stopp
 	// must not wait for it as well.
 	_ = proc.Release()
 	started(pid)
+	// Children of the preparation that exited after it (an orphan of a killed program)
+	// sent their SIGCHLD before anyone reaped: collect them now, and postgres if it has
+	// already failed.
+	if code, exited := reap(pid); exited {
+		return code, nil
+	}
 	for {
 		select {
 		case sig := <-signals:

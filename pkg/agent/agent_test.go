@@ -355,36 +355,43 @@ func (p *pod) agentURL() string { return fmt.Sprintf("http://127.0.0.1:%d", p.pr
 
 // repointRunningStandby gives the running standby the credential its primary has just
 // taken, through its agent, as the ops-manager does in restart mode None: refused until the
-// standby has replayed it, and for any other password; then the WAL receiver reconnects
-// with it. The agent checks the credential by peer login, so only a root test runs this.
+// standby has replayed it, and for any other password; once taken, the standby streams on
+// a new WAL receiver, which authenticated with it. The agent checks the credential by peer
+// login, so only a root test runs this.
 func repointRunningStandby(t *testing.T, ctx context.Context, primary, standby *pod, user, password string) {
 	t.Helper()
 	client := &http.Client{Timeout: 10 * time.Second}
 	var refused *agent.AgentError
-	_, err := agent.WriteStandbyPassfile(ctx, client, standby.agentURL(), user, "Not-the-password-9")
+	_, err := agent.RepointStandby(ctx, client, standby.agentURL(), user, "Not-the-password-9")
 	require.ErrorAs(t, err, &refused)
 	require.Equal(t, http.StatusForbidden, refused.Status, refused.Message)
-	_, err = agent.WriteStandbyPassfile(ctx, client, primary.agentURL(), user, password)
+	_, err = agent.RepointStandby(ctx, client, primary.agentURL(), user, password)
 	require.ErrorAs(t, err, &refused)
 	require.Equal(t, http.StatusConflict, refused.Status, "the primary has no passfile: %s", refused.Message)
 
+	sdb := standby.db(user, password)
+	receiver := func() (pid int, streaming bool) {
+		_ = sdb.QueryRow(`SELECT pid, status = 'streaming' FROM pg_stat_wal_receiver`).Scan(&pid, &streaming)
+		return pid, streaming
+	}
+	before, _ := receiver()
+	require.NotZero(t, before, "the standby streams")
 	require.Eventually(t, func() bool {
-		written, err := agent.WriteStandbyPassfile(ctx, client, standby.agentURL(), user, password)
+		written, err := agent.RepointStandby(ctx, client, standby.agentURL(), user, password)
 		return err == nil && written
 	}, time.Minute, 50*time.Millisecond, "the standby's agent takes the credential once its server has replayed it")
-	super := withUser(standby.target(), user, password)
-	state, err := credential.CheckStandby(ctx, super, user, password)
+	after, streaming := receiver()
+	require.True(t, streaming, "the agent answers once the standby streams")
+	require.NotEqual(t, before, after, "on a new WAL receiver, which connected with the new credential")
+	passfile, err := os.ReadFile(filepath.Join(standby.base, ".pgpass"))
 	require.NoError(t, err)
-	require.True(t, state.PassfileCurrent)
-	require.False(t, state.ReconnectedSince, "the WAL receiver still runs on its old connection")
-	require.NoError(t, credential.ReconnectStandby(ctx, withUser(primary.target(), user, password), state.ApplicationName))
-	require.Eventually(t, func() bool {
-		state, err = credential.CheckStandby(ctx, super, user, password)
-		return err == nil && state.ReconnectedSince && state.Streaming
-	}, time.Minute, 50*time.Millisecond, "the standby streams again, authenticated with the new credential: %+v %v", state, err)
-	written, err := agent.WriteStandbyPassfile(ctx, client, standby.agentURL(), user, password)
+	require.Contains(t, string(passfile), agent.PassfileStamp)
+
+	written, err := agent.RepointStandby(ctx, client, standby.agentURL(), user, password)
 	require.NoError(t, err)
 	require.False(t, written, "a passfile holding the credential is left alone")
+	again, _ := receiver()
+	require.Equal(t, after, again, "and a receiver that connected with it too")
 }
 
 // probe asks the pod's agent one probe path and returns the HTTP status (0: no answer).

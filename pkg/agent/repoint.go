@@ -12,6 +12,8 @@ import (
 	"os"
 	"strings"
 	"sync"
+	"syscall"
+	"time"
 
 	"k8s.io/klog/v2"
 
@@ -31,10 +33,24 @@ type PassfileRequest struct {
 	Password string `json:"password"`
 }
 
-// PassfileResponse says whether the passfile changed.
+// PassfileResponse says whether the passfile changed; the agent answers once the standby
+// streams on a connection that used it.
 type PassfileResponse struct {
 	Written bool `json:"written"`
 }
+
+// PassfileStamp starts the comment line the agent puts first in a running standby's
+// passfile when it re-points it (libpq skips lines starting with #), followed by the time
+// of writing by the server's clock, as PostgreSQL prints a timestamptz: a WAL receiver
+// that started before it authenticated with the previous credential.
+const PassfileStamp = "# written by pgops at "
+
+// streamWait bounds how long a re-point waits for the WAL receiver to stream on a
+// connection made with the new credential; the ops-manager asks again after a refusal.
+const streamWait = 5 * time.Second
+
+// receiverPoll is how often the agent looks at the WAL receiver while it reconnects.
+const receiverPoll = 20 * time.Millisecond
 
 // standbyFacts is what the standby's own server says about the credential asked for.
 type standbyFacts struct {
@@ -43,6 +59,15 @@ type standbyFacts struct {
 	verifier sql.NullString
 	// now is the server's clock_timestamp(), as PostgreSQL prints a timestamptz.
 	now string
+}
+
+// receiverState is the standby's WAL receiver as its server reports it.
+type receiverState struct {
+	pid int // 0: none runs
+	// streaming: it streams from the primary.
+	streaming bool
+	// startedSince: it started after the time asked about.
+	startedSince bool
 }
 
 // repointer rewrites the running standby's passfile.
@@ -57,19 +82,50 @@ type standbyFacts struct {
 // no SQL statement and no server log.
 type repointer struct {
 	cfg *Config
-	// facts asks the local server; tests replace it.
-	facts func(ctx context.Context, username string) (standbyFacts, error)
-	mu    sync.Mutex // one rewrite at a time
+	// facts and receiver ask the local server, signal ends a WAL receiver; tests replace
+	// them.
+	facts    func(ctx context.Context, username string) (standbyFacts, error)
+	receiver func(ctx context.Context, since string) (receiverState, error)
+	signal   func(pid int) error
+	wait     time.Duration // streamWait
+	mu       sync.Mutex    // one re-point at a time
 }
 
 func newRepointer(cfg *Config, db *sql.DB) *repointer {
-	return &repointer{cfg: cfg, facts: func(ctx context.Context, username string) (standbyFacts, error) {
-		var f standbyFacts
-		err := db.QueryRowContext(ctx, `SELECT pg_catalog.pg_is_in_recovery(),
-			(SELECT rolpassword FROM pg_catalog.pg_authid WHERE rolname = $1),
-			pg_catalog.clock_timestamp()::text`, username).Scan(&f.inRecovery, &f.verifier, &f.now)
-		return f, err
-	}}
+	return &repointer{cfg: cfg, wait: streamWait,
+		facts: func(ctx context.Context, username string) (standbyFacts, error) {
+			var f standbyFacts
+			err := db.QueryRowContext(ctx, `SELECT pg_catalog.pg_is_in_recovery(),
+				(SELECT rolpassword FROM pg_catalog.pg_authid WHERE rolname = $1),
+				pg_catalog.clock_timestamp()::text`, username).Scan(&f.inRecovery, &f.verifier, &f.now)
+			return f, err
+		},
+		receiver: func(ctx context.Context, since string) (receiverState, error) {
+			var st receiverState
+			var pid sql.NullInt64
+			var streaming, startedSince sql.NullBool
+			err := db.QueryRowContext(ctx, `SELECT r.pid, r.status = 'streaming',
+				a.backend_start > coalesce($1::timestamptz, '-infinity')
+				FROM pg_catalog.pg_stat_wal_receiver r
+				LEFT JOIN pg_catalog.pg_stat_activity a ON a.pid = r.pid`, nullIfEmpty(since)).Scan(&pid, &streaming, &startedSince)
+			if errors.Is(err, sql.ErrNoRows) {
+				return st, nil
+			}
+			st.pid, st.streaming, st.startedSince = int(pid.Int64), streaming.Bool, startedSince.Bool
+			return st, err
+		},
+		// The WAL receiver is a child of the postmaster, the agent's child, and runs as
+		// the same user. On SIGTERM it exits, and the startup process starts another,
+		// which connects with the passfile as it is now.
+		signal: func(pid int) error { return syscall.Kill(pid, syscall.SIGTERM) },
+	}
+}
+
+func nullIfEmpty(s string) any {
+	if s == "" {
+		return nil
+	}
+	return s
 }
 
 func (p *repointer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
@@ -114,7 +170,7 @@ func (p *repointer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			"it has not replayed the change yet, or the password is wrong", req.Username)
 		return
 	}
-	written, err := writeRepointedPassfile(p.cfg.Passfile(), credential.PassfileLine(req.Username, req.Password), facts.now)
+	written, stamp, err := writeRepointedPassfile(p.cfg.Passfile(), credential.PassfileLine(req.Username, req.Password), facts.now)
 	if err != nil {
 		fail(http.StatusInternalServerError, "writing the passfile: %v", err)
 		return
@@ -122,32 +178,74 @@ func (p *repointer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if written {
 		klog.InfoS("Re-pointed the standby: its next connection to the primary uses the new credential", "user", req.Username)
 	}
+	if err := p.reconnect(r.Context(), stamp); err != nil {
+		fail(http.StatusServiceUnavailable, "the passfile holds the credential, but %v", err)
+		return
+	}
 	w.Header().Set("Content-Type", "application/json")
 	_ = json.NewEncoder(w).Encode(PassfileResponse{Written: written})
 }
 
-// writeRepointedPassfile makes the passfile hold line, stamped with the server's time now
-// so the ops-manager can tell whether the WAL receiver connected since
-// (credential.CheckStandby). A passfile already holding line is left alone.
-func writeRepointedPassfile(path, line, now string) (bool, error) {
+// reconnect makes the WAL receiver connect with the passfile written at stamp (the
+// server's time; "" when it was written at the pod's start, before the server, so every
+// connection used it), and waits up to streamWait for it to stream. A receiver that started
+// before the stamp is ended once; the startup process starts a new one at once. No
+// session ends and no configuration changes; replication pauses for the reconnect.
+func (p *repointer) reconnect(ctx context.Context, stamp string) error {
+	deadline := time.Now().Add(p.wait)
+	signalled := 0
+	for {
+		st, err := p.receiver(ctx, stamp)
+		if err != nil {
+			return fmt.Errorf("asking the server about its WAL receiver: %v", err)
+		}
+		fresh := stamp == "" || st.startedSince
+		switch {
+		case st.pid != 0 && fresh && st.streaming:
+			return nil
+		case st.pid != 0 && !fresh && st.pid != signalled:
+			if err := p.signal(st.pid); err != nil && !errors.Is(err, syscall.ESRCH) {
+				return fmt.Errorf("ending the WAL receiver %d: %v", st.pid, err)
+			}
+			signalled = st.pid
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("the standby does not stream on a connection made with it yet (WAL receiver %d, streaming %t)", st.pid, st.streaming)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(receiverPoll):
+		}
+	}
+}
+
+// writeRepointedPassfile makes the passfile hold line, stamped with the server's time now.
+// A passfile already holding line is left alone. It returns the stamp in effect: now, the
+// earlier one, or "" for a passfile written at the pod's start.
+func writeRepointedPassfile(path, line, now string) (written bool, stamp string, err error) {
 	if old, err := os.ReadFile(path); err == nil {
 		for _, l := range strings.Split(string(old), "\n") {
+			if s, ok := strings.CutPrefix(l, PassfileStamp); ok {
+				stamp = s
+				continue
+			}
 			if l == "" || strings.HasPrefix(l, "#") {
 				continue
 			}
 			if l == line {
-				return false, nil
+				return false, stamp, nil
 			}
 			break // libpq uses the first matching line; every pgops line matches everything
 		}
 	} else if !os.IsNotExist(err) {
-		return false, err
+		return false, "", err
 	}
 	// A side file of an earlier release's re-point (written by the server) is stale.
 	if err := os.Remove(path + ".pgops"); err != nil && !os.IsNotExist(err) {
-		return false, err
+		return false, "", err
 	}
-	return true, writeFileAtomic(path, []byte(credential.PassfileStamp+now+"\n"+line+"\n"))
+	return true, now, writeFileAtomic(path, []byte(PassfileStamp+now+"\n"+line+"\n"))
 }
 
 // redact keeps a secret out of an error's text.
@@ -155,11 +253,12 @@ func redact(err error, secret string) string {
 	return strings.ReplaceAll(err.Error(), secret, "[redacted]")
 }
 
-// WriteStandbyPassfile asks the agent at baseURL (http://<pod address>:<agent port>) to
-// give its running standby user/password for its next connection to the primary; it tells
-// whether the passfile changed. The agent accepts only the credential the standby's own
-// server holds (it has replayed the change from the primary).
-func WriteStandbyPassfile(ctx context.Context, client *http.Client, baseURL, user, password string) (bool, error) {
+// RepointStandby asks the agent at baseURL (http://<pod address>:<agent port>) to give its
+// running standby user/password for its connection to the primary, and answers once the
+// standby streams on a connection made with it; it tells whether the passfile changed. The
+// agent accepts only the credential the standby's own server holds (it has replayed the
+// change from the primary).
+func RepointStandby(ctx context.Context, client *http.Client, baseURL, user, password string) (bool, error) {
 	body, err := json.Marshal(PassfileRequest{Username: user, Password: password})
 	if err != nil {
 		return false, err
@@ -195,6 +294,8 @@ func (e *AgentError) Error() string {
 	return fmt.Sprintf("the pgops agent refused (HTTP %d): %s", e.Status, e.Message)
 }
 
-// NotYetReplayed tells whether the agent refused because the standby's server does not hold
-// the credential (yet): asking again once it has replayed the change may succeed.
-func (e *AgentError) NotYetReplayed() bool { return e.Status == http.StatusForbidden }
+// Retryable tells whether asking again shortly may succeed: the standby's server does not
+// hold the credential yet (it has not replayed the change), or does not stream on it yet.
+func (e *AgentError) Retryable() bool {
+	return e.Status == http.StatusForbidden || e.Status == http.StatusServiceUnavailable
+}

@@ -8,7 +8,9 @@ import (
 	"net/http/httptest"
 	"os"
 	"strings"
+	"sync"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -24,13 +26,46 @@ const (
 // repointServer is a standby's agent whose server holds repointPassword's verifier.
 func repointServer(t *testing.T, pod string, facts standbyFacts, factsErr error) (*Config, *httptest.Server) {
 	t.Helper()
+	c, _, srv := repointServerWith(t, pod, facts, factsErr, &fakeReceiver{pid: 100, streaming: true})
+	return c, srv
+}
+
+// fakeReceiver is the standby's WAL receiver: signalled, it is replaced by a new one that
+// started after any stamp, streaming unless stuck.
+type fakeReceiver struct {
+	mu        sync.Mutex
+	pid       int
+	fresh     bool
+	streaming bool
+	stuck     bool
+	signalled []int
+}
+
+func (f *fakeReceiver) state(context.Context, string) (receiverState, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return receiverState{pid: f.pid, streaming: f.streaming, startedSince: f.fresh}, nil
+}
+
+func (f *fakeReceiver) signal(pid int) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.signalled = append(f.signalled, pid)
+	f.pid, f.fresh, f.streaming = pid+1, true, !f.stuck
+	return nil
+}
+
+func repointServerWith(t *testing.T, pod string, facts standbyFacts, factsErr error, rcv *fakeReceiver) (*Config, *repointer, *httptest.Server) {
+	t.Helper()
 	c := testConfig(t, pod)
 	require.NoError(t, os.MkdirAll(c.RunDir, 0o700))
 	require.NoError(t, os.MkdirAll(c.DataDir, 0o700))
-	p := &repointer{cfg: c, facts: func(context.Context, string) (standbyFacts, error) { return facts, factsErr }}
+	p := &repointer{cfg: c, wait: time.Second,
+		facts:    func(context.Context, string) (standbyFacts, error) { return facts, factsErr },
+		receiver: rcv.state, signal: rcv.signal}
 	srv := httptest.NewServer(p)
 	t.Cleanup(srv.Close)
-	return c, srv
+	return c, p, srv
 }
 
 func storedVerifier(t *testing.T, password string) sql.NullString {
@@ -40,20 +75,51 @@ func storedVerifier(t *testing.T, password string) sql.NullString {
 	return sql.NullString{String: v, Valid: true}
 }
 
-func TestRepointWritesTheCredentialTheStandbyHolds(t *testing.T) {
+func TestRepointWritesTheCredentialAndReconnectsOnce(t *testing.T) {
 	facts := standbyFacts{inRecovery: true, verifier: storedVerifier(t, repointPassword), now: "2026-12-08 01:02:03.456789+00"}
-	c, srv := repointServer(t, "db-1", facts, nil)
-	written, err := WriteStandbyPassfile(context.Background(), srv.Client(), srv.URL, repointUser, repointPassword)
+	rcv := &fakeReceiver{pid: 100, streaming: true}
+	c, _, srv := repointServerWith(t, "db-1", facts, nil, rcv)
+	written, err := RepointStandby(context.Background(), srv.Client(), srv.URL, repointUser, repointPassword)
 	require.NoError(t, err)
 	assert.True(t, written)
-	assert.Equal(t, credential.PassfileStamp+facts.now+"\n"+credential.PassfileLine(repointUser, repointPassword)+"\n", read(t, c.Passfile()))
+	assert.Equal(t, PassfileStamp+facts.now+"\n"+credential.PassfileLine(repointUser, repointPassword)+"\n", read(t, c.Passfile()))
 	fi, err := os.Stat(c.Passfile())
 	require.NoError(t, err)
 	assert.Equal(t, os.FileMode(0o600), fi.Mode().Perm())
+	assert.Equal(t, []int{100}, rcv.signalled, "the receiver that used the old credential is ended once")
 
-	written, err = WriteStandbyPassfile(context.Background(), srv.Client(), srv.URL, repointUser, repointPassword)
+	// Asked again (the ops-manager restarted): nothing is written, nothing ended.
+	written, err = RepointStandby(context.Background(), srv.Client(), srv.URL, repointUser, repointPassword)
 	require.NoError(t, err)
 	assert.False(t, written, "a passfile holding the credential is left alone")
+	assert.Equal(t, []int{100}, rcv.signalled)
+}
+
+// A passfile written at the pod's start (no stamp) was read by every connection: nothing
+// to reconnect.
+func TestRepointOfAStandbyStartedWithTheCredentialReconnectsNothing(t *testing.T) {
+	facts := standbyFacts{inRecovery: true, verifier: storedVerifier(t, repointPassword), now: "now"}
+	rcv := &fakeReceiver{pid: 100, streaming: true}
+	c, _, srv := repointServerWith(t, "db-1", facts, nil, rcv)
+	require.NoError(t, os.WriteFile(c.Passfile(), []byte(credential.PassfileLine(repointUser, repointPassword)+"\n"), 0o600))
+	written, err := RepointStandby(context.Background(), srv.Client(), srv.URL, repointUser, repointPassword)
+	require.NoError(t, err)
+	assert.False(t, written)
+	assert.Empty(t, rcv.signalled)
+}
+
+// A receiver that does not stream on the new connection in time: refused, to be asked
+// again; the passfile holds the credential already.
+func TestRepointAnswersRetryWhileTheStandbyDoesNotStream(t *testing.T) {
+	facts := standbyFacts{inRecovery: true, verifier: storedVerifier(t, repointPassword), now: "now"}
+	rcv := &fakeReceiver{pid: 100, streaming: true, stuck: true}
+	_, _, srv := repointServerWith(t, "db-1", facts, nil, rcv)
+	_, err := RepointStandby(context.Background(), srv.Client(), srv.URL, repointUser, repointPassword)
+	var refused *AgentError
+	require.ErrorAs(t, err, &refused)
+	assert.Equal(t, http.StatusServiceUnavailable, refused.Status)
+	assert.True(t, refused.Retryable())
+	assert.Equal(t, []int{100}, rcv.signalled, "ended once, not again while its successor starts")
 }
 
 func TestRepointRefusals(t *testing.T) {
@@ -78,11 +144,11 @@ func TestRepointRefusals(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			c, srv := repointServer(t, tc.pod, tc.facts, tc.factsErr)
 			require.NoError(t, os.WriteFile(c.Passfile(), []byte("before\n"), 0o600))
-			_, err := WriteStandbyPassfile(context.Background(), srv.Client(), srv.URL, repointUser, tc.password)
+			_, err := RepointStandby(context.Background(), srv.Client(), srv.URL, repointUser, tc.password)
 			var refused *AgentError
 			require.ErrorAs(t, err, &refused)
 			assert.Equal(t, tc.status, refused.Status, refused.Message)
-			assert.Equal(t, tc.status == http.StatusForbidden, refused.NotYetReplayed())
+			assert.Equal(t, tc.status == http.StatusForbidden || tc.status == http.StatusServiceUnavailable, refused.Retryable())
 			assert.NotContains(t, err.Error(), tc.password, "no password in the answer")
 			assert.Equal(t, "before\n", read(t, c.Passfile()), "the passfile is untouched")
 		})

@@ -7,12 +7,8 @@ import (
 	"fmt"
 	"io"
 	"net"
-	"os"
-	"path/filepath"
-	"slices"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 	"unicode/utf8"
@@ -803,111 +799,6 @@ func TestNoSecretsInPgStatStatements(t *testing.T) {
 		assert.NotContains(t, all, secret)
 	}
 	assert.NotContains(t, all, "PASSWORD")
-}
-
-// TestRepointStandbyWithoutRestart: a running standby whose primary_conninfo names a
-// passfile (as a pgops standby's does) is given the new password without a restart, its
-// passfile rewritten as the pgops agent does (pkg/agent tests the agent itself):
-// CheckStandby tells a written passfile from one a reconnect has used, ReconnectStandby
-// makes the WAL receiver authenticate with it, and neither server's log shows the password.
-func TestRepointStandbyWithoutRestart(t *testing.T) {
-	t.Parallel()
-	primary := pgtest.Start(t)
-	ctx := ctxT(t)
-	standby := pgtest.StartStandby(t, primary)
-	standby.WaitForReplay(t, primary.CurrentLSN(t), time.Minute)
-	t.Cleanup(func() {
-		if t.Failed() {
-			t.Logf("standby log:\n%s", standby.LogContents())
-		}
-	})
-	// Set the standby up as the pgops agent does: the credential in a passfile named by
-	// primary_conninfo, and application_name the pod's name.
-	user := primary.SuperUser
-	passfile := filepath.Join(filepath.Dir(standby.DataDir), ".pgpass")
-	standby.Exec(t, fmt.Sprintf("COPY (SELECT %s) TO PROGRAM %s WITH (FORMAT csv, DELIMITER E'\\x02', QUOTE E'\\x01')",
-		pq.QuoteLiteral("*:*:*:"+user+":"+primary.SuperPassword), pq.QuoteLiteral("umask 077; cat > "+passfile)))
-	standby.Exec(t, fmt.Sprintf("ALTER SYSTEM SET primary_conninfo = %s", pq.QuoteLiteral(fmt.Sprintf(
-		"host=%s port=%d user=%s passfile='%s' application_name=db-1", primary.Host, primary.Port, user, passfile))))
-	for _, s := range []*pgtest.Server{primary, standby} {
-		s.Exec(t, "ALTER SYSTEM SET log_statement = 'all'")
-		s.Exec(t, "SELECT pg_reload_conf()")
-	}
-	waitForStandby(t, ctx, superTarget(primary), "db-1")
-	state, err := credential.CheckStandby(ctx, superTarget(standby), user, primary.SuperPassword)
-	require.NoError(t, err)
-	assert.Equal(t, credential.StandbyState{ApplicationName: "db-1", PassfileCurrent: true, ReconnectedSince: true, Streaming: true}, state,
-		"a passfile written before the connection (as the entrypoint does at start) needs no reconnect")
-
-	const newPassword = `N3w pa'ss\word:x`
-	require.NoError(t, credential.SetPassword(ctx, superTarget(primary), user, newPassword))
-	primary.SuperPassword, standby.SuperPassword = newPassword, newPassword // for pgtest's own queries
-	standby.WaitForReplay(t, primary.CurrentLSN(t), time.Minute)
-
-	state, err = credential.CheckStandby(ctx, superTarget(standby), user, newPassword)
-	require.NoError(t, err)
-	assert.Equal(t, credential.StandbyState{ApplicationName: "db-1", Streaming: true}, state,
-		"the WAL receiver's connection from before the change still streams")
-
-	repointAsTheAgentDoes(t, standby, passfile, user, newPassword)
-	assert.Equal(t, "-rw-------", fileMode(t, passfile), "libpq ignores a passfile others can read")
-	state, err = credential.CheckStandby(ctx, superTarget(standby), user, newPassword)
-	require.NoError(t, err)
-	assert.Equal(t, credential.StandbyState{ApplicationName: "db-1", PassfileCurrent: true, Streaming: true}, state,
-		"written, but the WAL receiver has not reconnected yet")
-
-	require.NoError(t, credential.ReconnectStandby(ctx, superTarget(primary), state.ApplicationName))
-	require.Eventually(t, func() bool {
-		state, err = credential.CheckStandby(ctx, superTarget(standby), user, newPassword)
-		return err == nil && state.ReconnectedSince && state.Streaming
-	}, time.Minute, 20*time.Millisecond, "the standby reconnects with the new password: %+v %v", state, err)
-	waitForStandby(t, ctx, superTarget(primary), "db-1")
-
-	state, err = credential.CheckStandby(ctx, superTarget(standby), user, "another-password")
-	require.NoError(t, err)
-	assert.False(t, state.PassfileCurrent, "another password is not the one in the passfile")
-	assert.False(t, state.ReconnectedSince)
-
-	_, err = credential.CheckStandby(ctx, superTarget(primary), user, newPassword)
-	assert.ErrorIs(t, err, credential.ErrNotStandby)
-
-	for name, s := range map[string]*pgtest.Server{"primary": primary, "standby": standby} {
-		log := s.LogContents()
-		assert.Contains(t, log, "pg_is_in_recovery", "%s: statements are logged", name)
-		for _, secret := range []string{"pa'ss", "pa''ss", `pa\'ss`, "word:x", `word\:x`} {
-			assert.NotContains(t, log, secret, "%s: the password is not in the server log", name)
-		}
-	}
-}
-
-// repointAsTheAgentDoes rewrites the running standby's passfile as the pgops agent does: the
-// stamp with the server's clock, then the credential line, 0600, owned by the server's OS
-// user (the owner of its data directory).
-func repointAsTheAgentDoes(t *testing.T, standby *pgtest.Server, passfile, user, password string) {
-	t.Helper()
-	now := standby.QueryString(t, "SELECT pg_catalog.clock_timestamp()::text")
-	require.NoError(t, os.WriteFile(passfile+".new", []byte(credential.PassfileStamp+now+"\n"+credential.PassfileLine(user, password)+"\n"), 0o600))
-	fi, err := os.Stat(standby.DataDir)
-	require.NoError(t, err)
-	st := fi.Sys().(*syscall.Stat_t)
-	require.NoError(t, os.Chown(passfile+".new", int(st.Uid), int(st.Gid)))
-	require.NoError(t, os.Rename(passfile+".new", passfile))
-}
-
-// waitForStandby waits until the primary behind target sees the standby name streaming.
-func waitForStandby(t *testing.T, ctx context.Context, target credential.Target, name string) {
-	t.Helper()
-	require.Eventually(t, func() bool {
-		names, err := credential.StreamingStandbyNames(ctx, target)
-		return err == nil && slices.Contains(names, name)
-	}, time.Minute, 20*time.Millisecond, "standby %s streams", name)
-}
-
-func fileMode(t *testing.T, path string) string {
-	t.Helper()
-	fi, err := os.Stat(path)
-	require.NoError(t, err)
-	return fi.Mode().String()
 }
 
 // TestReplicationLagListsEachStandby: a streaming standby is reported by name with its

@@ -363,14 +363,12 @@ func (c *Controller) finishRestarts(ctx context.Context, req *opsv1alpha1.Postgr
 		if err != nil {
 			return deadline, err
 		}
-		for _, name := range plan.RepointPods {
-			out, done, err := c.repointStandby(ctx, r, sts, auth, name)
-			if err != nil {
-				return deadline, err
-			}
-			if !done {
-				return stopped(out)
-			}
+		out, done, err := c.repointStandbys(ctx, r, sts, auth, plan.RepointPods)
+		if err != nil {
+			return deadline, err
+		}
+		if !done {
+			return stopped(out)
 		}
 	}
 	msg := fmt.Sprintf("the request stopped; standbys %s carry the credential in Secret %s", strings.Join(append(standbys, plan.RepointPods...), ", "), plan.TargetSecret)

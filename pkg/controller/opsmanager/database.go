@@ -29,14 +29,11 @@ type Database interface {
 	// WakeStandby makes the standby behind target, if it runs no WAL receiver, try its
 	// primary at once rather than at its next retry; it tells whether it did.
 	WakeStandby(ctx context.Context, target credential.Target) (bool, error)
-	// WriteStandbyPassfile asks the pgops agent of the running standby behind target, at
-	// agentPort, to give it user/password for its next connection to the primary; it tells
-	// whether the passfile changed.
-	WriteStandbyPassfile(ctx context.Context, target credential.Target, agentPort int, user, password string) (bool, error)
-	// CheckStandby says whether the standby behind target connects with user/password.
-	CheckStandby(ctx context.Context, target credential.Target, user, password string) (credential.StandbyState, error)
-	// ReconnectStandby makes the standby named name reconnect to the primary behind target.
-	ReconnectStandby(ctx context.Context, target credential.Target, name string) error
+	// RepointStandby asks the pgops agent of the running standby behind target, at
+	// agentPort, to give it user/password for its connection to the primary; it answers
+	// once the standby streams on a connection made with them, and tells whether the
+	// passfile changed.
+	RepointStandby(ctx context.Context, target credential.Target, agentPort int, user, password string) (bool, error)
 }
 
 // PostgreSQL is the production Database.
@@ -67,14 +64,6 @@ func (PostgreSQL) WakeStandby(ctx context.Context, t credential.Target) (bool, e
 // agentClient calls the pods' agents; each call is bounded by its context too.
 var agentClient = &http.Client{Timeout: 10 * time.Second}
 
-func (PostgreSQL) WriteStandbyPassfile(ctx context.Context, t credential.Target, agentPort int, user, password string) (bool, error) {
-	return agent.WriteStandbyPassfile(ctx, agentClient, "http://"+net.JoinHostPort(t.Host, strconv.Itoa(agentPort)), user, password)
-}
-
-func (PostgreSQL) CheckStandby(ctx context.Context, t credential.Target, user, password string) (credential.StandbyState, error) {
-	return credential.CheckStandby(ctx, t, user, password)
-}
-
-func (PostgreSQL) ReconnectStandby(ctx context.Context, t credential.Target, name string) error {
-	return credential.ReconnectStandby(ctx, t, name)
+func (PostgreSQL) RepointStandby(ctx context.Context, t credential.Target, agentPort int, user, password string) (bool, error) {
+	return agent.RepointStandby(ctx, agentClient, "http://"+net.JoinHostPort(t.Host, strconv.Itoa(agentPort)), user, password)
 }

@@ -157,16 +157,21 @@ func TestTrustRuleDoesNotFailTheRotationAndIsNamed(t *testing.T) {
 	w.requireCredentialWorks()
 }
 
-// A None request deleted after one standby was re-pointed still re-points the other in its
-// cleanup: its next reconnect would otherwise fail.
+// A None request deleted after one standby was re-pointed (the other had not replayed the
+// new password yet) still re-points the other in its cleanup: its next reconnect would
+// otherwise fail.
 func TestNoneDeletedMidwayRepointsTheRest(t *testing.T) {
 	w := newWorld(t, 3)
+	w.db.notReplayed[podIPPrefix+"pg-1"] = true
 	w.newRequest("rotate", withRestart(opsv1alpha1.RestartNone))
 	w.syncUntil("rotate", 60, func(r *opsv1alpha1.PostgresOpsRequest) bool {
 		return isTrue(r.Status.Conditions, perPodCondition(ConditionRepointStandby, "pg-2"))
 	})
 	newPassword := string(w.secret(dbName + "-auth").Data["password"])
 	require.Equal(t, 1, w.db.reconnects, "pg-1 is not re-pointed yet")
+	w.db.mu.Lock()
+	w.db.notReplayed[podIPPrefix+"pg-1"] = false
+	w.db.mu.Unlock()
 	w.deleteAndCleanUp("rotate")
 	assert.Equal(t, newPassword, w.db.passfile("pg-1"))
 	assert.Equal(t, 2, w.db.reconnects)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync"
 	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
@@ -11,82 +12,88 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/pgops/pgops/pkg/agent"
+	"github.com/pgops/pgops/pkg/credential"
 )
 
-// repointPollInterval is how often a re-point looks again at a standby that reconnects:
-// a WAL receiver reconnects within milliseconds, and no informer reports it.
+// repointPollInterval is how soon a re-point asks again a standby that has not replayed
+// the new credential yet, or does not stream on it yet: no informer reports either.
 const repointPollInterval = 50 * time.Millisecond
 
-// repointStandby gives the running standby name the new credential without a restart
-// (restart mode None), one stage per call, each checked live on the standby first so a
-// crash anywhere repeats nothing that is done:
-//  1. its passfile gets the new credential, written by the pod's pgops agent once the
-//     standby's server has replayed it (the agent accepts only the credential the server
-//     holds);
-//  2. its WAL sender on the primary is ended, so the WAL receiver reconnects, and that
-//     connection authenticates with the new credential (the old one is refused by now);
-//  3. done when the WAL receiver streams on a connection made since the passfile was
-//     written.
+// repointStandbys gives the running standbys names the new credential without a restart
+// (restart mode None), all at once. Each standby's pgops agent does it in one request
+// (pkg/agent/repoint.go): it takes the credential only once the standby's server has
+// replayed it, writes the passfile, makes the WAL receiver reconnect with it, and answers
+// when the standby streams on that connection. The request is idempotent, so a crash
+// anywhere repeats nothing that is done: the agent leaves a passfile that holds the
+// credential and a receiver that connected since it was written alone.
 //
-// The pod keeps its environment: it names the target Secret, which holds the same
-// credential, so the pod's next start writes the same passfile (planPods restarts the
-// standbys whose pods name another Secret).
-func (c *Controller) repointStandby(ctx context.Context, r *rotation, sts *appsv1.StatefulSet, auth basicAuth, name string) (outcome, bool, error) {
-	condition := perPodCondition(ConditionRepointStandby, name)
-	if isTrue(r.req.Status.Conditions, condition) {
-		return outcome{}, true, nil // verified in an earlier sync; RestartNodes checks replication at the end
+// The pod keeps its environment: it names the credential record, which holds the same
+// credential, so the pod's next start writes the same passfile (restartUnrepointable
+// restarts the standbys whose pods name another Secret, or run no agent).
+func (c *Controller) repointStandbys(ctx context.Context, r *rotation, sts *appsv1.StatefulSet, auth basicAuth, names []string) (outcome, bool, error) {
+	type call struct {
+		name    string
+		target  credential.Target
+		port    int
+		written bool
+		err     error
 	}
-	standby, err := c.podTarget(r.req, sts, name)
-	if err != nil {
-		return waiting("waiting for standby %s: %v", name, err), false, nil
-	}
-	pod, err := c.pods.Pods(r.req.Namespace).Get(name)
-	if err != nil {
-		return waiting("waiting for standby %s: %v", name, err), false, nil
-	}
-	port := agentPort(pod)
-	if port == 0 {
-		// Planned pods run the agent (restartUnrepointable); this one was replaced since by
-		// a pod of an earlier template, which only a restart moves.
-		return outcome{}, false, fatal(ReasonInvalidRequest, "standby %s runs no pgops agent, so it cannot be re-pointed; "+
-			"delete the pod so it restarts on the current template, then retry the rotation", name)
-	}
-	standby.User, standby.Password = auth.username, auth.password
-	state, err := c.db.CheckStandby(ctx, standby, auth.username, auth.password)
-	if err != nil {
-		return outcome{}, false, fmt.Errorf("checking standby %s: %w", name, err)
-	}
-	switch {
-	case !state.PassfileCurrent:
-		if _, err := c.db.WriteStandbyPassfile(ctx, standby, port, auth.username, auth.password); err != nil {
-			var refused *agent.AgentError
-			if errors.As(err, &refused) && refused.NotYetReplayed() {
-				// The standby's server has not replayed the ALTER ROLE yet.
-				return again("waiting for standby %s to replay the new credential", name), false, nil
-			}
-			return outcome{}, false, fmt.Errorf("giving standby %s the new credential: %w", name, err)
+	var calls []*call
+	for _, name := range names {
+		if isTrue(r.req.Status.Conditions, perPodCondition(ConditionRepointStandby, name)) {
+			continue // verified in an earlier sync; RestartNodes checks replication at the end
 		}
-		setCondition(&r.req.Status.Conditions, condition, metav1.ConditionFalse, ReasonInProgress,
-			fmt.Sprintf("wrote the new credential into the passfile of standby %s", name), r.req.Generation, r.now)
-		return again("giving standby %s the new credential", name), false, nil
-	case !state.ReconnectedSince:
-		primary, err := c.primaryTarget(r.req)
+		target, err := c.podTarget(r.req, sts, name)
 		if err != nil {
-			return outcome{}, false, err
+			return waiting("waiting for standby %s: %v", name, err), false, nil
 		}
-		primary.User, primary.Password = auth.username, auth.password
-		if err := c.db.ReconnectStandby(ctx, primary, state.ApplicationName); err != nil {
-			return outcome{}, false, fmt.Errorf("reconnecting standby %s: %w", name, err)
+		pod, err := c.pods.Pods(r.req.Namespace).Get(name)
+		if err != nil {
+			return waiting("waiting for standby %s: %v", name, err), false, nil
 		}
-		setCondition(&r.req.Status.Conditions, condition, metav1.ConditionFalse, ReasonInProgress,
-			fmt.Sprintf("standby %s reconnects to the primary with the new credential", name), r.req.Generation, r.now)
-		return again("waiting for standby %s to reconnect with the new credential", name), false, nil
-	case !state.Streaming:
-		return again("waiting for standby %s to stream again", name), false, nil
+		port := agentPort(pod)
+		if port == 0 {
+			// Planned pods run the agent (restartUnrepointable); this one was replaced since
+			// by a pod of an earlier template, which only a restart moves.
+			return outcome{}, false, fatal(ReasonInvalidRequest, "standby %s runs no pgops agent, so it cannot be re-pointed; "+
+				"delete the pod so it restarts on the current template, then retry the rotation", name)
+		}
+		calls = append(calls, &call{name: name, target: target, port: port})
 	}
-	msg := fmt.Sprintf("standby %s streams with the new credential, without a restart", name)
-	if setCondition(&r.req.Status.Conditions, condition, metav1.ConditionTrue, ReasonCompleted, msg, r.req.Generation, r.now) {
-		c.recorder.Event(r.req, corev1.EventTypeNormal, ConditionRepointStandby, msg)
+	var wg sync.WaitGroup
+	for _, cl := range calls {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			cl.written, cl.err = c.db.RepointStandby(ctx, cl.target, cl.port, auth.username, auth.password)
+		}()
+	}
+	wg.Wait()
+
+	var pending *outcome
+	for _, cl := range calls {
+		condition := perPodCondition(ConditionRepointStandby, cl.name)
+		var refused *agent.AgentError
+		switch {
+		case cl.err == nil:
+			msg := fmt.Sprintf("standby %s streams with the new credential, without a restart", cl.name)
+			if setCondition(&r.req.Status.Conditions, condition, metav1.ConditionTrue, ReasonCompleted, msg, r.req.Generation, r.now) {
+				c.recorder.Event(r.req, corev1.EventTypeNormal, ConditionRepointStandby, msg)
+			}
+		case errors.As(cl.err, &refused) && refused.Retryable():
+			// Not replayed yet, or not streaming on the new connection yet.
+			setCondition(&r.req.Status.Conditions, condition, metav1.ConditionFalse, ReasonInProgress,
+				fmt.Sprintf("giving standby %s the new credential: %s", cl.name, refused.Message), r.req.Generation, r.now)
+			if pending == nil {
+				out := again("waiting for standby %s: %s", cl.name, refused.Message)
+				pending = &out
+			}
+		default:
+			return outcome{}, false, fmt.Errorf("giving standby %s the new credential: %w", cl.name, cl.err)
+		}
+	}
+	if pending != nil {
+		return *pending, false, nil
 	}
 	return outcome{}, true, nil
 }

@@ -29,7 +29,7 @@ const replicationPollInterval = 200 * time.Millisecond
 // the plan's order: RestartPods are restarted (standbys from the highest ordinal, then the
 // primary in mode AllPods unless its storage is Ephemeral), so that each comes up with the
 // credential from its new environment; RepointPods, running standbys, are given it without
-// a restart (repoint.go). A pod counts as restarted when it runs the StatefulSet's update
+// a restart, all at once (repoint.go). A pod counts as restarted when it runs the StatefulSet's update
 // revision (it was recreated from the new template) and is Ready. The step ends when every
 // standby streams from the primary again and the primary refuses the old credential.
 func (c *Controller) restartNodes(ctx context.Context, r *rotation) (outcome, error) {
@@ -53,11 +53,8 @@ func (c *Controller) restartNodes(ctx context.Context, r *rotation) (outcome, er
 	if err != nil {
 		return outcome{}, err
 	}
-	for _, name := range plan.RepointPods {
-		out, done, err := c.repointStandby(ctx, r, sts, auth, name)
-		if !done || err != nil {
-			return out, err
-		}
+	if out, done, err := c.repointStandbys(ctx, r, sts, auth, plan.RepointPods); !done || err != nil {
+		return out, err
 	}
 
 	if standbys := plannedStandbys(r.req); len(standbys) > 0 {

@@ -3,6 +3,7 @@ package opsmanager
 import (
 	"context"
 	"fmt"
+	"net/http"
 	"sort"
 	"strings"
 	"sync"
@@ -641,9 +642,8 @@ func describe(req *opsv1alpha1.PostgresOpsRequest) string {
 // apart by the host a target names.
 const podIPPrefix = "ip-"
 
-// fakeDatabase is an in-memory PostgreSQL: roles with passwords, a replication count, and
-// per standby (by host) the password in its passfile and whether its WAL receiver has
-// reconnected since that was written.
+// fakeDatabase is an in-memory PostgreSQL with its pods' agents: roles with passwords, a
+// replication count, and per standby (by host) the password in its passfile.
 type fakeDatabase struct {
 	mu          sync.Mutex
 	passwords   map[string]string
@@ -657,9 +657,11 @@ type fakeDatabase struct {
 	oldPasswordStored bool
 	replaced          map[string]string
 	passfiles         map[string]string
-	reconnected       map[string]bool
 	passfileWrites    int
-	reconnects        int
+	// notReplayed names the standbys (by host) that have not replayed the new password:
+	// their agents refuse it.
+	notReplayed map[string]bool
+	reconnects  int
 	// wakes names the standbys woken, in order; streamOnWake makes a woken standby stream.
 	wakes        []string
 	streamOnWake bool
@@ -671,7 +673,7 @@ type fakeDatabase struct {
 }
 
 func newFakeDatabase(passwords map[string]string, standbys int) *fakeDatabase {
-	return &fakeDatabase{passwords: passwords, standbys: standbys, passfiles: map[string]string{}, reconnected: map[string]bool{}}
+	return &fakeDatabase{passwords: passwords, standbys: standbys, passfiles: map[string]string{}, notReplayed: map[string]bool{}}
 }
 
 func (d *fakeDatabase) login(t credential.Target) error {
@@ -759,42 +761,27 @@ func (d *fakeDatabase) WakeStandby(_ context.Context, t credential.Target) (bool
 	return true, nil
 }
 
-func (d *fakeDatabase) WriteStandbyPassfile(_ context.Context, t credential.Target, _ int, _, password string) (bool, error) {
+// RepointStandby is the standby's agent: it takes only the role's current password (the
+// standby has replayed it), writes the passfile and reconnects the WAL receiver.
+func (d *fakeDatabase) RepointStandby(_ context.Context, t credential.Target, _ int, user, password string) (bool, error) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	if err := d.standbyLogin(t); err != nil {
-		return false, err
+	if !strings.HasPrefix(t.Host, podIPPrefix) {
+		return false, fmt.Errorf("fake: %s is not a standby's address", t.Host)
+	}
+	if d.unreachable {
+		return false, fmt.Errorf("fake: %w", credential.ErrUnreachable)
+	}
+	if d.passwords[user] != password || d.notReplayed[t.Host] {
+		return false, &agent.AgentError{Status: http.StatusForbidden, Message: "not the credential of role " + user}
 	}
 	if d.passfiles[t.Host] == password {
 		return false, nil
 	}
 	d.passfileWrites++
-	d.passfiles[t.Host], d.reconnected[t.Host] = password, false
-	return true, nil
-}
-
-func (d *fakeDatabase) CheckStandby(_ context.Context, t credential.Target, _, password string) (credential.StandbyState, error) {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	if err := d.standbyLogin(t); err != nil {
-		return credential.StandbyState{}, err
-	}
-	current := d.passfiles[t.Host] == password
-	return credential.StandbyState{
-		ApplicationName: strings.TrimPrefix(t.Host, podIPPrefix), PassfileCurrent: current,
-		ReconnectedSince: current && d.reconnected[t.Host], Streaming: true,
-	}, nil
-}
-
-func (d *fakeDatabase) ReconnectStandby(_ context.Context, t credential.Target, name string) error {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	if err := d.login(t); err != nil {
-		return err
-	}
 	d.reconnects++
-	d.reconnected[podIPPrefix+name] = true
-	return nil
+	d.passfiles[t.Host] = password
+	return true, nil
 }
 
 // standbyLogin logs in to a standby, which only pod IPs reach.

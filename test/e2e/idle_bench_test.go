@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"context"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -9,6 +10,9 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/pgops/pgops/pkg/agent"
 	"github.com/pgops/pgops/test/testenv"
@@ -44,7 +48,12 @@ func BenchmarkIdleCost(b *testing.B) {
 			with.operators-without.operators, median(rss), slices.Max(append(rss, 0)), len(rss))
 		b.ReportMetric(added, "cores-added")
 		b.ReportMetric(median(rss), "agent-MiB/pod")
+		// The next benchmark measures on a machine without these pods.
 		deleteNamespace(ns)
+		poll(b, ctx, "namespace "+ns+" to be gone", func(ctx context.Context) (bool, error) {
+			_, err := env.kube.CoreV1().Namespaces().Get(ctx, ns, metav1.GetOptions{})
+			return apierrors.IsNotFound(err), nil
+		}, func() string { return "still there" })
 	}
 }
 

@@ -461,7 +461,7 @@ func TestAgentProbesCatchAHungServer(t *testing.T) {
 		_ = syscall.Kill(pid, syscall.SIGCONT)
 	})
 	primary.waitProbe(agent.LivenessPath, http.StatusServiceUnavailable)
-	require.Equal(t, http.StatusServiceUnavailable, primary.probe(agent.ReadinessPath))
+	primary.waitProbe(agent.ReadinessPath, http.StatusServiceUnavailable)
 
 	require.NoError(t, exec.Command("pkill", "-CONT", "-P", strconv.Itoa(pid)).Run())
 	require.NoError(t, syscall.Kill(pid, syscall.SIGCONT))

@@ -3,10 +3,13 @@ package agent
 import (
 	"context"
 	"database/sql"
+	"errors"
 	"fmt"
 	"net/http"
 	"os"
 	"path/filepath"
+	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -56,6 +59,9 @@ const (
 	// while preparing, as liveness does, so a clone longer than the pod's startup budget
 	// (the provisioner gives 600 probes a second apart, 10 minutes) is not killed.
 	startupPreparingGrace = 8 * time.Minute
+	// loginEvery is how often liveness makes a new connection while logins succeed: each
+	// is a backend the server forks, the main idle cost of a probe.
+	loginEvery = 2 * time.Minute
 )
 
 // serverState is one check's result.
@@ -76,6 +82,9 @@ type health struct {
 	query     func() error
 	closeConn func() error
 	login     func() error
+	// postmasterStopped tells whether the postmaster's process is stopped; nil before it
+	// runs.
+	postmasterStopped func() bool
 	// standbySignal tells whether the data directory is a standby's.
 	standbySignal func() bool
 
@@ -117,6 +126,24 @@ func newHealth(cfg *Config) (*health, error) {
 
 func (h *health) setPhase(p serverPhase) { h.phase.Store(int32(p)) }
 
+// setPostmaster makes the checks look at the postmaster's process pid.
+func (h *health) setPostmaster(pid int) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.postmasterStopped = func() bool { return processStopped(pid) }
+}
+
+// processStopped tells whether the process pid is stopped (state T or t in its stat).
+func processStopped(pid int) bool {
+	b, err := os.ReadFile(filepath.Join("/proc", strconv.Itoa(pid), "stat"))
+	if err != nil {
+		return false
+	}
+	s := string(b)
+	rest := strings.Fields(s[strings.LastIndexByte(s, ')')+1:])
+	return len(rest) > 0 && (rest[0] == "T" || rest[0] == "t")
+}
+
 // stop ends the checks and closes the kept connection, before postgres is asked to stop:
 // PostgreSQL's smart shutdown (the kubelet's SIGTERM) waits for every session to end, the
 // agent's own too, until the kubelet kills it at the end of the grace period.
@@ -136,11 +163,12 @@ func (h *health) stop() {
 // check asks the server, or returns the answer of a check that ended a moment ago. Checks
 // do not overlap.
 //
-// A check is a query on the kept connection, which its backend answers. With newLogin it
-// also makes a new connection, which the postmaster must accept and fork a backend for, as
-// every client's: a postmaster that is stopped, or cannot fork, fails it, though the kept
-// backend still answers. The liveness probe asks for it, every 20 s; readiness, every 10 s,
-// and the startup polls do not, so an idle pod forks no backend for them.
+// A check is a query on the kept connection, which its backend answers. With newLogin (the
+// liveness probe) it also looks at the postmaster, which the kept backend does not need: a
+// stopped postmaster process fails it at once, and every loginEvery a new connection, which
+// the postmaster must accept and fork a backend for as every client's, catches one that
+// hangs otherwise or cannot fork. A failed login is tried again at the next probe.
+// Readiness, every 10 s, and the startup polls fork no backend.
 func (h *health) check(newLogin bool) serverState {
 	h.mu.Lock()
 	defer h.mu.Unlock()
@@ -157,7 +185,10 @@ func (h *health) check(newLogin bool) serverState {
 	if !newLogin || s.answer != accepting {
 		return s
 	}
-	if now.Sub(h.loggedIn.at) >= checkReuse {
+	if h.postmasterStopped != nil && h.postmasterStopped() {
+		return serverState{phase: running, answer: noResponse, err: errPostmasterStopped}
+	}
+	if age := now.Sub(h.loggedIn.at); age >= loginEvery || (h.loggedIn.answer != accepting && age >= checkReuse) {
 		err := h.login()
 		h.loggedIn = checkResult{answer: classify(err), err: err, at: time.Now()}
 	}
@@ -166,6 +197,9 @@ func (h *health) check(newLogin bool) serverState {
 	}
 	return s
 }
+
+// errPostmasterStopped: the postmaster's process is stopped (SIGSTOP, a debugger).
+var errPostmasterStopped = errors.New("the postmaster is stopped")
 
 // checkResult is the answer to one query or login, and when it came.
 type checkResult struct {

@@ -96,3 +96,27 @@ func TestStartupPassesALongPreparation(t *testing.T) {
 	require.Equal(t, http.StatusOK, probe(t, h, StartupPath))
 	require.Equal(t, http.StatusServiceUnavailable, probe(t, h, ReadinessPath))
 }
+
+// Liveness makes a new connection once every loginEvery while logins succeed, and looks at
+// the postmaster's process at every probe.
+func TestLivenessLogsInSeldomAndSeesAStoppedPostmaster(t *testing.T) {
+	h := &health{cfg: &Config{}, started: time.Now()}
+	h.setPhase(running)
+	logins, stopped := 0, false
+	h.query = func() error { return nil }
+	h.login = func() error { logins++; return nil }
+	h.postmasterStopped = func() bool { return stopped }
+	require.Equal(t, http.StatusOK, probe(t, h, LivenessPath))
+	time.Sleep(checkReuse)
+	require.Equal(t, http.StatusOK, probe(t, h, LivenessPath))
+	require.Equal(t, 1, logins, "one new connection per loginEvery")
+	stopped = true
+	time.Sleep(checkReuse)
+	require.Equal(t, http.StatusServiceUnavailable, probe(t, h, LivenessPath), "a stopped postmaster fails at once")
+	require.Equal(t, 1, logins)
+}
+
+func TestProcessStoppedReadsTheProcessState(t *testing.T) {
+	require.False(t, processStopped(os.Getpid()))
+	require.False(t, processStopped(1<<30), "no such process")
+}

@@ -62,6 +62,7 @@ func Run(ctx context.Context, cfg *Config, probeAddr string) (int, error) {
 		role = "primary"
 	}
 	code, err := supervise(cfg, signals, func(pid int) {
+		h.setPostmaster(pid)
 		h.setPhase(running)
 		klog.InfoS("Started postgres", "role", role, "address", net.JoinHostPort(cfg.PodIP, fmt.Sprint(cfg.Port)), "pid", pid)
 	}, h.stop)
